@@ -1,0 +1,50 @@
+import phonenumbers
+from django import forms
+
+from config.api import ApiError
+from tenants.actions import register_business, slug_for
+from tenants.models import Plan
+
+
+def normalize_phone(value):
+    """E.164 or a ValidationError that says how to write the number."""
+    value = (value or "").strip()
+    hint = "Enter the number in international format, with the country code, e.g. +14155550123."
+    try:
+        number = phonenumbers.parse(value, None)
+    except phonenumbers.NumberParseException:
+        raise forms.ValidationError(hint, code="invalid_phone")
+    if not phonenumbers.is_valid_number(number):
+        raise forms.ValidationError(f"That is not a valid phone number. {hint}", code="invalid_phone")
+    return phonenumbers.format_number(number, phonenumbers.PhoneNumberFormat.E164)
+
+
+class BusinessSignupForm(forms.Form):
+    """Fields allauth adds to its signup form; signup() turns them into a pending tenant."""
+
+    business_name = forms.CharField(max_length=120, label="Business name")
+    full_name = forms.CharField(max_length=120, label="Your name")
+    phone = forms.CharField(max_length=32, label="Phone", help_text="With country code, e.g. +14155550123")
+    plan = forms.ModelChoiceField(queryset=Plan.objects.filter(is_public=True), empty_label=None,
+                                  label="Plan you want")
+
+    field_order = ["business_name", "full_name", "email", "phone", "plan", "password1", "password2"]
+
+    def clean_business_name(self):
+        name = self.cleaned_data["business_name"].strip()
+        try:
+            slug_for(name)
+        except ApiError as exc:
+            raise forms.ValidationError(str(exc.detail), code=exc.error_code)
+        return name
+
+    def clean_phone(self):
+        return normalize_phone(self.cleaned_data["phone"])
+
+    def signup(self, request, user):
+        register_business(
+            user=user,
+            business_name=self.cleaned_data["business_name"],
+            plan=self.cleaned_data["plan"],
+            phone=self.cleaned_data["phone"],
+        )

@@ -1,0 +1,34 @@
+from django.contrib import messages
+from django.shortcuts import get_object_or_404, redirect, render
+from django.views.decorators.http import require_POST
+
+from config.api import ApiError
+from tenants.decorators import active_tenant_required
+
+from . import actions
+from .models import ApiKey
+
+
+@active_tenant_required
+def api_keys(request):
+    """The user's own keys in the current tenant. A new key is shown once, right after creation."""
+    new_key = None
+    if request.method == "POST":
+        try:
+            key, new_key = actions.create_api_key(user=request.user, tenant=request.tenant,
+                                                  name=request.POST.get("name", ""))
+        except ApiError as exc:
+            messages.error(request, str(exc.detail))
+        else:
+            messages.success(request, f"Key '{key.name}' created. Copy it now: it will not be shown again.")
+    keys = ApiKey.objects.filter(user=request.user, tenant=request.tenant)
+    return render(request, "accounts/api_keys.html", {"keys": keys, "new_key": new_key})
+
+
+@active_tenant_required
+@require_POST
+def revoke_api_key(request, key_id):
+    key = get_object_or_404(ApiKey, pk=key_id, user=request.user, tenant=request.tenant)
+    actions.revoke_api_key(key, acting_user=request.user)
+    messages.success(request, f"Key '{key.name}' ({key.prefix}…) revoked. Requests using it now fail.")
+    return redirect("api_keys")

@@ -1,0 +1,111 @@
+"""API conventions shared by every app: the response envelope, errors with codes, page/limit pagination."""
+from django.core.exceptions import PermissionDenied
+from django.http import Http404
+from rest_framework import exceptions, status
+from rest_framework.exceptions import APIException
+from rest_framework.pagination import PageNumberPagination
+from rest_framework.renderers import JSONRenderer
+from rest_framework.response import Response
+
+
+class ApiError(APIException):
+    """An error with a machine-readable code: raise ApiError(409, "tenant_not_pending", "…")."""
+
+    def __init__(self, status_code, code, message, details=None):
+        self.status_code = status_code
+        self.error_code = code
+        self.details = details
+        super().__init__(detail=message, code=code)
+
+
+def _first_message(detail):
+    if isinstance(detail, list) and detail:
+        return _first_message(detail[0])
+    if isinstance(detail, dict) and detail:
+        key, value = next(iter(detail.items()))
+        inner = _first_message(value)
+        return inner if key == "non_field_errors" else f"{key}: {inner}"
+    return str(detail)
+
+
+DEFAULT_CODES = {
+    400: "invalid_request",
+    401: "not_authenticated",
+    403: "permission_denied",
+    404: "not_found",
+    405: "method_not_allowed",
+    409: "conflict",
+    415: "unsupported_media_type",
+    429: "rate_limited",
+}
+
+
+def envelope_exception_handler(exc, context):
+    from rest_framework.views import exception_handler  # here: rest_framework.views reads these settings
+
+    if isinstance(exc, Http404):
+        exc = exceptions.NotFound()
+    elif isinstance(exc, PermissionDenied):
+        exc = exceptions.PermissionDenied()
+    response = exception_handler(exc, context)
+    if response is None:
+        return None
+    if isinstance(exc, ApiError):
+        code, message, details = exc.error_code, str(exc.detail), exc.details
+    elif isinstance(exc, exceptions.ValidationError):
+        code, message, details = "validation_error", _first_message(exc.detail), exc.detail
+    else:
+        code = DEFAULT_CODES.get(response.status_code, getattr(exc, "default_code", "error"))
+        if isinstance(exc.detail, dict | list):
+            message, details = _first_message(exc.detail), exc.detail
+        else:
+            message, details = str(exc.detail), None
+    if response.status_code == 404:
+        code = "not_found"
+    response.data = {"success": False, "error": {"code": code, "message": message, "details": details}}
+    return response
+
+
+class EnvelopeJSONRenderer(JSONRenderer):
+    def render(self, data, accepted_media_type=None, renderer_context=None):
+        response = (renderer_context or {}).get("response")
+        already_wrapped = isinstance(data, dict) and "success" in data and ("data" in data or "error" in data)
+        if response is not None and response.status_code == status.HTTP_204_NO_CONTENT:
+            return b""
+        if not already_wrapped and response is not None:
+            data = {"success": response.status_code < 400, "data": data}
+        return super().render(data, accepted_media_type, renderer_context)
+
+
+class PageLimitPagination(PageNumberPagination):
+    page_size = 20
+    page_query_param = "page"
+    page_size_query_param = "limit"
+    max_page_size = 100
+
+    def get_paginated_response(self, data):
+        return Response(
+            {
+                "success": True,
+                "data": data,
+                "pagination": {
+                    "page": self.page.number,
+                    "limit": self.get_page_size(self.request),
+                    "total": self.page.paginator.count,
+                    "pages": self.page.paginator.num_pages,
+                },
+            }
+        )
+
+    def get_paginated_response_schema(self, schema):
+        return {
+            "type": "object",
+            "properties": {
+                "success": {"type": "boolean"},
+                "data": schema,
+                "pagination": {
+                    "type": "object",
+                    "properties": {k: {"type": "integer"} for k in ("page", "limit", "total", "pages")},
+                },
+            },
+        }

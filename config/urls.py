@@ -1,0 +1,52 @@
+"""One URL map for everything. The tenant is not taken from the URL or host but from the principal
+(tenants.middleware / accounts.authentication), so public and tenant pages share this map."""
+from django.contrib import admin
+from django.db import transaction
+from django.urls import include, path
+from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
+from allauth.account.views import SignupView
+
+from accounts import api as accounts_api
+from accounts import views as accounts_views
+from config.health import DetailedHealthView, liveness
+from tenants import api as tenants_api
+from tenants import views as tenants_views
+
+api_v1 = [
+    path("me", accounts_api.MeView.as_view(), name="api_me"),
+    path("health/detailed", DetailedHealthView.as_view(), name="api_health_detailed"),
+    path("tenants", tenants_api.TenantListView.as_view(), name="api_tenants"),
+    path("tenants/<int:pk>", tenants_api.TenantDetailView.as_view(), name="api_tenant"),
+    path("tenants/<int:pk>/stats", tenants_api.TenantStatsView.as_view(), name="api_tenant_stats"),
+    path("tenants/<int:pk>/settings", tenants_api.TenantSettingsView.as_view(), name="api_tenant_settings"),
+    path("tenants/<int:pk>/approve", tenants_api.ApproveView.as_view(), name="api_tenant_approve"),
+    path("tenants/<int:pk>/reject", tenants_api.RejectView.as_view(), name="api_tenant_reject"),
+    path("tenants/<int:pk>/suspend", tenants_api.SuspendView.as_view(), name="api_tenant_suspend"),
+    path("tenants/<int:pk>/reactivate", tenants_api.ReactivateView.as_view(), name="api_tenant_reactivate"),
+]
+
+urlpatterns = [
+    path("", tenants_views.landing, name="landing"),
+    path("health", liveness, name="health"),
+    # Sign-up creates a user, a pending tenant and a membership: all or nothing.
+    path("accounts/signup/", transaction.atomic(SignupView.as_view()), name="account_signup"),
+    path("accounts/", include("allauth.urls")),
+    path("home/", tenants_views.home, name="home"),
+    path("awaiting-approval/", tenants_views.awaiting_approval, name="awaiting_approval"),
+    path("provisioning/", tenants_views.provisioning, name="provisioning"),
+    path("rejected/", tenants_views.rejected, name="rejected"),
+    path("suspended/", tenants_views.suspended, name="suspended"),
+    path("status.json", tenants_views.tenant_status_json, name="tenant_status_json"),
+    path("dashboard/", tenants_views.dashboard, name="dashboard"),
+    path("dashboard/api-keys/", accounts_views.api_keys, name="api_keys"),
+    path("dashboard/api-keys/<int:key_id>/revoke", accounts_views.revoke_api_key, name="revoke_api_key"),
+    path("switch/<int:tenant_id>", tenants_views.switch_tenant, name="switch_tenant"),
+    path("platform/", tenants_views.platform_approvals, name="platform_approvals"),
+    path("platform/tenants/", tenants_views.platform_tenants, name="platform_tenants"),
+    path("platform/tenants/<int:tenant_id>/<str:verb>", tenants_views.platform_tenant_action,
+         name="platform_tenant_action"),
+    path("admin/", admin.site.urls),
+    path("api/v1/", include(api_v1)),
+    path("api/schema/", SpectacularAPIView.as_view(), name="api_schema"),
+    path("api/docs/", SpectacularSwaggerView.as_view(url_name="api_schema"), name="api_docs"),
+]

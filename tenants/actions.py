@@ -1,0 +1,292 @@
+"""State changes of tenants. One transaction each; emails, tasks and live updates go out on commit."""
+from django.contrib.auth import get_user_model
+from django.db import transaction
+from django.utils import timezone
+from django.utils.text import slugify
+
+from accounts import audit
+from accounts.models import Membership
+from config.api import ApiError
+
+from . import notify, pool
+from .models import Domain, Plan, Tenant
+from .schemas import in_public_schema
+
+RESERVED_SLUGS = {"www", "api", "admin", "static", "media", "ws", "app", "mail", "status", "health"}
+
+
+class TenantStateError(ApiError):
+    def __init__(self, tenant, action):
+        super().__init__(
+            409,
+            "invalid_tenant_state",
+            f"Cannot {action} a tenant that is {tenant.get_status_display().lower()}.",
+            {"status": tenant.status},
+        )
+
+
+def snapshot(tenant):
+    return {
+        "status": tenant.status,
+        "plan": tenant.plan.code if tenant.plan_id else None,
+        "name": tenant.name,
+        "trial_ends_at": tenant.trial_ends_at.isoformat() if tenant.trial_ends_at else None,
+    }
+
+
+def slug_for(name):
+    slug = slugify(name)[:63]
+    if not slug:
+        raise ApiError(400, "invalid_name", "Use letters or digits in the business name.")
+    if slug in RESERVED_SLUGS:
+        raise ApiError(400, "reserved_slug", f"'{slug}' is reserved; choose another name or slug.")
+    if Tenant.objects.filter(slug=slug).exists():
+        raise ApiError(409, "slug_taken", f"A business with the slug '{slug}' is already registered.")
+    return slug
+
+
+@in_public_schema
+@transaction.atomic
+def register_business(*, user, business_name, plan, phone="", slug=None):
+    """A sign-up: a pending tenant with the user as owner. The schema comes at approval."""
+    tenant = Tenant.objects.create(
+        name=business_name,
+        slug=slug_for(slug or business_name),
+        schema_name=Tenant.placeholder_schema_name(),
+        status=Tenant.Status.PENDING,
+        plan=plan,
+        contact_phone=phone,
+    )
+    Membership.objects.create(user=user, tenant=tenant, role=Membership.Role.OWNER)
+    audit.record("tenant.registered", actor=user, target=tenant, after=snapshot(tenant), tenant=tenant)
+    transaction.on_commit(notify.pending_count_changed)
+    return tenant
+
+
+def _activate(tenant, now):
+    tenant.status = Tenant.Status.ACTIVE
+    tenant.provisioning_error = ""
+    tenant.provisioning_progress = 100
+    Domain.objects.get_or_create(tenant=tenant, domain=tenant.subdomain, defaults={"is_primary": True})
+
+
+@in_public_schema
+def approve_tenant(tenant, *, acting_user, plan=None):
+    """Give a pending tenant a schema and start its trial.
+
+    With a pooled schema this is one short transaction and the tenant is active when it returns. With an
+    empty pool the tenant turns `provisioning` and a background task creates its schema, showing progress.
+    """
+    with transaction.atomic():
+        tenant = Tenant.objects.select_for_update().get(pk=tenant.pk)
+        if tenant.status != Tenant.Status.PENDING:
+            raise TenantStateError(tenant, "approve")
+        before = snapshot(tenant)
+        now = timezone.now()
+        if plan is not None:
+            tenant.plan = plan
+        tenant.approved_at = now
+        tenant.start_trial(now)
+        pooled_schema = pool.take_pooled_schema()
+        if pooled_schema:
+            tenant.schema_name = pooled_schema
+            _activate(tenant, now)
+        else:
+            tenant.schema_name = Tenant.new_schema_name()
+            tenant.status = Tenant.Status.PROVISIONING
+            tenant.provisioning_progress = 0
+        tenant.save()
+        audit.record("tenant.approved", actor=acting_user, target=tenant, before=before, after=snapshot(tenant),
+                     tenant=tenant)
+        _after_status_change(tenant)
+        if pooled_schema:
+            transaction.on_commit(lambda: notify.tenant_approved(tenant))
+        else:
+            from .tasks import provision_tenant
+
+            transaction.on_commit(lambda: provision_tenant.delay(tenant.pk))
+        transaction.on_commit(_refill_pool_later)
+    return tenant
+
+
+@in_public_schema
+def finish_provisioning(tenant_id, on_progress=None):
+    """Background fallback when the pool was empty: create and migrate the schema, then activate."""
+    tenant = Tenant.objects.get(pk=tenant_id)
+    if tenant.status != Tenant.Status.PROVISIONING:
+        return tenant
+    try:
+        pool.create_and_migrate_schema(tenant.schema_name, on_progress=on_progress)
+    except Exception as exc:
+        Tenant.objects.filter(pk=tenant.pk).update(
+            provisioning_error=f"{type(exc).__name__}: {exc}"[:2000], provisioning_progress=0
+        )
+        tenant.refresh_from_db()
+        notify.tenant_status(tenant)
+        raise
+    with transaction.atomic():
+        tenant = Tenant.objects.select_for_update().get(pk=tenant_id)
+        before = snapshot(tenant)
+        _activate(tenant, timezone.now())
+        tenant.save()
+        audit.record("tenant.provisioned", actor=None, target=tenant, before=before, after=snapshot(tenant),
+                     tenant=tenant)
+        _after_status_change(tenant)
+        transaction.on_commit(lambda: notify.tenant_approved(tenant))
+    return tenant
+
+
+@in_public_schema
+def retry_provisioning(tenant, *, acting_user):
+    with transaction.atomic():
+        tenant = Tenant.objects.select_for_update().get(pk=tenant.pk)
+        if tenant.status != Tenant.Status.PROVISIONING or not tenant.provisioning_error:
+            raise TenantStateError(tenant, "retry provisioning of")
+        before = snapshot(tenant)
+        pooled_schema = pool.take_pooled_schema()
+        tenant.provisioning_error = ""
+        if pooled_schema:
+            tenant.schema_name = pooled_schema
+            _activate(tenant, timezone.now())
+        else:
+            tenant.schema_name = Tenant.new_schema_name()
+        tenant.save()
+        audit.record("tenant.provisioning_retried", actor=acting_user, target=tenant, before=before,
+                     after=snapshot(tenant), tenant=tenant)
+        _after_status_change(tenant)
+        if pooled_schema:
+            transaction.on_commit(lambda: notify.tenant_approved(tenant))
+        else:
+            from .tasks import provision_tenant
+
+            transaction.on_commit(lambda: provision_tenant.delay(tenant.pk))
+    return tenant
+
+
+@in_public_schema
+@transaction.atomic
+def reject_tenant(tenant, *, acting_user, reason):
+    reason = (reason or "").strip()
+    if not reason:
+        raise ApiError(400, "reason_required", "Give the applicant a reason for the rejection.")
+    tenant = Tenant.objects.select_for_update().get(pk=tenant.pk)
+    if tenant.status != Tenant.Status.PENDING:
+        raise TenantStateError(tenant, "reject")
+    before = snapshot(tenant)
+    tenant.status = Tenant.Status.REJECTED
+    tenant.rejection_reason = reason
+    tenant.save()
+    audit.record("tenant.rejected", actor=acting_user, target=tenant, before=before,
+                 after={**snapshot(tenant), "reason": reason}, tenant=tenant)
+    _after_status_change(tenant)
+    transaction.on_commit(lambda: notify.tenant_rejected(tenant))
+    return tenant
+
+
+@in_public_schema
+@transaction.atomic
+def suspend_tenant(tenant, *, acting_user, reason=""):
+    tenant = Tenant.objects.select_for_update().get(pk=tenant.pk)
+    if tenant.status != Tenant.Status.ACTIVE:
+        raise TenantStateError(tenant, "suspend")
+    before = snapshot(tenant)
+    tenant.status = Tenant.Status.SUSPENDED
+    tenant.suspension_reason = (reason or "").strip()
+    tenant.save()
+    audit.record("tenant.suspended", actor=acting_user, target=tenant, before=before,
+                 after={**snapshot(tenant), "reason": tenant.suspension_reason}, tenant=tenant)
+    _after_status_change(tenant)
+    transaction.on_commit(lambda: notify.tenant_suspended(tenant))
+    return tenant
+
+
+@in_public_schema
+@transaction.atomic
+def reactivate_tenant(tenant, *, acting_user):
+    tenant = Tenant.objects.select_for_update().get(pk=tenant.pk)
+    if tenant.status != Tenant.Status.SUSPENDED:
+        raise TenantStateError(tenant, "reactivate")
+    before = snapshot(tenant)
+    tenant.status = Tenant.Status.ACTIVE
+    tenant.suspension_reason = ""
+    tenant.save()
+    audit.record("tenant.reactivated", actor=acting_user, target=tenant, before=before, after=snapshot(tenant),
+                 tenant=tenant)
+    _after_status_change(tenant)
+    transaction.on_commit(lambda: notify.tenant_reactivated(tenant))
+    return tenant
+
+
+@in_public_schema
+@transaction.atomic
+def update_tenant(tenant, *, acting_user, **changes):
+    """Platform admin edits: name, plan, trial_ends_at."""
+    tenant = Tenant.objects.select_for_update().get(pk=tenant.pk)
+    before = snapshot(tenant)
+    for field in ("name", "plan", "trial_ends_at"):
+        if field in changes:
+            setattr(tenant, field, changes[field])
+    tenant.save()
+    audit.record("tenant.updated", actor=acting_user, target=tenant, before=before, after=snapshot(tenant),
+                 tenant=tenant)
+    return tenant
+
+
+@in_public_schema
+@transaction.atomic
+def update_tenant_settings(tenant, *, acting_user, **changes):
+    tenant = Tenant.objects.select_for_update().get(pk=tenant.pk)
+    before = {"webhook_url": tenant.webhook_url, "timezone": tenant.timezone}
+    for field in ("webhook_url", "timezone"):
+        if field in changes:
+            setattr(tenant, field, changes[field])
+    tenant.save()
+    audit.record("tenant.settings_updated", actor=acting_user, target=tenant, before=before,
+                 after={"webhook_url": tenant.webhook_url, "timezone": tenant.timezone}, tenant=tenant)
+    return tenant
+
+
+@in_public_schema
+def create_tenant(*, acting_user, name, plan, owner_email, owner_name="", slug=None):
+    """A platform admin opens a tenant directly: it is registered and approved in one step."""
+    User = get_user_model()
+    with transaction.atomic():
+        owner = User.objects.filter(email__iexact=owner_email).first()
+        invite = owner is None
+        if invite:
+            owner = User.objects.create_user(email=owner_email, password=None, full_name=owner_name)
+        tenant = register_business(user=owner, business_name=name, plan=plan, slug=slug)
+        tenant = approve_tenant(tenant, acting_user=acting_user)
+        if invite:
+            transaction.on_commit(lambda: notify.owner_invited(owner, tenant))
+    return tenant
+
+
+@in_public_schema
+def delete_tenant(tenant, *, acting_user):
+    """Remove a tenant row and drop its schema. Irreversible; the audit row survives with the tenant unset."""
+    with transaction.atomic():
+        tenant = Tenant.objects.select_for_update().get(pk=tenant.pk)
+        if tenant.status == Tenant.Status.POOLED:
+            raise TenantStateError(tenant, "delete")
+        audit.record("tenant.deleted", actor=acting_user, target=tenant,
+                     before={**snapshot(tenant), "slug": tenant.slug, "schema": tenant.schema_name})
+        schema_name = tenant.schema_name
+        Tenant.objects.filter(pk=tenant.pk).delete()
+        pool.drop_schema(schema_name)
+    notify.pending_count_changed()
+
+
+def _after_status_change(tenant):
+    transaction.on_commit(lambda: notify.tenant_status(tenant))
+    transaction.on_commit(notify.pending_count_changed)
+
+
+def _refill_pool_later():
+    from .tasks import refill_tenant_pool
+
+    refill_tenant_pool.delay()
+
+
+def default_plan():
+    return Plan.objects.filter(is_public=True).order_by("sort_order").first()
