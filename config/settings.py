@@ -1,8 +1,8 @@
 """Switchboard settings: one module, driven by environment variables.
 
 Every variable read here is listed in .env.example with its default. Values come from, in order of
-precedence: var/runtime.env (written by scripts/bootstrap.sh with the database and Redis it found or
-started), the process environment, then .env.
+precedence: the process environment, var/runtime.env (written by scripts/bootstrap.sh with the database and
+Redis it found or started; `make` exports it), then .env.
 """
 from datetime import timedelta
 from pathlib import Path
@@ -12,7 +12,7 @@ import environ
 BASE_DIR = Path(__file__).resolve().parent.parent
 
 env = environ.Env()
-environ.Env.read_env(BASE_DIR / "var" / "runtime.env", overwrite=True)
+environ.Env.read_env(BASE_DIR / "var" / "runtime.env")
 environ.Env.read_env(BASE_DIR / ".env")
 
 DEBUG = env.bool("DEBUG", default=False)

@@ -1,0 +1,119 @@
+"""Fixtures shared by every app's tests.
+
+Named users across two tenants, used everywhere so that isolation is tested everywhere:
+alice (owner of Acme), bob (member of Acme), carol (owner of Globex), admin (platform admin, no tenant).
+Acme and Globex have real, migrated schemas (created once per session, kept across transactional flushes).
+"""
+from datetime import timedelta
+from types import SimpleNamespace
+
+import pytest
+from django.db import connection
+from django.utils import timezone
+
+PASSWORD = "correct-horse-battery-staple"
+TEST_SCHEMAS = {"acme": "t_test_acme", "globex": "t_test_globex"}
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _eager_celery():
+    """Most tests run tasks in-process; tests that cross processes start a real worker (tests/live.py)."""
+    from config.celery import app
+
+    app.conf.task_always_eager = True
+    app.conf.task_eager_propagates = True
+    yield
+
+
+@pytest.fixture(scope="session")
+def tenant_schemas(django_db_setup, django_db_blocker):
+    """Real schemas for the named tenants, migrated the normal way once per session."""
+    from django_tenants.utils import schema_exists
+
+    from tenants.pool import create_and_migrate_schema
+
+    with django_db_blocker.unblock():
+        for schema in TEST_SCHEMAS.values():
+            if not schema_exists(schema):
+                create_and_migrate_schema(schema)
+        connection.set_schema_to_public()
+    return TEST_SCHEMAS
+
+
+@pytest.fixture
+def plans(db):
+    from tenants.models import Plan
+    from tenants.plans import seed_plans
+
+    seed_plans(Plan)  # transactional tests flush the seeded rows: put them back
+    return {plan.code: plan for plan in Plan.objects.all()}
+
+
+def make_user(email, *, full_name="", staff=False, verified=True):
+    from allauth.account.models import EmailAddress
+    from django.contrib.auth import get_user_model
+
+    User = get_user_model()
+    create = User.objects.create_superuser if staff else User.objects.create_user
+    user = create(email=email, password=PASSWORD, full_name=full_name)
+    EmailAddress.objects.create(user=user, email=email, verified=verified, primary=True)
+    return user
+
+
+def make_active_tenant(name, slug, schema_name, plan):
+    from tenants.models import Domain, Tenant
+
+    now = timezone.now()
+    tenant = Tenant.objects.create(
+        name=name, slug=slug, schema_name=schema_name, status=Tenant.Status.ACTIVE, plan=plan,
+        approved_at=now, trial_ends_at=now + timedelta(days=7), contact_phone="+14155550100",
+    )
+    Domain.objects.create(tenant=tenant, domain=tenant.subdomain, is_primary=True)
+    return tenant
+
+
+@pytest.fixture
+def named(db, plans, tenant_schemas):
+    from accounts.models import Membership
+
+    acme = make_active_tenant("Acme", "acme", tenant_schemas["acme"], plans["basic"])
+    globex = make_active_tenant("Globex", "globex", tenant_schemas["globex"], plans["pro"])
+    alice = make_user("alice@acme.test", full_name="Alice Owner")
+    bob = make_user("bob@acme.test", full_name="Bob Member")
+    carol = make_user("carol@globex.test", full_name="Carol Owner")
+    admin = make_user("admin@platform.test", full_name="Platform Admin", staff=True)
+    Membership.objects.create(user=alice, tenant=acme, role=Membership.Role.OWNER)
+    Membership.objects.create(user=bob, tenant=acme, role=Membership.Role.MEMBER)
+    Membership.objects.create(user=carol, tenant=globex, role=Membership.Role.OWNER)
+    return SimpleNamespace(acme=acme, globex=globex, alice=alice, bob=bob, carol=carol, admin=admin)
+
+
+@pytest.fixture
+def api_as():
+    """api_as(user, tenant=None) -> an APIClient authenticated with a fresh API key of that user."""
+    from rest_framework.test import APIClient
+
+    from accounts.actions import create_api_key
+
+    def build(user, tenant=None):
+        if tenant is None and not user.is_platform_admin:
+            tenant = user.memberships.first().tenant
+        _, raw = create_api_key(user=user, tenant=tenant, name="test")
+        client = APIClient()
+        client.credentials(HTTP_AUTHORIZATION=f"Bearer {raw}")
+        client.raw_key = raw
+        return client
+
+    return build
+
+
+@pytest.fixture
+def drop_pool_schemas(django_db_blocker):
+    """Tests that fill the pool or provision create real schemas: drop them afterwards."""
+    yield
+    with django_db_blocker.unblock():
+        connection.set_schema_to_public()
+        with connection.cursor() as cursor:
+            cursor.execute("SELECT nspname FROM pg_namespace WHERE nspname LIKE 't\\_%%' AND nspname NOT LIKE 't\\_test\\_%%'")
+            for (schema,) in cursor.fetchall():
+                cursor.execute(f'DROP SCHEMA "{schema}" CASCADE')
