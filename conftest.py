@@ -12,7 +12,7 @@ from django.db import connection
 from django.utils import timezone
 
 PASSWORD = "correct-horse-battery-staple"
-TEST_SCHEMAS = {"acme": "t_test_acme", "globex": "t_test_globex"}
+TEST_SCHEMAS = {"acme": "t_test_acme", "globex": "t_test_globex", "pool": "t_test_pool"}
 
 
 @pytest.fixture(scope="session", autouse=True)
@@ -105,6 +105,16 @@ def api_as():
         return client
 
     return build
+
+
+@pytest.fixture
+def pooled_schema(db, tenant_schemas):
+    """One ready schema in the warm pool (a session-made schema, so approval tests stay fast)."""
+    from tenants.models import Tenant
+
+    schema = tenant_schemas["pool"]
+    Tenant.objects.create(schema_name=schema, name="(pooled)", slug="pooled-test", status=Tenant.Status.POOLED)
+    return schema
 
 
 @pytest.fixture
