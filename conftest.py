@@ -25,6 +25,12 @@ def _eager_celery():
     yield
 
 
+@pytest.fixture(autouse=True)
+def _fast_password_hashing(settings):
+    # Django's default PBKDF2 costs ~0.3 s per user; the named fixture makes four users per test.
+    settings.PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
+
+
 @pytest.fixture(scope="session")
 def tenant_schemas(django_db_setup, django_db_blocker):
     """Real schemas for the named tenants, migrated the normal way once per session."""
