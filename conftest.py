@@ -26,8 +26,11 @@ def _eager_celery():
 
 
 @pytest.fixture(autouse=True)
-def _fast_password_hashing(settings):
+def _fast_password_hashing(request, settings):
     # Django's default PBKDF2 costs ~0.3 s per user; the named fixture makes four users per test.
+    # Browser tests keep the real hasher: their server process must verify the passwords.
+    if request.node.get_closest_marker("browser"):
+        return
     settings.PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
 
 

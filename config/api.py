@@ -55,7 +55,11 @@ def envelope_exception_handler(exc, context):
     elif isinstance(exc, exceptions.ValidationError):
         code, message, details = "validation_error", _first_message(exc.detail), exc.detail
     else:
-        code = DEFAULT_CODES.get(response.status_code, getattr(exc, "default_code", "error"))
+        specific = exc.get_codes() if isinstance(exc, APIException) else None
+        if isinstance(specific, str) and specific != getattr(exc, "default_code", None):
+            code = specific  # raised with its own code, e.g. AuthenticationFailed(code="api_key_revoked")
+        else:
+            code = DEFAULT_CODES.get(response.status_code, getattr(exc, "default_code", "error"))
         if isinstance(exc.detail, dict | list):
             message, details = _first_message(exc.detail), exc.detail
         else:
