@@ -34,6 +34,18 @@ def _fast_password_hashing(request, settings):
     settings.PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
 
 
+@pytest.fixture(autouse=True)
+def _forget_login_rate_limits():
+    """Every test client comes from 127.0.0.1: clear allauth's per-IP counters (only those keys) in Redis."""
+    from django.conf import settings
+    from redis import Redis
+
+    redis = Redis.from_url(settings.REDIS_URL)
+    for key in redis.scan_iter(match="*allauth:rl:*", count=500):
+        redis.delete(key)
+    yield
+
+
 @pytest.fixture(scope="session")
 def tenant_schemas(django_db_setup, django_db_blocker):
     """Real schemas for the named tenants, migrated the normal way once per session."""

@@ -26,6 +26,8 @@ TENANT_BASE_DOMAIN = env("TENANT_BASE_DOMAIN", default="localhost")
 # --- applications -------------------------------------------------------------------------------
 SHARED_APPS = [
     "tenants",  # first: its migrate_schemas replaces django-tenants' one
+    # Before django_tenants: its admin templates assume a tenant from the hostname, ours comes from the user.
+    "django.contrib.admin",
     "django_tenants",
     "daphne",
     "django.contrib.contenttypes",
@@ -33,7 +35,6 @@ SHARED_APPS = [
     "django.contrib.sessions",
     "django.contrib.messages",
     "django.contrib.staticfiles",
-    "django.contrib.admin",
     "django.contrib.humanize",
     "accounts",
     "billing",

@@ -27,11 +27,6 @@ def signup_data(plans, **overrides):
     return data
 
 
-@pytest.fixture(autouse=True)
-def _no_rate_limits(settings):
-    settings.ACCOUNT_RATE_LIMITS = False
-
-
 def confirm_link(message):
     return re.search(r"https?://[^/\s]+(/accounts/confirm-email/[^\s]+)", message.body).group(1)
 
