@@ -4,6 +4,7 @@ from django.core.paginator import Paginator
 from django.http import Http404, JsonResponse
 from django.shortcuts import get_object_or_404, redirect, render
 from django.urls import reverse
+from django.utils.http import url_has_allowed_host_and_scheme
 from django.views.decorators.http import require_POST
 
 from config.api import ApiError
@@ -159,4 +160,7 @@ def platform_tenant_action(request, tenant_id, verb):
                           f"Provisioning of {tenant.name} restarted.")
     else:
         raise Http404
-    return redirect(request.POST.get("next") or "platform_approvals")
+    next_url = request.POST.get("next", "")
+    if not url_has_allowed_host_and_scheme(next_url, allowed_hosts={request.get_host()}):
+        next_url = reverse("platform_approvals")
+    return redirect(next_url)

@@ -200,3 +200,11 @@ def test_approving_twice_is_refused_without_side_effects(client, named, pooled_s
 def test_unknown_tenant_in_the_panel_is_404(client, named):
     client.force_login(named.admin)
     assert client.post("/platform/tenants/999999/approve").status_code == 404
+
+
+def test_panel_actions_never_redirect_off_site(client, named):
+    client.force_login(named.admin)
+    response = client.post(f"/platform/tenants/{named.acme.pk}/suspend", {"next": "https://evil.example/"})
+    assert response["Location"] == "/platform/"
+    response = client.post(f"/platform/tenants/{named.acme.pk}/reactivate", {"next": "/platform/tenants/?status=active"})
+    assert response["Location"] == "/platform/tenants/?status=active"
