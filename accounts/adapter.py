@@ -1,4 +1,5 @@
 from allauth.account.adapter import DefaultAccountAdapter
+from django.db import transaction
 from django.urls import reverse
 
 
@@ -16,3 +17,11 @@ class AccountAdapter(DefaultAccountAdapter):
 
     def get_email_verification_redirect_url(self, email_address):
         return reverse("home")
+
+    def send_mail(self, template_prefix, email, context):
+        """allauth's emails leave through the worker, and only once the sign-up (or other change) committed."""
+        from .tasks import send_email
+
+        message = self.render_mail(template_prefix, email, context)
+        body = message.body
+        transaction.on_commit(lambda: send_email.delay(to=email, subject=message.subject, body=body))
