@@ -58,6 +58,9 @@ INSTALLED_APPS = list(SHARED_APPS) + [a for a in TENANT_APPS if a not in SHARED_
 TENANT_MODEL = "tenants.Tenant"
 TENANT_DOMAIN_MODEL = "tenants.Domain"
 DATABASE_ROUTERS = ("django_tenants.routers.TenantSyncRouter",)
+# Send `SET search_path` only when the schema changes, not before every query. Turn off behind a
+# transaction-pooling pgbouncer, where consecutive transactions may land on different server connections.
+TENANT_LIMIT_SET_CALLS = env.bool("TENANT_LIMIT_SET_CALLS", default=True)
 
 MIDDLEWARE = [
     "django.middleware.security.SecurityMiddleware",

@@ -59,7 +59,7 @@ def register_business(*, user, business_name, plan, phone="", slug=None):
     )
     Membership.objects.create(user=user, tenant=tenant, role=Membership.Role.OWNER)
     audit.record("tenant.registered", actor=user, target=tenant, after=snapshot(tenant), tenant=tenant)
-    transaction.on_commit(notify.pending_count_changed)
+    _announce(tenant, "registered")
     return tenant
 
 
@@ -98,10 +98,9 @@ def approve_tenant(tenant, *, acting_user, plan=None):
         tenant.save()
         audit.record("tenant.approved", actor=acting_user, target=tenant, before=before, after=snapshot(tenant),
                      tenant=tenant)
-        _after_status_change(tenant)
-        if pooled_schema:
-            transaction.on_commit(lambda: notify.tenant_approved(tenant))
-        else:
+        # The owner's email goes out when the workspace is usable: now, or when provisioning finishes.
+        _announce(tenant, "approved" if pooled_schema else "status")
+        if not pooled_schema:
             from .tasks import provision_tenant
 
             transaction.on_commit(lambda: provision_tenant.delay(tenant.pk))
@@ -122,7 +121,7 @@ def finish_provisioning(tenant_id, on_progress=None):
             provisioning_error=f"{type(exc).__name__}: {exc}"[:2000], provisioning_progress=0
         )
         tenant.refresh_from_db()
-        notify.tenant_status(tenant)
+        notify.tenant_status(tenant)  # already in the worker: tell the waiting page at once
         raise
     with transaction.atomic():
         tenant = Tenant.objects.select_for_update().get(pk=tenant_id)
@@ -131,8 +130,7 @@ def finish_provisioning(tenant_id, on_progress=None):
         tenant.save()
         audit.record("tenant.provisioned", actor=None, target=tenant, before=before, after=snapshot(tenant),
                      tenant=tenant)
-        _after_status_change(tenant)
-        transaction.on_commit(lambda: notify.tenant_approved(tenant))
+        _announce(tenant, "provisioned")
     return tenant
 
 
@@ -153,10 +151,8 @@ def retry_provisioning(tenant, *, acting_user):
         tenant.save()
         audit.record("tenant.provisioning_retried", actor=acting_user, target=tenant, before=before,
                      after=snapshot(tenant), tenant=tenant)
-        _after_status_change(tenant)
-        if pooled_schema:
-            transaction.on_commit(lambda: notify.tenant_approved(tenant))
-        else:
+        _announce(tenant, "provisioned" if pooled_schema else "status")
+        if not pooled_schema:
             from .tasks import provision_tenant
 
             transaction.on_commit(lambda: provision_tenant.delay(tenant.pk))
@@ -178,8 +174,7 @@ def reject_tenant(tenant, *, acting_user, reason):
     tenant.save()
     audit.record("tenant.rejected", actor=acting_user, target=tenant, before=before,
                  after={**snapshot(tenant), "reason": reason}, tenant=tenant)
-    _after_status_change(tenant)
-    transaction.on_commit(lambda: notify.tenant_rejected(tenant))
+    _announce(tenant, "rejected")
     return tenant
 
 
@@ -195,8 +190,7 @@ def suspend_tenant(tenant, *, acting_user, reason=""):
     tenant.save()
     audit.record("tenant.suspended", actor=acting_user, target=tenant, before=before,
                  after={**snapshot(tenant), "reason": tenant.suspension_reason}, tenant=tenant)
-    _after_status_change(tenant)
-    transaction.on_commit(lambda: notify.tenant_suspended(tenant))
+    _announce(tenant, "suspended")
     return tenant
 
 
@@ -212,8 +206,7 @@ def reactivate_tenant(tenant, *, acting_user):
     tenant.save()
     audit.record("tenant.reactivated", actor=acting_user, target=tenant, before=before, after=snapshot(tenant),
                  tenant=tenant)
-    _after_status_change(tenant)
-    transaction.on_commit(lambda: notify.tenant_reactivated(tenant))
+    _announce(tenant, "reactivated")
     return tenant
 
 
@@ -277,9 +270,11 @@ def delete_tenant(tenant, *, acting_user):
     notify.pending_count_changed()
 
 
-def _after_status_change(tenant):
-    transaction.on_commit(lambda: notify.tenant_status(tenant))
-    transaction.on_commit(notify.pending_count_changed)
+def _announce(tenant, event):
+    from .tasks import announce_tenant_change
+
+    tenant_id = tenant.pk
+    transaction.on_commit(lambda: announce_tenant_change.delay(tenant_id, event))
 
 
 def _refill_pool_later():

@@ -1,6 +1,7 @@
 """What the outside world hears about tenant changes: emails to owners and live updates to open pages.
 
-Called from actions on commit, never inside a transaction.
+Actions only enqueue `tenants.tasks.announce_tenant_change` on commit; the work below runs in the worker, so
+approving stays a short transaction and a slow mail server or Redis never holds up the admin's request.
 """
 import logging
 
@@ -11,19 +12,21 @@ from django.template.loader import render_to_string
 
 log = logging.getLogger(__name__)
 
-
-def status_group(tenant_id):
-    return f"tenant.{tenant_id}.status"
-
-
 PLATFORM_GROUP = "platform.admins"
 
+# event -> (email template, subject); events without an entry only update live pages.
+EMAILS = {
+    "approved": ("tenant_approved", "{name} is approved — your trial has started"),
+    "provisioned": ("tenant_approved", "{name} is approved — your trial has started"),
+    "rejected": ("tenant_rejected", "Your Switchboard application for {name}"),
+    "suspended": ("tenant_suspended", "{name} has been suspended"),
+    "reactivated": ("tenant_reactivated", "{name} is active again"),
+}
 
-def _group_send(group, message):
-    try:
-        async_to_sync(get_channel_layer().group_send)(group, message)
-    except Exception:  # a live update is a nicety: a Redis hiccup must not fail the action that committed
-        log.warning("live update to %s failed", group, exc_info=True)
+
+def status_group(tenant_id):
+    # Keyed by tenant id, not schema: pending tenants have no schema yet and this is about the public row.
+    return f"tenant.{tenant_id}.status"
 
 
 def status_payload(tenant):
@@ -35,51 +38,65 @@ def status_payload(tenant):
     }
 
 
-def tenant_status(tenant):
-    _group_send(status_group(tenant.pk), {"type": "tenant.status", "data": status_payload(tenant)})
+def _send(*messages):
+    """group_send each (group, message) in one event loop; a live update must never fail the caller."""
+    layer = get_channel_layer()
+
+    async def send_all():
+        for group, message in messages:
+            await layer.group_send(group, message)
+
+    try:
+        async_to_sync(send_all)()
+    except Exception:
+        log.warning("live update failed", exc_info=True)
 
 
-def provisioning_progress(tenant, applied, total):
-    _group_send(
-        status_group(tenant.pk),
-        {"type": "tenant.status", "data": {**status_payload(tenant), "applied": applied, "total": total}},
-    )
+def _status_message(tenant, **extra):
+    return status_group(tenant.pk), {"type": "tenant.status", "data": {**status_payload(tenant), **extra}}
 
 
-def pending_count_changed():
+def _pending_message():
     from .models import Tenant
 
     count = Tenant.objects.filter(status=Tenant.Status.PENDING).count()
-    _group_send(PLATFORM_GROUP, {"type": "platform.pending", "data": {"pending": count}})
+    return PLATFORM_GROUP, {"type": "platform.pending", "data": {"pending": count}}
 
 
-def _owners(tenant):
-    return [m.user for m in tenant.memberships.select_related("user").filter(role="owner")]
+def tenant_status(tenant):
+    _send(_status_message(tenant))
 
 
-def _email(tenant, template, subject, **extra):
+def provisioning_progress(tenant, applied, total):
+    _send(_status_message(tenant, applied=applied, total=total))
+
+
+def pending_count_changed():
+    _send(_pending_message())
+
+
+def announce(tenant_id, event):
+    """Tell the tenant's open pages, the platform admins' badge and (for some events) the owners by email."""
+    from .models import Tenant
+
+    tenant = Tenant.objects.select_related("plan").filter(pk=tenant_id).first()
+    if tenant is None:
+        pending_count_changed()
+        return
+    _send(_status_message(tenant), _pending_message())
+    if event in EMAILS:
+        template, subject = EMAILS[event]
+        _email_owners(tenant, template, subject.format(name=tenant.name))
+
+
+def _email_owners(tenant, template, subject):
     from accounts.tasks import send_email
 
-    for owner in _owners(tenant):
-        context = {"tenant": tenant, "user": owner, "site_url": settings.SITE_URL, **extra}
+    for membership in tenant.memberships.select_related("user").filter(role="owner"):
+        owner = membership.user
+        context = {"tenant": tenant, "user": owner, "site_url": settings.SITE_URL}
         body = render_to_string(f"emails/{template}.txt", context)
         send_email.delay(to=owner.email, subject=f"[Switchboard] {subject}", body=body)
-
-
-def tenant_approved(tenant):
-    _email(tenant, "tenant_approved", f"{tenant.name} is approved — your trial has started")
-
-
-def tenant_rejected(tenant):
-    _email(tenant, "tenant_rejected", f"Your Switchboard application for {tenant.name}")
-
-
-def tenant_suspended(tenant):
-    _email(tenant, "tenant_suspended", f"{tenant.name} has been suspended")
-
-
-def tenant_reactivated(tenant):
-    _email(tenant, "tenant_reactivated", f"{tenant.name} is active again")
 
 
 def owner_invited(user, tenant):

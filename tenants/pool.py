@@ -5,6 +5,8 @@ pooled schema is identical to a freshly migrated one. Approval takes one in a si
 (tenants.actions.approve_tenant); `refill_tenant_pool` tops the pool up. Cloning a template schema was
 measured to drift (constraint names, sequence types, stale template) and is deliberately not used.
 """
+import contextlib
+import io
 import logging
 import re
 
@@ -28,8 +30,8 @@ def pooled_count():
 def create_and_migrate_schema(schema_name, on_progress=None):
     """CREATE SCHEMA and run every tenant migration with django-tenants' standard executor.
 
-    on_progress(applied, total) is called after each migration. On any failure the schema is dropped, so
-    a failed attempt never leaves a half-made schema behind.
+    on_progress(applied, total) is called as each migration is applied. If anything fails after the schema
+    was created, it is dropped, so a failed attempt never leaves a half-made schema behind.
     """
     from django.db.migrations.loader import MigrationLoader
 
@@ -43,14 +45,16 @@ def create_and_migrate_schema(schema_name, on_progress=None):
             if on_progress:
                 on_progress(min(applied, total), total)
 
+    connection.set_schema_to_public()
+    with connection.cursor() as cursor:
+        cursor.execute(f'CREATE SCHEMA "{schema_name}"')  # fails on an existing schema: never ours to drop
     schema_migrate_message.connect(progress, weak=False)
     try:
-        connection.set_schema_to_public()
-        with connection.cursor() as cursor:
-            cursor.execute(f'CREATE SCHEMA "{schema_name}"')
-        # Progress is reported through django-tenants' migrate messages, which only verbosity >= 1 sends.
-        call_command("migrate_schemas", tenant=True, schema_name=schema_name, interactive=False,
-                     verbosity=1 if on_progress else 0, stdout=_Discard())
+        # django-tenants writes its per-line migrate messages to sys.stdout and only sends
+        # schema_migrate_message (our progress source) at verbosity >= 1: keep them, but off the console.
+        with contextlib.redirect_stdout(io.StringIO()):
+            call_command("migrate_schemas", tenant=True, schema_name=schema_name, interactive=False,
+                         verbosity=1 if on_progress else 0)
     except Exception:
         drop_schema(schema_name)
         raise
@@ -100,24 +104,17 @@ def fill_pool(size=None):
 
 
 def take_pooled_schema():
-    """Inside the caller's transaction: claim one pooled schema and remove its row. None if the pool is empty."""
+    """Inside the caller's transaction: claim one pooled schema and remove its row. None if the pool is empty.
+
+    One statement; SKIP LOCKED lets concurrent approvals each take a different schema without waiting.
+    """
     assert transaction.get_connection().in_atomic_block, "take_pooled_schema must run inside a transaction"
-    pooled = (
-        Tenant.objects.select_for_update(skip_locked=True)
-        .filter(status=Tenant.Status.POOLED)
-        .order_by("id")
-        .only("id", "schema_name")
-        .first()
-    )
-    if pooled is None:
-        return None
-    Tenant.objects.filter(pk=pooled.pk).delete()
-    return pooled.schema_name
-
-
-class _Discard:
-    def write(self, *args, **kwargs):
-        pass
-
-    def flush(self):
-        pass
+    table = Tenant._meta.db_table
+    with connection.cursor() as cursor:
+        cursor.execute(
+            f"DELETE FROM {table} WHERE id = (SELECT id FROM {table} WHERE status = %s ORDER BY id "
+            "FOR UPDATE SKIP LOCKED LIMIT 1) RETURNING schema_name",
+            [Tenant.Status.POOLED],
+        )
+        row = cursor.fetchone()
+    return row[0] if row else None

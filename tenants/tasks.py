@@ -22,3 +22,8 @@ def provision_tenant(tenant_id):
         notify.provisioning_progress(tenant, applied, total)
 
     actions.finish_provisioning(tenant_id, on_progress=on_progress)
+
+
+@shared_task(acks_late=True)
+def announce_tenant_change(tenant_id, event):
+    notify.announce(tenant_id, event)

@@ -148,10 +148,6 @@ def test_empty_pool_provisions_in_background_with_progress(named, applicant, pri
     assert updates[-1]["status"] == "active" and updates[-1]["progress"] == 100
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "tenants/pool.py create_and_migrate_schema passes stdout=_Discard() to migrate_schemas; django-tenants "
-    "forwards it to Django's migrate, so the 'Applying ...' lines never reach django-tenants' prefixed "
-    "stream and schema_migrate_message never fires: progress jumps from 0 to 100"))
 def test_provisioning_reports_progress_for_each_migration(named, applicant, private_channel_layer):
     from tenants.notify import status_group
 
