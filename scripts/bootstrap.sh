@@ -55,8 +55,12 @@ apt_install() {
 
 mkdir -p "$VAR"
 # One bootstrap at a time per checkout (make run and make test may start together).
+# The daemons started below must not inherit this descriptor (9>&-), or they would hold the lock forever.
 exec 9>"$VAR/bootstrap.lock"
-flock 9
+if ! flock -n 9; then
+    say "bootstrap: waiting for another bootstrap of this checkout to finish"
+    flock -w 900 9 || die "gave up waiting for var/bootstrap.lock"
+fi
 
 # --- Python --------------------------------------------------------------------------------------------
 setup_venv() {
@@ -71,7 +75,13 @@ setup_venv() {
     stamp="$(sha256sum requirements.txt | cut -d' ' -f1) $("$PY" -c 'import sys; print(sys.version.split()[0])')"
     if [ "$(cat "$VAR/requirements.stamp" 2>/dev/null)" != "$stamp" ]; then
         say "python: installing requirements.txt into .venv"
-        "$PY" -m pip install --quiet --disable-pip-version-check -r requirements.txt
+        # pip's own noise about index folders in the machine's pip.conf that lack a package is filtered out.
+        local noise='is ignored: it is neither a file nor a directory'
+        if ! "$PY" -m pip install --quiet --disable-pip-version-check -r requirements.txt >"$VAR/pip.log" 2>&1; then
+            grep -v "$noise" "$VAR/pip.log" >&2 || true
+            die "pip install -r requirements.txt failed (full log: var/pip.log)"
+        fi
+        grep -v "$noise" "$VAR/pip.log" || true
         printf '%s\n' "$stamp" >"$VAR/requirements.stamp"
     fi
 }
@@ -151,7 +161,7 @@ EOF
     if ! "$PY" scripts/services.py free-port "$port" | grep -qx "$port"; then
         port=$("$PY" scripts/services.py free-port "$PG_PRIVATE_PORT")
     fi
-    as_pg "$PG_BIN/pg_ctl" start -D "$PG_DIR/data" -l "$PG_DIR/server.log" -o "-p $port -k '$PG_DIR'" -w -t 60 >/dev/null ||
+    as_pg "$PG_BIN/pg_ctl" start -D "$PG_DIR/data" -l "$PG_DIR/server.log" -o "-p $port -k '$PG_DIR'" -w -t 60 >/dev/null 9>&- ||
         { tail -n 20 "$PG_DIR/server.log" >&2; die "could not start the private Postgres (log: var/postgres/server.log)"; }
     echo "$port" >"$PG_DIR/port"
     say "postgres: started private instance in var/postgres on port $port"
@@ -203,7 +213,7 @@ start_private_redis() {
     fi
     rm -f "$REDIS_DIR/redis.pid"
     "$server" --daemonize yes --bind 127.0.0.1 --port "$port" --dir "$REDIS_DIR" \
-        --pidfile "$REDIS_DIR/redis.pid" --logfile "$REDIS_DIR/redis.log" --save 60 1 --appendonly no >/dev/null
+        --pidfile "$REDIS_DIR/redis.pid" --logfile "$REDIS_DIR/redis.log" --save 60 1 --appendonly no >/dev/null 9>&-
     echo "$port" >"$REDIS_DIR/port"
     local i
     for i in $(seq 1 50); do

@@ -129,6 +129,7 @@ def redis_db(url, db):
 def free_port(start):
     for port in range(start, start + 200):
         with socket.socket() as sock:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as servers do: TIME_WAIT is no obstacle
             try:
                 sock.bind(("127.0.0.1", port))
             except OSError:
