@@ -61,8 +61,7 @@ def approve_default_path(tenant, *, acting_user):
     from django.utils import timezone
 
     from accounts import audit
-    from tenants import notify
-    from tenants.actions import _after_status_change, snapshot
+    from tenants.actions import _announce, snapshot
     from tenants.models import Domain, Tenant
 
     with transaction.atomic():
@@ -78,8 +77,7 @@ def approve_default_path(tenant, *, acting_user):
         Domain.objects.get_or_create(tenant=tenant, domain=tenant.subdomain, defaults={"is_primary": True})
         audit.record("tenant.approved", actor=acting_user, target=tenant, before=before, after=snapshot(tenant),
                      tenant=tenant)
-        _after_status_change(tenant)
-        transaction.on_commit(lambda: notify.tenant_approved(tenant))
+        _announce(tenant, "approved")
     # TenantMixin.save on a tenant whose schema does not exist yet: create_schema(check_if_exists=True),
     # i.e. CREATE SCHEMA and `migrate_schemas --tenant --schema <name>` (django-tenants' own path; our
     # migrate_schemas hands an explicit --schema to django-tenants unchanged).
@@ -155,8 +153,8 @@ def main():
 
     default_median = median_ms(default_times)
     print("inside the timed section:")
-    print("  pool:    approve_tenant() incl. its on-commit hooks (channel-layer group_send x2, pending count, "
-          "approval email + pool refill tasks published to Redis); pool filled beforehand")
+    print("  pool:    approve_tenant() incl. its on-commit hooks (announcement + pool refill tasks published "
+          "to Redis); pool filled beforehand")
     print("  default: same bookkeeping and hooks + CREATE SCHEMA + migrate_schemas --schema (TenantMixin.save)")
     print(f"pool path     ({runs} runs): {spread(pool_times)}")
     print(f"default path  ({runs} runs): {spread(default_times)}")
