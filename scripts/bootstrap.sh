@@ -67,8 +67,14 @@ setup_venv() {
     local python=${PYTHON:-python3}
     if [ ! -x "$PY" ] || ! "$PY" -c 'import sys' 2>/dev/null; then
         say "python: creating .venv with $($python --version 2>&1)"
+        command -v "$python" >/dev/null || die "$python not found: install Python 3.11 (or set PYTHON=/path/to/python3)"
         rm -rf "$VENV"
-        "$python" -m venv "$VENV"
+        if ! "$python" -m venv "$VENV" >"$VAR/venv.log" 2>&1; then
+            # Debian ships venv's ensurepip separately.
+            rm -rf "$VENV"
+            apt_install python3-venv || { cat "$VAR/venv.log" >&2; die "could not create .venv"; }
+            "$python" -m venv "$VENV"
+        fi
         rm -f "$VAR/requirements.stamp"
     fi
     local stamp
@@ -167,16 +173,25 @@ EOF
     say "postgres: started private instance in var/postgres on port $port"
 }
 
+# The configured server is used when it answers. One that answers but refuses us is an error when DATABASE_URL
+# was set; when it was not, it is most likely the cluster that `apt-get install postgresql` started (password
+# auth on 127.0.0.1), and the private instance is used instead.
 resolve_postgres() {
-    local url rc=0
-    url=$(scripts/env-get DATABASE_URL "$DEFAULT_DATABASE_URL")
-    "$PY" scripts/services.py pg-probe "$url" || rc=$?
+    local configured url rc=0
+    configured=$(scripts/env-get DATABASE_URL "")
+    url=${configured:-$DEFAULT_DATABASE_URL}
+    "$PY" scripts/services.py pg-probe "$url" 2>"$VAR/probe.err" || rc=$?
     if [ "$rc" -eq 0 ]; then
         say "postgres: using $(redact "$url")"
-    elif [ "$rc" -eq 2 ]; then
-        die "fix DATABASE_URL (see above)"
+    elif [ "$rc" -eq 2 ] && [ -n "$configured" ]; then
+        die "postgres: the server at $(redact "$url") answers but refuses us: $(tail -n 1 "$VAR/probe.err")
+    Fix DATABASE_URL, or unset it to use a private instance under var/postgres."
     else
-        say "postgres: nothing answers at $(redact "$url")"
+        if [ "$rc" -eq 2 ]; then
+            say "postgres: the server at $(redact "$url") refuses us ($(tail -n 1 "$VAR/probe.err")); DATABASE_URL is not set"
+        else
+            say "postgres: nothing answers at $(redact "$url")"
+        fi
         PG_BIN=$(pg_bindir)
         start_private_postgres "$(redact "$url")"
         # initdb made "postgres" the superuser; trust auth, so no password.
@@ -225,15 +240,21 @@ start_private_redis() {
 }
 
 resolve_redis() {
-    local url rc=0
-    url=$(scripts/env-get REDIS_URL "$DEFAULT_REDIS_URL")
-    "$PY" scripts/services.py redis-probe "$url" || rc=$?
+    local configured url rc=0
+    configured=$(scripts/env-get REDIS_URL "")
+    url=${configured:-$DEFAULT_REDIS_URL}
+    "$PY" scripts/services.py redis-probe "$url" 2>"$VAR/probe.err" || rc=$?
     if [ "$rc" -eq 0 ]; then
         say "redis: using $(redact "$url")"
-    elif [ "$rc" -eq 2 ]; then
-        die "fix REDIS_URL (see above)"
+    elif [ "$rc" -eq 2 ] && [ -n "$configured" ]; then
+        die "redis: the server at $(redact "$url") answers but refuses us: $(tail -n 1 "$VAR/probe.err")
+    Fix REDIS_URL, or unset it to use a private instance under var/redis."
     else
-        say "redis: nothing answers at $(redact "$url")"
+        if [ "$rc" -eq 2 ]; then
+            say "redis: the server at $(redact "$url") refuses us ($(tail -n 1 "$VAR/probe.err")); REDIS_URL is not set"
+        else
+            say "redis: nothing answers at $(redact "$url")"
+        fi
         start_private_redis "$(redact "$url")"
         url=$("$PY" scripts/services.py with-port "$url" "$(cat "$REDIS_DIR/port")")
         say "redis: using $url"

@@ -4,7 +4,7 @@
     services.py pg-create-db URL    create the URL's database if it is missing
     services.py redis-probe URL     same exit codes as pg-probe, with PING
     services.py with-port URL PORT [USER]
-                                    print URL on 127.0.0.1:PORT, password dropped (a private instance trusts)
+                                    print URL on 127.0.0.1:PORT without password or query (for a private instance)
     services.py redis-db URL N      print URL with database N
     services.py free-port START     print the first port from START that nothing listens on
     services.py secret              print a new SECRET_KEY
@@ -57,8 +57,9 @@ def pg_probe(url):
     message = str(last_error).strip()
     if host.startswith("/") and ("No such file" in message or "Connection refused" in message):
         return 1
-    print(f"postgres: a server answers at {host}:{parts.port or 5432} but refuses the connection: {message}",
-          file=sys.stderr)
+    # libpq's last line is the server's reason, e.g. FATAL:  password authentication failed for user "postgres"
+    reason = " ".join(message.splitlines()[-1].split())
+    print(reason[reason.find("FATAL:"):] if "FATAL:" in reason else reason, file=sys.stderr)
     return 2
 
 
@@ -99,15 +100,10 @@ def redis_probe(url):
     try:
         redis.Redis.from_url(url, socket_timeout=TIMEOUT, socket_connect_timeout=TIMEOUT).ping()
         return 0
-    except redis.exceptions.ConnectionError as exc:
-        if parts.scheme == "unix":
-            return 1
-        print(f"redis: a server answers at {parts.hostname}:{parts.port or 6379} but PING fails: {exc}",
-              file=sys.stderr)
-        return 2
     except redis.exceptions.RedisError as exc:
-        print(f"redis: a server answers at {parts.hostname}:{parts.port or 6379} but PING fails: {exc}",
-              file=sys.stderr)
+        if parts.scheme == "unix" and isinstance(exc, redis.exceptions.ConnectionError):
+            return 1
+        print(f"PING fails: {exc}", file=sys.stderr)
         return 2
 
 
@@ -115,7 +111,7 @@ def with_port(url, port, user=None):
     parts = urlsplit(url)
     user = user or parts.username or ""
     netloc = (user + "@" if user else "") + f"127.0.0.1:{port}"
-    return urlunsplit((parts.scheme, netloc, parts.path, parts.query, ""))
+    return urlunsplit((parts.scheme, netloc, parts.path, "", ""))  # no sslmode etc.: the private one is plain
 
 
 def redis_db(url, db):
