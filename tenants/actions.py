@@ -114,6 +114,9 @@ def finish_provisioning(tenant_id, on_progress=None):
     tenant = Tenant.objects.get(pk=tenant_id)
     if tenant.status != Tenant.Status.PROVISIONING:
         return tenant
+    # A redelivered task (the worker died mid-way) finds its own half-made schema: the name belongs to this
+    # never-activated tenant alone, so start it over.
+    pool.drop_schema(tenant.schema_name)
     try:
         pool.create_and_migrate_schema(tenant.schema_name, on_progress=on_progress)
     except Exception as exc:

@@ -200,3 +200,12 @@ def test_a_squashed_migration_counts_when_it_or_everything_it_replaces_is_record
     assert is_up_to_date({squashed, ("a", "0004")}, loader)
     # Half of a squash applied: Django would apply the rest, so the schema is behind.
     assert not is_up_to_date({("a", "0001"), ("a", "0004")}, loader)
+
+
+def test_a_schema_being_provisioned_is_left_to_its_provision_task(tenants, capsys):
+    unrecord(BEHIND)
+    Tenant.objects.filter(schema_name=BEHIND).update(status=Tenant.Status.PROVISIONING)
+    output = migrate_tenants()
+    assert migrated_schema_names(capsys.readouterr().out) == set()
+    assert "2 checked, 0 behind" in output
+    assert not recorded(BEHIND)

@@ -282,3 +282,21 @@ def test_pooled_schema_is_identical_to_a_freshly_migrated_one():
     for sql in ("SELECT app, name FROM {schema}.django_migrations",
                 "SELECT app_label, model FROM {schema}.django_content_type"):
         assert _rows(pooled_schema, sql) == _rows(fresh_schema, sql)
+
+
+def test_a_redelivered_provision_task_starts_over_on_its_half_made_schema(named, applicant, monkeypatch):
+    """The worker died mid-migration (acks_late redelivers the task): the schema left behind is rebuilt."""
+    monkeypatch.setattr("tenants.tasks.provision_tenant.delay", lambda tenant_id: None)
+    tenant = approve_tenant(applicant, acting_user=named.admin)
+    assert tenant.status == Tenant.Status.PROVISIONING
+    with connection.cursor() as cursor:  # what a killed worker leaves: the schema with part of the tables
+        cursor.execute(f'CREATE SCHEMA "{tenant.schema_name}"')
+        cursor.execute(f'CREATE TABLE "{tenant.schema_name}".django_migrations (id serial primary key)')
+
+    from tenants.tasks import provision_tenant
+
+    provision_tenant(tenant.pk)
+
+    tenant.refresh_from_db()
+    assert tenant.status == Tenant.Status.ACTIVE and tenant.provisioning_error == ""
+    assert is_fully_migrated(tenant.schema_name)

@@ -50,9 +50,12 @@ class Command(MigrateSchemasCommand):
         connection = connections[database]
         connection.set_schema_to_public()
 
+        # A provisioning tenant's schema is being built by the provision task with this same code; migrating it
+        # here too would race that task. If the task died, its retry rebuilds the schema from scratch.
         tenants = (
             get_tenant_model().objects.using(database)
             .exclude(schema_name=self.PUBLIC_SCHEMA_NAME)
+            .exclude(status="provisioning")
             .values_list("schema_name", flat=True)
         )
         migration_order = get_tenant_migration_order()
