@@ -16,6 +16,16 @@ TEST_SCHEMAS = {"acme": "t_test_acme", "globex": "t_test_globex", "pool": "t_tes
 
 
 @pytest.fixture(scope="session", autouse=True)
+def _no_persistent_connections():
+    """Connections opened by worker threads (database_sync_to_async) close after use, so none is left
+    holding the test database when pytest-django drops it."""
+    from django.conf import settings
+
+    settings.DATABASES["default"]["CONN_MAX_AGE"] = 0
+    yield
+
+
+@pytest.fixture(scope="session", autouse=True)
 def _eager_celery():
     """Most tests run tasks in-process; tests that cross processes start a real worker (tests/live.py)."""
     from config.celery import app
