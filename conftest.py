@@ -100,6 +100,9 @@ def make_active_tenant(name, slug, schema_name, plan):
         approved_at=now, trial_ends_at=now + timedelta(days=7), contact_phone="+14155550100",
     )
     Domain.objects.create(tenant=tenant, domain=tenant.subdomain, is_primary=True)
+    from billing.actions import start_trial
+
+    start_trial(tenant)
     return tenant
 
 

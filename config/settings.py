@@ -135,6 +135,28 @@ TENANT_POOL_SIZE = env.int("TENANT_POOL_SIZE", default=3)
 SWITCHBOARD_ADMIN_EMAIL = env("SWITCHBOARD_ADMIN_EMAIL", default="admin@switchboard.localhost")
 SWITCHBOARD_ADMIN_PASSWORD = env("SWITCHBOARD_ADMIN_PASSWORD", default="")
 
+# --- billing ------------------------------------------------------------------------------------
+# Without STRIPE_SECRET_KEY, Switchboard bills offline: the billing page explains how to pay and platform
+# admins record manual payments.
+STRIPE_SECRET_KEY = env("STRIPE_SECRET_KEY", default="")
+STRIPE_WEBHOOK_SECRET = env("STRIPE_WEBHOOK_SECRET", default="")
+# Stripe's API base; tests point it at a local fake. Leave unset in production.
+STRIPE_API_BASE = env("STRIPE_API_BASE", default="")
+# Stripe price ids per plan and interval, e.g. "basic:monthly=price_123,basic:yearly=price_456". Prices
+# edited in the admin (billing.Price.stripe_price_id) take precedence.
+STRIPE_PRICE_IDS = env.dict("STRIPE_PRICE_IDS", default={})
+BILLING_CURRENCY = env("BILLING_CURRENCY", default="usd").lower()
+# Offline mode: the price of any plan without a Price row, per interval, in BILLING_CURRENCY.
+MONTHLY_PRICE = env.float("MONTHLY_PRICE", default=0.0)
+YEARLY_PRICE = env.float("YEARLY_PRICE", default=0.0)
+BILLING_OFFLINE_INSTRUCTIONS = env(
+    "BILLING_OFFLINE_INSTRUCTIONS",
+    default="Pay by bank transfer and send the receipt to the platform team; your subscription is extended "
+    "as soon as the payment is recorded.",
+)
+# Days a tenant stays read-only after its trial or payments lapse, before it is suspended.
+BILLING_GRACE_DAYS = env.int("BILLING_GRACE_DAYS", default=7)
+
 # --- accounts -----------------------------------------------------------------------------------
 AUTH_USER_MODEL = "accounts.User"
 AUTHENTICATION_BACKENDS = [
@@ -219,6 +241,7 @@ CELERY_TASK_ALWAYS_EAGER = env.bool("CELERY_TASK_ALWAYS_EAGER", default=False)
 CELERY_BEAT_SCHEDULER = "django_celery_beat.schedulers:DatabaseScheduler"
 CELERY_BEAT_SCHEDULE = {
     "refill-tenant-pool": {"task": "tenants.tasks.refill_tenant_pool", "schedule": timedelta(minutes=5)},
+    "billing-clock": {"task": "billing.tasks.run_billing_clock", "schedule": timedelta(minutes=15)},
 }
 
 # --- web ----------------------------------------------------------------------------------------

@@ -5,6 +5,7 @@ from django.utils import timezone
 from django.utils.text import slugify
 
 from accounts import audit
+from billing import actions as billing_actions
 from accounts.models import Membership
 from config.api import ApiError
 
@@ -87,6 +88,7 @@ def approve_tenant(tenant, *, acting_user, plan=None):
             tenant.plan = plan
         tenant.approved_at = now
         tenant.start_trial(now)
+        billing_actions.start_trial(tenant)
         pooled_schema = pool.take_pooled_schema()
         if pooled_schema:
             tenant.schema_name = pooled_schema

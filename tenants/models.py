@@ -111,3 +111,19 @@ class Tenant(TenantMixin):
 
 class Domain(DomainMixin):
     pass
+
+
+class Notification(models.Model):
+    """An in-app notice to a tenant's members (trial reminders, billing changes), shown on the dashboard."""
+
+    tenant = models.ForeignKey(Tenant, on_delete=models.CASCADE, related_name="notifications")
+    kind = models.CharField(max_length=40)
+    message = models.TextField()
+    created_at = models.DateTimeField(default=dj_timezone.now)
+    read_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["-created_at", "-id"]
+
+    def __str__(self):
+        return f"{self.tenant}: {self.kind}"
