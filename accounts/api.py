@@ -3,6 +3,7 @@ from rest_framework import permissions, serializers
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
+from billing.entitlements import access_for, limits_for, plan_of, subscription_of
 from config.api import ApiError
 from tenants.models import Tenant
 from tenants.serializers import PlanSerializer
@@ -28,6 +29,13 @@ class HasActiveTenant(permissions.BasePermission):
         return True
 
 
+def _billing_summary(tenant):
+    subscription = subscription_of(tenant)
+    access = access_for(tenant)
+    return {"status": subscription.status if subscription else None, "access": access.level,
+            "message": access.message or None}
+
+
 class MeView(APIView):
     @extend_schema(responses=inline_serializer("Me", {
         "user": inline_serializer("MeUser", {"id": serializers.IntegerField(), "email": serializers.EmailField(),
@@ -39,6 +47,7 @@ class MeView(APIView):
         "role": serializers.CharField(allow_null=True),
         "plan": PlanSerializer(allow_null=True),
         "limits": serializers.DictField(allow_null=True),
+        "billing": serializers.DictField(allow_null=True),
         "trial_ends_at": serializers.DateTimeField(allow_null=True),
         "trial_days_left": serializers.IntegerField(allow_null=True),
     }))
@@ -54,8 +63,79 @@ class MeView(APIView):
             "tenant": {"id": tenant.pk, "name": tenant.name, "slug": tenant.slug, "status": tenant.status}
             if tenant else None,
             "role": membership.role if membership else None,
-            "plan": PlanSerializer(tenant.plan).data if tenant and tenant.plan_id else None,
-            "limits": tenant.plan.limits() if tenant and tenant.plan_id else None,
+            "plan": PlanSerializer(plan_of(tenant)).data if tenant and plan_of(tenant) else None,
+            "limits": limits_for(tenant) if tenant else None,
+            "billing": _billing_summary(tenant) if tenant else None,
             "trial_ends_at": tenant.trial_ends_at if tenant else None,
             "trial_days_left": tenant.trial_days_left() if tenant else None,
         })
+
+
+class CanWrite(permissions.BasePermission):
+    """Writes need a tenant in good standing: read-only (unpaid) tenants get 402 payment_required."""
+
+    def has_permission(self, request, view):
+        if request.method in permissions.SAFE_METHODS:
+            return True
+        from billing.entitlements import require_write
+
+        require_write(request._request.tenant)
+        return True
+
+
+class ApiKeySerializer(serializers.ModelSerializer):
+    class Meta:
+        from .models import ApiKey
+
+        model = ApiKey
+        fields = ["id", "name", "prefix", "created_at", "last_used_at", "revoked_at"]
+
+
+class ApiKeyCreateSerializer(serializers.Serializer):
+    name = serializers.CharField(max_length=80)
+
+
+class ApiKeyListView(APIView):
+    """The caller's own keys in the current tenant."""
+
+    permission_classes = [permissions.IsAuthenticated, HasActiveTenant, CanWrite]
+
+    @extend_schema(responses=ApiKeySerializer(many=True))
+    def get(self, request):
+        from config.api import PageLimitPagination
+
+        from .models import ApiKey
+
+        keys = ApiKey.objects.filter(user=request.user, tenant=request._request.tenant)
+        paginator = PageLimitPagination()
+        page = paginator.paginate_queryset(keys, request, view=self)
+        return paginator.get_paginated_response(ApiKeySerializer(page, many=True).data)
+
+    @extend_schema(request=ApiKeyCreateSerializer, responses={201: inline_serializer("NewApiKey", {
+        "id": serializers.IntegerField(), "name": serializers.CharField(), "prefix": serializers.CharField(),
+        "key": serializers.CharField(help_text="Shown once; only its hash is stored."),
+    })})
+    def post(self, request):
+        from .actions import create_api_key
+
+        serializer = ApiKeyCreateSerializer(data=request.data)
+        serializer.is_valid(raise_exception=True)
+        key, raw = create_api_key(user=request.user, tenant=request._request.tenant,
+                                  name=serializer.validated_data["name"])
+        return Response({"id": key.pk, "name": key.name, "prefix": key.prefix, "key": raw}, status=201)
+
+
+class ApiKeyDetailView(APIView):
+    permission_classes = [permissions.IsAuthenticated, HasActiveTenant]
+
+    @extend_schema(responses={204: None})
+    def delete(self, request, pk):
+        """Revoke one of your keys (allowed while read-only: taking access away is always possible)."""
+        from django.shortcuts import get_object_or_404
+
+        from .actions import revoke_api_key
+        from .models import ApiKey
+
+        key = get_object_or_404(ApiKey, pk=pk, user=request.user, tenant=request._request.tenant)
+        revoke_api_key(key, acting_user=request.user)
+        return Response(status=204)

@@ -7,6 +7,7 @@ from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
 from allauth.account.views import SignupView
 
 from accounts import api as accounts_api
+from billing import api as billing_api
 from accounts import views as accounts_views
 from config.health import DetailedHealthView, liveness
 from tenants import api as tenants_api
@@ -14,6 +15,8 @@ from tenants import views as tenants_views
 
 api_v1 = [
     path("me", accounts_api.MeView.as_view(), name="api_me"),
+    path("api-keys", accounts_api.ApiKeyListView.as_view(), name="api_api_keys"),
+    path("api-keys/<int:pk>", accounts_api.ApiKeyDetailView.as_view(), name="api_api_key"),
     path("health/detailed", DetailedHealthView.as_view(), name="api_health_detailed"),
     path("tenants", tenants_api.TenantListView.as_view(), name="api_tenants"),
     path("tenants/<int:pk>", tenants_api.TenantDetailView.as_view(), name="api_tenant"),
@@ -23,6 +26,15 @@ api_v1 = [
     path("tenants/<int:pk>/reject", tenants_api.RejectView.as_view(), name="api_tenant_reject"),
     path("tenants/<int:pk>/suspend", tenants_api.SuspendView.as_view(), name="api_tenant_suspend"),
     path("tenants/<int:pk>/reactivate", tenants_api.ReactivateView.as_view(), name="api_tenant_reactivate"),
+    path("billing", billing_api.OwnBillingView.as_view(), name="api_billing"),
+    path("tenants/<int:pk>/billing", billing_api.AdminBillingView.as_view(), name="api_tenant_billing"),
+    path("tenants/<int:pk>/payments", billing_api.admin_action("payments", billing_api.ManualPaymentSerializer),
+         name="api_tenant_payments"),
+    path("tenants/<int:pk>/extend-trial", billing_api.admin_action("extend-trial", billing_api.ExtendTrialSerializer),
+         name="api_tenant_extend_trial"),
+    path("tenants/<int:pk>/comp", billing_api.admin_action("comp", billing_api.PlanSerializer), name="api_tenant_comp"),
+    path("tenants/<int:pk>/cancel-subscription", billing_api.admin_action("cancel-subscription", None),
+         name="api_tenant_cancel_subscription"),
 ]
 
 urlpatterns = [

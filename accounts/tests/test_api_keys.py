@@ -150,3 +150,31 @@ def test_admin_key_without_tenant_reads_platform_but_me_has_no_tenant(named, api
     data = api.get("/api/v1/me").json()["data"]
     assert data["user"]["is_platform_admin"] is True and data["tenant"] is None
     assert api.get("/api/v1/tenants").status_code == 200
+
+
+def test_api_key_endpoints_create_list_and_revoke(named, api_as):
+    api = api_as(named.alice)
+    response = api.post("/api/v1/api-keys", {"name": "worker"}, format="json")
+    assert response.status_code == 201
+    created = response.json()["data"]
+    assert created["key"].startswith(created["prefix"] + "_") and not database_contains(created["key"])
+    listing = api.get("/api/v1/api-keys").json()
+    assert {k["name"] for k in listing["data"]} == {"test", "worker"}
+    assert "key" not in listing["data"][0]
+    assert api.delete(f"/api/v1/api-keys/{created['id']}").status_code == 204
+    assert ApiKey.objects.get(pk=created["id"]).is_revoked
+    response = api.post("/api/v1/api-keys", {"name": ""}, format="json")
+    assert response.status_code == 400 and response.json()["error"]["code"] == "validation_error"
+
+
+def test_api_keys_of_others_are_404(named, api_as):
+    carol = api_as(named.carol)
+    bob = api_as(named.bob)
+    alice = api_as(named.alice)
+    carol_key = ApiKey.objects.get(user=named.carol)
+    bob_key = ApiKey.objects.get(user=named.bob)
+    assert alice.delete(f"/api/v1/api-keys/{carol_key.pk}").status_code == 404
+    assert alice.delete(f"/api/v1/api-keys/{bob_key.pk}").status_code == 404
+    assert not ApiKey.objects.filter(revoked_at__isnull=False).exists()
+    assert [k["prefix"] for k in carol.get("/api/v1/api-keys").json()["data"]] == [carol_key.prefix]
+    assert bob.get("/api/v1/api-keys").status_code == 200

@@ -1,0 +1,120 @@
+"""Billing over the API: a tenant reads its own state; platform admins run the offline/admin operations."""
+from django.shortcuts import get_object_or_404
+from drf_spectacular.utils import extend_schema
+from rest_framework import permissions, serializers
+from rest_framework.response import Response
+from rest_framework.views import APIView
+
+from accounts.api import HasActiveTenant
+from tenants.api import IsPlatformAdmin
+from tenants.models import Plan, Tenant
+
+from . import actions, entitlements
+from .models import Interval, Payment
+
+
+class PaymentSerializer(serializers.ModelSerializer):
+    class Meta:
+        model = Payment
+        fields = ["id", "source", "status", "amount", "currency", "receipt_url", "period_start", "period_end",
+                  "reference", "created_at"]
+
+
+def billing_state(tenant):
+    sub = entitlements.subscription_of(tenant)
+    access = entitlements.access_for(tenant)
+    return {
+        "tenant_id": tenant.pk,
+        "subscription": None if sub is None else {
+            "status": sub.status,
+            "plan": sub.plan.code,
+            "interval": sub.interval,
+            "trial_ends_at": sub.trial_ends_at,
+            "current_period_start": sub.current_period_start,
+            "current_period_end": sub.current_period_end,
+            "cancel_at_period_end": sub.cancel_at_period_end,
+            "comped": sub.comped,
+            "read_only_since": sub.read_only_since,
+            "grace_ends_at": sub.grace_ends_at(),
+        },
+        "access": {"level": access.level, "code": access.code or None, "message": access.message or None},
+        "limits": entitlements.limits_for(tenant),
+        "usage": entitlements.usage_of(tenant),
+        "payments": PaymentSerializer(tenant.payments.all()[:50], many=True).data,
+    }
+
+
+class OwnBillingView(APIView):
+    permission_classes = [permissions.IsAuthenticated, HasActiveTenant]
+
+    @extend_schema(responses=dict)
+    def get(self, request):
+        return Response(billing_state(request._request.tenant))
+
+
+def _tenant(pk):
+    return get_object_or_404(Tenant.objects.filter(status__in=["active", "suspended"]), pk=pk)
+
+
+class ManualPaymentSerializer(serializers.Serializer):
+    amount = serializers.CharField(help_text="Decimal amount, e.g. 150000 or 49.90")
+    currency = serializers.CharField(max_length=3, required=False)
+    interval = serializers.ChoiceField(choices=Interval.values)
+    plan = serializers.SlugRelatedField(slug_field="code", queryset=Plan.objects.all(), required=False)
+    reference = serializers.CharField(max_length=200, required=False, default="", allow_blank=True)
+
+
+class ExtendTrialSerializer(serializers.Serializer):
+    days = serializers.IntegerField(min_value=1, max_value=365)
+
+
+class PlanSerializer(serializers.Serializer):
+    plan = serializers.SlugRelatedField(slug_field="code", queryset=Plan.objects.all())
+    interval = serializers.ChoiceField(choices=Interval.values, required=False)
+
+
+class AdminBillingView(APIView):
+    permission_classes = [IsPlatformAdmin]
+
+    @extend_schema(responses=dict)
+    def get(self, request, pk):
+        return Response(billing_state(_tenant(pk)))
+
+    @extend_schema(request=PlanSerializer, responses=dict, description="Change plan (downgrades must fit usage).")
+    def patch(self, request, pk):
+        tenant = _tenant(pk)
+        data = _valid(PlanSerializer, request)
+        actions.change_plan(tenant, acting_user=request.user, plan=data["plan"], interval=data.get("interval"))
+        return Response(billing_state(tenant))
+
+
+def _valid(serializer_class, request):
+    serializer = serializer_class(data=request.data)
+    serializer.is_valid(raise_exception=True)
+    return serializer.validated_data
+
+
+class AdminBillingActionView(APIView):
+    permission_classes = [IsPlatformAdmin]
+    verb = None
+
+    def post(self, request, pk):
+        tenant = _tenant(pk)
+        status = 200
+        if self.verb == "payments":
+            data = _valid(ManualPaymentSerializer, request)
+            actions.record_manual_payment(tenant, acting_user=request.user, **data)
+            status = 201
+        elif self.verb == "extend-trial":
+            actions.extend_trial(tenant, acting_user=request.user, days=_valid(ExtendTrialSerializer, request)["days"])
+        elif self.verb == "comp":
+            actions.comp_plan(tenant, acting_user=request.user, plan=_valid(PlanSerializer, request)["plan"])
+        elif self.verb == "cancel-subscription":
+            actions.cancel_subscription(tenant, acting_user=request.user)
+        return Response(billing_state(tenant), status=status)
+
+
+def admin_action(verb, request_serializer):
+    view = type(f"Admin{verb.title().replace('-', '')}View", (AdminBillingActionView,), {"verb": verb})
+    view.post = extend_schema(request=request_serializer, responses=dict)(view.post)
+    return view.as_view()
