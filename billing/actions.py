@@ -71,7 +71,9 @@ def run_billing_clock(now=None):
     """Trial reminders, trial expiry and grace-period suspension. Idempotent: safe to run twice or late."""
     now = now or timezone.now()
     done = {"reminders": 0, "read_only": 0, "suspended": 0}
-    trialing = Subscription.objects.filter(status=S.TRIALING, comped=False, trial_ends_at__isnull=False)
+    # A trial that went through Stripe Checkout is Stripe's to end: its webhooks say active or unpaid.
+    trialing = Subscription.objects.filter(status=S.TRIALING, comped=False, trial_ends_at__isnull=False,
+                                           stripe_subscription_id__isnull=True)
     for sub_id in trialing.filter(trial_ends_at__lte=now + timedelta(days=3)).values_list("id", flat=True):
         result = _advance_trial(sub_id, now)
         if result:

@@ -204,3 +204,12 @@ def test_members_read_their_own_billing_only(named, api_as):
     assert data["tenant_id"] == named.acme.pk and data["subscription"]["status"] == "trialing"
     assert data["usage"] == {"max_users": 2} and data["limits"]["max_users"] == 3
     assert api_as(named.carol).get("/api/v1/billing").json()["data"]["tenant_id"] == named.globex.pk
+
+
+def test_a_trial_managed_by_stripe_is_left_to_stripe(named, django_capture_on_commit_callbacks):
+    Subscription.objects.filter(tenant=named.acme).update(stripe_subscription_id="sub_123")
+    trial_end = subscription(named.acme).trial_ends_at
+    Subscription.objects.filter(tenant=named.globex).update(trial_ends_at=trial_end + timedelta(days=60))
+    assert tick(trial_end + timedelta(days=1), django_capture_on_commit_callbacks) == {
+        "reminders": 0, "read_only": 0, "suspended": 0}
+    assert subscription(named.acme).status == S.TRIALING
