@@ -2,6 +2,7 @@ from django.contrib import messages
 from django.shortcuts import get_object_or_404, redirect, render
 from django.views.decorators.http import require_POST
 
+from billing.decorators import billing_access_required
 from config.api import ApiError
 from tenants.decorators import active_tenant_required
 
@@ -9,7 +10,7 @@ from . import actions
 from .models import ApiKey
 
 
-@active_tenant_required
+@billing_access_required
 def api_keys(request):
     """The user's own keys in the current tenant. A new key is shown once, right after creation."""
     new_key = None

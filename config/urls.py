@@ -8,6 +8,7 @@ from allauth.account.views import SignupView
 
 from accounts import api as accounts_api
 from billing import api as billing_api
+from billing import views as billing_views
 from accounts import views as accounts_views
 from config.health import DetailedHealthView, liveness
 from tenants import api as tenants_api
@@ -52,9 +53,13 @@ urlpatterns = [
     path("dashboard/", tenants_views.dashboard, name="dashboard"),
     path("dashboard/api-keys/", accounts_views.api_keys, name="api_keys"),
     path("dashboard/api-keys/<int:key_id>/revoke", accounts_views.revoke_api_key, name="revoke_api_key"),
+    path("billing/", include("billing.urls")),
     path("switch/<int:tenant_id>", tenants_views.switch_tenant, name="switch_tenant"),
     path("platform/", tenants_views.platform_approvals, name="platform_approvals"),
     path("platform/tenants/", tenants_views.platform_tenants, name="platform_tenants"),
+    # Before the <verb> route, which would take "billing" for a verb.
+    path("platform/tenants/<int:tenant_id>/billing", billing_views.platform_tenant_billing,
+         name="platform_tenant_billing"),
     path("platform/tenants/<int:tenant_id>/<str:verb>", tenants_views.platform_tenant_action,
          name="platform_tenant_action"),
     path("admin/", admin.site.urls),

@@ -7,6 +7,7 @@ from django.urls import reverse
 from django.utils.http import url_has_allowed_host_and_scheme
 from django.views.decorators.http import require_POST
 
+from billing.decorators import billing_access_required
 from config.api import ApiError
 
 from . import actions, notify
@@ -72,7 +73,7 @@ def tenant_status_json(request):
     return JsonResponse({**notify.status_payload(tenant), "next": reverse(STATUS_PAGES[tenant.status])})
 
 
-@active_tenant_required
+@billing_access_required
 def dashboard(request):
     tenant = request.tenant
     return render(request, "tenants/dashboard.html", {
