@@ -164,11 +164,17 @@ def mark_payment_failed(tenant, now, *, final):
 
 def parse_amount(value):
     try:
-        amount = Decimal(str(value)).quantize(Decimal("0.01"))
+        amount = Decimal(str(value))
+        if amount.is_finite():
+            amount = amount.quantize(Decimal("0.01"))
     except (InvalidOperation, ValueError):
+        raise ApiError(400, "invalid_amount", "Enter the amount as a number, e.g. 150000 or 49.90.")
+    if not amount.is_finite():
         raise ApiError(400, "invalid_amount", "Enter the amount as a number, e.g. 150000 or 49.90.")
     if amount <= 0:
         raise ApiError(400, "invalid_amount", "The amount must be more than zero.")
+    if amount >= Decimal("1e10"):
+        raise ApiError(400, "invalid_amount", "That amount is too large.")
     return amount
 
 

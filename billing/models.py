@@ -71,6 +71,12 @@ class Subscription(models.Model):
     def __str__(self):
         return f"{self.tenant}: {self.plan} {self.interval} ({self.status})"
 
+    @property
+    def is_settled(self):
+        """Paid for, or a trial that went through Checkout (Stripe will charge at its end)."""
+        return self.status == self.Status.ACTIVE or (
+            self.status == self.Status.TRIALING and bool(self.stripe_subscription_id))
+
     def grace_ends_at(self):
         if self.read_only_since is None:
             return None

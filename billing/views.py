@@ -104,6 +104,9 @@ def switch_plan(request):
         messages.error(request, _first_error(form))
         return redirect("billing")
     subscription = entitlements.subscription_of(request.tenant)
+    if subscription is not None and subscription.stripe_subscription_id:
+        messages.error(request, "Your plan is managed in Stripe: change it with Manage billing.")
+        return redirect("billing")
     if subscription is None or subscription.status != S.TRIALING:
         messages.error(request, "Plans can be switched freely during the trial only. Choose a plan to pay for "
                                 "instead.")
@@ -126,7 +129,7 @@ def checkout_return(request):
     subscription = entitlements.subscription_of(request.tenant)
     return render(request, "billing/return.html", {
         "subscription": subscription,
-        "active": subscription is not None and subscription.status == S.ACTIVE,
+        "active": subscription is not None and subscription.is_settled,
     })
 
 
@@ -141,7 +144,7 @@ def status_json(request):
         "status": subscription.status,
         "label": subscription.get_status_display(),
         "plan": subscription.plan.name,
-        "active": subscription.status == S.ACTIVE,
+        "active": subscription.is_settled,
         "access": access.level,
     })
 

@@ -430,3 +430,14 @@ def test_action_refusals_are_messages_not_errors(client, named, plans):
     sub = sub_of(named.acme)
     assert sub.plan.code == "pro" and sub.interval == "yearly"
     assert AuditLog.objects.filter(action="billing.plan_changed", actor=named.admin).count() == 1
+
+
+def test_a_checkout_with_trial_counts_as_done_and_its_plan_is_changed_in_stripe_only(client, named, plans):
+    from billing.models import Subscription
+
+    Subscription.objects.filter(tenant=named.acme).update(stripe_subscription_id="sub_trial_1")
+    client.force_login(named.alice)
+    assert client.get("/billing/status.json").json()["active"] is True
+    response = client.post("/billing/switch-plan", {"plan": "pro", "interval": "monthly"}, follow=True)
+    assert "managed in Stripe" in response.content.decode()
+    assert Subscription.objects.get(tenant=named.acme).plan == plans["basic"]
