@@ -158,6 +158,20 @@ BILLING_OFFLINE_INSTRUCTIONS = env(
 # Days a tenant stays read-only after its trial or payments lapse, before it is suspended.
 BILLING_GRACE_DAYS = env.int("BILLING_GRACE_DAYS", default=7)
 
+# --- WhatsApp -----------------------------------------------------------------------------------
+# "neonize" (the real client) or "simulator" (a stand-in for WhatsApp's servers: demos and tests).
+WHATSAPP_PROVIDER = env("WHATSAPP_PROVIDER", default="neonize")
+# Connection behaviour (times in milliseconds).
+WHATSAPP_MAX_RECONNECT_ATTEMPTS = env.int("WHATSAPP_MAX_RECONNECT_ATTEMPTS", default=5)
+WHATSAPP_RECONNECT_DELAY = env.int("WHATSAPP_RECONNECT_DELAY", default=5000)
+WHATSAPP_KEEPALIVE_INTERVAL = env.int("WHATSAPP_KEEPALIVE_INTERVAL", default=30000)
+WHATSAPP_CONNECTION_TIMEOUT = env.int("WHATSAPP_CONNECTION_TIMEOUT", default=60000)
+WHATSAPP_MAX_QR_ATTEMPTS = env.int("WHATSAPP_MAX_QR_ATTEMPTS", default=3)
+WHATSAPP_USE_PAIRING_CODE = env.bool("WHATSAPP_USE_PAIRING_CODE", default=False)
+# Where each session's device store (one sqlite file per session) lives; keep it on a persistent volume
+# and in backups: losing it means a new scan.
+WHATSAPP_STORE_DIR = env("WHATSAPP_STORE_DIR", default=str(BASE_DIR / "var" / "whatsapp"))
+
 # --- accounts -----------------------------------------------------------------------------------
 AUTH_USER_MODEL = "accounts.User"
 AUTHENTICATION_BACKENDS = [
