@@ -42,6 +42,7 @@ SHARED_APPS = [
     "django.contrib.humanize",
     "accounts",
     "billing",
+    "whatsapp.host",
     "allauth",
     "allauth.account",
     "allauth.mfa",
