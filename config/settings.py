@@ -169,6 +169,8 @@ WHATSAPP_KEEPALIVE_INTERVAL = env.int("WHATSAPP_KEEPALIVE_INTERVAL", default=300
 WHATSAPP_CONNECTION_TIMEOUT = env.int("WHATSAPP_CONNECTION_TIMEOUT", default=60000)
 WHATSAPP_MAX_QR_ATTEMPTS = env.int("WHATSAPP_MAX_QR_ATTEMPTS", default=3)
 WHATSAPP_USE_PAIRING_CODE = env.bool("WHATSAPP_USE_PAIRING_CODE", default=False)
+# Sessions the whole installation may run at once, across tenants (-1 = no limit beyond the plans').
+WHATSAPP_MAX_SESSIONS = env.int("WHATSAPP_MAX_SESSIONS", default=-1)
 # Where each session's device store (one sqlite file per session) lives; keep it on a persistent volume
 # and in backups: losing it means a new scan.
 WHATSAPP_STORE_DIR = env("WHATSAPP_STORE_DIR", default=str(BASE_DIR / "var" / "whatsapp"))

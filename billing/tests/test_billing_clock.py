@@ -202,7 +202,7 @@ def test_admin_billing_api(named, api_as, plans):
 def test_members_read_their_own_billing_only(named, api_as):
     data = api_as(named.bob).get("/api/v1/billing").json()["data"]
     assert data["tenant_id"] == named.acme.pk and data["subscription"]["status"] == "trialing"
-    assert data["usage"] == {"max_users": 2} and data["limits"]["max_users"] == 3
+    assert data["usage"] == {"max_users": 2, "max_sessions": 0} and data["limits"]["max_users"] == 3
     assert api_as(named.carol).get("/api/v1/billing").json()["data"]["tenant_id"] == named.globex.pk
 
 
