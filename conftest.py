@@ -106,8 +106,28 @@ def make_active_tenant(name, slug, schema_name, plan):
     return tenant
 
 
+def _is_transactional(request):
+    marker = request.node.get_closest_marker("django_db")
+    return "transactional_db" in request.fixturenames or bool(marker and marker.kwargs.get("transaction"))
+
+
+def _empty_tenant_tables(schemas):
+    """Transactional tests commit; pytest-django flushes only the public schema, so empty the tenant ones."""
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "SELECT table_schema, table_name FROM information_schema.tables WHERE table_schema = ANY(%s) "
+            "AND table_type = 'BASE TABLE' AND table_name NOT IN ('django_migrations', 'django_content_type')",
+            [list(schemas)],
+        )
+        tables = [f'"{schema}"."{table}"' for schema, table in cursor.fetchall()]
+        if tables:
+            cursor.execute(f"TRUNCATE {', '.join(tables)} RESTART IDENTITY CASCADE")
+
+
 @pytest.fixture
-def named(db, plans, tenant_schemas):
+def named(request, db, plans, tenant_schemas):
+    if _is_transactional(request):
+        request.addfinalizer(lambda: (connection.set_schema_to_public(), _empty_tenant_tables(tenant_schemas.values())))
     from accounts.models import Membership
 
     acme = make_active_tenant("Acme", "acme", tenant_schemas["acme"], plans["basic"])

@@ -1,0 +1,149 @@
+"""Turn provider events into database changes, activity rows and live updates. Runs on the host's publisher
+thread only (never on a provider's callback thread), inside the session's tenant schema."""
+import logging
+from datetime import timedelta
+
+from asgiref.sync import async_to_sync
+from channels.layers import get_channel_layer
+from django.db import transaction
+from django.utils import timezone
+from django_tenants.utils import schema_context
+
+from whatsapp.models import SessionActivity, WhatsAppSession
+from whatsapp.providers.base import EventKind
+
+from . import leases
+
+log = logging.getLogger(__name__)
+S = WhatsAppSession.Status
+A = SessionActivity.Kind
+
+
+def session_group(schema_name, session_id):
+    return f"t.{schema_name}.session.{session_id}"
+
+
+def sessions_group(schema_name):
+    return f"t.{schema_name}.sessions"
+
+
+def session_payload(session):
+    return {
+        "id": session.pk,
+        "name": session.name,
+        "label": session.label,
+        "status": session.status,
+        "status_display": session.get_status_display(),
+        "status_detail": session.status_detail,
+        "phone": session.phone,
+        "push_name": session.push_name,
+        "qr_code": session.qr_code,
+        "qr_expires_at": session.qr_expires_at.isoformat() if session.qr_expires_at else None,
+        "pair_code": session.pair_code,
+        "last_activity_at": session.last_activity_at.isoformat() if session.last_activity_at else None,
+    }
+
+
+def _connected_text(session):
+    who = f"+{session.phone.lstrip('+')}" if session.phone else "your phone"
+    return f"Connected as {who}" + (f" ({session.push_name})" if session.push_name else "")
+
+
+def apply(event):
+    """Apply one ProviderEvent. Returns (session payload or None, stop_provider: bool)."""
+    schema_name, session_id = event.session_key.split(":", 1)
+    with schema_context(schema_name), transaction.atomic():
+        session = WhatsAppSession.objects.select_for_update().filter(pk=int(session_id)).first()
+        if session is None:  # deleted while running
+            return None, True
+        stop = _apply_to(session, event)
+        session.save()
+        payload = session_payload(session)
+        if stop:
+            session_id_int, schema = session.pk, schema_name
+            transaction.on_commit(lambda: leases.want_stopped(schema, session_id_int))
+    _publish(schema_name, int(session_id), payload)
+    return payload, stop
+
+
+def _activity(session, kind, message=""):
+    SessionActivity.objects.create(session=session, kind=kind, message=message[:500])
+
+
+def _apply_to(session, event):
+    """Mutates `session` and writes activity. Returns True when the host should stop the provider."""
+    data, now = event.data, timezone.now()
+    kind = event.kind
+    if kind == EventKind.QR:
+        first = session.status != S.QR
+        session.status, session.qr_code = S.QR, data.get("code", "")
+        session.qr_expires_at = now + timedelta(seconds=data.get("expires_in") or 20)
+        session.status_detail = "Scan the QR code with WhatsApp on your phone: Settings → Linked devices."
+        if first:
+            _activity(session, A.QR_ISSUED, "QR code shown")
+    elif kind == EventKind.QR_EXPIRED:
+        session.status, session.qr_code, session.qr_expires_at = S.STOPPED, "", None
+        session.should_run = False
+        session.status_detail = "The QR code expired without a scan. Restart the session to get a new one."
+        _activity(session, A.STOPPED, "QR expired after the maximum number of codes")
+        return True
+    elif kind == EventKind.PAIR_CODE:
+        session.status, session.pair_code = S.PAIRING, data.get("code", "")
+        session.status_detail = ("On your phone: WhatsApp → Linked devices → Link with phone number, "
+                                 "then type this code.")
+        _activity(session, A.PAIR_CODE_ISSUED, f"Pairing code for {data.get('phone', 'your number')}")
+    elif kind == EventKind.PAIRED:
+        session.jid_user = str(data.get("jid_user", ""))[:64]
+        session.jid_device = int(data.get("jid_device") or 0)
+        session.phone = (data.get("phone") or session.phone)[:20]
+        session.push_name = (data.get("push_name") or session.push_name)[:120]
+    elif kind == EventKind.CONNECTED:
+        session.status = S.CONNECTED
+        session.phone = (data.get("phone") or session.phone)[:20]
+        session.push_name = (data.get("push_name") or session.push_name)[:120]
+        session.qr_code, session.qr_expires_at, session.pair_code = "", None, ""
+        session.connected_at = session.last_activity_at = now
+        session.status_detail = _connected_text(session)
+        _activity(session, A.CONNECTED, session.status_detail)
+    elif kind == EventKind.DISCONNECTED:
+        if data.get("will_retry"):
+            session.status = S.RECONNECTING
+            retry = data.get("retry_in")
+            session.status_detail = f"{data.get('reason') or 'Connection lost'}, retrying" + (
+                f" in {int(retry)} s" if retry else "") + "."
+            _activity(session, A.RECONNECTING, session.status_detail)
+        else:
+            session.status = S.DISCONNECTED
+            session.status_detail = f"{data.get('reason') or 'Disconnected'}. Restart the session to reconnect."
+            _activity(session, A.DISCONNECTED, session.status_detail)
+    elif kind == EventKind.LOGGED_OUT:
+        session.status, session.should_run = S.LOGGED_OUT, False
+        session.jid_user, session.jid_device = "", 0
+        session.qr_code, session.qr_expires_at, session.pair_code = "", None, ""
+        session.status_detail = (f"{data.get('reason') or 'Logged out'}. The phone no longer lists this device; "
+                                 "start the session and scan again to relink.")
+        _activity(session, A.LOGGED_OUT, data.get("reason") or "Logged out")
+        return True
+    elif kind == EventKind.ERROR:
+        session.status_detail = str(data.get("message") or data.get("code") or "Unknown error")[:500]
+        _activity(session, A.ERROR, f"{data.get('code', 'error')}: {session.status_detail}")
+        if data.get("fatal"):
+            session.status, session.should_run = S.ERROR, False
+            return True
+    elif kind in (EventKind.MESSAGE, EventKind.RECEIPT):
+        session.last_activity_at = now
+    return False
+
+
+def _publish(schema_name, session_id, payload):
+    message = {"type": "session.update", "data": payload}
+    layer = get_channel_layer()
+
+    async def send():
+        await layer.group_send(session_group(schema_name, session_id), message)
+        await layer.group_send(sessions_group(schema_name), message)
+
+    try:
+        async_to_sync(send)()
+    except Exception:  # live pages catch up on reload; the database already has the truth
+        log.warning("live update for %s:%s failed", schema_name, session_id, exc_info=True)

@@ -1,0 +1,156 @@
+"""The session host: runs the provider clients of every session this process holds a lease for.
+
+Threads: one lease thread (claim + renew every heartbeat, start/stop providers to match), one publisher
+thread (applies provider events to the database and the channel layer, in order), and whatever each
+provider runs itself. Provider callbacks only put events on the queue.
+"""
+import logging
+import os
+import queue
+import socket
+import threading
+import uuid
+
+from django.db import close_old_connections, connections
+from django_tenants.utils import schema_context
+
+from whatsapp.models import SessionActivity, WhatsAppSession
+from whatsapp.providers.base import DeviceIdentity, ProviderSettings
+
+from . import events, leases
+
+log = logging.getLogger(__name__)
+
+
+def new_host_id():
+    return f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:6]}"
+
+
+class SessionHost:
+    def __init__(self, provider_class, *, store_dir, host_id=None, settings=None, claim_limit=500,
+                 heartbeat_seconds=None):
+        self.provider_class = provider_class
+        self.store_dir = store_dir
+        self.host_id = host_id or new_host_id()
+        self.settings = settings or ProviderSettings.from_django_settings()
+        self.claim_limit = claim_limit
+        self.heartbeat_seconds = heartbeat_seconds or leases.HEARTBEAT_INTERVAL.total_seconds()
+        self.providers = {}
+        self.events = queue.Queue()
+        self._lock = threading.RLock()
+        self._stopping = threading.Event()
+        self._threads = []
+
+    # --- lifecycle ---------------------------------------------------------------------------------------
+
+    def start(self):
+        os.makedirs(self.store_dir, exist_ok=True)
+        for target, name in ((self._lease_loop, "leases"), (self._publish_loop, "publisher")):
+            thread = threading.Thread(target=target, name=f"session-host-{name}", daemon=True)
+            thread.start()
+            self._threads.append(thread)
+        log.info("session host %s started (%s)", self.host_id, self.provider_class.name)
+
+    def stop(self, *, release=True):
+        """Stop every provider; with `release`, free the leases at once so another host takes over now."""
+        self._stopping.set()
+        with self._lock:
+            keys = list(self.providers)
+            for key in keys:
+                self._stop_provider(key)
+        for thread in self._threads:
+            thread.join(timeout=10)
+        if release:
+            leases.release(self.host_id, keys)
+
+    # --- leases ------------------------------------------------------------------------------------------
+
+    def _lease_loop(self):
+        while not self._stopping.is_set():
+            try:
+                self.sync()
+            except Exception:
+                log.exception("session host %s: lease round failed", self.host_id)
+                close_old_connections()
+            self._stopping.wait(self.heartbeat_seconds)
+        connections.close_all()
+
+    def sync(self, now=None):
+        """Renew, claim, and make the running providers match the leases held. Returns the keys held."""
+        held = set(leases.renew(self.host_id, now=now)) | set(
+            leases.claim(self.host_id, limit=self.claim_limit, now=now))
+        with self._lock:
+            for key in [key for key in self.providers if key not in held]:
+                log.info("session %s: lease lost, stopping here", key)
+                self._stop_provider(key)
+            for key in sorted(held - set(self.providers)):
+                if self._stopping.is_set():
+                    break
+                self._start_provider(key)
+        return held
+
+    # --- providers ---------------------------------------------------------------------------------------
+
+    def _start_provider(self, key):
+        schema_name, session_id = key.split(":", 1)
+        with schema_context(schema_name):
+            session = WhatsAppSession.objects.filter(pk=int(session_id)).first()
+            if session is None or not session.should_run:
+                leases.want_stopped(schema_name, int(session_id))
+                return
+            identity = DeviceIdentity(session.jid_user, session.jid_device) if session.jid_user else None
+            WhatsAppSession.objects.filter(pk=session.pk).update(
+                status=WhatsAppSession.Status.STARTING,
+                status_detail="Resuming the linked device…" if identity else "Starting…",
+            )
+            SessionActivity.objects.create(session=session, kind=SessionActivity.Kind.RESTARTED,
+                                           message=f"Started on host {self.host_id}")
+        provider = self.provider_class(key, emit=self.events.put, settings=self.settings,
+                                       store_dir=self.store_dir, identity=identity)
+        self.providers[key] = provider
+        try:
+            provider.start()
+        except Exception as exc:  # one broken client must never take the host (or its neighbours) down
+            log.exception("session %s failed to start", key)
+            self.providers.pop(key, None)
+            self.events.put(provider_error(key, exc))
+
+    def _stop_provider(self, key):
+        provider = self.providers.pop(key, None)
+        if provider is not None:
+            try:
+                provider.stop()
+            except Exception:
+                log.exception("session %s did not stop cleanly", key)
+
+    def provider(self, key):
+        with self._lock:
+            return self.providers.get(key)
+
+    # --- events ------------------------------------------------------------------------------------------
+
+    def _publish_loop(self):
+        while not self._stopping.is_set() or not self.events.empty():
+            try:
+                event = self.events.get(timeout=0.2)
+            except queue.Empty:
+                continue
+            self.handle(event)
+        connections.close_all()
+
+    def handle(self, event):
+        try:
+            _, stop = events.apply(event)
+        except Exception:
+            log.exception("event %s for %s could not be applied", event.kind, event.session_key)
+            close_old_connections()
+            return
+        if stop:
+            with self._lock:
+                self._stop_provider(event.session_key)
+
+
+def provider_error(key, exc):
+    from whatsapp.providers.base import EventKind, ProviderEvent
+
+    return ProviderEvent(key, EventKind.ERROR, {"code": "start_failed", "message": str(exc), "fatal": True})
