@@ -8,3 +8,13 @@ os.environ.setdefault("DJANGO_SETTINGS_MODULE", "config.settings")
 app = CeleryApp("switchboard")
 app.config_from_object("django.conf:settings", namespace="CELERY")
 app.autodiscover_tasks()
+
+
+def _add_session_host_step():
+    # Imported lazily by the step itself; adding it here costs nothing in workers that don't serve "whatsapp".
+    from whatsapp.host.bootstep import SessionHostStep
+
+    app.steps["consumer"].add(SessionHostStep)
+
+
+_add_session_host_step()

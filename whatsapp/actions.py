@@ -12,7 +12,7 @@ from accounts import audit
 from billing import entitlements
 from config.api import ApiError
 
-from .host import leases
+from .host import commands, leases
 from .models import SessionActivity, WhatsAppSession
 
 NAME_RE = re.compile(r"^[a-zA-Z0-9_-]{1,64}$")
@@ -65,6 +65,7 @@ def start_session(tenant, session, *, acting_user):
             should_run=True, status=WhatsAppSession.Status.STARTING, status_detail="Waiting for a session host…")
         schema_name, session_id = connection.schema_name, session.pk
         transaction.on_commit(lambda: leases.want_running(schema_name, session_id))
+        transaction.on_commit(commands.wake_hosts)
     session.refresh_from_db()
     return session
 

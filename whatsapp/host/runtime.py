@@ -22,6 +22,32 @@ from . import events, leases
 log = logging.getLogger(__name__)
 
 
+_current = None
+
+
+def current_host():
+    """The host of this process (set by the worker bootstep), or None outside the `whatsapp` worker."""
+    return _current
+
+
+def set_current_host(host):
+    global _current
+    _current = host
+
+
+def provider_class_for(name):
+    """Imported here, lazily: neonize must only ever load inside the process that hosts sessions."""
+    if name == "simulator":
+        from whatsapp.providers.simulator import SimulatorProvider
+
+        return SimulatorProvider
+    if name == "neonize":
+        from whatsapp.providers.neonize import NeonizeProvider
+
+        return NeonizeProvider
+    raise ValueError(f"unknown WHATSAPP_PROVIDER {name!r} (use neonize or simulator)")
+
+
 def new_host_id():
     return f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:6]}"
 
@@ -126,6 +152,33 @@ class SessionHost:
     def provider(self, key):
         with self._lock:
             return self.providers.get(key)
+
+    # --- commands (from tasks routed to this host) --------------------------------------------------------
+
+    def command(self, key, action, **kwargs):
+        """restart | logout | pairing_code(phone) | simulate_*(…). Errors become session events, never raise."""
+        from whatsapp.providers.base import EventKind, ProviderEvent, ProviderError
+
+        with self._lock:
+            provider = self.providers.get(key)
+            try:
+                if action == "restart":
+                    self._stop_provider(key)
+                    self._start_provider(key)
+                    return
+                if provider is None:
+                    raise ProviderError("session_not_running", "This session is not running on this host.")
+                if action == "logout":
+                    provider.logout()
+                elif action == "pairing_code":
+                    provider.request_pairing_code(kwargs["phone"])
+                elif action.startswith("simulate_") and hasattr(provider, action):
+                    getattr(provider, action)(**kwargs)
+                else:
+                    raise ProviderError("unsupported", f"{action} is not available with {provider.name}.")
+            except ProviderError as exc:
+                self.events.put(ProviderEvent(key, EventKind.ERROR, {"code": exc.code, "message": str(exc),
+                                                                     "fatal": False}))
 
     # --- events ------------------------------------------------------------------------------------------
 
