@@ -81,3 +81,75 @@ def stop_session(tenant, session, *, acting_user):
         transaction.on_commit(lambda: leases.want_stopped(schema_name, session_id))
     session.refresh_from_db()
     return session
+
+
+def _running_on_a_host(session):
+    return commands.holder(connection.schema_name, session.pk) is not None
+
+
+def restart_session(tenant, session, *, acting_user):
+    """Restart the client where it runs; a session that is not running is started."""
+    entitlements.require_write(tenant)
+    if not _running_on_a_host(session):
+        if session.should_run:  # wanted but not (yet) claimed: make sure a host looks now
+            commands.wake_hosts()
+            return session
+        return start_session(tenant, session, acting_user=acting_user)
+    SessionActivity.objects.create(session=session, kind=SessionActivity.Kind.RESTARTED,
+                                   message=f"Restart requested by {acting_user.email}" if acting_user else "Restart")
+    commands.send(connection.schema_name, session.pk, "restart")
+    return session
+
+
+def link_with_phone(tenant, session, *, acting_user, phone):
+    """Pair by an 8-character code typed on the phone instead of scanning a QR code."""
+    from accounts.forms import normalize_phone
+    from django import forms
+
+    try:
+        phone = normalize_phone(phone)
+    except forms.ValidationError as exc:
+        raise ApiError(400, "invalid_phone", exc.messages[0])
+    entitlements.require_write(tenant)
+    if session.is_linked:
+        raise ApiError(409, "already_linked", "This session is already linked to a phone; log it out first.")
+    WhatsAppSession.objects.filter(pk=session.pk).update(pairing_phone=phone)
+    session.pairing_phone = phone
+    if _running_on_a_host(session):
+        commands.send(connection.schema_name, session.pk, "pairing_code", phone=phone)
+        return session
+    if session.should_run:
+        WhatsAppSession.objects.filter(pk=session.pk).update(should_run=False)
+        session.should_run = False
+    return start_session(tenant, session, acting_user=acting_user)
+
+
+def logout_session(tenant, session, *, acting_user):
+    """Unlink the device on WhatsApp's side. A session that is not running is forgotten here; the phone then
+    shows the device until WhatsApp drops it (or the user removes it under Linked devices)."""
+    if _running_on_a_host(session):
+        commands.send(connection.schema_name, session.pk, "logout")
+        return session
+    with transaction.atomic():
+        WhatsAppSession.objects.filter(pk=session.pk).update(
+            should_run=False, status=WhatsAppSession.Status.LOGGED_OUT, jid_user="", jid_device=0,
+            qr_code="", qr_expires_at=None, pair_code="", pairing_phone="",
+            status_detail="Logged out. Start the session and scan again to relink.")
+        SessionActivity.objects.create(session=session, kind=SessionActivity.Kind.LOGGED_OUT,
+                                       message=f"Logged out by {acting_user.email}" if acting_user else "Logged out")
+        schema_name, session_id = connection.schema_name, session.pk
+        transaction.on_commit(lambda: leases.want_stopped(schema_name, session_id))
+    session.refresh_from_db()
+    return session
+
+
+def delete_session(tenant, session, *, acting_user):
+    """Delete the session and its activity; a running, linked client is logged out first."""
+    if _running_on_a_host(session) and session.is_linked:
+        commands.send(connection.schema_name, session.pk, "logout")
+    with transaction.atomic():
+        schema_name, session_id = connection.schema_name, session.pk
+        audit.record("whatsapp.session_deleted", actor=acting_user, target=session,
+                     before={"name": session.name, "phone": session.phone}, tenant=tenant)
+        session.delete()
+        transaction.on_commit(lambda: leases.want_stopped(schema_name, session_id))

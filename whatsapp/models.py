@@ -29,6 +29,8 @@ class WhatsAppSession(models.Model):
     qr_code = models.TextField(blank=True)
     qr_expires_at = models.DateTimeField(null=True, blank=True)
     pair_code = models.CharField(max_length=9, blank=True)
+    # Set when the tenant links by phone number instead of QR: the host asks for a pairing code for it.
+    pairing_phone = models.CharField(max_length=20, blank=True)
     last_activity_at = models.DateTimeField(null=True, blank=True)
     connected_at = models.DateTimeField(null=True, blank=True)
     created_at = models.DateTimeField(default=timezone.now)

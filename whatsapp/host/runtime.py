@@ -135,7 +135,7 @@ class SessionHost:
                                        store_dir=self.store_dir, identity=identity)
         self.providers[key] = provider
         try:
-            provider.start()
+            provider.start(pairing_phone=None if identity else (session.pairing_phone or None))
         except Exception as exc:  # one broken client must never take the host (or its neighbours) down
             log.exception("session %s failed to start", key)
             self.providers.pop(key, None)
