@@ -9,6 +9,7 @@ import os
 import queue
 import socket
 import threading
+import time
 import uuid
 
 from django.db import close_old_connections, connections
@@ -20,6 +21,10 @@ from whatsapp.providers.base import DeviceIdentity, ProviderSettings
 from . import events, leases
 
 log = logging.getLogger(__name__)
+
+# A client we believe connected that reports it is not, without saying why, for this long is restarted. The
+# lease loop checks every heartbeat (15 s), so a silent death is acted on within ~90 s.
+ZOMBIE_AFTER_SECONDS = 60
 
 
 _current = None
@@ -62,6 +67,8 @@ class SessionHost:
         self.claim_limit = claim_limit
         self.heartbeat_seconds = heartbeat_seconds or leases.HEARTBEAT_INTERVAL.total_seconds()
         self.providers = {}
+        self.believed_connected = set()  # keys whose last status event was CONNECTED
+        self._suspect_since = {}  # key -> monotonic time the client was first seen not connected
         self.events = queue.Queue()
         self._lock = threading.RLock()
         self._stopping = threading.Event()
@@ -113,7 +120,31 @@ class SessionHost:
                 if self._stopping.is_set():
                     break
                 self._start_provider(key)
+        self.watchdog()
         return held
+
+    def watchdog(self, now=None):
+        """Restart clients that died silently: believed connected, not connected, and no event said why."""
+        from whatsapp.providers.base import EventKind, ProviderEvent
+
+        now = time.monotonic() if now is None else now
+        with self._lock:
+            for key, provider in list(self.providers.items()):
+                if key not in self.believed_connected or provider.is_connected:
+                    self._suspect_since.pop(key, None)
+                    continue
+                since = self._suspect_since.setdefault(key, now)
+                if now - since < ZOMBIE_AFTER_SECONDS:
+                    continue
+                log.warning("session %s: no answer for %d s, restarting the client", key, now - since)
+                self._suspect_since.pop(key, None)
+                self.believed_connected.discard(key)
+                # Applied here, not queued, so the activity log reads in order: silence, then the restart.
+                self.handle(ProviderEvent(key, EventKind.DISCONNECTED, {
+                    "reason": f"No answer from WhatsApp for {int(now - since)} s: the connection was restarted",
+                    "will_retry": True, "retry_in": None}))
+                self._stop_provider(key)
+                self._start_provider(key)
 
     # --- providers ---------------------------------------------------------------------------------------
 
@@ -142,6 +173,8 @@ class SessionHost:
             self.events.put(provider_error(key, exc))
 
     def _stop_provider(self, key):
+        self.believed_connected.discard(key)
+        self._suspect_since.pop(key, None)
         provider = self.providers.pop(key, None)
         if provider is not None:
             try:
@@ -192,6 +225,12 @@ class SessionHost:
         connections.close_all()
 
     def handle(self, event):
+        from whatsapp.providers.base import EventKind
+
+        if event.kind == EventKind.CONNECTED:
+            self.believed_connected.add(event.session_key)
+        elif event.kind in (EventKind.DISCONNECTED, EventKind.LOGGED_OUT, EventKind.QR, EventKind.ERROR):
+            self.believed_connected.discard(event.session_key)
         try:
             _, stop = events.apply(event)
         except Exception:

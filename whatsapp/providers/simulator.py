@@ -266,7 +266,8 @@ class _StoreCorrupt(Exception):
 IDLE, CONNECTING, PAIRING_QR, PAIRING_CODE, CONNECTED, RECONNECTING = (
     "idle", "connecting", "pairing_qr", "pairing_code", "connected", "reconnecting")
 STOPPED, QR_EXPIRED, LOGGED_OUT, FAILED = "stopped", "qr_expired", "logged_out", "error"
-RUNNING_STATES = frozenset({CONNECTING, PAIRING_QR, PAIRING_CODE, CONNECTED, RECONNECTING})
+SILENT = "silent"  # the connection died without a word: no events, not connected (see simulate_silence)
+RUNNING_STATES = frozenset({CONNECTING, PAIRING_QR, PAIRING_CODE, CONNECTED, RECONNECTING, SILENT})
 
 
 class SimulatorProvider(SessionProvider):
@@ -399,6 +400,15 @@ class SimulatorProvider(SessionProvider):
             if self._state != CONNECTED:
                 raise ProviderError("not_connected", "the session is not connected to WhatsApp")
             self._connection_lost(reason, retries_done=0)
+
+    def simulate_silence(self):
+        """The connection dies silently (a zombie): no event, no reconnect, no receipts; only is_connected
+        tells. The session host's watchdog must notice and restart the client."""
+        with self._lock:
+            if self._state != CONNECTED:
+                raise ProviderError("not_connected", "the session is not connected to WhatsApp")
+            self._new_run()
+            self._state = SILENT
 
     def simulate_logout(self):
         """The device is removed from the phone's "Linked devices": LOGGED_OUT, store deleted."""

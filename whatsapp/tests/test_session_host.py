@@ -238,3 +238,34 @@ def test_the_threaded_host_runs_end_to_end(named, provider_class, tmp_path):
     finally:
         host.stop(release=True)
     assert SessionLease.objects.get().host_id == ""
+
+
+def test_a_silently_dead_connection_is_restarted_and_logged(named, make_host, clock):
+    from whatsapp.host.runtime import ZOMBIE_AFTER_SECONDS
+
+    session = wanted_session("front-desk")
+    host = make_host("host-a")
+    host.sync()
+    clock.advance(1)
+    drain(host)
+    key = f"{SCHEMA}:{session.pk}"
+    host.provider(key).simulate_scan("+14155550123")
+    clock.advance(1)
+    drain(host)
+    zombie = host.provider(key)
+    zombie.simulate_silence()
+    assert reload(session).status == "connected"  # nothing was said
+
+    host.watchdog(now=1000.0)  # first noticed
+    host.watchdog(now=1000.0 + ZOMBIE_AFTER_SECONDS - 1)
+    assert host.provider(key) is zombie
+    host.watchdog(now=1000.0 + ZOMBIE_AFTER_SECONDS)
+    assert host.provider(key) is not zombie  # a fresh client for the same linked device
+    clock.advance(1)
+    drain(host)
+    restored = reload(session)
+    assert restored.status == "connected"
+    with schema_context(SCHEMA):
+        messages = list(SessionActivity.objects.filter(session_id=session.pk).values_list("kind", "message"))
+    assert any(kind == "reconnecting" and "No answer from WhatsApp" in message for kind, message in messages)
+    assert [kind for kind, _ in messages][:3] == ["connected", "restarted", "reconnecting"]
