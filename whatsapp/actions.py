@@ -50,8 +50,10 @@ def create_session(tenant, *, acting_user, name, label=""):
     return session
 
 
-def start_session(tenant, session, *, acting_user):
-    """The tenant wants it running: a host claims its lease within a heartbeat and starts the client."""
+def start_session(tenant, session, *, acting_user, by_qr=False):
+    """The tenant wants it running: a host claims its lease within a heartbeat and starts the client.
+    With `by_qr`, a session last linked by phone number shows a QR code this time (the host pairs by code
+    whenever pairing_phone is set)."""
     entitlements.require_write(tenant)
     if session.should_run and session.status not in (WhatsAppSession.Status.ERROR,
                                                       WhatsAppSession.Status.LOGGED_OUT,
@@ -62,7 +64,8 @@ def start_session(tenant, session, *, acting_user):
                        "or ask the operator to raise WHATSAPP_MAX_SESSIONS.")
     with transaction.atomic():
         WhatsAppSession.objects.filter(pk=session.pk).update(
-            should_run=True, status=WhatsAppSession.Status.STARTING, status_detail="Waiting for a session host…")
+            should_run=True, status=WhatsAppSession.Status.STARTING, status_detail="Waiting for a session host…",
+            **({"pairing_phone": ""} if by_qr else {}))
         schema_name, session_id = connection.schema_name, session.pk
         transaction.on_commit(lambda: leases.want_running(schema_name, session_id))
         transaction.on_commit(commands.wake_hosts)
