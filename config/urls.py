@@ -36,6 +36,8 @@ api_v1 = [
     path("tenants/<int:pk>/comp", billing_api.admin_action("comp", billing_api.PlanSerializer), name="api_tenant_comp"),
     path("tenants/<int:pk>/cancel-subscription", billing_api.admin_action("cancel-subscription", None),
          name="api_tenant_cancel_subscription"),
+    # WhatsApp sessions and the simulator's test helpers (whatsapp/api.py holds their routes).
+    path("", include("whatsapp.api")),
 ]
 
 urlpatterns = [
