@@ -92,6 +92,13 @@ setup_venv() {
     fi
 }
 
+# neonize identifies media types with python-magic, which needs the system's libmagic.
+ensure_libmagic() {
+    ldconfig -p 2>/dev/null | grep -q 'libmagic\.so\.1' && return 0
+    if is_root && apt_install libmagic1; then say "libmagic: installed libmagic1"; return 0; fi
+    say "libmagic: libmagic1 is missing (Debian: sudo apt-get install libmagic1); the neonize provider needs it"
+}
+
 setup_env_file() {
     [ -f .env ] && return 0
     say "config: creating .env for development from .env.example (DEBUG=true, new SECRET_KEY)"
@@ -307,6 +314,7 @@ if [ "$MODE" = stop ]; then
 fi
 
 setup_venv
+ensure_libmagic
 setup_env_file
 resolve_postgres
 resolve_redis
