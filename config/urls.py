@@ -56,6 +56,7 @@ urlpatterns = [
     path("dashboard/api-keys/", accounts_views.api_keys, name="api_keys"),
     path("dashboard/api-keys/<int:key_id>/revoke", accounts_views.revoke_api_key, name="revoke_api_key"),
     path("billing/", include("billing.urls")),
+    path("sessions/", include("whatsapp.urls")),
     path("switch/<int:tenant_id>", tenants_views.switch_tenant, name="switch_tenant"),
     path("platform/", tenants_views.platform_approvals, name="platform_approvals"),
     path("platform/tenants/", tenants_views.platform_tenants, name="platform_tenants"),
