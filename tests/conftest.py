@@ -50,8 +50,16 @@ def _reset_broker_connections(app):
 
 
 @pytest.fixture
-def live_system(transactional_db, plans, drop_pool_schemas, settings, tmp_path, request):
-    """daphne + a Celery worker on the test database; the pytest process publishes to the same Redis db."""
+def live_whatsapp():
+    """Options for a `whatsapp` worker (session host on the simulator) in `live_system`, or None for none.
+    A module that needs one overrides this fixture, e.g. to return {"qr_seconds": 3, "max_qr_attempts": 20}."""
+    return None
+
+
+@pytest.fixture
+def live_system(transactional_db, plans, drop_pool_schemas, settings, tmp_path, request, live_whatsapp):
+    """daphne + a Celery worker (and, with `live_whatsapp`, a `whatsapp` worker) on the test database; the
+    pytest process publishes to the same Redis db."""
     import redis
     from channels.layers import channel_layers
     from django.db import connection
@@ -76,7 +84,7 @@ def live_system(transactional_db, plans, drop_pool_schemas, settings, tmp_path, 
     _reset_broker_connections(app)
 
     system = live.LiveSystem(db_settings=connection.settings_dict, redis_url=redis_url,
-                             work_dir=tmp_path / "live", celery_app=app)
+                             work_dir=tmp_path / "live", celery_app=app, whatsapp=live_whatsapp)
     try:
         system.start()  # on a startup failure the error carries the processes' logs
         print(f"live system up in {system.startup_seconds:.1f} s at {system.url} (redis {redis_url}, "

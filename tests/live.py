@@ -117,9 +117,10 @@ class Process:
 
 
 class LiveSystem:
-    """daphne + a Celery worker on the test database and a private Redis database."""
+    """daphne + a Celery worker on the test database and a private Redis database; with `whatsapp={…}`
+    (options of _add_whatsapp_worker) also a `whatsapp` worker hosting sessions on the simulator."""
 
-    def __init__(self, *, db_settings, redis_url, work_dir, celery_app):
+    def __init__(self, *, db_settings, redis_url, work_dir, celery_app, whatsapp=None):
         self.work_dir = Path(work_dir)
         self.mail_dir = self.work_dir / "mail"
         self.log_dir = self.work_dir / "logs"
@@ -158,6 +159,26 @@ class LiveSystem:
                                          "--without-gossip", "--without-mingle", "--without-heartbeat"],
                               env=self.env, log_dir=self.log_dir)
         self.processes = [self.web, self.worker]
+        self.whatsapp = None
+        if whatsapp is not None:
+            self._add_whatsapp_worker(**whatsapp)
+
+    def _add_whatsapp_worker(self, *, qr_seconds=None, max_qr_attempts=None):
+        """The `whatsapp` process (session host) with the simulator, as the Procfile runs it: threads pool, its
+        own per-host queue added by the bootstep. Every process sees the simulator (the pages show its banner)."""
+        self.whatsapp_worker_name = f"whatsapp-{secrets.token_hex(4)}@{socket.gethostname()}"
+        self.env["WHATSAPP_PROVIDER"] = "simulator"
+        self.env["WHATSAPP_STORE_DIR"] = str(self.work_dir / "whatsapp-store")
+        if qr_seconds is not None:
+            self.env["WHATSAPP_SIMULATOR_QR_SECONDS"] = str(qr_seconds)
+        if max_qr_attempts is not None:
+            self.env["WHATSAPP_MAX_QR_ATTEMPTS"] = str(max_qr_attempts)
+        self.whatsapp = Process("whatsapp", [sys.executable, "-m", "celery", "-A", "config", "worker", "-Q", "whatsapp",
+                                             "-P", "threads", "-c", "4", "-n", self.whatsapp_worker_name,
+                                             "-l", "INFO", "--without-gossip", "--without-mingle",
+                                             "--without-heartbeat"],
+                                env=self.env, log_dir=self.log_dir)
+        self.processes.append(self.whatsapp)
 
     # --- lifecycle ------------------------------------------------------------------------------
     def start(self):
@@ -166,7 +187,9 @@ class LiveSystem:
             for process in self.processes:
                 process.start()
             self._wait_for_web()
-            self._wait_for_worker()
+            self._wait_for_worker(self.worker_name)
+            if self.whatsapp is not None:
+                self._wait_for_worker(self.whatsapp_worker_name)
         except BaseException:
             self.stop()
             raise
@@ -177,6 +200,8 @@ class LiveSystem:
         # A warm Celery shutdown waits for the running task (a pool refill migrates a whole schema); the
         # test is over, so don't wait: SIGQUIT is Celery's cold shutdown.
         self.worker.stop(signal.SIGQUIT)
+        if self.whatsapp is not None:
+            self.whatsapp.stop(signal.SIGQUIT)
         self.web.stop(signal.SIGTERM)
 
     def _check_alive(self):
@@ -199,13 +224,13 @@ class LiveSystem:
         except TimeoutError as exc:
             raise RuntimeError(f"{exc}\n{self.logs()}") from None
 
-    def _wait_for_worker(self):
+    def _wait_for_worker(self, name):
         def pong():
             self._check_alive()
-            return self.celery_app.control.ping(destination=[self.worker_name], timeout=0.5)
+            return self.celery_app.control.ping(destination=[name], timeout=0.5)
 
         try:
-            wait_until(pong, timeout=START_TIMEOUT, interval=0.2, message=f"celery worker {self.worker_name}")
+            wait_until(pong, timeout=START_TIMEOUT, interval=0.2, message=f"celery worker {name}")
         except TimeoutError as exc:
             raise RuntimeError(f"{exc}\n{self.logs()}") from None
 

@@ -43,8 +43,14 @@ def set_current_host(host):
 def provider_class_for(name):
     """Imported here, lazily: neonize must only ever load inside the process that hosts sessions."""
     if name == "simulator":
-        from whatsapp.providers.simulator import SimulatorProvider
+        from whatsapp.providers.simulator import SimulatorProvider, SimulatorTiming
 
+        # WHATSAPP_SIMULATOR_QR_SECONDS=N (demos, browser tests): every QR code lives N s instead of WhatsApp's
+        # 60 s for the first and 20 s for the next, so a rotation can be watched without waiting a minute.
+        qr_seconds = os.environ.get("WHATSAPP_SIMULATOR_QR_SECONDS")
+        if qr_seconds:
+            timing = SimulatorTiming(first_qr_s=float(qr_seconds), qr_rotation_s=float(qr_seconds))
+            return type("SimulatorProvider", (SimulatorProvider,), {"timing": timing})
         return SimulatorProvider
     if name == "neonize":
         from whatsapp.providers.neonize import NeonizeProvider
