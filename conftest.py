@@ -111,8 +111,38 @@ def _is_transactional(request):
     return "transactional_db" in request.fixturenames or bool(marker and marker.kwargs.get("transaction"))
 
 
+def _outside_event_loop(func, *args):
+    """Run func now, on a thread of its own when this one runs an event loop (a Playwright test still open),
+    where Django refuses synchronous database calls."""
+    import asyncio
+    import threading
+
+    try:
+        asyncio.get_running_loop()
+    except RuntimeError:
+        return func(*args)
+    errors = []
+
+    def run():
+        from django.db import connections
+
+        try:
+            func(*args)
+        except Exception as exc:  # re-raised in the caller's thread
+            errors.append(exc)
+        finally:
+            connections.close_all()
+
+    thread = threading.Thread(target=run)
+    thread.start()
+    thread.join()
+    if errors:
+        raise errors[0]
+
+
 def _empty_tenant_tables(schemas):
     """Transactional tests commit; pytest-django flushes only the public schema, so empty the tenant ones."""
+    connection.set_schema_to_public()
     with connection.cursor() as cursor:
         cursor.execute(
             "SELECT table_schema, table_name FROM information_schema.tables WHERE table_schema = ANY(%s) "
@@ -127,7 +157,7 @@ def _empty_tenant_tables(schemas):
 @pytest.fixture
 def named(request, db, plans, tenant_schemas):
     if _is_transactional(request):
-        request.addfinalizer(lambda: (connection.set_schema_to_public(), _empty_tenant_tables(tenant_schemas.values())))
+        request.addfinalizer(lambda: _outside_event_loop(_empty_tenant_tables, tenant_schemas.values()))
     from accounts.models import Membership
 
     acme = make_active_tenant("Acme", "acme", tenant_schemas["acme"], plans["basic"])

@@ -169,6 +169,8 @@ WHATSAPP_KEEPALIVE_INTERVAL = env.int("WHATSAPP_KEEPALIVE_INTERVAL", default=300
 WHATSAPP_CONNECTION_TIMEOUT = env.int("WHATSAPP_CONNECTION_TIMEOUT", default=60000)
 WHATSAPP_MAX_QR_ATTEMPTS = env.int("WHATSAPP_MAX_QR_ATTEMPTS", default=3)
 WHATSAPP_USE_PAIRING_CODE = env.bool("WHATSAPP_USE_PAIRING_CODE", default=False)
+# Simulator only: every QR code lives this many seconds instead of WhatsApp's 60 s then 20 s (0 = WhatsApp's).
+WHATSAPP_SIMULATOR_QR_SECONDS = env.float("WHATSAPP_SIMULATOR_QR_SECONDS", default=0)
 # Sessions the whole installation may run at once, across tenants (-1 = no limit beyond the plans').
 WHATSAPP_MAX_SESSIONS = env.int("WHATSAPP_MAX_SESSIONS", default=-1)
 # Where each session's device store (one sqlite file per session) lives; keep it on a persistent volume

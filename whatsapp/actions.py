@@ -12,10 +12,16 @@ from accounts import audit
 from billing import entitlements
 from config.api import ApiError
 
-from .host import commands, leases
+from .host import commands, events, leases
 from .models import SessionActivity, WhatsAppSession
 
 NAME_RE = re.compile(r"^[a-zA-Z0-9_-]{1,64}$")
+
+
+def _announce_on_commit(session_id):
+    """Open pages learn about changes made here; changes made on a host are announced by the host."""
+    schema_name = connection.schema_name
+    transaction.on_commit(lambda: events.announce(schema_name, session_id))
 
 
 def count_sessions(tenant):
@@ -47,6 +53,7 @@ def create_session(tenant, *, acting_user, name, label=""):
                                        message=f"Created by {acting_user.email}" if acting_user else "Created")
         audit.record("whatsapp.session_created", actor=acting_user, target=session, after={"name": name},
                      tenant=tenant)
+        _announce_on_commit(session.pk)
     return session
 
 
@@ -69,6 +76,7 @@ def start_session(tenant, session, *, acting_user, by_qr=False):
         schema_name, session_id = connection.schema_name, session.pk
         transaction.on_commit(lambda: leases.want_running(schema_name, session_id))
         transaction.on_commit(commands.wake_hosts)
+        _announce_on_commit(session_id)
     session.refresh_from_db()
     return session
 
@@ -82,6 +90,7 @@ def stop_session(tenant, session, *, acting_user):
                                        message=f"Stopped by {acting_user.email}" if acting_user else "Stopped")
         schema_name, session_id = connection.schema_name, session.pk
         transaction.on_commit(lambda: leases.want_stopped(schema_name, session_id))
+        _announce_on_commit(session_id)
     session.refresh_from_db()
     return session
 
@@ -142,6 +151,7 @@ def logout_session(tenant, session, *, acting_user):
                                        message=f"Logged out by {acting_user.email}" if acting_user else "Logged out")
         schema_name, session_id = connection.schema_name, session.pk
         transaction.on_commit(lambda: leases.want_stopped(schema_name, session_id))
+        _announce_on_commit(session_id)
     session.refresh_from_db()
     return session
 
@@ -154,5 +164,7 @@ def delete_session(tenant, session, *, acting_user):
         schema_name, session_id = connection.schema_name, session.pk
         audit.record("whatsapp.session_deleted", actor=acting_user, target=session,
                      before={"name": session.name, "phone": session.phone}, tenant=tenant)
+        name = session.name
         session.delete()
         transaction.on_commit(lambda: leases.want_stopped(schema_name, session_id))
+        transaction.on_commit(lambda: events.announce_deleted(schema_name, session_id, name))

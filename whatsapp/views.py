@@ -12,8 +12,6 @@ application/json` and gets JSON back instead of a redirect, so the live page nev
 import logging
 from dataclasses import dataclass, field
 
-from asgiref.sync import async_to_sync
-from channels.layers import get_channel_layer
 from django.conf import settings
 from django.contrib import messages
 from django.core.exceptions import PermissionDenied
@@ -30,7 +28,7 @@ from config.api import ApiError
 from . import actions
 from .forms import PhoneForm, SessionCreateForm, SimulateScanForm
 from .host import commands
-from .host.events import session_group, session_payload, sessions_group
+from .host.events import session_payload
 from .models import SessionActivity, WhatsAppSession
 from .qr import qr_svg
 
@@ -100,32 +98,6 @@ def _usage(tenant):
     return {"plan": plan, "allowed": allowed, "in_use": in_use, "full": allowed != -1 and in_use >= allowed}
 
 
-# --- live updates for the actions that change a session here rather than on a host --------------------------
-
-def _announce(session):
-    """Tell open pages (other users, other tabs) about a change made by an action in this process. Changes
-    made on a session host are announced by the host itself."""
-    schema = connection.schema_name
-    _group_send(schema, session.pk, {"type": "session.update", "data": session_payload(session)})
-
-
-def _announce_deleted(schema, session_id, name):
-    _group_send(schema, session_id, {"type": "session.deleted", "data": {"id": session_id, "name": name}})
-
-
-def _group_send(schema, session_id, message):
-    layer = get_channel_layer()
-
-    async def send():
-        await layer.group_send(session_group(schema, session_id), message)
-        await layer.group_send(sessions_group(schema), message)
-
-    try:
-        async_to_sync(send)()
-    except Exception:  # pages catch up when they reconnect; the database has the truth
-        log.warning("live update for %s:%s failed", schema, session_id, exc_info=True)
-
-
 # --- actions -------------------------------------------------------------------------------------------------
 
 @dataclass
@@ -166,9 +138,7 @@ def _perform(request, session, action):
             message = (f"Logging {label} out of WhatsApp…" if handed_to_host
                        else f"{label} is logged out. Start it and scan again to link a phone.")
         elif action == "delete":
-            schema, session_id, name = connection.schema_name, session.pk, session.name
             actions.delete_session(tenant, session, acting_user=user)
-            _announce_deleted(schema, session_id, name)
             return Outcome(True, f"{label} deleted.", deleted=True)
         elif action == "link_phone":
             form = PhoneForm(request.POST, prefix="link")
@@ -189,8 +159,6 @@ def _perform(request, session, action):
     except ApiError as exc:
         return Outcome(False, str(exc.detail), exc.status_code, exc.error_code)
     session.refresh_from_db()
-    if not handed_to_host:
-        _announce(session)
     return Outcome(True, message, session=session)
 
 
@@ -240,7 +208,6 @@ def session_list(request):
                                str(exc.detail))
                 status = exc.status_code
             else:
-                _announce(session)
                 messages.success(request, f"{session} is ready. Press Start and scan the QR code with the phone "
                                           "you want to connect.")
                 return redirect("session", name=session.name)

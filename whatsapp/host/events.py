@@ -135,8 +135,8 @@ def _apply_to(session, event):
     return False
 
 
-def _publish(schema_name, session_id, payload):
-    message = {"type": "session.update", "data": payload}
+def publish(schema_name, session_id, message):
+    """group_send one message to the session's page and to its tenant's session list."""
     layer = get_channel_layer()
 
     async def send():
@@ -145,5 +145,22 @@ def _publish(schema_name, session_id, payload):
 
     try:
         async_to_sync(send)()
-    except Exception:  # live pages catch up on reload; the database already has the truth
+    except Exception:  # live pages catch up on reconnect; the database already has the truth
         log.warning("live update for %s:%s failed", schema_name, session_id, exc_info=True)
+
+
+def _publish(schema_name, session_id, payload):
+    publish(schema_name, session_id, {"type": "session.update", "data": payload})
+
+
+def announce(schema_name, session_id):
+    """Tell open pages the session's current state (for changes made by actions, outside a host)."""
+    with schema_context(schema_name):
+        session = WhatsAppSession.objects.filter(pk=session_id).first()
+        payload = session_payload(session) if session else None
+    if payload is not None:
+        _publish(schema_name, session_id, payload)
+
+
+def announce_deleted(schema_name, session_id, name):
+    publish(schema_name, session_id, {"type": "session.deleted", "data": {"id": session_id, "name": name}})

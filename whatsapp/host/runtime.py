@@ -47,7 +47,9 @@ def provider_class_for(name):
 
         # WHATSAPP_SIMULATOR_QR_SECONDS=N (demos, browser tests): every QR code lives N s instead of WhatsApp's
         # 60 s for the first and 20 s for the next, so a rotation can be watched without waiting a minute.
-        qr_seconds = os.environ.get("WHATSAPP_SIMULATOR_QR_SECONDS")
+        from django.conf import settings
+
+        qr_seconds = settings.WHATSAPP_SIMULATOR_QR_SECONDS
         if qr_seconds:
             timing = SimulatorTiming(first_qr_s=float(qr_seconds), qr_rotation_s=float(qr_seconds))
             return type("SimulatorProvider", (SimulatorProvider,), {"timing": timing})
