@@ -176,6 +176,14 @@ WHATSAPP_MAX_SESSIONS = env.int("WHATSAPP_MAX_SESSIONS", default=-1)
 # Where each session's device store (one sqlite file per session) lives; keep it on a persistent volume
 # and in backups: losing it means a new scan.
 WHATSAPP_STORE_DIR = env("WHATSAPP_STORE_DIR", default=str(BASE_DIR / "var" / "whatsapp"))
+# Webhooks (whatsapp.webhooks): targets in private, loopback or link-local ranges are refused unless this is
+# true (development only: receivers on this machine or your LAN).
+WEBHOOK_ALLOW_PRIVATE_TARGETS = env.bool("WEBHOOK_ALLOW_PRIVATE_TARGETS", default=False)
+# Key that encrypts the endpoints' signing secrets at rest; empty = derived from SECRET_KEY (changing the key
+# then makes stored secrets unreadable: recreate the endpoints).
+WEBHOOK_ENCRYPTION_KEY = env("WEBHOOK_ENCRYPTION_KEY", default="")
+# Seconds a delivery attempt may take; only a 2xx answer within it counts as delivered.
+WEBHOOK_TIMEOUT_SECONDS = env.float("WEBHOOK_TIMEOUT_SECONDS", default=15)
 
 # --- accounts -----------------------------------------------------------------------------------
 AUTH_USER_MODEL = "accounts.User"
@@ -262,6 +270,7 @@ CELERY_BEAT_SCHEDULER = "django_celery_beat.schedulers:DatabaseScheduler"
 CELERY_BEAT_SCHEDULE = {
     "refill-tenant-pool": {"task": "tenants.tasks.refill_tenant_pool", "schedule": timedelta(minutes=5)},
     "billing-clock": {"task": "billing.tasks.run_billing_clock", "schedule": timedelta(minutes=15)},
+    "deliver-due-webhooks": {"task": "whatsapp.webhooks.tasks.deliver_due_webhooks", "schedule": timedelta(seconds=10)},
 }
 
 # --- web ----------------------------------------------------------------------------------------

@@ -38,6 +38,8 @@ api_v1 = [
          name="api_tenant_cancel_subscription"),
     # WhatsApp sessions and the simulator's test helpers (whatsapp/api.py holds their routes).
     path("", include("whatsapp.api")),
+    # Webhook endpoints and deliveries (whatsapp/webhooks/api.py).
+    path("", include("whatsapp.webhooks.api")),
 ]
 
 urlpatterns = [

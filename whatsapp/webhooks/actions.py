@@ -1,0 +1,92 @@
+"""State changes of webhook endpoints and deliveries. emit_event is what the messaging and session code call,
+inside the tenant's schema."""
+from django.db import connection, transaction
+from django.utils import timezone
+
+from whatsapp.models import WebhookDelivery, WebhookEndpoint
+
+from . import EVENTS
+from . import delivery as wire
+
+S = WebhookDelivery.Status
+
+
+def _enqueue_on_commit(delivery_ids):
+    """Attempt these deliveries once the transaction commits, in this schema (the callback may run elsewhere)."""
+    if not delivery_ids:
+        return
+    schema = connection.schema_name
+
+    def send():
+        from django_tenants.utils import schema_context
+
+        from .tasks import deliver_webhook
+
+        with schema_context(schema):
+            for delivery_id in delivery_ids:
+                deliver_webhook.delay(delivery_id)
+
+    transaction.on_commit(send)
+
+
+def emit_event(event_type, data, *, now=None):
+    """Store one delivery of `event_type` per enabled endpoint subscribed to it; each is attempted on commit.
+    Returns the deliveries."""
+    if event_type not in EVENTS:
+        raise ValueError(f"Unknown webhook event '{event_type}'.")
+    now = wire.current_time(now)
+    payload = {"type": event_type, "timestamp": now, "data": data}
+    endpoints = WebhookEndpoint.objects.filter(enabled=True, events__contains=[event_type])
+    with transaction.atomic():
+        deliveries = WebhookDelivery.objects.bulk_create([
+            WebhookDelivery(endpoint=endpoint, event_type=event_type, payload=payload,
+                            webhook_id=wire.new_webhook_id(), next_attempt_at=now, created_at=now)
+            for endpoint in endpoints
+        ])
+        _enqueue_on_commit([d.pk for d in deliveries])
+    return deliveries
+
+
+def create_endpoint(*, url, events, description=""):
+    """Returns (endpoint, secret): the secret is only ever available here."""
+    secret = wire.new_secret()
+    endpoint = WebhookEndpoint.objects.create(url=url, events=list(events), description=description,
+                                              secret_encrypted=wire.encrypt_secret(secret))
+    return endpoint, secret
+
+
+def update_endpoint(endpoint, **changes):
+    """Change url, events, description or enabled. Re-enabling clears the reason it was disabled; due deliveries
+    then go out with the next sweep."""
+    for field in ("url", "events", "description"):
+        if field in changes:
+            setattr(endpoint, field, changes[field])
+    if "enabled" in changes and changes["enabled"] != endpoint.enabled:
+        endpoint.enabled = changes["enabled"]
+        if endpoint.enabled:
+            endpoint.disabled_reason, endpoint.disabled_at = "", None
+        else:
+            endpoint.disabled_reason, endpoint.disabled_at = "Disabled by the tenant.", timezone.now()
+    endpoint.save()
+    return endpoint
+
+
+def delete_endpoint(endpoint):
+    endpoint.delete()  # its deliveries go with it
+
+
+class EndpointDisabled(Exception):
+    pass
+
+
+def replay_delivery(delivery, *, now=None):
+    """A new attempt now, whatever the delivery's status (dead ones too), with the same webhook-id. If it fails,
+    the schedule continues from the delivery's attempt count (dead again once exhausted)."""
+    if not delivery.endpoint.enabled:
+        raise EndpointDisabled(delivery.endpoint.disabled_reason or "The endpoint is disabled.")
+    now = wire.current_time(now)
+    with transaction.atomic():
+        WebhookDelivery.objects.filter(pk=delivery.pk).update(status=S.PENDING, next_attempt_at=now)
+        _enqueue_on_commit([delivery.pk])
+    delivery.refresh_from_db()
+    return delivery

@@ -1,0 +1,171 @@
+"""Webhook endpoints and their deliveries over the API (routes: urlpatterns below, included under /api/v1/).
+
+Any member reads endpoints and deliveries and may replay a delivery; creating, changing and deleting endpoints
+(which decide where the tenant's messages go) are for owners and admins. Writes need a paying tenant (402).
+Ids only ever find the caller's own tenant's rows (its schema): another tenant's id is a 404.
+"""
+from django.shortcuts import get_object_or_404
+from django.urls import path
+from drf_spectacular.utils import OpenApiParameter, extend_schema, inline_serializer
+from rest_framework import permissions, serializers
+from rest_framework.response import Response
+from rest_framework.views import APIView
+
+from accounts.api import CanWrite, HasActiveTenant
+from config.api import ApiError, PageLimitPagination
+from whatsapp.models import WebhookDelivery, WebhookEndpoint
+
+from . import EVENTS, actions
+from . import delivery as wire
+
+TAGS = ["webhooks"]
+
+
+class WebhookEndpointSerializer(serializers.ModelSerializer):
+    class Meta:
+        model = WebhookEndpoint
+        fields = ["id", "url", "description", "events", "enabled", "disabled_reason", "disabled_at", "created_at"]
+        read_only_fields = fields
+
+
+class WebhookDeliverySerializer(serializers.ModelSerializer):
+    attempts_log = serializers.JSONField(source="attempt_log", read_only=True,
+                                         help_text="[{at, status_code, duration_ms, error, response}], oldest first")
+
+    class Meta:
+        model = WebhookDelivery
+        fields = ["id", "endpoint", "event_type", "webhook_id", "status", "attempts", "next_attempt_at",
+                  "last_status_code", "last_error", "last_duration_ms", "succeeded_at", "created_at", "payload",
+                  "attempts_log"]
+        read_only_fields = fields
+
+
+class EndpointWriteSerializer(serializers.Serializer):
+    url = serializers.CharField(max_length=2000)
+    events = serializers.ListField(child=serializers.CharField(max_length=40), allow_empty=False, max_length=20)
+    description = serializers.CharField(max_length=200, required=False, allow_blank=True, default="")
+    enabled = serializers.BooleanField(required=False)
+
+
+def _validated(request, *, partial):
+    serializer = EndpointWriteSerializer(data=request.data, partial=partial)
+    if not serializer.is_valid():
+        errors = serializer.errors
+        if "url" in errors:
+            raise ApiError(400, "invalid_url", "url: give the http(s) URL that receives the events.", errors)
+        if "events" in errors:
+            raise ApiError(400, "invalid_events", "events: give a list of event names.", errors)
+        raise ApiError(400, "validation_error", "Invalid request.", errors)
+    data = dict(serializer.validated_data)
+    if "events" in data:
+        unknown = [e for e in data["events"] if e not in EVENTS]
+        if unknown:
+            raise ApiError(400, "unknown_event", f"Unknown event '{unknown[0]}'.", {"allowed": EVENTS})
+        data["events"] = list(dict.fromkeys(data["events"]))
+    if "url" in data:
+        data["url"] = data["url"].strip()
+        try:
+            wire.check_target(data["url"])
+        except wire.TargetError as exc:
+            raise ApiError(400, exc.code, exc.message, {"url": data["url"]}) from exc
+    return data
+
+
+def _require_owner_or_admin(request):
+    membership = getattr(request._request, "membership", None)
+    if membership is None or not membership.can_manage:
+        raise ApiError(403, "owner_or_admin_required", "Only the business's owner or an admin can manage webhooks.")
+
+
+class WebhookView(APIView):
+    permission_classes = [permissions.IsAuthenticated, HasActiveTenant, CanWrite]
+
+
+NEW_ENDPOINT = inline_serializer("NewWebhookEndpoint", {
+    "endpoint": WebhookEndpointSerializer(),
+    "secret": serializers.CharField(help_text="whsec_… signing secret. Shown once: store it now."),
+})
+
+
+class EndpointListView(WebhookView):
+    @extend_schema(tags=TAGS, parameters=[OpenApiParameter("page", int), OpenApiParameter("limit", int)],
+                   responses=WebhookEndpointSerializer(many=True))
+    def get(self, request):
+        """The tenant's webhook endpoints, oldest first (their secrets are never shown again)."""
+        paginator = PageLimitPagination()
+        page = paginator.paginate_queryset(WebhookEndpoint.objects.all(), request, view=self)
+        return paginator.get_paginated_response(WebhookEndpointSerializer(page, many=True).data)
+
+    @extend_schema(tags=TAGS, request=EndpointWriteSerializer, responses={201: NEW_ENDPOINT})
+    def post(self, request):
+        """Register an endpoint (owner or admin). 400 invalid_url, unknown_event, private_target,
+        unresolvable_host. The response holds the signing secret, once."""
+        _require_owner_or_admin(request)
+        data = _validated(request, partial=False)
+        endpoint, secret = actions.create_endpoint(url=data["url"], events=data["events"],
+                                                   description=data.get("description", ""))
+        if data.get("enabled") is False:
+            actions.update_endpoint(endpoint, enabled=False)
+        return Response({"endpoint": WebhookEndpointSerializer(endpoint).data, "secret": secret}, status=201)
+
+
+class EndpointDetailView(WebhookView):
+    @extend_schema(tags=TAGS, responses=WebhookEndpointSerializer)
+    def get(self, request, pk):
+        return Response(WebhookEndpointSerializer(get_object_or_404(WebhookEndpoint, pk=pk)).data)
+
+    @extend_schema(tags=TAGS, request=EndpointWriteSerializer, responses=WebhookEndpointSerializer)
+    def patch(self, request, pk):
+        """Change url, events, description or enabled (owner or admin); enabling clears disabled_reason."""
+        endpoint = get_object_or_404(WebhookEndpoint, pk=pk)
+        _require_owner_or_admin(request)
+        endpoint = actions.update_endpoint(endpoint, **_validated(request, partial=True))
+        return Response(WebhookEndpointSerializer(endpoint).data)
+
+    @extend_schema(tags=TAGS, responses={204: None})
+    def delete(self, request, pk):
+        """Delete the endpoint and its deliveries (owner or admin)."""
+        endpoint = get_object_or_404(WebhookEndpoint, pk=pk)
+        _require_owner_or_admin(request)
+        actions.delete_endpoint(endpoint)
+        return Response(status=204)
+
+
+class DeliveryListView(WebhookView):
+    @extend_schema(tags=TAGS, parameters=[
+        OpenApiParameter("status", str, enum=WebhookDelivery.Status.values),
+        OpenApiParameter("page", int), OpenApiParameter("limit", int),
+    ], responses=WebhookDeliverySerializer(many=True))
+    def get(self, request, pk):
+        """The endpoint's deliveries, newest first, each with its attempts (dead-lettered ones: status=dead)."""
+        endpoint = get_object_or_404(WebhookEndpoint, pk=pk)
+        deliveries = endpoint.deliveries.all()
+        wanted = request.query_params.get("status")
+        if wanted:
+            if wanted not in WebhookDelivery.Status.values:
+                raise ApiError(400, "invalid_status", f"Unknown status '{wanted}'.",
+                               {"allowed": WebhookDelivery.Status.values})
+            deliveries = deliveries.filter(status=wanted)
+        paginator = PageLimitPagination()
+        page = paginator.paginate_queryset(deliveries, request, view=self)
+        return paginator.get_paginated_response(WebhookDeliverySerializer(page, many=True).data)
+
+
+class ReplayView(WebhookView):
+    @extend_schema(tags=TAGS, request=None, responses={202: WebhookDeliverySerializer})
+    def post(self, request, pk):
+        """Attempt the delivery again now, whatever its status (dead too), same webhook-id. 409 endpoint_disabled."""
+        delivery = get_object_or_404(WebhookDelivery.objects.select_related("endpoint"), pk=pk)
+        try:
+            delivery = actions.replay_delivery(delivery)
+        except actions.EndpointDisabled as exc:
+            raise ApiError(409, "endpoint_disabled", f"The endpoint is disabled: {exc} Enable it first.") from exc
+        return Response(WebhookDeliverySerializer(delivery).data, status=202)
+
+
+urlpatterns = [
+    path("webhooks", EndpointListView.as_view(), name="api_webhooks"),
+    path("webhooks/<int:pk>", EndpointDetailView.as_view(), name="api_webhook"),
+    path("webhooks/<int:pk>/deliveries", DeliveryListView.as_view(), name="api_webhook_deliveries"),
+    path("webhook-deliveries/<int:pk>/replay", ReplayView.as_view(), name="api_webhook_delivery_replay"),
+]

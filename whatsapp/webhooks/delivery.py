@@ -1,0 +1,233 @@
+"""Secrets, target checks, signing and one delivery attempt. Time always comes from `current_time(now)`, so tests
+(and the sweeper) can pass a clock of their own."""
+import base64
+import hashlib
+import ipaddress
+import json
+import random
+import secrets
+import socket
+import time
+import uuid
+from datetime import timedelta
+from urllib.parse import urlsplit
+
+import httpx
+from cryptography.fernet import Fernet, InvalidToken
+from django.conf import settings
+from django.core.serializers.json import DjangoJSONEncoder
+from django.db import transaction
+from django.utils import timezone
+from standardwebhooks import Webhook
+
+# Waits after the 1st, 2nd, … failed attempt; after the last one the delivery is dead-lettered.
+RETRY_SCHEDULE = [timedelta(seconds=5), timedelta(minutes=5), timedelta(minutes=30), timedelta(hours=2),
+                  timedelta(hours=5), timedelta(hours=10), timedelta(hours=10)]
+MAX_ATTEMPTS = len(RETRY_SCHEDULE) + 1
+JITTER = 0.10
+# A claimed delivery is due again after this long if its worker died mid-attempt (longer than any attempt).
+CLAIM_SECONDS = 300
+RESPONSE_EXCERPT_CHARS = 500
+ERROR_CHARS = 500
+
+
+def current_time(now=None):
+    return now or timezone.now()
+
+
+# --- secrets --------------------------------------------------------------------------------------------------------
+
+
+def new_secret():
+    return "whsec_" + base64.b64encode(secrets.token_bytes(24)).decode()
+
+
+def _fernet():
+    material = settings.WEBHOOK_ENCRYPTION_KEY or settings.SECRET_KEY
+    key = hashlib.sha256(b"switchboard.webhooks.secret:" + material.encode()).digest()
+    return Fernet(base64.urlsafe_b64encode(key))
+
+
+def encrypt_secret(secret):
+    return _fernet().encrypt(secret.encode()).decode()
+
+
+def decrypt_secret(token):
+    try:
+        return _fernet().decrypt(token.encode()).decode()
+    except InvalidToken as exc:
+        raise TargetError("secret_unreadable", "The endpoint's secret cannot be decrypted (was the encryption key "
+                          "changed?); recreate the endpoint.") from exc
+
+
+# --- targets --------------------------------------------------------------------------------------------------------
+
+
+class TargetError(Exception):
+    def __init__(self, code, message):
+        self.code, self.message = code, message
+        super().__init__(message)
+
+
+def _refused(ip):
+    ip = ip.ipv4_mapped or ip if ip.version == 6 else ip
+    return (ip.is_private or ip.is_loopback or ip.is_link_local or ip.is_multicast or ip.is_reserved
+            or ip.is_unspecified or not ip.is_global)
+
+
+def check_target(url, *, resolve=True):
+    """Raise TargetError unless url is an http(s) URL whose host resolves only to public addresses (every address
+    is checked; WEBHOOK_ALLOW_PRIVATE_TARGETS lets private ones through)."""
+    parts = urlsplit(url)
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise TargetError("invalid_url", "Use an http:// or https:// URL with a host.")
+    if parts.username or parts.password:
+        raise TargetError("invalid_url", "Credentials in the URL are not allowed; check the signature instead.")
+    try:
+        port = parts.port or (443 if parts.scheme == "https" else 80)
+    except ValueError as exc:
+        raise TargetError("invalid_url", "The URL's port is not valid.") from exc
+    if settings.WEBHOOK_ALLOW_PRIVATE_TARGETS or not resolve:
+        return
+    try:
+        infos = socket.getaddrinfo(parts.hostname, port, proto=socket.IPPROTO_TCP)
+    except (socket.gaierror, UnicodeError) as exc:
+        raise TargetError("unresolvable_host", f"The host '{parts.hostname}' does not resolve.") from exc
+    for info in infos:
+        ip = ipaddress.ip_address(info[4][0].split("%")[0])
+        if _refused(ip):
+            raise TargetError("private_target", f"'{parts.hostname}' resolves to {ip}, a private, loopback or "
+                              "link-local address; webhooks go to public addresses only.")
+
+
+# --- signing and attempts -------------------------------------------------------------------------------------------
+
+
+def new_webhook_id():
+    return f"msg_{uuid.uuid4().hex}"
+
+
+def body_of(delivery):
+    return json.dumps(delivery.payload, cls=DjangoJSONEncoder, separators=(",", ":"))
+
+
+def signed_headers(secret, webhook_id, body, at):
+    at = at.replace(microsecond=0)
+    return {
+        "content-type": "application/json",
+        "user-agent": "Switchboard-Webhooks/1",
+        "webhook-id": webhook_id,
+        "webhook-timestamp": str(int(at.timestamp())),
+        "webhook-signature": Webhook(secret).sign(webhook_id, at, body),
+    }
+
+
+def next_delay(failed_attempts):
+    """Wait after the n-th failed attempt (1-based), with ±10 % jitter; None once the schedule is exhausted."""
+    if failed_attempts > len(RETRY_SCHEDULE):
+        return None
+    base = RETRY_SCHEDULE[failed_attempts - 1].total_seconds()
+    return timedelta(seconds=base * random.uniform(1 - JITTER, 1 + JITTER))
+
+
+def _post(url, body, headers):
+    """(status code or None, response excerpt, error, duration ms). No redirects: only a 2xx from this URL counts."""
+    started = time.monotonic()
+    code, excerpt, error = None, "", ""
+    try:
+        with httpx.Client(timeout=settings.WEBHOOK_TIMEOUT_SECONDS, follow_redirects=False) as client:
+            response = client.post(url, content=body.encode(), headers=headers)
+        code, excerpt = response.status_code, response.text[:RESPONSE_EXCERPT_CHARS]
+        if not 200 <= code < 300:
+            error = f"HTTP {code}"
+    except httpx.TimeoutException:
+        error = f"Timed out after {settings.WEBHOOK_TIMEOUT_SECONDS:g} s"
+    except httpx.HTTPError as exc:
+        error = f"{type(exc).__name__}: {exc}"
+    return code, excerpt, error[:ERROR_CHARS], int((time.monotonic() - started) * 1000)
+
+
+def claim(delivery_id, *, now=None, lease=None):
+    """Take the delivery for one attempt: lock it, check it is still ours to try, and move next_attempt_at out by
+    CLAIM_SECONDS so that a sweep finds it again only if this attempt dies. `lease` is the next_attempt_at a
+    sweeper set when it claimed the row (its task then owns it); without one the delivery must be due."""
+    from whatsapp.models import WebhookDelivery
+
+    S = WebhookDelivery.Status
+    now = current_time(now)
+    with transaction.atomic():
+        delivery = (WebhookDelivery.objects.select_for_update(skip_locked=True, of=("self",))
+                    .select_related("endpoint").filter(pk=delivery_id, status__in=[S.PENDING, S.FAILED]).first())
+        if delivery is None or not delivery.endpoint.enabled or delivery.next_attempt_at is None:
+            return None
+        if lease is not None and delivery.next_attempt_at != lease:
+            return None
+        if lease is None and delivery.next_attempt_at > now:
+            return None
+        if lease is None:
+            delivery.next_attempt_at = now + timedelta(seconds=CLAIM_SECONDS)
+            delivery.save(update_fields=["next_attempt_at"])
+    return delivery
+
+
+def attempt(delivery, *, now=None):
+    """POST the delivery once, record the attempt and decide what happens next. Returns the delivery."""
+    from whatsapp.models import WebhookDelivery
+
+    S = WebhookDelivery.Status
+    now = current_time(now)
+    endpoint = delivery.endpoint
+    body = body_of(delivery)
+    try:
+        check_target(endpoint.url)
+        # Signed with the wall clock, not `now`: the webhook-timestamp is when these bytes go out (receivers
+        # refuse ones more than 5 minutes off), while `now` decides the schedule.
+        headers = signed_headers(decrypt_secret(endpoint.secret_encrypted), delivery.webhook_id, body,
+                                 timezone.now())
+    except TargetError as exc:
+        code, excerpt, error, duration = None, "", exc.message, 0
+    else:
+        code, excerpt, error, duration = _post(endpoint.url, body, headers)
+
+    delivery.attempts += 1
+    delivery.last_status_code, delivery.last_error, delivery.last_duration_ms = code, error, duration
+    delivery.attempt_log = [*delivery.attempt_log, {"at": now, "status_code": code, "duration_ms": duration,
+                                                    "error": error, "response": excerpt}]
+    disable = False
+    if code is not None and 200 <= code < 300:
+        delivery.status, delivery.next_attempt_at, delivery.succeeded_at = S.SUCCEEDED, None, now
+    elif code == 410:
+        delivery.status, delivery.next_attempt_at = S.DEAD, None
+        delivery.last_error = "HTTP 410 Gone: the endpoint was disabled"
+        disable = True
+    else:
+        delay = next_delay(delivery.attempts)
+        if delay is None:
+            delivery.status, delivery.next_attempt_at = S.DEAD, None
+        else:
+            delivery.status, delivery.next_attempt_at = S.FAILED, now + delay
+    with transaction.atomic():
+        delivery.save(update_fields=["attempts", "last_status_code", "last_error", "last_duration_ms",
+                                     "attempt_log", "status", "next_attempt_at", "succeeded_at"])
+        if disable:
+            type(endpoint).objects.filter(pk=endpoint.pk, enabled=True).update(
+                enabled=False, disabled_at=now,
+                disabled_reason=f"The endpoint answered 410 Gone on {now:%Y-%m-%d %H:%M:%S} UTC.")
+    return delivery
+
+
+def claim_due(*, now=None, limit=100):
+    """In the current schema: claim up to `limit` due deliveries of enabled endpoints (FOR UPDATE SKIP LOCKED, so
+    concurrent sweepers split them) and return [(id, lease)] for the tasks that attempt them."""
+    from whatsapp.models import WebhookDelivery
+
+    S = WebhookDelivery.Status
+    now = current_time(now)
+    lease = now + timedelta(seconds=CLAIM_SECONDS)
+    with transaction.atomic():
+        ids = list(WebhookDelivery.objects.select_for_update(skip_locked=True, of=("self",))
+                   .filter(status__in=[S.PENDING, S.FAILED], next_attempt_at__lte=now, endpoint__enabled=True)
+                   .order_by("next_attempt_at", "id").values_list("id", flat=True)[:limit])
+        if ids:
+            WebhookDelivery.objects.filter(pk__in=ids).update(next_attempt_at=lease)
+    return [(pk, lease) for pk in ids]
