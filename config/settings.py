@@ -176,6 +176,10 @@ WHATSAPP_MAX_SESSIONS = env.int("WHATSAPP_MAX_SESSIONS", default=-1)
 # Where each session's device store (one sqlite file per session) lives; keep it on a persistent volume
 # and in backups: losing it means a new scan.
 WHATSAPP_STORE_DIR = env("WHATSAPP_STORE_DIR", default=str(BASE_DIR / "var" / "whatsapp"))
+# Times a queued message is handed to a session host before it is marked failed (counted in the database).
+WHATSAPP_MESSAGE_MAX_ATTEMPTS = env.int("WHATSAPP_MESSAGE_MAX_ATTEMPTS", default=5)
+# Numbers no tenant may message (comma-separated, E.164 or digits with the country code).
+WHATSAPP_BLOCKED_NUMBERS = env.list("WHATSAPP_BLOCKED_NUMBERS", default=[])
 # Webhooks (whatsapp.webhooks): targets in private, loopback or link-local ranges are refused unless this is
 # true (development only: receivers on this machine or your LAN).
 WEBHOOK_ALLOW_PRIVATE_TARGETS = env.bool("WEBHOOK_ALLOW_PRIVATE_TARGETS", default=False)
@@ -271,6 +275,7 @@ CELERY_BEAT_SCHEDULE = {
     "refill-tenant-pool": {"task": "tenants.tasks.refill_tenant_pool", "schedule": timedelta(minutes=5)},
     "billing-clock": {"task": "billing.tasks.run_billing_clock", "schedule": timedelta(minutes=15)},
     "deliver-due-webhooks": {"task": "whatsapp.webhooks.tasks.deliver_due_webhooks", "schedule": timedelta(seconds=10)},
+    "sweep-queued-messages": {"task": "whatsapp.tasks.sweep_queued_messages", "schedule": timedelta(seconds=30)},
 }
 
 # --- web ----------------------------------------------------------------------------------------

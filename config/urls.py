@@ -40,6 +40,8 @@ api_v1 = [
     path("", include("whatsapp.api")),
     # Webhook endpoints and deliveries (whatsapp/webhooks/api.py).
     path("", include("whatsapp.webhooks.api")),
+    # Messages: send and read (whatsapp/messages_api.py).
+    path("", include("whatsapp.messages_api")),
 ]
 
 urlpatterns = [

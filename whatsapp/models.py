@@ -124,3 +124,55 @@ class WebhookDelivery(models.Model):
 
     def __str__(self):
         return f"{self.event_type} → {self.endpoint_id} ({self.status})"
+
+
+class Message(models.Model):
+    """One WhatsApp message, sent through the API (out) or received by a session (in). Changed only by
+    whatsapp.messaging. Outgoing rows are committed `queued` before anything is sent (the sending pipeline of
+    ARCHITECTURE.md); receipts move them sent → delivered → read, never backwards."""
+
+    class Direction(models.TextChoices):
+        OUT = "out", "Outgoing"
+        IN = "in", "Incoming"
+
+    class Type(models.TextChoices):
+        TEXT = "text", "Text"
+
+    class Status(models.TextChoices):
+        QUEUED = "queued", "Queued"
+        SENT = "sent", "Sent"
+        DELIVERED = "delivered", "Delivered"
+        READ = "read", "Read"
+        FAILED = "failed", "Failed"
+        RECEIVED = "received", "Received"
+
+    session = models.ForeignKey(WhatsAppSession, on_delete=models.CASCADE, related_name="messages")
+    direction = models.CharField(max_length=3, choices=Direction.choices)
+    # The other party: the recipient (out) or the sender (in), E.164; empty for groups and unresolved senders.
+    to_phone = models.CharField(max_length=20, blank=True)
+    from_phone = models.CharField(max_length=20, blank=True)
+    chat_jid = models.CharField(max_length=100, help_text="The WhatsApp chat, e.g. 14155550123@s.whatsapp.net")
+    sender_jid = models.CharField(max_length=100, blank=True, help_text="Inbound: who sent it (group member, @lid…)")
+    sender_unresolved = models.BooleanField(
+        default=False, help_text="Inbound: WhatsApp gave no phone number for the sender (an @lid identity).")
+    type = models.CharField(max_length=20, choices=Type.choices, default=Type.TEXT)
+    text = models.TextField(blank=True)
+    status = models.CharField(max_length=20, choices=Status.choices, default=Status.QUEUED)
+    failure_reason = models.CharField(max_length=500, blank=True)
+    provider_message_id = models.CharField(max_length=128, blank=True, db_index=True)
+    # Unique within the tenant's schema (NULLs do not collide): the API's Idempotency-Key header.
+    idempotency_key = models.CharField(max_length=255, null=True, blank=True, unique=True)
+    request_hash = models.CharField(max_length=64, blank=True)
+    attempts = models.PositiveIntegerField(default=0)
+    next_attempt_at = models.DateTimeField(null=True, blank=True)
+    created_at = models.DateTimeField(default=timezone.now, db_index=True)
+    sent_at = models.DateTimeField(null=True, blank=True)
+    delivered_at = models.DateTimeField(null=True, blank=True)
+    read_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["-created_at", "-id"]
+        indexes = [models.Index(fields=["status", "next_attempt_at"], name="whatsapp_msg_due_idx")]
+
+    def __str__(self):
+        return f"{self.direction} {self.type} {self.pk} ({self.status})"

@@ -131,7 +131,13 @@ def _apply_to(session, event):
             session.status, session.should_run = S.ERROR, False
             return True
     elif kind in (EventKind.MESSAGE, EventKind.RECEIPT):
+        from whatsapp import messaging
+
         session.last_activity_at = now
+        if kind == EventKind.MESSAGE:
+            messaging.store_inbound(session, data)
+        else:
+            messaging.apply_receipt(session, data)
     return False
 
 

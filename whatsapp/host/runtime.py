@@ -197,9 +197,20 @@ class SessionHost:
     # --- commands (from tasks routed to this host) --------------------------------------------------------
 
     def command(self, key, action, **kwargs):
-        """restart | logout | pairing_code(phone) | simulate_*(…). Errors become session events, never raise."""
+        """send(message_id) | restart | logout | pairing_code(phone) | simulate_*(…). Errors become session
+        events (or, for send, the message's failure), never raise."""
         from whatsapp.providers.base import EventKind, ProviderEvent, ProviderError
 
+        if action == "send":
+            from whatsapp import messaging
+
+            schema_name, session_id = key.split(":", 1)
+            try:
+                messaging.send_on_host(schema_name, int(session_id), self.provider(key), kwargs["message_id"])
+            except Exception:  # the message stays queued; the sweeper sends it again
+                log.exception("session %s: sending message %s failed", key, kwargs.get("message_id"))
+                close_old_connections()
+            return
         with self._lock:
             provider = self.providers.get(key)
             try:

@@ -1,0 +1,313 @@
+"""State changes of messages (whatsapp.models.Message), in the tenant's schema.
+
+The sending pipeline (ARCHITECTURE.md): queue_text_message commits a `queued` row, then a task on commit
+(tasks.send_message → dispatch) counts the attempt in the row and asks the host holding the session's lease to
+send; the host (send_on_host) calls the provider and records `sent` with the provider's id or `failed` with the
+reason. A message whose task was lost stays `queued` and sweep_queued re-dispatches it; after
+WHATSAPP_MESSAGE_MAX_ATTEMPTS dispatches it is `failed`. Receipts move it to delivered and read. Every
+transition emits its webhook event. This slice sends text only.
+"""
+import hashlib
+import json
+import re
+from datetime import timedelta
+
+from django.conf import settings
+from django.db import IntegrityError, connection, transaction
+from django.utils import timezone
+
+from billing import entitlements
+from config.api import ApiError
+
+from .models import Message, WhatsAppSession
+from .webhooks.actions import emit_event
+
+S = Message.Status
+SUPPORTED_TYPES = {"text"}
+MAX_TEXT_LENGTH = 4096
+RETRY_AFTER = timedelta(seconds=60)  # a dispatched message still queued this long is sent again by the sweeper
+RANK = {S.QUEUED: 0, S.SENT: 1, S.DELIVERED: 2, S.READ: 3}
+GROUP_JID_RE = re.compile(r"^[0-9]+(-[0-9]+)?@g\.us$")
+
+
+# --- payloads -----------------------------------------------------------------------------------------------
+
+
+def _iso(value):
+    return value.isoformat() if value else None
+
+
+def message_payload(message, session_name=None):
+    """The API representation, also the `data` of the message.* webhook events."""
+    return {
+        "id": message.pk,
+        "session": session_name or message.session.name,
+        "direction": message.direction,
+        "to": message.to_phone or (message.chat_jid if message.direction == Message.Direction.OUT else ""),
+        "from": message.from_phone or (message.sender_jid if message.direction == Message.Direction.IN else ""),
+        "chat": message.chat_jid,
+        "sender_unresolved": message.sender_unresolved,
+        "type": message.type,
+        "text": message.text,
+        "status": message.status,
+        "failure_reason": message.failure_reason,
+        "provider_message_id": message.provider_message_id or None,
+        "attempts": message.attempts,
+        "created_at": _iso(message.created_at),
+        "sent_at": _iso(message.sent_at),
+        "delivered_at": _iso(message.delivered_at),
+        "read_at": _iso(message.read_at),
+    }
+
+
+def _emit(message, event_type):
+    emit_event(event_type, message_payload(message))
+
+
+# --- validation ---------------------------------------------------------------------------------------------
+
+
+def blocked_numbers():
+    from accounts.forms import normalize_phone
+    from django import forms
+
+    numbers = set()
+    for raw in settings.WHATSAPP_BLOCKED_NUMBERS:
+        try:
+            numbers.add(normalize_phone(raw if raw.strip().startswith("+") else f"+{raw.strip()}"))
+        except forms.ValidationError:
+            continue
+    return numbers
+
+
+def normalize_recipient(to):
+    """(E.164 phone or "" for a group, chat JID) or 400 invalid_recipient. Accepts +E.164, digits with the
+    country code, "<digits>@s.whatsapp.net" and group JIDs "<id>@g.us" (as they are)."""
+    from accounts.forms import normalize_phone
+    from django import forms
+
+    raw = str(to or "").strip()
+    if GROUP_JID_RE.match(raw):
+        return "", raw
+    if "@" in raw:
+        user, _, server = raw.partition("@")
+        if server != "s.whatsapp.net" or not user.isdigit():
+            raise ApiError(400, "invalid_recipient", f"'{raw}' is not a phone number or a WhatsApp address.")
+        raw = user
+    candidate = raw if raw.startswith("+") else f"+{raw}"
+    try:
+        phone = normalize_phone(candidate)
+    except forms.ValidationError as exc:
+        raise ApiError(400, "invalid_recipient", exc.messages[0])
+    if phone in blocked_numbers():
+        raise ApiError(400, "blocked_recipient", "Messages to this number are blocked on this installation.")
+    return phone, f"{phone[1:]}@s.whatsapp.net"
+
+
+def request_hash(body):
+    canonical = json.dumps({k: body.get(k) for k in ("session", "to", "type", "text")}, sort_keys=True, default=str)
+    return hashlib.sha256(canonical.encode()).hexdigest()
+
+
+def _replay(idempotency_key, digest):
+    existing = Message.objects.filter(idempotency_key=idempotency_key).first()
+    if existing is None:
+        return None
+    if existing.request_hash != digest:
+        raise ApiError(409, "idempotency_conflict",
+                       "This Idempotency-Key was already used with a different request body.",
+                       {"message_id": existing.pk})
+    return existing
+
+
+# --- the pipeline -------------------------------------------------------------------------------------------
+
+
+def queue_text_message(tenant, *, body, idempotency_key=None):
+    """Validate `body` ({session, to, type, text}) and commit a queued message; returns (message, created).
+    With an idempotency key used before: the same body returns that message (created False), another body is
+    409 idempotency_conflict. Nothing is written for a rejected request."""
+    entitlements.require_write(tenant)
+    digest = request_hash(body)
+    if idempotency_key:
+        existing = _replay(idempotency_key, digest)
+        if existing is not None:
+            return existing, False
+    session = WhatsAppSession.objects.filter(name=str(body.get("session") or "")).first()
+    if session is None:
+        raise ApiError(404, "not_found", f"No session named '{body.get('session')}'.")
+    kind = body.get("type") or "text"
+    if kind not in SUPPORTED_TYPES:
+        raise ApiError(400, "unsupported_type", f"Message type '{kind}' is not supported yet: only text can be "
+                       "sent for now.", {"supported": sorted(SUPPORTED_TYPES)})
+    text = body.get("text")
+    if not isinstance(text, str) or not text.strip():
+        raise ApiError(400, "missing_text", "A text message needs a non-empty 'text'.")
+    if len(text) > MAX_TEXT_LENGTH:
+        raise ApiError(400, "text_too_long", f"A text message holds at most {MAX_TEXT_LENGTH} characters.")
+    phone, chat_jid = normalize_recipient(body.get("to"))
+    if session.status != WhatsAppSession.Status.CONNECTED:
+        raise ApiError(409, "session_not_connected",
+                       f"The session '{session.name}' is not connected; start it and link a phone first.",
+                       {"status": session.status})
+    try:
+        with transaction.atomic():
+            message = Message.objects.create(
+                session=session, direction=Message.Direction.OUT, to_phone=phone, chat_jid=chat_jid, type=kind,
+                text=text, status=S.QUEUED, idempotency_key=idempotency_key or None, request_hash=digest)
+            schema_name, message_id = connection.schema_name, message.pk
+            transaction.on_commit(lambda: _enqueue(schema_name, message_id))
+    except IntegrityError:  # the same key in a concurrent request: that one won
+        existing = _replay(idempotency_key, digest) if idempotency_key else None
+        if existing is None:
+            raise
+        return existing, False
+    return message, True
+
+
+def _enqueue(schema_name, message_id):
+    from .tasks import send_message
+
+    send_message.delay(schema_name, message_id)
+
+
+def _max_attempts():
+    return settings.WHATSAPP_MESSAGE_MAX_ATTEMPTS
+
+
+def dispatch(schema_name, message_id, now=None):
+    """Task body: count the attempt in the row (the cap lives in the database, so a redelivered task or a sweep
+    cannot send forever), then ask the host holding the session's lease to send. No host: it stays queued."""
+    from django_tenants.utils import schema_context
+
+    from .host import commands
+
+    now = now or timezone.now()
+    with schema_context(schema_name):
+        with transaction.atomic():
+            message = (Message.objects.select_for_update()
+                       .filter(pk=message_id, direction=Message.Direction.OUT, status=S.QUEUED).first())
+            if message is None:
+                return False
+            if message.attempts >= _max_attempts():
+                mark_failed(message, f"not_sent: no session host sent it after {message.attempts} attempts")
+                return False
+            message.attempts += 1
+            message.next_attempt_at = now + RETRY_AFTER
+            message.save(update_fields=["attempts", "next_attempt_at"])
+        try:
+            commands.send(schema_name, message.session_id, "send", message_id=message.pk)
+        except ApiError:  # session_not_running: the sweeper tries again once a host runs it
+            return False
+    return True
+
+
+def send_on_host(schema_name, session_id, provider, message_id):
+    """On the session host: send one queued message through `provider`, record sent or failed."""
+    from django_tenants.utils import schema_context
+
+    from .providers.base import OutgoingMessage, ProviderError
+
+    with schema_context(schema_name), transaction.atomic():
+        message = (Message.objects.select_for_update().select_related("session")
+                   .filter(pk=message_id, session_id=session_id, status=S.QUEUED).first())
+        if message is None or provider is None:  # already sent (a duplicate task), or not running here
+            return None
+        try:
+            provider_id = provider.send(message.chat_jid, OutgoingMessage(type=message.type, text=message.text))
+        except ProviderError as exc:
+            mark_failed(message, f"{exc.code}: {exc}")
+            return message
+        mark_sent(message, provider_id)
+        return message
+
+
+def mark_sent(message, provider_message_id, now=None):
+    message.status, message.provider_message_id = S.SENT, str(provider_message_id or "")[:128]
+    message.sent_at, message.next_attempt_at, message.failure_reason = now or timezone.now(), None, ""
+    message.save(update_fields=["status", "provider_message_id", "sent_at", "next_attempt_at", "failure_reason"])
+    _emit(message, "message.sent")
+    return message
+
+
+def mark_failed(message, reason):
+    message.status, message.failure_reason, message.next_attempt_at = S.FAILED, str(reason)[:500], None
+    message.save(update_fields=["status", "failure_reason", "next_attempt_at"])
+    _emit(message, "message.failed")
+    return message
+
+
+def _advance(message, status, now):
+    """Move an outgoing message forward to delivered or read; never backwards, never out of failed."""
+    if message.status not in RANK or RANK[status] <= RANK[message.status]:
+        return False
+    message.status = status
+    if status in (S.DELIVERED, S.READ) and message.delivered_at is None:
+        message.delivered_at = now
+    if status == S.READ:
+        message.read_at = now
+    message.save(update_fields=["status", "delivered_at", "read_at"])
+    _emit(message, f"message.{status}")
+    return True
+
+
+def mark_delivered(message, now=None):
+    return _advance(message, S.DELIVERED, now or timezone.now())
+
+
+def mark_read(message, now=None):
+    return _advance(message, S.READ, now or timezone.now())
+
+
+def apply_receipt(session, data, now=None):
+    """A RECEIPT event (ids, status delivered|read) of `session`; in its schema. Returns the messages moved."""
+    status = data.get("status")
+    if status not in (S.DELIVERED, S.READ):
+        return []
+    ids = [str(i) for i in (data.get("ids") or []) if i]
+    moved = []
+    for message in (Message.objects.select_for_update()
+                    .filter(session=session, direction=Message.Direction.OUT, provider_message_id__in=ids)):
+        message.session = session
+        if _advance(message, status, now or timezone.now()):
+            moved.append(message)
+    return moved
+
+
+def store_inbound(session, data, now=None):
+    """A MESSAGE event of `session`: store a received message (text; other types keep their caption/text).
+    Messages the linked phone sent itself (from_me) are not stored in this slice. When WhatsApp gives no phone
+    number for the sender (an @lid identity), the sender's JID is kept and sender_unresolved is set."""
+    if data.get("from_me"):
+        return None
+    provider_id = str(data.get("id") or "")[:128]
+    if provider_id and Message.objects.filter(session=session, direction=Message.Direction.IN,
+                                              provider_message_id=provider_id).exists():
+        return None  # a redelivered event
+    sender_jid = str(data.get("sender") or data.get("chat") or "")[:100]
+    sender_phone = data.get("sender_phone")
+    message = Message.objects.create(
+        session=session, direction=Message.Direction.IN, status=S.RECEIVED,
+        from_phone=(sender_phone or "")[:20], sender_jid=sender_jid, sender_unresolved=not sender_phone,
+        chat_jid=str(data.get("chat") or sender_jid)[:100], type=Message.Type.TEXT,
+        text=str(data.get("text") or data.get("caption") or ""), provider_message_id=provider_id,
+        created_at=now or timezone.now())
+    message.session = session
+    _emit(message, "message.received")
+    return message
+
+
+def sweep_queued(now=None):
+    """In this schema: dispatch again the outgoing messages still queued past their next_attempt_at (or, never
+    dispatched, older than RETRY_AFTER). Returns how many were dispatched."""
+    from django.db.models import Q
+
+    now = now or timezone.now()
+    due = (Message.objects.filter(direction=Message.Direction.OUT, status=S.QUEUED)
+           .filter(Q(next_attempt_at__lte=now) | Q(next_attempt_at__isnull=True, created_at__lte=now - RETRY_AFTER))
+           .values_list("pk", flat=True)[:500])
+    schema_name, count = connection.schema_name, 0
+    for message_id in list(due):
+        _enqueue(schema_name, message_id)
+        count += 1
+    return count
