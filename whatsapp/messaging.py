@@ -27,6 +27,7 @@ SUPPORTED_TYPES = {"text"}
 MAX_TEXT_LENGTH = 4096
 RETRY_AFTER = timedelta(seconds=60)  # a dispatched message still queued this long is sent again by the sweeper
 RANK = {S.QUEUED: 0, S.SENT: 1, S.DELIVERED: 2, S.READ: 3}
+STUCK_SENDING = timedelta(minutes=5)
 GROUP_JID_RE = re.compile(r"^[0-9]+(-[0-9]+)?@g\.us$")
 
 
@@ -203,22 +204,31 @@ def dispatch(schema_name, message_id, now=None):
 
 
 def send_on_host(schema_name, session_id, provider, message_id):
-    """On the session host: send one queued message through `provider`, record sent or failed."""
+    """On the session host: send one queued message through `provider`, record sent or failed.
+
+    The row is claimed (queued → sending) in a short transaction of its own, and the provider call runs outside
+    any transaction: a slow WhatsApp never holds a row lock or a database transaction open.
+    """
     from django_tenants.utils import schema_context
 
     from .providers.base import OutgoingMessage, ProviderError
 
-    with schema_context(schema_name), transaction.atomic():
-        message = (Message.objects.select_for_update().select_related("session")
-                   .filter(pk=message_id, session_id=session_id, status=S.QUEUED).first())
-        if message is None or provider is None:  # already sent (a duplicate task), or not running here
-            return None
+    with schema_context(schema_name):
+        with transaction.atomic():
+            message = (Message.objects.select_for_update().select_related("session")
+                       .filter(pk=message_id, session_id=session_id, status=S.QUEUED).first())
+            if message is None or provider is None:  # already claimed (a duplicate task), or not running here
+                return None
+            message.status = S.SENDING
+            message.save(update_fields=["status"])
         try:
             provider_id = provider.send(message.chat_jid, OutgoingMessage(type=message.type, text=message.text))
         except ProviderError as exc:
-            mark_failed(message, f"{exc.code}: {exc}")
+            with transaction.atomic():
+                mark_failed(message, f"{exc.code}: {exc}")
             return message
-        mark_sent(message, provider_id)
+        with transaction.atomic():
+            mark_sent(message, provider_id)
         return message
 
 
@@ -310,4 +320,11 @@ def sweep_queued(now=None):
     for message_id in list(due):
         _enqueue(schema_name, message_id)
         count += 1
+    # A host that died between claiming and recording leaves `sending`: WhatsApp may or may not have the message,
+    # so it is not sent again (no duplicates) but reported as failed with what is known.
+    for message in Message.objects.filter(direction=Message.Direction.OUT, status=S.SENDING,
+                                          next_attempt_at__lte=now - STUCK_SENDING):
+        with transaction.atomic():
+            mark_failed(message, "host_lost: the session host stopped while sending; WhatsApp may or may not have "
+                                 "received this message")
     return count

@@ -343,3 +343,37 @@ def test_the_sweeper_resends_stuck_messages_up_to_the_attempt_cap(named, clients
     assert messaging.dispatch(named.acme.schema_name, orphan.pk) is False
     left = load(named.acme, orphan.pk)
     assert left.status == "queued" and left.attempts == 1 and left.next_attempt_at > timezone.now()
+
+
+@pytest.mark.django_db(transaction=True)
+def test_the_provider_call_runs_outside_any_transaction(named, clients, host, clock, hooks, monkeypatch):
+    from django.db import connection as db_connection
+
+    provider = connected(clients, host, clock)
+    seen = {}
+    original = type(provider).send
+
+    def send(self, to, message):
+        seen["in_transaction"] = db_connection.in_atomic_block
+        seen["status_during_send"] = Message.objects.values_list("status", flat=True).get()
+        return original(self, to, message)
+
+    monkeypatch.setattr(type(provider), "send", send)
+    data = ok(post(clients["alice"], {"session": "front-desk", "to": TO, "text": "Hello"}), 202)
+    assert seen == {"in_transaction": False, "status_during_send": "sending"}
+    assert load(named.acme, data["id"]).status == "sent"
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_message_left_sending_by_a_dead_host_is_reported_not_resent(named, clients, host, clock, hooks):
+    connected(clients, host, clock)
+    data = ok(post(clients["alice"], {"session": "front-desk", "to": TO, "text": "Hello"}), 202)
+    with tenant_context(named.acme):
+        Message.objects.filter(pk=data["id"]).update(status="sending", provider_message_id="",
+                                                     next_attempt_at=timezone.now() - timedelta(minutes=1))
+        assert messaging.sweep_queued() == 0
+        assert Message.objects.get(pk=data["id"]).status == "sending"  # not stuck long enough yet
+        messaging.sweep_queued(now=timezone.now() + timedelta(minutes=5))
+        stuck = Message.objects.get(pk=data["id"])
+    assert stuck.status == "failed" and stuck.failure_reason.startswith("host_lost:")
+    assert stuck.attempts == 1
