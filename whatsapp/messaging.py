@@ -28,6 +28,8 @@ MAX_TEXT_LENGTH = 4096
 RETRY_AFTER = timedelta(seconds=60)  # a dispatched message still queued this long is sent again by the sweeper
 RANK = {S.QUEUED: 0, S.SENT: 1, S.DELIVERED: 2, S.READ: 3}
 STUCK_SENDING = timedelta(minutes=5)
+# Provider errors that say "not now" rather than "never": the message is queued again, up to the attempt cap.
+TEMPORARY_SEND_ERRORS = {"not_connected", "busy"}
 GROUP_JID_RE = re.compile(r"^[0-9]+(-[0-9]+)?@g\.us$")
 
 
@@ -225,7 +227,13 @@ def send_on_host(schema_name, session_id, provider, message_id):
             provider_id = provider.send(message.chat_jid, OutgoingMessage(type=message.type, text=message.text))
         except ProviderError as exc:
             with transaction.atomic():
-                mark_failed(message, f"{exc.code}: {exc}")
+                if exc.code in TEMPORARY_SEND_ERRORS and message.attempts < _max_attempts():
+                    # The connection is down for a moment (reconnecting): back in the queue, the sweeper sends it
+                    # again at next_attempt_at; the attempt already counts towards the cap.
+                    message.status, message.failure_reason = S.QUEUED, f"{exc.code}: {exc}"[:500]
+                    message.save(update_fields=["status", "failure_reason"])
+                else:
+                    mark_failed(message, f"{exc.code}: {exc}")
             return message
         with transaction.atomic():
             mark_sent(message, provider_id)

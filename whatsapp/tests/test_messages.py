@@ -377,3 +377,18 @@ def test_a_message_left_sending_by_a_dead_host_is_reported_not_resent(named, cli
         stuck = Message.objects.get(pk=data["id"])
     assert stuck.status == "failed" and stuck.failure_reason.startswith("host_lost:")
     assert stuck.attempts == 1
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_send_while_reconnecting_is_queued_again_not_failed(named, clients, host, clock, hooks, settings):
+    settings.WHATSAPP_MESSAGE_MAX_ATTEMPTS = 2
+    provider = connected(clients, host, clock)
+    provider.fail_next_send("not_connected")  # accepted while connected; the link dropped before the host sent it
+    data = ok(post(clients["alice"], {"session": "front-desk", "to": TO, "text": "Hello"}), 202)
+    waiting = load(named.acme, data["id"])
+    assert waiting.status == "queued" and waiting.attempts == 1
+    assert waiting.failure_reason.startswith("not_connected")
+    with tenant_context(named.acme):
+        messaging.sweep_queued(now=waiting.next_attempt_at + timedelta(seconds=1))
+    sent = load(named.acme, data["id"])
+    assert sent.status == "sent" and sent.attempts == 2 and sent.failure_reason == ""
