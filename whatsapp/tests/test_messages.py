@@ -13,33 +13,18 @@ from django_tenants.utils import tenant_context
 
 from billing.models import Subscription
 from whatsapp import messaging
-from whatsapp.host import runtime
-from whatsapp.host.runtime import SessionHost
 from whatsapp.models import Message, WebhookDelivery, WhatsAppSession
-from whatsapp.providers.base import EventKind, ProviderEvent, ProviderSettings
-from whatsapp.providers.simulator import ManualScheduler, SimulatorProvider
+from whatsapp.providers.base import EventKind, ProviderEvent
+from whatsapp.providers.simulator import ManualScheduler
 from whatsapp.tasks import sweep_queued_messages
 from whatsapp.webhooks import actions as webhook_actions
 from whatsapp.webhooks import delivery as wire
+from whatsapp.tests.support import current_simulator_host, drain, error, ok, settle
 
 V1 = "/api/v1"
 PHONE = "+14155550123"
 TO = "+6281234567890"
 EVENTS = ["message.received", "message.sent", "message.delivered", "message.read", "message.failed"]
-
-
-def ok(response, status=200):
-    assert response.status_code == status, response.content
-    body = response.json()
-    assert body["success"] is True
-    return body["data"]
-
-
-def error(response, status, code):
-    assert response.status_code == status, response.content
-    body = response.json()
-    assert body["success"] is False and body["error"]["code"] == code, body
-    return body["error"]
 
 
 def count(tenant, **filters):
@@ -206,35 +191,6 @@ def test_another_tenants_messages_are_not_found(named, clients):
 # --- the pipeline with a running session host -------------------------------------------------------------------
 
 
-@pytest.fixture
-def clock():
-    return ManualScheduler()
-
-
-@pytest.fixture
-def host(named, clock, tmp_path, settings):
-    settings.WHATSAPP_PROVIDER = "simulator"
-    provider_class = type("TestSimulator", (SimulatorProvider,), {"scheduler": clock})
-    session_host = SessionHost(provider_class, store_dir=str(tmp_path / "stores"), host_id="host-msgs",
-                               settings=ProviderSettings(max_qr_attempts=3, reconnect_delay_ms=10))
-    previous = runtime.current_host()
-    runtime.set_current_host(session_host)
-    yield session_host
-    runtime.set_current_host(previous)
-    session_host.stop(release=True)
-
-
-def drain(session_host):
-    while not session_host.events.empty():
-        session_host.handle(session_host.events.get())
-
-
-def settle(session_host, clock, seconds=1):
-    drain(session_host)
-    clock.advance(seconds)
-    drain(session_host)
-
-
 def connected(clients, session_host, clock, name="front-desk"):
     ok(clients["alice"].post(f"{V1}/sessions", {"name": name}, format="json"), 201)
     ok(clients["alice"].post(f"{V1}/sessions/{name}/start", {}, format="json"), 202)
@@ -392,3 +348,15 @@ def test_a_send_while_reconnecting_is_queued_again_not_failed(named, clients, ho
         messaging.sweep_queued(now=waiting.next_attempt_at + timedelta(seconds=1))
     sent = load(named.acme, data["id"])
     assert sent.status == "sent" and sent.attempts == 2 and sent.failure_reason == ""
+
+
+@pytest.fixture
+def clock():
+    return ManualScheduler()
+
+
+@pytest.fixture
+def host(named, clock, tmp_path, settings):
+    settings.WHATSAPP_PROVIDER = "simulator"
+    with current_simulator_host(clock, tmp_path / "stores", "host-msgs") as session_host:
+        yield session_host

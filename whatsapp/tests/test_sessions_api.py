@@ -13,33 +13,17 @@ from django_tenants.utils import tenant_context
 
 from billing.models import Subscription
 from whatsapp import api
-from whatsapp.host import runtime
 from whatsapp.host.models import SessionLease
-from whatsapp.host.runtime import SessionHost
 from whatsapp.models import SessionActivity, WhatsAppSession
-from whatsapp.providers.base import ProviderSettings
-from whatsapp.providers.simulator import ManualScheduler, SimulatorProvider
+from whatsapp.providers.simulator import ManualScheduler
 from whatsapp.qr import qr_matrix, qr_svg
+from whatsapp.tests.support import current_simulator_host, drain, error, ok, settle
 
 PHONE = "+14155550123"
 V1 = "/api/v1"
 
 
 # --- helpers ------------------------------------------------------------------------------------------------------
-
-
-def ok(response, status=200):
-    assert response.status_code == status, response.content
-    body = response.json()
-    assert body["success"] is True
-    return body["data"]
-
-
-def error(response, status, code):
-    assert response.status_code == status, response.content
-    body = response.json()
-    assert body["success"] is False and body["error"]["code"] == code, body
-    return body["error"]
 
 
 def make_session(tenant, name, **fields):
@@ -423,37 +407,6 @@ def test_test_helpers_validate_their_input(named, clients, simulator):
 # --- with a running session host ----------------------------------------------------------------------------------
 
 
-@pytest.fixture
-def clock():
-    return ManualScheduler()
-
-
-@pytest.fixture
-def host(named, clock, tmp_path, simulator):
-    """An in-process session host on the simulator and a manual clock, current for this process: eager Celery
-    runs sync_now (after a start) and session_command (restart, logout, pairing, test helpers) on it."""
-    provider_class = type("TestSimulator", (SimulatorProvider,), {"scheduler": clock})
-    session_host = SessionHost(provider_class, store_dir=str(tmp_path / "stores"), host_id="host-api",
-                               settings=ProviderSettings(max_qr_attempts=3, reconnect_delay_ms=10))
-    previous = runtime.current_host()
-    runtime.set_current_host(session_host)
-    yield session_host
-    runtime.set_current_host(previous)
-    session_host.stop(release=True)
-
-
-def drain(session_host):
-    while not session_host.events.empty():
-        session_host.handle(session_host.events.get())
-
-
-def settle(session_host, clock, seconds=1):
-    """Let the simulator's timers fire and apply what they emitted, twice (a scan's PAIRED, then CONNECTED)."""
-    drain(session_host)
-    clock.advance(seconds)
-    drain(session_host)
-
-
 def started(clients, session_host, clock, name="front-desk", **start):
     ok(clients["alice"].post(f"{V1}/sessions", {"name": name}, format="json"), 201)
     ok(clients["alice"].post(f"{V1}/sessions/{name}/start", start, format="json"), 202)
@@ -632,3 +585,14 @@ def test_after_an_expired_pairing_code_a_plain_start_shows_a_qr_code(named, clie
     settle(host, clock)
     session = ok(alice.get(f"{V1}/sessions/front-desk"))
     assert session["status"] == "qr" and session["qr_available"] is True
+
+
+@pytest.fixture
+def clock():
+    return ManualScheduler()
+
+
+@pytest.fixture
+def host(named, clock, tmp_path, simulator):
+    with current_simulator_host(clock, tmp_path / "stores", "host-api") as session_host:
+        yield session_host

@@ -21,22 +21,9 @@ from billing.models import Subscription
 from whatsapp.models import WebhookDelivery, WebhookEndpoint
 from whatsapp.webhooks import actions, delivery as wire
 from whatsapp.webhooks.tasks import deliver_due_webhooks
+from whatsapp.tests.support import error, ok
 
 V1 = "/api/v1"
-
-
-def ok(response, status=200):
-    assert response.status_code == status, response.content
-    body = response.json()
-    assert body["success"] is True
-    return body["data"]
-
-
-def error(response, status, code):
-    assert response.status_code == status, response.content
-    body = response.json()
-    assert body["success"] is False and body["error"]["code"] == code, body
-    return body["error"]
 
 
 class Receiver:

@@ -1,0 +1,50 @@
+"""Helpers shared by the whatsapp tests: API envelope checks and an in-process session host on the simulator."""
+import contextlib
+
+from whatsapp.host import runtime
+from whatsapp.host.runtime import SessionHost
+from whatsapp.providers.base import ProviderSettings
+from whatsapp.providers.simulator import SimulatorProvider
+
+
+def ok(response, status=200):
+    assert response.status_code == status, response.content
+    body = response.json()
+    assert body["success"] is True
+    return body["data"]
+
+
+def error(response, status, code):
+    assert response.status_code == status, response.content
+    body = response.json()
+    assert body["success"] is False and body["error"]["code"] == code, body
+    return body["error"]
+
+
+@contextlib.contextmanager
+def current_simulator_host(clock, store_dir, host_id):
+    """A session host on the simulator driven by `clock`, made this process's current host so that eager Celery
+    runs sync_now and session_command (start, restart, logout, pairing, sends, test helpers) on it."""
+    provider_class = type("TestSimulator", (SimulatorProvider,), {"scheduler": clock})
+    session_host = SessionHost(provider_class, store_dir=str(store_dir), host_id=host_id,
+                               settings=ProviderSettings(max_qr_attempts=3, reconnect_delay_ms=10))
+    previous = runtime.current_host()
+    runtime.set_current_host(session_host)
+    try:
+        yield session_host
+    finally:
+        runtime.set_current_host(previous)
+        session_host.stop(release=True)
+
+
+def drain(session_host):
+    """Apply every event the providers emitted, as the host's publisher thread would."""
+    while not session_host.events.empty():
+        session_host.handle(session_host.events.get())
+
+
+def settle(session_host, clock, seconds=1):
+    """Let the simulator's timers fire and apply what they emitted (a scan's PAIRED, then CONNECTED)."""
+    drain(session_host)
+    clock.advance(seconds)
+    drain(session_host)
