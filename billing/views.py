@@ -68,27 +68,25 @@ def checkout(request):
     if not form.is_valid():
         messages.error(request, _first_error(form))
         return redirect("billing")
-    if not stripe_gateway.stripe_enabled():
-        messages.error(request, "Online payment is not available: pay as described on this page.")
-        return redirect("billing")
     plan, interval = form.cleaned_data["plan"], form.cleaned_data["interval"]
-    try:
-        url = stripe_gateway.start_checkout(request.tenant, user=request.user, plan=plan, interval=interval)
-    except ApiError as exc:
-        messages.error(request, str(exc.detail))
-        return redirect("billing")
-    return redirect(url)
+    return _to_stripe(request, lambda: stripe_gateway.start_checkout(request.tenant, user=request.user, plan=plan,
+                                                                     interval=interval))
 
 
 @billing_owner_required
 @require_POST
 def portal(request):
     """Stripe's customer portal: change plan, card, or cancel."""
+    return _to_stripe(request, lambda: stripe_gateway.open_portal(request.tenant, user=request.user))
+
+
+def _to_stripe(request, open_session):
+    """Redirect to the Stripe page `open_session()` returns; refusals and Stripe errors come back as messages."""
     if not stripe_gateway.stripe_enabled():
         messages.error(request, "Online payment is not available: pay as described on this page.")
         return redirect("billing")
     try:
-        url = stripe_gateway.open_portal(request.tenant, user=request.user)
+        url = open_session()
     except ApiError as exc:
         messages.error(request, str(exc.detail))
         return redirect("billing")
