@@ -31,7 +31,18 @@ MessageSerializer = inline_serializer("Message", {
     "id": serializers.IntegerField(), "session": serializers.CharField(), "direction": serializers.CharField(),
     "to": serializers.CharField(), "from": serializers.CharField(), "chat": serializers.CharField(),
     "sender_unresolved": serializers.BooleanField(), "type": serializers.CharField(),
-    "text": serializers.CharField(), "status": serializers.CharField(), "failure_reason": serializers.CharField(),
+    "text": serializers.CharField(), "caption": serializers.CharField(),
+    "media": inline_serializer("MessageMedia", {
+        "url": serializers.URLField(allow_null=True), "mimetype": serializers.CharField(),
+        "size": serializers.IntegerField(allow_null=True), "filename": serializers.CharField(),
+        "stored": serializers.BooleanField(), "error": serializers.CharField(allow_null=True)}, allow_null=True),
+    "location": inline_serializer("MessageLocation", {
+        "latitude": serializers.FloatField(), "longitude": serializers.FloatField(),
+        "name": serializers.CharField()}, allow_null=True),
+    "contact_card": serializers.JSONField(allow_null=True), "reply_to": serializers.CharField(allow_null=True),
+    "reaction": serializers.CharField(allow_null=True), "conversation_id": serializers.IntegerField(allow_null=True),
+    "contact_id": serializers.IntegerField(allow_null=True),
+    "status": serializers.CharField(), "failure_reason": serializers.CharField(),
     "provider_message_id": serializers.CharField(allow_null=True), "attempts": serializers.IntegerField(),
     "created_at": serializers.DateTimeField(), "sent_at": serializers.DateTimeField(allow_null=True),
     "delivered_at": serializers.DateTimeField(allow_null=True), "read_at": serializers.DateTimeField(allow_null=True),
@@ -79,8 +90,9 @@ class MessageListView(APIView):
         key = (request.headers.get("Idempotency-Key") or "").strip() or None
         if key and len(key) > 255:
             raise ApiError(400, "invalid_idempotency_key", "Idempotency-Key holds at most 255 characters.")
-        body = {k: request.data.get(k) for k in ("session", "to", "type", "text")}
-        message, created = messaging.queue_text_message(request._request.tenant, body=body, idempotency_key=key)
+        body = {k: request.data.get(k) for k in messaging.message_types.REQUEST_FIELDS}
+        message, created = messaging.queue_message(request._request.tenant, body=body, files=request.FILES,
+                                                   idempotency_key=key)
         response = Response(messaging.message_payload(message),
                             status=status.HTTP_202_ACCEPTED if created else status.HTTP_200_OK)
         if not created:

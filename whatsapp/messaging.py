@@ -9,7 +9,6 @@ transition emits its webhook event. This slice sends text only.
 """
 import hashlib
 import json
-import re
 from datetime import timedelta
 
 from django.conf import settings
@@ -19,18 +18,16 @@ from django.utils import timezone
 from billing import entitlements
 from config.api import ApiError
 
+from . import conversations, live, message_types, pacing, ratelimit, recipients
 from .models import Message, WhatsAppSession
 from .webhooks.actions import emit_event
 
 S = Message.Status
-SUPPORTED_TYPES = {"text"}
-MAX_TEXT_LENGTH = 4096
 RETRY_AFTER = timedelta(seconds=60)  # a dispatched message still queued this long is sent again by the sweeper
 RANK = {S.QUEUED: 0, S.SENT: 1, S.DELIVERED: 2, S.READ: 3}
 STUCK_SENDING = timedelta(minutes=5)
 # Provider errors that say "not now" rather than "never": the message is queued again, up to the attempt cap.
 TEMPORARY_SEND_ERRORS = {"not_connected", "busy"}
-GROUP_JID_RE = re.compile(r"^[0-9]+(-[0-9]+)?@g\.us$")
 
 
 # --- payloads -----------------------------------------------------------------------------------------------
@@ -52,6 +49,15 @@ def message_payload(message, session_name=None):
         "sender_unresolved": message.sender_unresolved,
         "type": message.type,
         "text": message.text,
+        "caption": message.caption,
+        "media": _media_payload(message),
+        "location": ({"latitude": message.latitude, "longitude": message.longitude, "name": message.location_name}
+                     if message.latitude is not None else None),
+        "contact_card": message.contact_card,
+        "reply_to": message.reply_to or None,
+        "reaction": message.reaction or None,
+        "conversation_id": message.conversation_id,
+        "contact_id": message.contact_id,
         "status": message.status,
         "failure_reason": message.failure_reason,
         "provider_message_id": message.provider_message_id or None,
@@ -63,52 +69,24 @@ def message_payload(message, session_name=None):
     }
 
 
+def _media_payload(message):
+    if not (message.media_file or message.media_url or message.media_error):
+        return None
+    return {"url": message.media_url or None, "mimetype": message.media_mimetype, "size": message.media_size,
+            "filename": message.media_filename, "stored": bool(message.media_file),
+            "error": message.media_error or None}
+
+
 def _emit(message, event_type):
     emit_event(event_type, message_payload(message))
+    live.message_changed(message)
 
 
-# --- validation ---------------------------------------------------------------------------------------------
-
-
-def blocked_numbers():
-    from accounts.forms import normalize_phone
-    from django import forms
-
-    numbers = set()
-    for raw in settings.WHATSAPP_BLOCKED_NUMBERS:
-        try:
-            numbers.add(normalize_phone(raw if raw.strip().startswith("+") else f"+{raw.strip()}"))
-        except forms.ValidationError:
-            continue
-    return numbers
-
-
-def normalize_recipient(to):
-    """(E.164 phone or "" for a group, chat JID) or 400 invalid_recipient. Accepts +E.164, digits with the
-    country code, "<digits>@s.whatsapp.net" and group JIDs "<id>@g.us" (as they are)."""
-    from accounts.forms import normalize_phone
-    from django import forms
-
-    raw = str(to or "").strip()
-    if GROUP_JID_RE.match(raw):
-        return "", raw
-    if "@" in raw:
-        user, _, server = raw.partition("@")
-        if server != "s.whatsapp.net" or not user.isdigit():
-            raise ApiError(400, "invalid_recipient", f"'{raw}' is not a phone number or a WhatsApp address.")
-        raw = user
-    candidate = raw if raw.startswith("+") else f"+{raw}"
-    try:
-        phone = normalize_phone(candidate)
-    except forms.ValidationError as exc:
-        raise ApiError(400, "invalid_recipient", exc.messages[0])
-    if phone in blocked_numbers():
-        raise ApiError(400, "blocked_recipient", "Messages to this number are blocked on this installation.")
-    return phone, f"{phone[1:]}@s.whatsapp.net"
+# --- idempotency --------------------------------------------------------------------------------------------
 
 
 def request_hash(body):
-    canonical = json.dumps({k: body.get(k) for k in ("session", "to", "type", "text")}, sort_keys=True, default=str)
+    canonical = json.dumps({k: body.get(k) for k in message_types.REQUEST_FIELDS}, sort_keys=True, default=str)
     return hashlib.sha256(canonical.encode()).hexdigest()
 
 
@@ -126,10 +104,10 @@ def _replay(idempotency_key, digest):
 # --- the pipeline -------------------------------------------------------------------------------------------
 
 
-def queue_text_message(tenant, *, body, idempotency_key=None):
-    """Validate `body` ({session, to, type, text}) and commit a queued message; returns (message, created).
-    With an idempotency key used before: the same body returns that message (created False), another body is
-    409 idempotency_conflict. Nothing is written for a rejected request."""
+def queue_message(tenant, *, body, files=None, idempotency_key=None):
+    """Validate `body` (the API's fields; `files` the uploaded media) and commit a queued message; returns
+    (message, created). With an idempotency key used before: the same body returns that message (created False),
+    another body is 409 idempotency_conflict. Nothing is written for a rejected request."""
     entitlements.require_write(tenant)
     digest = request_hash(body)
     if idempotency_key:
@@ -139,25 +117,22 @@ def queue_text_message(tenant, *, body, idempotency_key=None):
     session = WhatsAppSession.objects.filter(name=str(body.get("session") or "")).first()
     if session is None:
         raise ApiError(404, "not_found", f"No session named '{body.get('session')}'.")
-    kind = body.get("type") or "text"
-    if kind not in SUPPORTED_TYPES:
-        raise ApiError(400, "unsupported_type", f"Message type '{kind}' is not supported yet: only text can be "
-                       "sent for now.", {"supported": sorted(SUPPORTED_TYPES)})
-    text = body.get("text")
-    if not isinstance(text, str) or not text.strip():
-        raise ApiError(400, "missing_text", "A text message needs a non-empty 'text'.")
-    if len(text) > MAX_TEXT_LENGTH:
-        raise ApiError(400, "text_too_long", f"A text message holds at most {MAX_TEXT_LENGTH} characters.")
-    phone, chat_jid = normalize_recipient(body.get("to"))
+    fields = message_types.parse(body, files)
+    phone, chat_jid = recipients.normalize_recipient(body.get("to"))
     if session.status != WhatsAppSession.Status.CONNECTED:
         raise ApiError(409, "session_not_connected",
                        f"The session '{session.name}' is not connected; start it and link a phone first.",
                        {"status": session.status})
+    ratelimit.check_send_rate(tenant)
     try:
         with transaction.atomic():
+            conversation, contact = conversations.for_outgoing(session, phone, chat_jid)
             message = Message.objects.create(
-                session=session, direction=Message.Direction.OUT, to_phone=phone, chat_jid=chat_jid, type=kind,
-                text=text, status=S.QUEUED, idempotency_key=idempotency_key or None, request_hash=digest)
+                session=session, direction=Message.Direction.OUT, to_phone=phone, chat_jid=chat_jid,
+                status=S.QUEUED, idempotency_key=idempotency_key or None, request_hash=digest,
+                conversation=conversation, contact=contact, **fields)
+            message.session = session
+            live.message_changed(message)
             schema_name, message_id = connection.schema_name, message.pk
             transaction.on_commit(lambda: _enqueue(schema_name, message_id))
     except IntegrityError:  # the same key in a concurrent request: that one won
@@ -213,7 +188,7 @@ def send_on_host(schema_name, session_id, provider, message_id):
     """
     from django_tenants.utils import schema_context
 
-    from .providers.base import OutgoingMessage, ProviderError
+    from .providers.base import ProviderError
 
     with schema_context(schema_name):
         with transaction.atomic():
@@ -224,7 +199,7 @@ def send_on_host(schema_name, session_id, provider, message_id):
             message.status = S.SENDING
             message.save(update_fields=["status"])
         try:
-            provider_id = provider.send(message.chat_jid, OutgoingMessage(type=message.type, text=message.text))
+            provider_id = provider.send(message.chat_jid, message_types.outgoing(message))
         except ProviderError as exc:
             with transaction.atomic():
                 if exc.code in TEMPORARY_SEND_ERRORS and message.attempts < _max_attempts():
@@ -311,6 +286,9 @@ def store_inbound(session, data, now=None):
         text=str(data.get("text") or data.get("caption") or ""), provider_message_id=provider_id,
         created_at=now or timezone.now())
     message.session = session
+    message.conversation, message.contact = conversations.for_inbound(session, message, data)
+    if message.conversation_id or message.contact_id:
+        message.save(update_fields=["conversation", "contact"])
     _emit(message, "message.received")
     return message
 

@@ -34,6 +34,10 @@ class WhatsAppSession(models.Model):
     pairing_phone = models.CharField(max_length=20, blank=True)
     last_activity_at = models.DateTimeField(null=True, blank=True)
     connected_at = models.DateTimeField(null=True, blank=True)
+    # When this number was first linked: the pacing warm-up counts its days from here.
+    linked_at = models.DateTimeField(null=True, blank=True)
+    # Pacing (whatsapp.pacing): the earliest time the next outgoing message of this number may go.
+    next_send_at = models.DateTimeField(null=True, blank=True)
     created_at = models.DateTimeField(default=timezone.now)
 
     class Meta:
@@ -137,6 +141,15 @@ class Message(models.Model):
 
     class Type(models.TextChoices):
         TEXT = "text", "Text"
+        IMAGE = "image", "Image"
+        DOCUMENT = "document", "Document"
+        AUDIO = "audio", "Audio"
+        VIDEO = "video", "Video"
+        LOCATION = "location", "Location"
+        CONTACT = "contact", "Contact card"
+        REACTION = "reaction", "Reaction"
+        STICKER = "sticker", "Sticker"
+        OTHER = "other", "Other"
 
     class Status(models.TextChoices):
         QUEUED = "queued", "Queued"
@@ -158,6 +171,25 @@ class Message(models.Model):
         default=False, help_text="Inbound: WhatsApp gave no phone number for the sender (an @lid identity).")
     type = models.CharField(max_length=20, choices=Type.choices, default=Type.TEXT)
     text = models.TextField(blank=True)
+    caption = models.TextField(blank=True)
+    # Media (image/document/audio/video/sticker): the URL it was fetched from (out) and the stored copy, a path
+    # relative to MEDIA_ROOT under the tenant's own directory (whatsapp.media).
+    media_url = models.URLField(max_length=2000, blank=True)
+    media_file = models.CharField(max_length=500, blank=True)
+    media_mimetype = models.CharField(max_length=120, blank=True)
+    media_size = models.PositiveIntegerField(null=True, blank=True)
+    media_filename = models.CharField(max_length=255, blank=True)
+    media_error = models.CharField(max_length=500, blank=True, help_text="Inbound: why the media could not be kept")
+    latitude = models.FloatField(null=True, blank=True)
+    longitude = models.FloatField(null=True, blank=True)
+    location_name = models.CharField(max_length=255, blank=True)
+    contact_card = models.JSONField(null=True, blank=True, help_text='{"name", "phone", "vcard"}')
+    # The WhatsApp id of the message this one quotes (reply) or reacts to (reaction).
+    reply_to = models.CharField(max_length=128, blank=True)
+    reaction = models.CharField(max_length=32, blank=True)
+    conversation = models.ForeignKey("Conversation", null=True, blank=True, on_delete=models.SET_NULL,
+                                     related_name="messages")
+    contact = models.ForeignKey("Contact", null=True, blank=True, on_delete=models.SET_NULL, related_name="messages")
     status = models.CharField(max_length=20, choices=Status.choices, default=Status.QUEUED)
     failure_reason = models.CharField(max_length=500, blank=True)
     provider_message_id = models.CharField(max_length=128, blank=True, db_index=True)
@@ -177,3 +209,102 @@ class Message(models.Model):
 
     def __str__(self):
         return f"{self.direction} {self.type} {self.pk} ({self.status})"
+
+
+class Contact(models.Model):
+    """Someone a session talks to: created from inbound and outgoing messages and by a sync of the phone's
+    address book (whatsapp.conversations). `lid` is WhatsApp's hidden identity (…@lid) when one is known."""
+
+    class Source(models.TextChoices):
+        INBOUND = "inbound", "Sent us a message"
+        OUTBOUND = "outbound", "We sent a message"
+        SYNC = "sync", "Synced from the phone"
+
+    session = models.ForeignKey(WhatsAppSession, on_delete=models.CASCADE, related_name="contacts")
+    jid = models.CharField(max_length=100, help_text="e.g. 14155550123@s.whatsapp.net, or …@lid when unresolved")
+    phone = models.CharField(max_length=20, blank=True, help_text="E.164; empty while WhatsApp hides it")
+    lid = models.CharField(max_length=100, blank=True, db_index=True)
+    name = models.CharField(max_length=255, blank=True, help_text="From the phone's address book")
+    push_name = models.CharField(max_length=255, blank=True, help_text="The name they set in WhatsApp")
+    source = models.CharField(max_length=20, choices=Source.choices, default=Source.INBOUND)
+    created_at = models.DateTimeField(default=timezone.now)
+    updated_at = models.DateTimeField(default=timezone.now)
+
+    class Meta:
+        ordering = ["name", "push_name", "phone", "id"]
+        constraints = [models.UniqueConstraint(fields=["session", "jid"], name="whatsapp_contact_session_jid")]
+
+    def __str__(self):
+        return self.name or self.push_name or self.phone or self.jid
+
+
+class Group(models.Model):
+    """A WhatsApp group the session's phone is in (synced from the phone, or seen in an inbound message)."""
+
+    session = models.ForeignKey(WhatsAppSession, on_delete=models.CASCADE, related_name="groups")
+    jid = models.CharField(max_length=100, help_text="…@g.us")
+    name = models.CharField(max_length=255, blank=True)
+    topic = models.TextField(blank=True)
+    participants = models.JSONField(default=list, help_text='[{"jid", "phone", "is_admin"}]')
+    synced_at = models.DateTimeField(null=True, blank=True)
+    created_at = models.DateTimeField(default=timezone.now)
+
+    class Meta:
+        ordering = ["name", "id"]
+        constraints = [models.UniqueConstraint(fields=["session", "jid"], name="whatsapp_group_session_jid")]
+
+    def __str__(self):
+        return self.name or self.jid
+
+
+class Conversation(models.Model):
+    """One chat of one session (a contact or a group): what the conversation pages list."""
+
+    session = models.ForeignKey(WhatsAppSession, on_delete=models.CASCADE, related_name="conversations")
+    chat_jid = models.CharField(max_length=100)
+    contact = models.ForeignKey(Contact, null=True, blank=True, on_delete=models.SET_NULL,
+                                related_name="conversations")
+    group = models.ForeignKey(Group, null=True, blank=True, on_delete=models.SET_NULL, related_name="conversations")
+    last_message_at = models.DateTimeField(null=True, blank=True, db_index=True)
+    last_message_preview = models.CharField(max_length=200, blank=True)
+    unread_count = models.PositiveIntegerField(default=0)
+    created_at = models.DateTimeField(default=timezone.now)
+
+    class Meta:
+        ordering = ["-last_message_at", "-id"]
+        constraints = [models.UniqueConstraint(fields=["session", "chat_jid"], name="whatsapp_conversation_chat")]
+
+    def __str__(self):
+        return str(self.contact or self.group or self.chat_jid)
+
+
+class BlockedNumber(models.Model):
+    """A number this tenant never sends to (on top of the installation's WHATSAPP_BLOCKED_NUMBERS)."""
+
+    phone = models.CharField(max_length=20, unique=True, help_text="E.164")
+    reason = models.CharField(max_length=255, blank=True)
+    created_by = models.ForeignKey("accounts.User", null=True, blank=True, on_delete=models.SET_NULL,
+                                   related_name="+", db_constraint=False)
+    created_at = models.DateTimeField(default=timezone.now)
+
+    class Meta:
+        ordering = ["phone"]
+
+    def __str__(self):
+        return self.phone
+
+
+class PacingPolicy(models.Model):
+    """This tenant's sending pace per number (whatsapp.pacing). One row per tenant schema; an empty field means
+    the installation's default (WHATSAPP_PACING_* settings)."""
+
+    enabled = models.BooleanField(default=True)
+    min_interval_ms = models.PositiveIntegerField(null=True, blank=True)
+    jitter_ms = models.PositiveIntegerField(null=True, blank=True)
+    daily_cap = models.PositiveIntegerField(null=True, blank=True)
+    warmup_days = models.PositiveIntegerField(null=True, blank=True)
+    warmup_daily_cap = models.PositiveIntegerField(null=True, blank=True)
+    updated_at = models.DateTimeField(default=timezone.now)
+
+    def __str__(self):
+        return "Pacing policy"
