@@ -3,8 +3,12 @@ from django.urls import path
 from tenants.consumers import TenantStatusConsumer
 from whatsapp.consumers import SessionConsumer, SessionListConsumer
 
+# Conversation sockets are listed in whatsapp/conversation_routing.py.
+from whatsapp.conversation_routing import websocket_urlpatterns as conversation_websockets
+
 websocket_urlpatterns = [
     path("ws/tenant/status/", TenantStatusConsumer.as_asgi()),
     path("ws/sessions/", SessionListConsumer.as_asgi()),
     path("ws/sessions/<str:name>/", SessionConsumer.as_asgi()),
+    *conversation_websockets,
 ]

@@ -180,6 +180,25 @@ WHATSAPP_STORE_DIR = env("WHATSAPP_STORE_DIR", default=str(BASE_DIR / "var" / "w
 WHATSAPP_MESSAGE_MAX_ATTEMPTS = env.int("WHATSAPP_MESSAGE_MAX_ATTEMPTS", default=5)
 # Numbers no tenant may message (comma-separated, E.164 or digits with the country code).
 WHATSAPP_BLOCKED_NUMBERS = env.list("WHATSAPP_BLOCKED_NUMBERS", default=[])
+# A regular expression every recipient's E.164 number must match (e.g. ^\+(1|44)\d+$); empty = any number.
+WHATSAPP_ALLOWED_PHONE_PATTERN = env("WHATSAPP_ALLOWED_PHONE_PATTERN", default="")
+# Media: largest image/audio/video/sticker and largest document, in megabytes; seconds a media URL may take.
+WHATSAPP_MEDIA_MAX_MB = env.float("WHATSAPP_MEDIA_MAX_MB", default=16)
+WHATSAPP_DOCUMENT_MAX_MB = env.float("WHATSAPP_DOCUMENT_MAX_MB", default=100)
+WHATSAPP_MEDIA_FETCH_TIMEOUT = env.float("WHATSAPP_MEDIA_FETCH_TIMEOUT", default=20)
+# Per-number pacing against bans (whatsapp.pacing), defaults for tenants that set none: at least
+# MIN_INTERVAL_MS plus a random 0..JITTER_MS between two messages of one number (3 + 0..2 s: under 20 a
+# minute), at most DAILY_CAP a day, and WARMUP_DAILY_CAP a day during a new number's first WARMUP_DAYS days.
+WHATSAPP_PACING_ENABLED = env.bool("WHATSAPP_PACING_ENABLED", default=True)
+WHATSAPP_PACING_MIN_INTERVAL_MS = env.int("WHATSAPP_PACING_MIN_INTERVAL_MS", default=3000)
+WHATSAPP_PACING_JITTER_MS = env.int("WHATSAPP_PACING_JITTER_MS", default=2000)
+WHATSAPP_PACING_DAILY_CAP = env.int("WHATSAPP_PACING_DAILY_CAP", default=1000)
+WHATSAPP_PACING_WARMUP_DAYS = env.int("WHATSAPP_PACING_WARMUP_DAYS", default=7)
+WHATSAPP_PACING_WARMUP_DAILY_CAP = env.int("WHATSAPP_PACING_WARMUP_DAILY_CAP", default=200)
+# Send requests one tenant may make per window of WHATSAPP_RATE_LIMIT_WINDOW seconds (429 + Retry-After
+# beyond it); a plan's lower messages_per_minute applies first. -1 = no installation-wide ceiling.
+WHATSAPP_RATE_LIMIT_PER_COMPANY = env.int("WHATSAPP_RATE_LIMIT_PER_COMPANY", default=600)
+WHATSAPP_RATE_LIMIT_WINDOW = env.int("WHATSAPP_RATE_LIMIT_WINDOW", default=60)
 # Webhooks (whatsapp.webhooks): targets in private, loopback or link-local ranges are refused unless this is
 # true (development only: receivers on this machine or your LAN).
 WEBHOOK_ALLOW_PRIVATE_TARGETS = env.bool("WEBHOOK_ALLOW_PRIVATE_TARGETS", default=False)

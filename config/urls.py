@@ -42,6 +42,10 @@ api_v1 = [
     path("", include("whatsapp.webhooks.api")),
     # Messages: send and read (whatsapp/messages_api.py).
     path("", include("whatsapp.messages_api")),
+    # Contacts, groups and conversations (whatsapp/directory_api.py).
+    path("", include("whatsapp.directory_api")),
+    # Blocked numbers and the pacing policy (whatsapp/sending_api.py).
+    path("", include("whatsapp.sending_api")),
 ]
 
 urlpatterns = [
@@ -61,6 +65,9 @@ urlpatterns = [
     path("dashboard/api-keys/<int:key_id>/revoke", accounts_views.revoke_api_key, name="revoke_api_key"),
     path("billing/", include("billing.urls")),
     path("sessions/", include("whatsapp.urls")),
+    path("conversations/", include("whatsapp.conversation_urls")),
+    path("webhooks/", include("whatsapp.webhooks.urls")),
+    path("sending/", include("whatsapp.sending_urls")),
     path("switch/<int:tenant_id>", tenants_views.switch_tenant, name="switch_tenant"),
     path("platform/", tenants_views.platform_approvals, name="platform_approvals"),
     path("platform/tenants/", tenants_views.platform_tenants, name="platform_tenants"),
