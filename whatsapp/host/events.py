@@ -44,6 +44,27 @@ def session_payload(session):
     }
 
 
+def webhook_session(session):
+    """The session as it appears in the data of session.* webhook events: what a receiver needs to route the event,
+    never the QR code or pairing code (session.qr carries its code separately)."""
+    return {
+        "id": session.pk,
+        "name": session.name,
+        "label": session.label,
+        "status": session.status,
+        "status_detail": session.status_detail,
+        "phone": session.phone,
+        "push_name": session.push_name,
+    }
+
+
+def _emit(session, event_type, **fields):
+    """Store the session.* webhook deliveries in apply()'s transaction: they go out only if the new state commits."""
+    from whatsapp.webhooks.actions import emit_event
+
+    emit_event(event_type, {"session": webhook_session(session), **fields})
+
+
 def _connected_text(session):
     who = f"+{session.phone.lstrip('+')}" if session.phone else "your phone"
     return f"Connected as {who}" + (f" ({session.push_name})" if session.push_name else "")
@@ -76,11 +97,16 @@ def _apply_to(session, event):
     kind = event.kind
     if kind == EventKind.QR:
         first = session.status != S.QR
-        session.status, session.qr_code = S.QR, data.get("code", "")
+        code = data.get("code", "")
+        fresh = first or code != session.qr_code
+        session.status, session.qr_code = S.QR, code
         session.qr_expires_at = now + timedelta(seconds=data.get("expires_in") or 20)
         session.status_detail = "Scan the QR code with WhatsApp on your phone: Settings → Linked devices."
         if first:
             _activity(session, A.QR_ISSUED, "QR code shown")
+        if fresh:  # every rotation is a new code a receiver may want to show; a repeated event is not
+            _emit(session, "session.qr", qr=code, expires_at=session.qr_expires_at,
+                  attempt=data.get("attempt"), max_attempts=data.get("max_attempts"))
     elif kind == EventKind.QR_EXPIRED:
         session.status, session.qr_code, session.qr_expires_at = S.STOPPED, "", None
         session.should_run = False
@@ -98,14 +124,20 @@ def _apply_to(session, event):
         session.phone = (data.get("phone") or session.phone)[:20]
         session.push_name = (data.get("push_name") or session.push_name)[:120]
     elif kind == EventKind.CONNECTED:
+        was_connected = session.status == S.CONNECTED
         session.status = S.CONNECTED
         session.phone = (data.get("phone") or session.phone)[:20]
         session.push_name = (data.get("push_name") or session.push_name)[:120]
         session.qr_code, session.qr_expires_at, session.pair_code = "", None, ""
         session.connected_at = session.last_activity_at = now
         session.status_detail = _connected_text(session)
+        # pacing's warm-up counts the number's days from its first connection
+        session.linked_at = session.linked_at or now
         _activity(session, A.CONNECTED, session.status_detail)
+        if not was_connected:
+            _emit(session, "session.connected", phone=session.phone, push_name=session.push_name)
     elif kind == EventKind.DISCONNECTED:
+        before = session.status
         if data.get("will_retry"):
             session.status = S.RECONNECTING
             retry = data.get("retry_in")
@@ -116,13 +148,20 @@ def _apply_to(session, event):
             session.status = S.DISCONNECTED
             session.status_detail = f"{data.get('reason') or 'Disconnected'}. Restart the session to reconnect."
             _activity(session, A.DISCONNECTED, session.status_detail)
+        # Each failed reconnect attempt reports again; receivers hear of the drop once, and again if it gives up.
+        if session.status != before:
+            _emit(session, "session.disconnected", reason=data.get("reason") or "",
+                  will_retry=bool(data.get("will_retry")))
     elif kind == EventKind.LOGGED_OUT:
+        was_logged_out = session.status == S.LOGGED_OUT
         session.status, session.should_run = S.LOGGED_OUT, False
         session.jid_user, session.jid_device = "", 0
         session.qr_code, session.qr_expires_at, session.pair_code = "", None, ""
         session.status_detail = (f"{data.get('reason') or 'Logged out'}. The phone no longer lists this device; "
                                  "start the session and scan again to relink.")
         _activity(session, A.LOGGED_OUT, data.get("reason") or "Logged out")
+        if not was_logged_out:
+            _emit(session, "session.logged_out", reason=data.get("reason") or "")
         return True
     elif kind == EventKind.ERROR:
         session.status_detail = str(data.get("message") or data.get("code") or "Unknown error")[:500]

@@ -5,64 +5,23 @@ alice owns Acme, bob is a member of Acme, carol owns Globex. Celery is eager: th
 on-commit callbacks run (django_capture_on_commit_callbacks), later ones when the test calls the sweeper.
 """
 import json
-import threading
 from datetime import datetime, timedelta
 from datetime import timezone as dt_timezone
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import httpx
 import pytest
 from django.db import connection
 from django.utils import timezone
 from django_tenants.utils import tenant_context
-from standardwebhooks import Webhook, WebhookVerificationError
 
 from billing.models import Subscription
 from whatsapp.models import WebhookDelivery, WebhookEndpoint
 from whatsapp.webhooks import actions, delivery as wire
 from whatsapp.webhooks.tasks import deliver_due_webhooks
 from whatsapp.tests.support import error, ok
+from whatsapp.tests.webhook_support import Receiver
 
 V1 = "/api/v1"
-
-
-class Receiver:
-    """A webhook receiver on 127.0.0.1 that verifies every request with the standardwebhooks library: 401 when the
-    signature or timestamp is wrong, else the next status of `statuses` (the last one repeats)."""
-
-    def __init__(self):
-        self.secret = None
-        self.statuses = [200]
-        self.received = []  # (headers, body, verified)
-        receiver = self
-
-        class Handler(BaseHTTPRequestHandler):
-            def do_POST(self):
-                body = self.rfile.read(int(self.headers.get("content-length", 0)))
-                headers = {k.lower(): v for k, v in self.headers.items()}
-                try:
-                    Webhook(receiver.secret).verify(body, headers)
-                    verified = True
-                except WebhookVerificationError:
-                    verified = False
-                receiver.received.append((headers, body, verified))
-                status = (receiver.statuses.pop(0) if len(receiver.statuses) > 1 else receiver.statuses[0]) \
-                    if verified else 401
-                self.send_response(status)
-                self.end_headers()
-                self.wfile.write(b"ok" if status < 300 else b"nope")
-
-            def log_message(self, *args):
-                pass
-
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.url = f"http://127.0.0.1:{self.server.server_port}/hooks"
-        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
-        self.thread.start()
-
-    def close(self):
-        self.server.shutdown()
-        self.server.server_close()
 
 
 @pytest.fixture

@@ -1,0 +1,66 @@
+"""A real webhook receiver for the webhook tests: an http.server on 127.0.0.1 in a thread of the test process that
+verifies every request with the standardwebhooks library, as a tenant's own receiver would."""
+import threading
+import time
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+from standardwebhooks import Webhook, WebhookVerificationError
+
+
+class Receiver:
+    """Answers 401 when the signature or the timestamp does not verify (the library refuses timestamps more than
+    5 minutes off), else the next status of `statuses` (the last one repeats). `delay` seconds of sleep before
+    answering make it a slow receiver. `received` holds (headers, body, verified) of every request, verified or
+    not; `delivered` only the verified ones."""
+
+    def __init__(self, host="127.0.0.1", port=0):
+        self.secret = None
+        self.statuses = [200]
+        self.delay = 0
+        self.received = []
+        self._lock = threading.Lock()
+        receiver = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(self):
+                body = self.rfile.read(int(self.headers.get("content-length", 0)))
+                headers = {k.lower(): v for k, v in self.headers.items()}
+                try:
+                    Webhook(receiver.secret).verify(body, headers)
+                    verified = True
+                except WebhookVerificationError:
+                    verified = False
+                with receiver._lock:
+                    receiver.received.append((headers, body, verified))
+                    if not verified:
+                        status = 401
+                    elif len(receiver.statuses) > 1:
+                        status = receiver.statuses.pop(0)
+                    else:
+                        status = receiver.statuses[0]
+                if receiver.delay:
+                    time.sleep(receiver.delay)
+                try:
+                    self.send_response(status)
+                    self.end_headers()
+                    self.wfile.write(b"ok" if status < 300 else b"nope")
+                except (BrokenPipeError, ConnectionResetError):  # the sender gave up waiting
+                    pass
+
+            def log_message(self, *args):
+                pass
+
+        self.server = ThreadingHTTPServer((host, port), Handler)
+        self.server.daemon_threads = True
+        self.port = self.server.server_port
+        self.url = f"http://127.0.0.1:{self.port}/hooks"
+        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+        self.thread.start()
+
+    @property
+    def delivered(self):
+        return [(headers, body) for headers, body, verified in self.received if verified]
+
+    def close(self):
+        self.server.shutdown()
+        self.server.server_close()
