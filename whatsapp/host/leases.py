@@ -2,18 +2,36 @@
 
 A host claims free or expired leases (FOR UPDATE SKIP LOCKED, so two hosts never take the same row), renews
 all of its leases every heartbeat, and drops the sessions whose lease it no longer holds. A host that dies
-stops renewing; once its leases expire, the others claim them. With LEASE_TTL 45 s and a heartbeat every
-15 s, a dead host's sessions are running elsewhere within a minute.
+stops renewing; once its leases expire, the others claim them. With LEASE_TTL 45 s (WHATSAPP_LEASE_TTL_SECONDS)
+and a heartbeat every third of it, a dead host's sessions are running elsewhere within a minute.
 """
+import os
 from datetime import timedelta
 
+from django.conf import settings
 from django.db import connection, transaction
 from django.utils import timezone
 
 from .models import SessionLease
 
-LEASE_TTL = timedelta(seconds=45)
-HEARTBEAT_INTERVAL = timedelta(seconds=15)
+
+def _lease_ttl_seconds():
+    """WHATSAPP_LEASE_TTL_SECONDS (setting or environment), 45 by default. Shorter means a dead host's sessions
+    move sooner but every host writes its leases more often; the crash-safety test runs hosts with a few seconds."""
+    value = getattr(settings, "WHATSAPP_LEASE_TTL_SECONDS", None) or os.environ.get("WHATSAPP_LEASE_TTL_SECONDS")
+    try:
+        seconds = float(value) if value not in (None, "") else 45.0
+    except ValueError:
+        raise ValueError(f"WHATSAPP_LEASE_TTL_SECONDS must be a number of seconds, not {value!r}") from None
+    if seconds < 3:
+        raise ValueError("WHATSAPP_LEASE_TTL_SECONDS must be at least 3 (a heartbeat is a third of it)")
+    return seconds
+
+
+LEASE_TTL = timedelta(seconds=_lease_ttl_seconds())
+# Three renewals per lifetime: a host misses two heartbeats (a long GC pause, a slow database) before it loses
+# its sessions.
+HEARTBEAT_INTERVAL = LEASE_TTL / 3
 
 _TABLE = SessionLease._meta.db_table
 

@@ -41,6 +41,7 @@ import weakref
 from dataclasses import dataclass
 from urllib.parse import quote
 
+from . import simulator_outbox
 from .base import DeviceIdentity, EventKind, OutgoingMessage, ProviderError, SessionProvider
 
 logger = logging.getLogger(__name__)
@@ -53,14 +54,23 @@ STORE_VERSION = 1
 MAX_RETRY_DELAY_S = 60.0
 
 
+def _env_seconds(name, default):
+    """Receipt delays for benchmarks and demos (WHATSAPP_SIMULATOR_DELIVERED_SECONDS / _READ_SECONDS; "never"
+    for no read receipt), read once when the module loads, in the session host only."""
+    value = os.environ.get(name, "").strip()
+    if not value:
+        return default
+    return None if value.lower() == "never" else float(value)
+
+
 @dataclass(frozen=True)
 class SimulatorTiming:
     """Delays in seconds. The defaults are WhatsApp's; tests shrink them or drive a ManualScheduler."""
 
     first_qr_s: float = 60.0  # lifetime of the first QR code of a pairing attempt
     qr_rotation_s: float = 20.0  # lifetime of every later one
-    delivered_s: float = 1.0  # send → RECEIPT delivered
-    read_s: float | None = 3.0  # send → RECEIPT read (None: the recipient never reads)
+    delivered_s: float = _env_seconds("WHATSAPP_SIMULATOR_DELIVERED_SECONDS", 1.0)  # send → RECEIPT delivered
+    read_s: float | None = _env_seconds("WHATSAPP_SIMULATOR_READ_SECONDS", 3.0)  # send → RECEIPT read (None: never)
     connect_s: float = 0.2  # start / scan / reconnect → connected (or the first QR)
 
 
@@ -357,6 +367,8 @@ class SimulatorProvider(SessionProvider):
                 raise ProviderError(code, f"simulated send failure ({code})")
             message_id = _new_message_id()
             self._later(self.timing.delivered_s, self._receipt_due, message_id, chat, "delivered")
+            simulator_outbox.record(self.store_dir, session_key=self.session_key, message_id=message_id, chat=chat,
+                                    type=message.type, text=message.text or message.caption)
             return message_id
 
     # --- controls (the test-helper API) ---
