@@ -75,9 +75,7 @@ def _refused(ip):
             or ip.is_unspecified or not ip.is_global)
 
 
-def check_target(url, *, resolve=True):
-    """Raise TargetError unless url is an http(s) URL whose host resolves only to public addresses (every address
-    is checked; WEBHOOK_ALLOW_PRIVATE_TARGETS lets private ones through)."""
+def _parse(url):
     parts = urlsplit(url)
     if parts.scheme not in ("http", "https") or not parts.hostname:
         raise TargetError("invalid_url", "Use an http:// or https:// URL with a host.")
@@ -87,17 +85,36 @@ def check_target(url, *, resolve=True):
         port = parts.port or (443 if parts.scheme == "https" else 80)
     except ValueError as exc:
         raise TargetError("invalid_url", "The URL's port is not valid.") from exc
-    if settings.WEBHOOK_ALLOW_PRIVATE_TARGETS or not resolve:
-        return
+    return parts, port
+
+
+def resolve_target(url):
+    """Check url like check_target and return the addresses it resolved to, in the resolver's order: the only
+    addresses a delivery may connect to (resolving again when connecting would let a DNS answer with a short TTL
+    swap a checked public address for a private one). Resolves even when private targets are allowed."""
+    parts, port = _parse(url)
     try:
         infos = socket.getaddrinfo(parts.hostname, port, proto=socket.IPPROTO_TCP)
     except (socket.gaierror, UnicodeError) as exc:
         raise TargetError("unresolvable_host", f"The host '{parts.hostname}' does not resolve.") from exc
-    for info in infos:
-        ip = ipaddress.ip_address(info[4][0].split("%")[0])
-        if _refused(ip):
-            raise TargetError("private_target", f"'{parts.hostname}' resolves to {ip}, a private, loopback or "
-                              "link-local address; webhooks go to public addresses only.")
+    addresses = list(dict.fromkeys(ipaddress.ip_address(info[4][0].split("%")[0]) for info in infos))
+    if not settings.WEBHOOK_ALLOW_PRIVATE_TARGETS:
+        for ip in addresses:
+            if _refused(ip):
+                raise TargetError("private_target", f"'{parts.hostname}' resolves to {ip}, a private, loopback or "
+                                  "link-local address; webhooks go to public addresses only.")
+    if not addresses:
+        raise TargetError("unresolvable_host", f"The host '{parts.hostname}' does not resolve.")
+    return addresses
+
+
+def check_target(url, *, resolve=True):
+    """Raise TargetError unless url is an http(s) URL whose host resolves only to public addresses (every address
+    is checked; WEBHOOK_ALLOW_PRIVATE_TARGETS lets private ones through)."""
+    _parse(url)
+    if settings.WEBHOOK_ALLOW_PRIVATE_TARGETS or not resolve:
+        return
+    resolve_target(url)
 
 
 # --- signing and attempts -------------------------------------------------------------------------------------------
@@ -130,16 +147,40 @@ def next_delay(failed_attempts):
     return timedelta(seconds=base * random.uniform(1 - JITTER, 1 + JITTER))
 
 
-def _post(url, body, headers):
-    """(status code or None, response excerpt, error, duration ms). No redirects: only a 2xx from this URL counts."""
+def _pinned(url, ip):
+    """url with its host replaced by the checked address, and what the request needs to still be about the host:
+    its Host header and, for https, the name for SNI and certificate verification."""
+    parts = urlsplit(url)
+    host = f"[{ip}]" if ip.version == 6 else str(ip)
+    netloc = f"{host}:{parts.port}" if parts.port else host
+    host_header = parts.netloc.rsplit("@", 1)[-1]
+    extensions = {"sni_hostname": parts.hostname} if parts.scheme == "https" else {}
+    return parts._replace(netloc=netloc).geturl(), host_header, extensions
+
+
+def _post(url, body, headers, addresses):
+    """(status code or None, response excerpt, error, duration ms), connecting only to `addresses` (the checked
+    ones, tried in order while the connection is refused). No redirects: only a 2xx from this URL counts."""
     started = time.monotonic()
     code, excerpt, error = None, "", ""
     try:
         with httpx.Client(timeout=settings.WEBHOOK_TIMEOUT_SECONDS, follow_redirects=False) as client:
-            response = client.post(url, content=body.encode(), headers=headers)
+            for index, ip in enumerate(addresses):
+                target, host_header, extensions = _pinned(url, ip)
+                try:
+                    response = client.post(target, content=body.encode(), headers={**headers, "host": host_header},
+                                           extensions=extensions)
+                    break
+                except httpx.ConnectError:
+                    if index == len(addresses) - 1:
+                        raise
         code, excerpt = response.status_code, response.text[:RESPONSE_EXCERPT_CHARS]
+        took = time.monotonic() - started
         if not 200 <= code < 300:
             error = f"HTTP {code}"
+        elif took > settings.WEBHOOK_TIMEOUT_SECONDS:
+            # httpx's timeout bounds each read, not the whole exchange: a slow trickle is still too late
+            error = f"Answered after {took:.1f} s, over the {settings.WEBHOOK_TIMEOUT_SECONDS:g} s limit"
     except httpx.TimeoutException:
         error = f"Timed out after {settings.WEBHOOK_TIMEOUT_SECONDS:g} s"
     except httpx.HTTPError as exc:
@@ -179,7 +220,7 @@ def attempt(delivery, *, now=None):
     endpoint = delivery.endpoint
     body = body_of(delivery)
     try:
-        check_target(endpoint.url)
+        addresses = resolve_target(endpoint.url)
         # Signed with the wall clock, not `now`: the webhook-timestamp is when these bytes go out (receivers
         # refuse ones more than 5 minutes off), while `now` decides the schedule.
         headers = signed_headers(decrypt_secret(endpoint.secret_encrypted), delivery.webhook_id, body,
@@ -187,14 +228,14 @@ def attempt(delivery, *, now=None):
     except TargetError as exc:
         code, excerpt, error, duration = None, "", exc.message, 0
     else:
-        code, excerpt, error, duration = _post(endpoint.url, body, headers)
+        code, excerpt, error, duration = _post(endpoint.url, body, headers, addresses)
 
     delivery.attempts += 1
     delivery.last_status_code, delivery.last_error, delivery.last_duration_ms = code, error, duration
     delivery.attempt_log = [*delivery.attempt_log, {"at": now, "status_code": code, "duration_ms": duration,
                                                     "error": error, "response": excerpt}]
     disable = False
-    if code is not None and 200 <= code < 300:
+    if code is not None and 200 <= code < 300 and not error:
         delivery.status, delivery.next_attempt_at, delivery.succeeded_at = S.SUCCEEDED, None, now
     elif code == 410:
         delivery.status, delivery.next_attempt_at = S.DEAD, None
