@@ -1,1 +1,8 @@
-websocket_urlpatterns = []
+from django.urls import path
+
+from .conversation_consumers import ConversationConsumer, ConversationListConsumer
+
+websocket_urlpatterns = [
+    path("ws/conversations/", ConversationListConsumer.as_asgi()),
+    path("ws/conversations/<int:conversation_id>/", ConversationConsumer.as_asgi()),
+]

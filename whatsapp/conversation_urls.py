@@ -1,1 +1,8 @@
-urlpatterns = []
+from django.urls import path
+
+from . import conversation_views
+
+urlpatterns = [
+    path("", conversation_views.conversation_list, name="conversations"),
+    path("<int:pk>/", conversation_views.conversation_detail, name="conversation"),
+]

@@ -1,0 +1,333 @@
+// Live conversation pages (/conversations/ and /conversations/<id>/). The server renders the page; a websocket
+// (whatsapp/conversation_consumers.py) then sends a snapshot on connect and "message.update" for every new
+// message and status change, which this script writes into the page: new bubbles and ticks on a conversation,
+// rows moved to the top with their unread badge on the list. It reconnects with backoff, sends a heartbeat,
+// and stops for good on 4404/4403. Forms marked data-async / data-send-form are posted with fetch (JSON back).
+(function () {
+  "use strict";
+  var listRoot = document.querySelector("[data-live-conversations]");
+  var threadRoot = document.querySelector("[data-live-conversation]");
+  var root = listRoot || threadRoot;
+  if (!root) return;
+
+  var conversationId = threadRoot ? Number(threadRoot.getAttribute("data-conversation-id")) : null;
+  var liveState = document.querySelector("[data-live-state]");
+  var socket = null, attempts = 0, heartbeat = null, lastMessageAt = 0, gone = false, reconnectTimer = null;
+  var HEARTBEAT_MS = 20000, SILENCE_MS = 50000, MAX_BACKOFF_MS = 30000;
+  var RANK = { queued: 0, sending: 0, sent: 1, delivered: 2, read: 3, failed: 4, received: 0 };
+  var TICKS = { queued: "🕓 Queued", sending: "🕓 Queued", sent: "✓ Sent", delivered: "✓✓ Delivered",
+                read: "✓✓ Read", failed: "⚠ Failed" };
+  var TYPE_ICONS = { image: "📷", document: "📄", audio: "🎤", video: "🎥", sticker: "🏷" };
+
+  function formatTime(iso, withSeconds) {
+    if (!iso) return "";
+    var date = new Date(iso);
+    if (isNaN(date)) return iso;
+    var options = { day: "numeric", month: "short", hour: "2-digit", minute: "2-digit" };
+    if (withSeconds) options.second = "2-digit";
+    return date.toLocaleString(undefined, options);
+  }
+
+  function el(tag, className, text) {
+    var node = document.createElement(tag);
+    if (className) node.className = className;
+    if (text !== undefined && text !== null) node.textContent = text;
+    return node;
+  }
+
+  // --- one conversation ------------------------------------------------------------------------------------
+  function bodyOf(m) {
+    var body = el("div", "conv-body");
+    body.setAttribute("data-body", "");
+    if (m.type === "location" && m.location) {
+      var a = el("a", null, "📍 " + (m.location.name || "Location") + " (" + m.location.latitude.toFixed(5) + ", " +
+                 m.location.longitude.toFixed(5) + ")");
+      a.href = "https://www.openstreetmap.org/?mlat=" + m.location.latitude + "&mlon=" + m.location.longitude;
+      a.rel = "noopener"; a.target = "_blank";
+      body.appendChild(a);
+    } else if (m.type === "contact" && m.contact_card) {
+      body.textContent = "👤 " + (m.contact_card.name || "Contact") + (m.contact_card.phone ? " · " + m.contact_card.phone : "");
+    } else if (m.type === "reaction") {
+      body.textContent = "Reacted " + (m.reaction || "");
+    } else if (m.media) {
+      var media = el("span", "conv-media", (TYPE_ICONS[m.type] || "📎") + " " + (m.media.filename || m.type));
+      if (m.media.error) media.appendChild(el("em", "error", " (" + m.media.error + ")"));
+      body.appendChild(media);
+      if (m.caption || m.text) body.appendChild(el("span", "conv-caption", m.caption || m.text));
+    } else {
+      body.textContent = m.text || m.caption || "";
+    }
+    return body;
+  }
+
+  function bubbleFor(m) {
+    var li = el("li", "conv-msg conv-" + m.direction);
+    li.setAttribute("data-message-id", m.id);
+    li.setAttribute("data-testid", "message-" + m.id);
+    li.setAttribute("data-status", m.status);
+    li.setAttribute("data-status-history", m.status);
+    var bubble = el("div", "conv-bubble");
+    if (m.direction === "in" && m.sender_unresolved) {
+      var hidden = el("p", "conv-hidden-number", "WhatsApp hides this sender's number");
+      hidden.setAttribute("data-testid", "hidden-number");
+      bubble.appendChild(hidden);
+    }
+    bubble.appendChild(bodyOf(m));
+    var meta = el("div", "conv-meta");
+    var time = el("time", null, formatTime(m.created_at));
+    time.setAttribute("datetime", m.created_at);
+    meta.appendChild(time);
+    if (m.direction === "out") {
+      var tick = el("span", "conv-tick");
+      tick.setAttribute("data-tick", "");
+      meta.appendChild(document.createTextNode(" "));
+      meta.appendChild(tick);
+    }
+    bubble.appendChild(meta);
+    var reason = el("p", "error conv-reason hidden");
+    reason.setAttribute("data-reason", "");
+    bubble.appendChild(reason);
+    li.appendChild(bubble);
+    return li;
+  }
+
+  function applyStatus(li, m) {
+    var current = li.getAttribute("data-status");
+    // Updates may arrive out of order (a snapshot after a live update): never move a message backwards.
+    if (current && current !== m.status && RANK[m.status] < RANK[current]) return;
+    if (current !== m.status) {
+      var history = (li.getAttribute("data-status-history") || "").split(" ").filter(Boolean);
+      if (history[history.length - 1] !== m.status) history.push(m.status);
+      li.setAttribute("data-status-history", history.join(" "));
+    }
+    li.setAttribute("data-status", m.status);
+    var tick = li.querySelector("[data-tick]");
+    if (tick) {
+      tick.className = "conv-tick t-" + m.status;
+      tick.textContent = TICKS[m.status] || m.status;
+      tick.title = m.status;
+    }
+    var reason = li.querySelector("[data-reason]");
+    if (reason) {
+      var show = m.status === "failed" && m.failure_reason;
+      reason.textContent = show ? m.failure_reason : "";
+      reason.classList.toggle("hidden", !show);
+    }
+  }
+
+  function upsertMessage(m) {
+    if (!threadRoot || m.conversation_id !== conversationId) return;
+    var list = document.querySelector("[data-message-list]");
+    var li = list.querySelector('[data-message-id="' + m.id + '"]');
+    if (!li) {
+      li = bubbleFor(m);
+      // Oldest first: place it after the last message created no later than it.
+      var after = null;
+      list.querySelectorAll("[data-message-id]").forEach(function (other) {
+        var time = other.querySelector("time");
+        var at = time ? time.getAttribute("datetime") : "";
+        if (at <= m.created_at) after = other;
+      });
+      list.insertBefore(li, after ? after.nextSibling : list.firstChild);
+      var empty = document.querySelector("[data-no-messages]");
+      if (empty) empty.classList.add("hidden");
+      if (!li.nextSibling) li.scrollIntoView({ block: "nearest" });
+    }
+    applyStatus(li, m);
+  }
+
+  // --- the list ----------------------------------------------------------------------------------------------
+  function setField(row, field, text) {
+    var node = row.querySelector('[data-field="' + field + '"]');
+    if (node) node.textContent = text;
+    return node;
+  }
+
+  function rowFor(c) {
+    var li = el("li", "conv-row");
+    li.setAttribute("data-conversation-id", c.id);
+    li.setAttribute("data-testid", "conversation-row-" + c.id);
+    var a = el("a");
+    a.href = "/conversations/" + c.id + "/";
+    var title = el("span", "conv-title"); title.setAttribute("data-field", "title");
+    var badge = el("span", "conv-badge hidden"); badge.setAttribute("data-field", "unread");
+    badge.setAttribute("data-testid", "unread-" + c.id); badge.setAttribute("aria-label", "unread messages");
+    var preview = el("span", "conv-preview muted"); preview.setAttribute("data-field", "preview");
+    var time = el("time", "conv-time muted"); time.setAttribute("data-field", "time");
+    [title, badge, preview, time].forEach(function (node) { a.appendChild(node); });
+    li.appendChild(a);
+    return li;
+  }
+
+  function applySummary(c) {
+    if (!listRoot || !c || !c.last_message_at && c.unread_count === undefined) return;
+    var row = document.querySelector('[data-conversation-id="' + c.id + '"]');
+    var list = document.querySelector('[data-conv-list="' + c.session_id + '"]');
+    if (!row) {
+      if (!list) return;  // a session added since the page was rendered
+      row = rowFor(c);
+      list.appendChild(row);
+      var empty = list.parentNode.querySelector("[data-conv-empty]");
+      if (empty) empty.classList.add("hidden");
+    }
+    if (c.title) setField(row, "title", c.title);
+    setField(row, "preview", c.last_message_preview || "");
+    var time = setField(row, "time", formatTime(c.last_message_at));
+    if (time && c.last_message_at) time.setAttribute("datetime", c.last_message_at);
+    var badge = row.querySelector('[data-field="unread"]');
+    if (badge) { badge.textContent = c.unread_count; badge.classList.toggle("hidden", !c.unread_count); }
+    if (c.last_message_at) row.setAttribute("data-last-at", c.last_message_at);
+    reorder(row.parentNode);
+  }
+
+  function reorder(list) {
+    var rows = Array.prototype.slice.call(list.querySelectorAll(":scope > [data-conversation-id]"));
+    rows.sort(function (a, b) {
+      var x = a.getAttribute("data-last-at") || "", y = b.getAttribute("data-last-at") || "";
+      // ISO strings of one server sort as times; newest first.
+      return x < y ? 1 : x > y ? -1 : 0;
+    });
+    rows.forEach(function (row) { list.appendChild(row); });
+  }
+
+  function onSynced(data) {
+    if (data.ok) {
+      flash(true, "Synced " + data.contacts + " contact" + (data.contacts === 1 ? "" : "s") + " (" +
+            data.contacts_created + " new) and " + data.groups + " group" + (data.groups === 1 ? "" : "s") +
+            ". Reload to see them in the contact list.");
+    } else {
+      flash(false, "Contact sync failed: " + data.error);
+    }
+  }
+
+  // --- the websocket -----------------------------------------------------------------------------------------
+  function onMessage(msg) {
+    if (msg.type === "message.update") {
+      upsertMessage(msg.data);
+      applySummary(msg.data.conversation);
+    } else if (msg.type === "conversation.snapshot") {
+      (msg.data.messages || []).forEach(upsertMessage);
+    } else if (msg.type === "conversations.snapshot") {
+      (msg.data.conversations || []).forEach(applySummary);
+    } else if (msg.type === "contacts.synced") {
+      onSynced(msg.data);
+    }
+  }
+
+  function setLive(state, text) {
+    if (!liveState) return;
+    liveState.setAttribute("data-live-state", state);
+    liveState.textContent = text;
+  }
+
+  function connect() {
+    if (gone) return;
+    var proto = window.location.protocol === "https:" ? "wss://" : "ws://";
+    setLive("connecting", "Connecting…");
+    try { socket = new WebSocket(proto + window.location.host + root.getAttribute("data-ws")); }
+    catch (e) { scheduleReconnect(); return; }
+    socket.onopen = function () {
+      attempts = 0;
+      lastMessageAt = Date.now();
+      setLive("live", "Live");
+      heartbeat = window.setInterval(function () {
+        if (Date.now() - lastMessageAt > SILENCE_MS) { socket.close(); return; }
+        socket.send(JSON.stringify({ type: "ping" }));
+      }, HEARTBEAT_MS);
+    };
+    socket.onmessage = function (event) {
+      lastMessageAt = Date.now();
+      onMessage(JSON.parse(event.data));
+    };
+    socket.onclose = function (event) {
+      window.clearInterval(heartbeat);
+      if (event.code === 4404 || event.code === 4403) {
+        gone = true;
+        setLive("offline", event.code === 4404 ? "Not available" : "Unavailable");
+        return;
+      }
+      scheduleReconnect();
+    };
+  }
+
+  function scheduleReconnect() {
+    if (gone || reconnectTimer) return;
+    attempts += 1;
+    var delay = Math.min(MAX_BACKOFF_MS, 1000 * Math.pow(2, attempts - 1)) * (0.75 + Math.random() * 0.5);
+    setLive("offline", "Offline — reconnecting…");
+    reconnectTimer = window.setTimeout(function () { reconnectTimer = null; connect(); }, delay);
+  }
+
+  document.addEventListener("visibilitychange", function () {
+    if (document.visibilityState === "visible" && reconnectTimer) {
+      window.clearTimeout(reconnectTimer);
+      reconnectTimer = null;
+      connect();
+    }
+  });
+
+  // --- forms posted without leaving the page -----------------------------------------------------------------
+  function flash(ok, text) {
+    var list = document.querySelector("[data-live-messages]");
+    if (!list) return;
+    var li = el("li", "msg " + (ok ? "success" : "error"), text);
+    li.setAttribute("role", ok ? "status" : "alert");
+    li.setAttribute("data-testid", "flash");
+    list.innerHTML = "";
+    list.appendChild(li);
+  }
+
+  function post(form, onBody) {
+    var data = new FormData(form);
+    var buttons = form.querySelectorAll("button");
+    buttons.forEach(function (b) { b.disabled = true; });
+    // Not form.action: a field named "action" shadows that property.
+    fetch(form.getAttribute("action") || window.location.pathname, {
+      method: "POST", body: data, credentials: "same-origin", headers: { "Accept": "application/json" }
+    })
+      .then(function (response) {
+        var type = response.headers.get("content-type") || "";
+        // Anything but our JSON (billing refused the change, the login expired) is a page: show it.
+        if (type.indexOf("application/json") === -1) { window.location.href = response.url; return null; }
+        return response.json();
+      })
+      .then(function (body) { if (body) onBody(body); })
+      .catch(function () { onBody({ ok: false, message: "Could not reach Switchboard; check your connection and try again." }); })
+      .then(function () { buttons.forEach(function (b) { b.disabled = false; }); });
+  }
+
+  document.addEventListener("submit", function (event) {
+    var form = event.target;
+    if (!form.matches || event.defaultPrevented || !window.fetch) return;
+    if (form.matches("form[data-send-form]")) {
+      event.preventDefault();
+      var error = form.querySelector("[data-send-error]");
+      error.classList.add("hidden");
+      post(form, function (body) {
+        if (body.ok) {
+          form.querySelector("textarea").value = "";
+          if (body.message_data) upsertMessage(body.message_data);
+        } else {
+          error.textContent = body.message;
+          error.classList.remove("hidden");
+        }
+      });
+    } else if (form.matches("form[data-async]")) {
+      event.preventDefault();
+      post(form, function (body) {
+        flash(body.ok, body.message);
+        if (body.ok && form.hasAttribute("data-remove-row")) {
+          var row = form.closest("tr");
+          if (row) row.parentNode.removeChild(row);
+        }
+      });
+    }
+  });
+
+  document.querySelectorAll("time[datetime][data-local]").forEach(function (node) {
+    node.textContent = formatTime(node.getAttribute("datetime"));
+  });
+  var thread = document.querySelector("[data-message-list]");
+  if (thread && thread.lastElementChild) thread.lastElementChild.scrollIntoView({ block: "nearest" });
+  connect();
+})();

@@ -1,0 +1,94 @@
+"""Live conversation pages over websockets (the tenant and its checks as in whatsapp.consumers).
+
+/ws/conversations/        the list page: every message.update of the tenant, contacts.synced
+/ws/conversations/<id>/   one conversation: its message.update messages; an id that is not in the tenant's
+                          schema (unknown, or another tenant's) closes with 4404 before anything is sent
+
+On connect each sends a snapshot ({"type": "conversations.snapshot" | "conversation.snapshot"}) so that what
+changed between the page's render and the socket's join (or during a reconnect) is not lost: the page upserts.
+"""
+from channels.db import database_sync_to_async
+from django.db.models import F
+from django_tenants.utils import tenant_context
+
+from .consumers import FORBIDDEN, NOT_FOUND, _TenantConsumer, _tenant_usable
+from .live import conversation_group, conversation_summary, conversations_group
+from .models import Conversation, Message
+
+SNAPSHOT_CONVERSATIONS = 100
+SNAPSHOT_MESSAGES = 50
+
+
+class ConversationListConsumer(_TenantConsumer):
+    async def connect(self):
+        tenant = self._principal_tenant()
+        usable = tenant is not None and await database_sync_to_async(self._usable)(tenant)
+        if not usable:
+            await self.close(code=NOT_FOUND if tenant is None else FORBIDDEN)
+            return
+        self.tenant = tenant
+        await self.join(conversations_group(tenant.schema_name))  # before the snapshot: nothing falls between
+        await self.accept()
+        await self.send_json({"type": "conversations.snapshot",
+                              "data": await database_sync_to_async(self._snapshot)()})
+
+    @staticmethod
+    def _usable(tenant):
+        with tenant_context(tenant):
+            return _tenant_usable(tenant)
+
+    def _snapshot(self):
+        with tenant_context(self.tenant):
+            rows = (Conversation.objects.select_related("session", "contact", "group")
+                    .order_by(F("last_message_at").desc(nulls_last=True), "-id")[:SNAPSHOT_CONVERSATIONS])
+            return {"conversations": [conversation_summary(row) for row in rows]}
+
+    async def message_update(self, event):
+        await self.send_json({"type": "message.update", "data": event["data"]})
+
+    async def contacts_synced(self, event):
+        await self.send_json({"type": "contacts.synced", "data": event["data"]})
+
+
+class ConversationConsumer(_TenantConsumer):
+    async def connect(self):
+        tenant = self._principal_tenant()
+        conversation_id = self.scope["url_route"]["kwargs"].get("conversation_id")
+        found = await database_sync_to_async(self._find)(tenant, conversation_id) if tenant is not None else None
+        if found is None:
+            await self.close(code=NOT_FOUND)
+            return
+        if found is False:
+            await self.close(code=FORBIDDEN)
+            return
+        self.tenant, self.conversation_id = tenant, conversation_id
+        await self.join(conversation_group(tenant.schema_name, conversation_id))
+        await self.accept()
+        await self.send_json({"type": "conversation.snapshot",
+                              "data": await database_sync_to_async(self._snapshot)()})
+
+    @staticmethod
+    def _find(tenant, conversation_id):
+        """True when the tenant has this conversation; None when not; False when the tenant is suspended."""
+        with tenant_context(tenant):
+            if not Conversation.objects.filter(pk=conversation_id).exists():
+                return None
+            return True if _tenant_usable(tenant) else False
+
+    def _snapshot(self):
+        from .messaging import message_payload
+
+        with tenant_context(self.tenant):
+            conversation = (Conversation.objects.select_related("session", "contact", "group")
+                            .filter(pk=self.conversation_id).first())
+            if conversation is None:
+                return {"conversation": None, "messages": []}
+            rows = list(Message.objects.filter(conversation=conversation).order_by("-created_at", "-id")
+                        [:SNAPSHOT_MESSAGES])
+            name = conversation.session.name
+            return {"conversation": conversation_summary(conversation, name),
+                    "messages": [message_payload(row, name) for row in reversed(rows)]}
+
+    async def message_update(self, event):
+        if event["data"].get("conversation_id") == self.conversation_id:
+            await self.send_json({"type": "message.update", "data": event["data"]})
