@@ -1,9 +1,13 @@
-"""Who a message may go to: recipients normalised to E.164 and WhatsApp JIDs, and the numbers nobody may
-message (the installation's WHATSAPP_BLOCKED_NUMBERS)."""
+"""Who a message may go to: recipients normalised to E.164 and WhatsApp JIDs, the numbers nobody may message
+(the installation's WHATSAPP_BLOCKED_NUMBERS), the numbers this tenant blocked (BlockedNumber, tenant schema)
+and the installation's allow-list pattern (WHATSAPP_ALLOWED_PHONE_PATTERN). Group JIDs are not phone numbers:
+the pattern and the blocks do not apply to them."""
+import functools
 import re
 
 from django import forms
 from django.conf import settings
+from django.core import checks
 
 from accounts.forms import normalize_phone
 from config.api import ApiError
@@ -21,9 +25,63 @@ def blocked_numbers():
     return numbers
 
 
+@functools.lru_cache(maxsize=8)
+def _compiled(pattern):
+    return re.compile(pattern)
+
+
+def allowed_pattern():
+    """The compiled WHATSAPP_ALLOWED_PHONE_PATTERN, or None when any number is allowed. An invalid pattern is
+    reported by the system check at startup; a process started anyway refuses phone recipients with a 503 that
+    names the setting, rather than a bare 500."""
+    pattern = settings.WHATSAPP_ALLOWED_PHONE_PATTERN
+    if not pattern:
+        return None
+    try:
+        return _compiled(pattern)
+    except re.error as exc:
+        raise ApiError(503, "recipient_policy_invalid",
+                       f"The installation's WHATSAPP_ALLOWED_PHONE_PATTERN is not a valid regular expression "
+                       f"({exc}); ask the operator to fix it.")
+
+
+@checks.register(checks.Tags.compatibility)
+def check_allowed_phone_pattern(app_configs=None, **kwargs):
+    pattern = settings.WHATSAPP_ALLOWED_PHONE_PATTERN
+    if not pattern:
+        return []
+    try:
+        re.compile(pattern)
+    except re.error as exc:
+        return [checks.Error(f"WHATSAPP_ALLOWED_PHONE_PATTERN {pattern!r} is not a valid regular expression: {exc}",
+                             hint=r"Use a Python regular expression the whole E.164 number must match, e.g. "
+                                  r"^\+(1|44)\d+$, or leave it empty to allow any number.",
+                             id="whatsapp.E001")]
+    return []
+
+
+def check_phone_allowed(phone):
+    """400 blocked_recipient / recipient_not_allowed unless this tenant may message `phone` (E.164); in the
+    tenant's schema."""
+    from .models import BlockedNumber
+
+    if phone in blocked_numbers():
+        raise ApiError(400, "blocked_recipient", "Messages to this number are blocked on this installation.")
+    if BlockedNumber.objects.filter(phone=phone).exists():
+        raise ApiError(400, "blocked_recipient",
+                       "Your business blocked this number; remove it from the blocked numbers (Sending settings) "
+                       "to message it.", {"blocked_by": "tenant"})
+    pattern = allowed_pattern()
+    if pattern is not None and not pattern.fullmatch(phone):
+        raise ApiError(400, "recipient_not_allowed",
+                       f"This installation only sends to numbers matching {pattern.pattern}; {phone} does not.",
+                       {"pattern": pattern.pattern})
+
+
 def normalize_recipient(to):
-    """(E.164 phone or "" for a group, chat JID) or 400 invalid_recipient. Accepts +E.164, digits with the
-    country code, "<digits>@s.whatsapp.net" and group JIDs "<id>@g.us" (as they are)."""
+    """(E.164 phone or "" for a group, chat JID) or 400 invalid_recipient / blocked_recipient /
+    recipient_not_allowed. Accepts +E.164, digits with the country code, "<digits>@s.whatsapp.net" and group
+    JIDs "<id>@g.us" (as they are). In the tenant's schema (its blocked numbers are checked)."""
     raw = str(to or "").strip()
     if GROUP_JID_RE.match(raw):
         return "", raw
@@ -37,6 +95,5 @@ def normalize_recipient(to):
         phone = normalize_phone(candidate)
     except forms.ValidationError as exc:
         raise ApiError(400, "invalid_recipient", exc.messages[0])
-    if phone in blocked_numbers():
-        raise ApiError(400, "blocked_recipient", "Messages to this number are blocked on this installation.")
+    check_phone_allowed(phone)
     return phone, f"{phone[1:]}@s.whatsapp.net"
