@@ -82,7 +82,15 @@ def dashboard(request):
         "trial_days_left": tenant.trial_days_left(),
         "member_count": tenant.memberships.count(),
         "memberships": request.user.memberships.select_related("tenant").exclude(tenant__status="pooled"),
+        "dead_webhooks": _dead_webhook_deliveries(),
     })
+
+
+def _dead_webhook_deliveries():
+    """Dead-lettered webhook deliveries in the current tenant's schema: events the tenant's software never got."""
+    from whatsapp.models import WebhookDelivery
+
+    return WebhookDelivery.objects.filter(status=WebhookDelivery.Status.DEAD).count()
 
 
 @login_required

@@ -90,3 +90,20 @@ def replay_delivery(delivery, *, now=None):
         _enqueue_on_commit([delivery.pk])
     delivery.refresh_from_db()
     return delivery
+
+
+# A bulk replay hands this many to tasks at once; the rest are due now and go out with the next sweeps.
+REPLAY_ENQUEUE_LIMIT = 100
+
+
+def replay_dead(endpoint, *, now=None):
+    """Every dead-lettered delivery of the endpoint is due again now (same webhook-ids). Returns how many."""
+    if not endpoint.enabled:
+        raise EndpointDisabled(endpoint.disabled_reason or "The endpoint is disabled.")
+    now = wire.current_time(now)
+    with transaction.atomic():
+        dead = endpoint.deliveries.filter(status=S.DEAD)
+        ids = list(dead.order_by("created_at", "id").values_list("id", flat=True))
+        WebhookDelivery.objects.filter(pk__in=ids).update(status=S.PENDING, next_attempt_at=now)
+        _enqueue_on_commit(ids[:REPLAY_ENQUEUE_LIMIT])
+    return len(ids)
