@@ -1,6 +1,94 @@
-"""The per-tenant API rate limit on sending."""
+"""The per-tenant API rate limit on sending.
+
+A sliding window in Redis (a sorted set of accepted request times per tenant, trimmed and counted atomically by
+one Lua script): at most `limit` send requests in any WHATSAPP_RATE_LIMIT_WINDOW seconds, where limit is the
+lower of the plan's messages_per_minute (scaled to the window) and WHATSAPP_RATE_LIMIT_PER_COMPANY (-1 = no
+limit on either side). Refused requests are not recorded, so a client that backs off for Retry-After seconds
+gets through.
+"""
+import math
+import time
+import uuid
+
+from django.conf import settings
+from redis import Redis
+
+from billing import entitlements
+from config.api import ApiError
+
+KEY_PREFIX = "sb:ratelimit:send"
+
+# KEYS[1] the tenant's window; ARGV now (s), window (s), limit, member. Returns {0, 0} when accepted (and
+# recorded) or {1, retry_after_ms} when over the limit.
+SLIDING_WINDOW = """
+local now = tonumber(ARGV[1])
+local window = tonumber(ARGV[2])
+local limit = tonumber(ARGV[3])
+redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now - window)
+if redis.call('ZCARD', KEYS[1]) >= limit then
+  local oldest = redis.call('ZRANGE', KEYS[1], 0, 0, 'WITHSCORES')
+  local wait = tonumber(oldest[2]) + window - now
+  return {1, math.ceil(wait * 1000)}
+end
+redis.call('ZADD', KEYS[1], now, ARGV[4])
+redis.call('EXPIRE', KEYS[1], math.ceil(window) + 1)
+return {0, 0}
+"""
+
+_clients = {}
+
+
+def _redis():
+    url = settings.REDIS_URL
+    if url not in _clients:
+        _clients[url] = Redis.from_url(url)
+    return _clients[url]
+
+
+def _clock():
+    return time.time()
+
+
+class RateLimited(ApiError):
+    """429 rate_limited; DRF's exception handler turns `wait` into the Retry-After header."""
+
+    def __init__(self, limit, window, retry_after):
+        self.wait = retry_after
+        super().__init__(429, "rate_limited",
+                         f"Too many messages: this business may send {limit} per {window} seconds. "
+                         f"Try again in {retry_after} seconds.",
+                         {"limit": limit, "window": window, "retry_after": retry_after})
+
+
+def limit_for(tenant):
+    """(limit, window seconds) for the tenant, or (None, window) when nothing limits it."""
+    window = max(1, int(settings.WHATSAPP_RATE_LIMIT_WINDOW))
+    limits = []
+    plan = entitlements.plan_of(tenant)
+    if plan is not None and plan.messages_per_minute != -1:
+        limits.append(max(1, math.floor(plan.messages_per_minute * window / 60)))
+    if settings.WHATSAPP_RATE_LIMIT_PER_COMPANY != -1:
+        limits.append(max(1, settings.WHATSAPP_RATE_LIMIT_PER_COMPANY))
+    return (min(limits) if limits else None), window
+
+
+def key_for(tenant):
+    # The schema names the tenant's data; the tenant's id keeps a schema reused by a later tenant apart.
+    return f"{KEY_PREFIX}:{tenant.schema_name}:{tenant.pk}"
 
 
 def check_send_rate(tenant):
-    """429 rate_limited (with Retry-After) when the tenant is over its plan's sending rate."""
+    """429 rate_limited (with Retry-After) when the tenant is over its plan's sending rate; otherwise the
+    request is counted in the window."""
+    limit, window = limit_for(tenant)
+    if limit is None:
+        return None
+    refused, wait_ms = _redis().register_script(SLIDING_WINDOW)(keys=[key_for(tenant)], args=[_clock(), window, limit, uuid.uuid4().hex])
+    if refused:
+        raise RateLimited(limit, window, max(1, math.ceil(int(wait_ms) / 1000)))
     return None
+
+
+def reset(tenant):
+    """Forget the tenant's window (tests, and an operator lifting a limit at once)."""
+    _redis().delete(key_for(tenant))
