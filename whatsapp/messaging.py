@@ -28,6 +28,10 @@ RANK = {S.QUEUED: 0, S.SENT: 1, S.DELIVERED: 2, S.READ: 3}
 STUCK_SENDING = timedelta(minutes=5)
 # Provider errors that say "not now" rather than "never": the message is queued again, up to the attempt cap.
 TEMPORARY_SEND_ERRORS = {"not_connected", "busy"}
+# A message waiting for its pacing slot is sent again by a task with a countdown when the slot is this close (well
+# under the broker's visibility timeout, so the countdown is never redelivered early); later slots (a full day)
+# are left to the sweeper, which picks rows whose next_attempt_at has passed.
+PACING_COUNTDOWN_MAX = timedelta(seconds=30)
 
 
 # --- payloads -----------------------------------------------------------------------------------------------
@@ -154,8 +158,13 @@ def _max_attempts():
 
 
 def dispatch(schema_name, message_id, now=None):
-    """Task body: count the attempt in the row (the cap lives in the database, so a redelivered task or a sweep
-    cannot send forever), then ask the host holding the session's lease to send. No host: it stays queued."""
+    """Task body: take the message's pacing slot (whatsapp.pacing), count the attempt in the row (the cap lives
+    in the database, so a redelivered task or a sweep cannot send forever), then ask the host holding the
+    session's lease to send. No host: it stays queued.
+
+    When the slot is later than now the message waits, still `queued`, with next_attempt_at = its slot, a
+    failure_reason starting with pacing.WAITING_PREFIX and no attempt counted (waiting is not failing); a task
+    with a countdown or the sweeper dispatches it again at the slot, and it goes then without a new slot."""
     from django_tenants.utils import schema_context
 
     from .host import commands
@@ -167,17 +176,41 @@ def dispatch(schema_name, message_id, now=None):
                        .filter(pk=message_id, direction=Message.Direction.OUT, status=S.QUEUED).first())
             if message is None:
                 return False
+            waiting = message.failure_reason.startswith(pacing.WAITING_PREFIX)
+            if waiting and message.next_attempt_at and message.next_attempt_at > now:
+                return False  # early (a duplicate task): its countdown or the sweeper sends it at its slot
             if message.attempts >= _max_attempts():
                 mark_failed(message, f"not_sent: no session host sent it after {message.attempts} attempts")
                 return False
+            if not waiting:
+                slot = pacing.reserve_slot(message.session_id, now, message_id=message.pk)
+                if slot > now:
+                    _wait_for_slot(schema_name, message, slot, now)
+                    return False
             message.attempts += 1
             message.next_attempt_at = now + RETRY_AFTER
-            message.save(update_fields=["attempts", "next_attempt_at"])
+            if waiting:
+                message.failure_reason = ""
+            message.save(update_fields=["attempts", "next_attempt_at", "failure_reason"])
         try:
             commands.send(schema_name, message.session_id, "send", message_id=message.pk)
         except ApiError:  # session_not_running: the sweeper tries again once a host runs it
             return False
     return True
+
+
+def _wait_for_slot(schema_name, message, slot, now):
+    why = ("the number's daily cap is reached" if pacing.day_start(slot) > pacing.day_start(now)
+           else "pacing between messages of this number")
+    message.next_attempt_at = slot
+    message.failure_reason = f"{pacing.WAITING_PREFIX} waiting for its turn at {slot.isoformat()} ({why})"[:500]
+    message.save(update_fields=["next_attempt_at", "failure_reason"])
+    wait = slot - now
+    if wait <= PACING_COUNTDOWN_MAX:
+        from .tasks import send_message
+
+        message_id, countdown = message.pk, wait.total_seconds()
+        transaction.on_commit(lambda: send_message.apply_async((schema_name, message_id), countdown=countdown))
 
 
 def send_on_host(schema_name, session_id, provider, message_id):
@@ -295,12 +328,14 @@ def store_inbound(session, data, now=None):
 
 def sweep_queued(now=None):
     """In this schema: dispatch again the outgoing messages still queued past their next_attempt_at (or, never
-    dispatched, older than RETRY_AFTER). Returns how many were dispatched."""
-    from django.db.models import Q
+    dispatched, older than RETRY_AFTER), earliest first. That includes messages whose pacing slot has come (a
+    daily cap pushes them to the next day). Returns how many were dispatched."""
+    from django.db.models import F, Q
 
     now = now or timezone.now()
     due = (Message.objects.filter(direction=Message.Direction.OUT, status=S.QUEUED)
            .filter(Q(next_attempt_at__lte=now) | Q(next_attempt_at__isnull=True, created_at__lte=now - RETRY_AFTER))
+           .order_by(F("next_attempt_at").asc(nulls_first=True), "pk")
            .values_list("pk", flat=True)[:500])
     schema_name, count = connection.schema_name, 0
     for message_id in list(due):

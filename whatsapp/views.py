@@ -25,7 +25,7 @@ from billing import entitlements
 from billing.decorators import billing_access_required
 from config.api import ApiError
 
-from . import actions
+from . import actions, pacing
 from .forms import PhoneForm, SessionCreateForm, SimulateScanForm
 from .host import commands
 from .host.events import session_payload
@@ -238,6 +238,7 @@ def session_detail(request, name):
         "next_step_text": NEXT_STEP.get(session.status, ""),
         "phone_form": PhoneForm(prefix="link", initial={"phone": session.pairing_phone}),
         "scan_form": SimulateScanForm(prefix="scan"),
+        "queue": pacing.queue_stats(session),
     })
 
 
