@@ -1,0 +1,409 @@
+"""Messages through the whole sending pipeline: HTTP API → queued row → Celery → session host → simulator →
+delivered receipt, with real processes on loopback, as the Procfile runs them: daphne, a `default` Celery worker
+(prefork, 2 processes) and a `whatsapp` worker (threads, 4) hosting one linked session on the simulator.
+
+Pacing and the installation's rate limit are off (WHATSAPP_PACING_ENABLED=false, WHATSAPP_RATE_LIMIT_PER_COMPANY=-1)
+and the tenant is on Enterprise (unlimited messages per minute): the figure is the pipeline's, not a policy's.
+The simulator acknowledges delivery after WHATSAPP_SIMULATOR_DELIVERED_SECONDS (0.05 s here) and sends no read
+receipts, so the end-to-end figure is throughput, not the simulated recipient's delay.
+
+Figures, from C concurrent HTTP clients (asyncio + httpx, keep-alive):
+- accept: N POST /api/v1/messages, accepted per second and p50/p99 latency of the 202;
+- end to end: N / (first POST → the last of them `delivered` in the database), polled every 0.2 s;
+- baselines on the same server with the same clients: GET /health (a plain JSON view: middleware only) and
+  GET /api/v1/messages/{id} (a trivial authenticated API read: API key, tenant, one row);
+  accept / baseline ratios;
+- CPU per message of each process (from /proc: daphne, the default worker, the whatsapp worker, this client; the
+  rest of the machine is Postgres, Redis and whatever else runs there);
+- then the same batch "apart": the default worker stops consuming while the API accepts (the accept path with
+  the machine to itself), then resumes and the pipeline alone drains the queue; which side limits.
+
+SEND_BENCH_MESSAGES (or argv[1]) sets N (default 2000), SEND_BENCH_CLIENTS sets C (default 16),
+SEND_BENCH_BASELINE sets the requests per baseline (default 2000). Last line: one JSON object.
+"""
+import asyncio
+import os
+import secrets
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from urllib.parse import urlsplit, urlunsplit
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _common import BASE_DIR, bench_database, emit, quiet_logging  # noqa: E402
+
+MESSAGES = int(sys.argv[1]) if len(sys.argv) > 1 else int(os.environ.get("SEND_BENCH_MESSAGES", "2000"))
+CLIENTS = int(os.environ.get("SEND_BENCH_CLIENTS", "16"))
+BASELINE_REQUESTS = int(os.environ.get("SEND_BENCH_BASELINE", "2000"))
+# Not the dev broker (0), `make test` (15), browser tests (14 and down, one per xdist worker) or the QR bench (13).
+REDIS_DB = int(os.environ.get("SEND_BENCH_REDIS_DB", "8"))
+SCHEMA = "t_bench_send"
+SESSION = "bench"
+TO = "+6281234567890"
+TIMEOUT = 600.0
+
+
+def log(line):
+    print(line, flush=True)
+
+
+def redis_url_with_db(url, db):
+    parts = urlsplit(url)
+    return urlunsplit((parts.scheme, parts.netloc, f"/{db}", parts.query, parts.fragment))
+
+
+def free_port():
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def main():
+    import environ
+
+    env = environ.Env()
+    environ.Env.read_env(BASE_DIR / "var" / "runtime.env")
+    environ.Env.read_env(BASE_DIR / ".env")
+    os.environ["REDIS_URL"] = redis_url_with_db(env("REDIS_URL", default="redis://127.0.0.1:6379/0"), REDIS_DB)
+    os.environ.setdefault("DEBUG", "true")  # this process only; the servers run with DEBUG=false
+    for name in ("CELERY_BROKER_URL", "CELERY_BROKER_READ_URL", "CELERY_BROKER_WRITE_URL"):
+        os.environ.pop(name, None)  # REDIS_URL decides, for this process and the servers
+    with bench_database(log=log) as dbname:
+        quiet_logging()
+        figures = run(dbname)
+    emit(figures)
+
+
+class Servers:
+    """The three processes, each in its own process group, output in <work dir>/<name>.log."""
+
+    def __init__(self, work_dir, env):
+        self.work_dir = work_dir
+        self.env = env
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.whatsapp_name = f"bench-whatsapp-{secrets.token_hex(3)}@{socket.gethostname()}"
+        self.default_name = f"bench-default-{secrets.token_hex(3)}@{socket.gethostname()}"
+        common = ["-l", "WARNING", "--without-gossip", "--without-mingle", "--without-heartbeat"]
+        self.argv = {
+            "daphne": [sys.executable, "-m", "daphne", "-b", "127.0.0.1", "-p", str(self.port),
+                       "config.asgi:application"],
+            "worker": [sys.executable, "-m", "celery", "-A", "config", "worker", "-Q", "default", "--concurrency", "2",
+                       "-n", self.default_name, *common],
+            "whatsapp": [sys.executable, "-m", "celery", "-A", "config", "worker", "-Q", "whatsapp", "-P", "threads",
+                         "--concurrency", "4", "-n", self.whatsapp_name, *common],
+        }
+        self.procs = {}
+
+    def start(self, celery_app):
+        import httpx
+
+        for name, argv in self.argv.items():
+            env = self.env
+            if name == "daphne":
+                # Under ASGI every request runs its sync part on a thread of its own (Django's
+                # ThreadSensitiveContext), so a persistent connection is never reused, only left open until its
+                # thread is collected: 16 clients exhaust Postgres' connections. One connection per request.
+                env = {**env, "DATABASE_CONN_MAX_AGE": "0"}
+            with open(Path(self.work_dir) / f"{name}.log", "wb") as out:
+                self.procs[name] = subprocess.Popen(argv, cwd=BASE_DIR, env=env, stdin=subprocess.DEVNULL,
+                                                    stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
+        deadline = time.monotonic() + 90
+        ready = set()
+        while ready != set(self.argv):
+            for name, proc in self.procs.items():
+                if proc.poll() is not None:
+                    raise RuntimeError(f"{name} exited with {proc.returncode}:\n{self.log(name)}")
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"not ready after 90 s: {set(self.argv) - ready}")
+            if "daphne" not in ready:
+                try:
+                    if httpx.get(f"{self.url}/health", timeout=1).status_code == 200:
+                        ready.add("daphne")
+                except httpx.HTTPError:
+                    pass
+            for name, worker in (("worker", self.default_name), ("whatsapp", self.whatsapp_name)):
+                if name not in ready and celery_app.control.ping(destination=[worker], timeout=0.5):
+                    ready.add(name)
+            time.sleep(0.2)
+
+    def log(self, name, last=40):
+        text = (Path(self.work_dir) / f"{name}.log").read_text(errors="replace")
+        return "\n".join(text.splitlines()[-last:])
+
+    def stop(self):
+        for proc in self.procs.values():
+            try:
+                os.killpg(proc.pid, signal.SIGTERM)
+            except ProcessLookupError:
+                pass
+        for proc in self.procs.values():
+            try:
+                proc.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                os.killpg(proc.pid, signal.SIGKILL)
+                proc.wait()
+
+
+def _group_cpu_seconds(pgid):
+    """CPU seconds (user + system) of the live processes of a process group, from /proc."""
+    tick, total = os.sysconf("SC_CLK_TCK"), 0
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/stat") as f:
+                fields = f.read().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if int(fields[2]) == pgid:  # after the name: state, ppid, pgrp, … utime 11, stime 12
+            total += int(fields[11]) + int(fields[12])
+    return total / tick
+
+
+def _machine_cpu_seconds():
+    with open("/proc/stat") as f:
+        jiffies = [int(x) for x in f.readline().split()[1:]]
+    busy = jiffies[0] + jiffies[1] + jiffies[2] + jiffies[5] + jiffies[6]  # user nice system irq softirq
+    return busy / os.sysconf("SC_CLK_TCK")
+
+
+def cpu_snapshot(servers):
+    own = os.times()
+    return {**{name: _group_cpu_seconds(proc.pid) for name, proc in servers.procs.items()},
+            "bench client": own.user + own.system, "machine": _machine_cpu_seconds()}
+
+
+def cpu_line(before, after, messages, label):
+    used = {name: after[name] - before[name] for name in before}
+    known = sum(v for name, v in used.items() if name != "machine")
+    used["other (Postgres, Redis, other users)"] = used["machine"] - known
+    parts = [f"{name} {seconds * 1000 / messages:.1f}" for name, seconds in used.items() if name != "machine"]
+    log(f"[{label}] CPU per message (ms): {'; '.join(parts)}; whole machine {used['machine'] * 1000 / messages:.1f}")
+    return {name: round(seconds * 1000 / messages, 2) for name, seconds in used.items()}
+
+
+def setup_tenant():
+    """An active Enterprise tenant with an owner and an API key. Returns (tenant, raw key)."""
+    from django.db import connection
+    from django.utils import timezone
+
+    from accounts.actions import create_api_key
+    from accounts.models import Membership, User
+    from billing.actions import start_trial
+    from tenants.models import Domain, Plan, Tenant
+    from tenants.plans import seed_plans
+    from tenants.pool import create_and_migrate_schema
+
+    seed_plans(Plan)
+    create_and_migrate_schema(SCHEMA)
+    connection.set_schema_to_public()
+    tenant = Tenant.objects.create(name="Bench", slug="bench-send", schema_name=SCHEMA, status=Tenant.Status.ACTIVE,
+                                   plan=Plan.objects.get(code="enterprise"), approved_at=timezone.now(),
+                                   trial_ends_at=timezone.now() + timezone.timedelta(days=7),
+                                   contact_phone="+14155550100")
+    Domain.objects.create(tenant=tenant, domain=tenant.subdomain, is_primary=True)
+    start_trial(tenant)
+    user = User.objects.create_user(email="owner@bench-send.test", password=secrets.token_urlsafe(16))
+    Membership.objects.create(user=user, tenant=tenant, role=Membership.Role.OWNER)
+    _, raw = create_api_key(user=user, tenant=tenant, name="bench")
+    return tenant, raw
+
+
+def link_session(client):
+    def data(response, status):
+        if response.status_code != status:
+            raise RuntimeError(f"{response.request.method} {response.request.url}: {response.status_code} "
+                               f"{response.text}")
+        return response.json()["data"]
+
+    def wait_for(status):
+        deadline = time.monotonic() + 60
+        while data(client.get(f"/api/v1/sessions/{SESSION}"), 200)["status"] != status:
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"the session never reached {status}")
+            time.sleep(0.2)
+
+    data(client.post("/api/v1/sessions", json={"name": SESSION}), 201)
+    data(client.post(f"/api/v1/sessions/{SESSION}/start", json={"use_pairing_code": False}), 202)
+    wait_for("qr")
+    data(client.post(f"/api/v1/test-helpers/sessions/{SESSION}/scan", json={"phone": "+14155550123"}), 202)
+    wait_for("connected")
+
+
+def percentile(sorted_values, fraction):
+    return sorted_values[min(len(sorted_values) - 1, int(len(sorted_values) * fraction))]
+
+
+async def hammer(url, headers, requests, clients):
+    """`requests` is a list of (method, path, json body or None); sends them from `clients` concurrent
+    connections. Returns (wall seconds, latencies, the first response's JSON per status code)."""
+    import httpx
+
+    latencies, statuses, queue = [], {}, asyncio.Queue()
+    for request in requests:
+        queue.put_nowait(request)
+    limits = httpx.Limits(max_connections=clients, max_keepalive_connections=clients)
+
+    async with httpx.AsyncClient(base_url=url, headers=headers, timeout=60.0, limits=limits) as client:
+        async def worker():
+            while not queue.empty():
+                method, path, body = queue.get_nowait()
+                started = time.perf_counter()
+                response = await client.request(method, path, json=body)
+                latencies.append(time.perf_counter() - started)
+                statuses.setdefault(response.status_code, response.text[:300])
+
+        started = time.perf_counter()
+        await asyncio.gather(*(worker() for _ in range(clients)))
+        wall = time.perf_counter() - started
+    return wall, latencies, statuses
+
+
+def rate_line(what, count, wall, latencies):
+    ms = sorted(x * 1000 for x in latencies)
+    p50, p99 = statistics.median(ms), percentile(ms, 0.99)
+    log(f"{what}: {count} requests in {wall:.2f} s = {count / wall:.0f}/s; latency p50 {p50:.1f} ms, "
+        f"p99 {p99:.1f} ms")
+    return count / wall, p50, p99
+
+
+def count_delivered(tenant):
+    """(outgoing messages delivered or read, {status: count})."""
+    from django.db.models import Count
+    from django_tenants.utils import tenant_context
+
+    from whatsapp.models import Message
+
+    S = Message.Status
+    with tenant_context(tenant):
+        by_status = dict(Message.objects.filter(direction=Message.Direction.OUT).order_by()
+                         .values_list("status").annotate(n=Count("id")))
+    return by_status.get(S.DELIVERED, 0) + by_status.get(S.READ, 0), by_status
+
+
+def send_batch(servers, headers, tenant, label, resume=None):
+    """POST MESSAGES messages from CLIENTS clients and wait until all are delivered. Without `resume`: returns
+    (accept/s, p50 ms, p99 ms, end-to-end messages/s from the first POST, CPU ms per message). With `resume`
+    (the pipeline was paused while accepting): it is called after the last 202 and the rate is the pipeline's
+    alone, from then until the last delivery."""
+    run_id = secrets.token_hex(3)
+    sends = [("POST", "/api/v1/messages", {"session": SESSION, "to": TO, "text": f"bench {run_id} #{i}"})
+             for i in range(MESSAGES)]
+    before, _ = count_delivered(tenant)
+    cpu_before = cpu_snapshot(servers)
+    started = time.perf_counter()
+    wall, latencies, statuses = asyncio.run(hammer(servers.url, headers, sends, CLIENTS))
+    accepted_at = time.perf_counter()
+    assert set(statuses) == {202}, statuses
+    accept_rate, p50, p99 = rate_line(f"[{label}] accept POST /api/v1/messages", MESSAGES, wall, latencies)
+    if resume is not None:
+        resume()
+        started = time.perf_counter()
+    deadline = time.monotonic() + TIMEOUT
+    while True:
+        delivered, by_status = count_delivered(tenant)
+        if delivered - before >= MESSAGES:
+            break
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"only {delivered - before} of {MESSAGES} delivered after {TIMEOUT:.0f} s: {by_status}")
+        time.sleep(0.2)
+    done = time.perf_counter()
+    cpu = cpu_line(cpu_before, cpu_snapshot(servers), MESSAGES, label)
+    rate = MESSAGES / (done - started)
+    if resume is None:
+        log(f"[{label}] end to end: {MESSAGES} messages delivered {done - started:.2f} s after the first POST = "
+            f"{rate:.0f} messages/s (the last one {done - accepted_at:.2f} s after the last 202)")
+    else:
+        log(f"[{label}] pipeline alone: {MESSAGES} queued messages delivered in {done - started:.2f} s = "
+            f"{rate:.0f} messages/s")
+    return accept_rate, p50, p99, rate, cpu
+
+
+def run(dbname):
+    import httpx
+    import redis
+    from django.db import connection
+
+    from config.celery import app
+
+    redis.Redis.from_url(os.environ["REDIS_URL"]).flushdb()  # this bench's private database: a clean broker
+    app.conf.broker_url = os.environ["REDIS_URL"]
+    tenant, raw_key = setup_tenant()
+    work_dir = tempfile.mkdtemp(prefix="send-bench-")
+    env = {
+        **os.environ,
+        "DEBUG": "false",
+        "SECRET_KEY": secrets.token_urlsafe(48),
+        "ALLOWED_HOSTS": "127.0.0.1,localhost,.localhost",
+        "SECURE_SSL_REDIRECT": "false",
+        "DATABASE_CONN_MAX_AGE": "60",
+        "LOG_LEVEL": "WARNING",
+        "PYTHONUNBUFFERED": "1",
+        "WHATSAPP_PROVIDER": "simulator",
+        "WHATSAPP_STORE_DIR": str(Path(work_dir) / "store"),
+        "WHATSAPP_PACING_ENABLED": "false",
+        "WHATSAPP_RATE_LIMIT_PER_COMPANY": "-1",
+        "WHATSAPP_SIMULATOR_DELIVERED_SECONDS": "0.05",
+        "WHATSAPP_SIMULATOR_READ_SECONDS": "never",
+    }
+    servers = Servers(work_dir, env)
+    headers = {"Authorization": f"Bearer {raw_key}"}
+    log(f"{os.cpu_count()} CPUs; {MESSAGES} messages, {CLIENTS} concurrent clients; servers' logs in {work_dir}")
+    try:
+        servers.start(app)
+        with httpx.Client(base_url=servers.url, headers=headers, timeout=30) as client:
+            link_session(client)
+            warm = client.post("/api/v1/messages", json={"session": SESSION, "to": TO, "text": "warm-up"})
+            assert warm.status_code == 202, warm.text
+            probe_id = warm.json()["data"]["id"]
+        log("session linked; one warm-up message sent")
+
+        # Baselines first, while the pipeline is idle; the same clients, the same server.
+        health = asyncio.run(hammer(servers.url, headers, [("GET", "/health", None)] * BASELINE_REQUESTS,
+                                    CLIENTS))
+        assert set(health[2]) == {200}, health[2]
+        health_rate, _, _ = rate_line("baseline GET /health", BASELINE_REQUESTS, health[0], health[1])
+        read = asyncio.run(hammer(servers.url, headers,
+                                  [("GET", f"/api/v1/messages/{probe_id}", None)] * BASELINE_REQUESTS, CLIENTS))
+        assert set(read[2]) == {200}, read[2]
+        read_rate, _, _ = rate_line(f"baseline GET /api/v1/messages/{{id}} (API key)", BASELINE_REQUESTS, read[0],
+                                    read[1])
+
+        # The headline: accepting and sending at once, as in production.
+        accept_rate, accept_p50, accept_p99, e2e_rate, cpu = send_batch(servers, headers, tenant, "together")
+        log(f"accept / GET /health = {accept_rate / health_rate:.0%} (target >= 50%); "
+            f"accept / authenticated read = {accept_rate / read_rate:.0%}; "
+            f"end to end {e2e_rate:.0f}/s (target >= 500/s)")
+        # Which side limits: the same batch with the `default` worker not consuming while the API accepts (so
+        # the accept path has the machine to itself), then the pipeline alone draining what was queued.
+        app.control.cancel_consumer("default", destination=[servers.default_name], reply=True, timeout=5)
+        alone = send_batch(servers, headers, tenant, "apart", resume=lambda: app.control.add_consumer(
+            "default", destination=[servers.default_name], reply=True, timeout=5))
+    except BaseException:
+        for name in servers.procs:
+            log(f"----- {name} -----\n{servers.log(name)}")
+        raise
+    finally:
+        servers.stop()
+        connection.set_schema_to_public()
+        with connection.cursor() as cursor:
+            cursor.execute(f'DROP SCHEMA IF EXISTS "{SCHEMA}" CASCADE')
+    return {"bench": "send_pipeline", "messages": MESSAGES, "clients": CLIENTS, "cpus": os.cpu_count(),
+            "accept_per_s": round(accept_rate, 1), "accept_p50_ms": round(accept_p50, 2),
+            "accept_p99_ms": round(accept_p99, 2), "end_to_end_per_s": round(e2e_rate, 1),
+            "baseline_health_per_s": round(health_rate, 1), "baseline_api_read_per_s": round(read_rate, 1),
+            "accept_vs_health": round(accept_rate / health_rate, 3),
+            "accept_vs_api_read": round(accept_rate / read_rate, 3), "cpu_ms_per_message": cpu,
+            "apart": {"accept_per_s": round(alone[0], 1), "accept_p50_ms": round(alone[1], 2),
+                      "accept_p99_ms": round(alone[2], 2), "pipeline_per_s": round(alone[3], 1),
+                      "cpu_ms_per_message": alone[4]}}
+
+
+if __name__ == "__main__":
+    main()
