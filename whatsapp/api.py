@@ -6,6 +6,8 @@ Roles: any member may read, start, restart and link a session; creating, deletin
 the phone) are for owners and admins. Writes that need a paying tenant (create, start, restart, pairing code)
 answer 402 payment_required while it is read-only; delete and logout stay possible, as taking things away is.
 """
+import base64
+import binascii
 import time
 
 from django.conf import settings
@@ -353,7 +355,25 @@ class SimulateInboundView(SimulatorControlView):
     request_serializer = SimulatedInboundSerializer
 
     def command_kwargs(self, data):
-        return {"from_phone": _phone(data["from"]), "text": data["text"]}
+        kind = data["type"]
+        kwargs = {"from_phone": _phone(data["from"]), "text": data["text"], "type": kind}
+        if kind == "text" and not data["text"].strip():
+            raise ApiError(400, "missing_text", "A text message needs a non-empty 'text'.")
+        if kind == "location":
+            if data.get("latitude") is None or data.get("longitude") is None:
+                raise ApiError(400, "invalid_location", "A location needs 'latitude' and 'longitude'.")
+            kwargs.update(latitude=data["latitude"], longitude=data["longitude"])
+        elif kind != "text":
+            try:
+                media = base64.b64decode(data["media"], validate=True)
+            except (binascii.Error, ValueError):
+                media = b""
+            if not media:
+                raise ApiError(400, "missing_media", f"An inbound {kind} needs 'media': the file, base64-encoded.")
+            # base64 text, not bytes: the command crosses the broker as JSON
+            kwargs.update(media=data["media"], mimetype=data["mimetype"], filename=data["filename"],
+                          caption=data["caption"])
+        return kwargs
 
     def check_state(self, session, kwargs):
         _refuse_unless(session.status == S.CONNECTED, "not_connected", "The session is not connected.", session)
@@ -361,7 +381,8 @@ class SimulateInboundView(SimulatorControlView):
     @extend_schema(tags=SIMULATOR_TAGS, parameters=[NAME_PARAMETER], request=SimulatedInboundSerializer,
                    responses={202: WhatsAppSessionSerializer})
     def post(self, request, name):
-        """A contact sends the linked number a text message."""
+        """A contact sends the linked number a message: text (default), a media file (base64 `media`) or a
+        location."""
         return super().post(request, name)
 
 

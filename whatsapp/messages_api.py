@@ -1,19 +1,24 @@
 """Messages over the API: POST/GET /api/v1/messages, GET /api/v1/messages/{id}.
 
 The request runs in the caller's tenant schema, so another tenant's message id is a 404 like an unknown one.
-Sending needs a paying tenant (402 payment_required while read-only). This slice sends text only; other types
-answer 400 unsupported_type.
+Sending needs a paying tenant (402 payment_required while read-only). Every type of whatsapp.message_types
+goes through POST (JSON, or multipart with the media as `file`); GET /api/v1/messages/{id}/media serves a
+message's stored media to its own tenant.
 """
+import hashlib
+import os
+
+from django.http import FileResponse
 from django.urls import path
 from drf_spectacular.utils import OpenApiParameter, extend_schema, inline_serializer
-from rest_framework import exceptions, permissions, serializers, status
+from rest_framework import exceptions, parsers, permissions, serializers, status
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from accounts.api import CanWrite, HasActiveTenant
 from config.api import ApiError, PageLimitPagination
 
-from . import messaging
+from . import media, messaging
 from .models import Message
 
 TAGS = ["messages"]
@@ -23,8 +28,26 @@ M = Message
 class SendMessageSerializer(serializers.Serializer):
     session = serializers.CharField(max_length=64, help_text="The session's name.")
     to = serializers.CharField(max_length=120, help_text="E.164 number (+14155550123) or a group JID (…@g.us).")
-    type = serializers.CharField(max_length=20, required=False, default="text", help_text="Only text for now.")
-    text = serializers.CharField(required=False, allow_blank=True, trim_whitespace=False)
+    type = serializers.CharField(max_length=20, required=False, default="text",
+                                 help_text="text | image | document | audio | video | location | contact | reaction")
+    text = serializers.CharField(required=False, allow_blank=True, trim_whitespace=False,
+                                 help_text="text: the message (at most 4096 characters); location: its name.")
+    media_url = serializers.CharField(required=False, allow_blank=True, max_length=2000,
+                                      help_text="image/document/audio/video: a public http(s) URL fetched now.")
+    file = serializers.FileField(required=False, allow_empty_file=True, help_text="image/document/audio/video: the file itself "
+                                 "(multipart/form-data), instead of media_url.")
+    caption = serializers.CharField(required=False, allow_blank=True, trim_whitespace=False,
+                                    help_text="image/document/video: at most 1024 characters.")
+    filename = serializers.CharField(required=False, allow_blank=True, max_length=255,
+                                     help_text="The file name shown for a document (default: from the URL/upload).")
+    latitude = serializers.FloatField(required=False, help_text="location: -90 … 90.")
+    longitude = serializers.FloatField(required=False, help_text="location: -180 … 180.")
+    contact = serializers.JSONField(required=False, help_text='contact: {"name", "phone"} or a vCard string.')
+    reply_to = serializers.CharField(required=False, allow_blank=True, max_length=128,
+                                     help_text="Quote a message: one of our message ids (integer) or a WhatsApp "
+                                               "message id. reaction: the message reacted to.")
+    reaction = serializers.CharField(required=False, allow_blank=True, trim_whitespace=False, max_length=32,
+                                     help_text='reaction: one emoji; "" removes your reaction.')
 
 
 MessageSerializer = inline_serializer("Message", {
@@ -49,8 +72,17 @@ MessageSerializer = inline_serializer("Message", {
 })
 
 
+def _sha256(upload):
+    digest = hashlib.sha256()
+    for chunk in upload.chunks():
+        digest.update(chunk)
+    upload.seek(0)
+    return f"sha256:{digest.hexdigest()}"
+
+
 class MessageListView(APIView):
     permission_classes = [permissions.IsAuthenticated, HasActiveTenant, CanWrite]
+    parser_classes = [parsers.JSONParser, parsers.MultiPartParser, parsers.FormParser]
 
     @extend_schema(tags=TAGS, operation_id="messages_list", parameters=[
         OpenApiParameter("session", str, description="Only this session's messages (its name)."),
@@ -80,10 +112,16 @@ class MessageListView(APIView):
                          description="Send the same request again with the same key to get the same message."),
     ], responses={202: MessageSerializer, 200: MessageSerializer})
     def post(self, request):
-        """Queue a text message: 202 {id, status: "queued"}, then follow it to sent, delivered, read or failed.
-        404 unknown session; 409 session_not_connected (details.status); 400 unsupported_type, missing_text,
-        invalid_recipient, blocked_recipient; 409 idempotency_conflict (the key was used with another body);
-        a replay with the same key and body answers 200 with the first message."""
+        """Queue a message: 202 {id, status: "queued"}, then follow it to sent, delivered, read or failed.
+        JSON, or multipart/form-data with the media as `file`. Codes: 404 not_found (session); 409
+        session_not_connected (details.status); 400 validation_error, unsupported_type (details.supported),
+        missing_text, text_too_long, caption_too_long, unexpected_caption, unexpected_media, missing_media,
+        media_url_and_file, invalid_media_url, media_url_forbidden (private address), empty_media,
+        invalid_location, invalid_contact, missing_reaction, invalid_reaction, missing_reply_to, invalid_reply_to,
+        unknown_reply_to, invalid_recipient, blocked_recipient; 413 media_too_large; 415 unsupported_media_type;
+        422 media_unreachable (details.reason: DNS, connection refused, timeout, HTTP status); 409
+        idempotency_conflict (the key was used with another body or file); a replay with the same key and body
+        answers 200 with the first message."""
         serializer = SendMessageSerializer(data=request.data)
         if not serializer.is_valid():
             raise exceptions.ValidationError(serializer.errors)
@@ -91,6 +129,7 @@ class MessageListView(APIView):
         if key and len(key) > 255:
             raise ApiError(400, "invalid_idempotency_key", "Idempotency-Key holds at most 255 characters.")
         body = {k: request.data.get(k) for k in messaging.message_types.REQUEST_FIELDS}
+        body["file"] = _sha256(request.FILES["file"]) if "file" in request.FILES else None
         message, created = messaging.queue_message(request._request.tenant, body=body, files=request.FILES,
                                                    idempotency_key=key)
         response = Response(messaging.message_payload(message),
@@ -112,7 +151,32 @@ class MessageDetailView(APIView):
         return Response(messaging.message_payload(message))
 
 
+class MessageMediaView(APIView):
+    permission_classes = [permissions.IsAuthenticated, HasActiveTenant]
+
+    @extend_schema(tags=TAGS, operation_id="messages_media", parameters=[
+        OpenApiParameter("id", int, OpenApiParameter.PATH)],
+        responses={(200, "application/octet-stream"): bytes})
+    def get(self, request, pk):
+        """The message's stored media file (sent or received), with its Content-Type, as an attachment.
+        404 not_found when the message is not this tenant's, has no stored media, or the file is gone."""
+        message = Message.objects.filter(pk=pk).exclude(media_file="").first()
+        if message is None:
+            raise exceptions.NotFound("This message has no stored media.")
+        try:
+            handle = open(media.absolute_path(message.media_file), "rb")
+        except (OSError, ValueError):
+            raise exceptions.NotFound("This message's media file is missing.") from None
+        extension = os.path.splitext(message.media_file)[1]
+        response = FileResponse(handle, as_attachment=True,
+                                filename=message.media_filename or f"message-{message.pk}{extension}",
+                                content_type=message.media_mimetype or "application/octet-stream")
+        response["X-Content-Type-Options"] = "nosniff"
+        return response
+
+
 urlpatterns = [
     path("messages", MessageListView.as_view(), name="api_messages"),
     path("messages/<int:pk>", MessageDetailView.as_view(), name="api_message"),
+    path("messages/<int:pk>/media", MessageMediaView.as_view(), name="api_message_media"),
 ]

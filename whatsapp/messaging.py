@@ -301,7 +301,8 @@ def apply_receipt(session, data, now=None):
 
 
 def store_inbound(session, data, now=None):
-    """A MESSAGE event of `session`: store a received message (text; other types keep their caption/text).
+    """A MESSAGE event of `session`: store a received message of any type (message_types.inbound_fields: media
+    kept in the tenant's storage, or media_error saying why not — the message is stored either way).
     Messages the linked phone sent itself (from_me) are not stored in this slice. When WhatsApp gives no phone
     number for the sender (an @lid identity), the sender's JID is kept and sender_unresolved is set."""
     if data.get("from_me"):
@@ -315,9 +316,8 @@ def store_inbound(session, data, now=None):
     message = Message.objects.create(
         session=session, direction=Message.Direction.IN, status=S.RECEIVED,
         from_phone=(sender_phone or "")[:20], sender_jid=sender_jid, sender_unresolved=not sender_phone,
-        chat_jid=str(data.get("chat") or sender_jid)[:100], type=Message.Type.TEXT,
-        text=str(data.get("text") or data.get("caption") or ""), provider_message_id=provider_id,
-        created_at=now or timezone.now())
+        chat_jid=str(data.get("chat") or sender_jid)[:100], provider_message_id=provider_id,
+        created_at=now or timezone.now(), **message_types.inbound_fields(data))
     message.session = session
     message.conversation, message.contact = conversations.for_inbound(session, message, data)
     if message.conversation_id or message.contact_id:

@@ -73,7 +73,17 @@ class SimulatedScanSerializer(serializers.Serializer):
 class SimulatedInboundSerializer(serializers.Serializer):
     # "from" is a Python keyword: declared as from_ and renamed in get_fields.
     from_ = serializers.CharField(max_length=32, help_text="The sender's phone, in international format.")
-    text = serializers.CharField(max_length=4096, trim_whitespace=False)
+    type = serializers.ChoiceField(choices=["text", "image", "document", "audio", "video", "sticker", "location"],
+                                   default="text")
+    text = serializers.CharField(max_length=4096, trim_whitespace=False, required=False, default="",
+                                 allow_blank=True, help_text="text: the message; location: its name.")
+    caption = serializers.CharField(max_length=1024, required=False, default="", allow_blank=True)
+    media = serializers.CharField(required=False, default="", allow_blank=True,
+                                  help_text="image/document/audio/video/sticker: the file, base64-encoded.")
+    mimetype = serializers.CharField(max_length=120, required=False, default="", allow_blank=True)
+    filename = serializers.CharField(max_length=255, required=False, default="", allow_blank=True)
+    latitude = serializers.FloatField(required=False, min_value=-90, max_value=90)
+    longitude = serializers.FloatField(required=False, min_value=-180, max_value=180)
 
     def get_fields(self):
         fields = super().get_fields()

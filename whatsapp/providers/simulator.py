@@ -266,6 +266,25 @@ def _new_message_id():
     return "SIM" + secrets.token_hex(8).upper()
 
 
+INBOUND_MEDIA_TYPES = ("image", "document", "audio", "video", "sticker")
+
+
+def _check_outgoing(message):
+    """Refuse what WhatsApp's servers would refuse: a message missing what its type needs."""
+    kind = message.type
+    if kind == "text" and not message.text:
+        raise ProviderError("invalid_message", "a text message needs text")
+    if kind in ("image", "document", "audio", "video") and (not message.media or not message.mimetype):
+        raise ProviderError("invalid_message", f"a {kind} message needs the file's bytes and mimetype")
+    if kind == "location" and (message.latitude is None or message.longitude is None
+                               or not -90 <= message.latitude <= 90 or not -180 <= message.longitude <= 180):
+        raise ProviderError("invalid_message", "a location needs a latitude and longitude in range")
+    if kind == "contact" and not message.contact_vcard.upper().startswith("BEGIN:VCARD"):
+        raise ProviderError("invalid_message", "a contact needs a vCard")
+    if kind == "reaction" and not message.reaction_to:
+        raise ProviderError("invalid_message", "a reaction needs the id of the message it reacts to")
+
+
 class _StoreCorrupt(Exception):
     pass
 
@@ -359,6 +378,7 @@ class SimulatorProvider(SessionProvider):
         chat = self._chat_jid(to)
         if message.type not in MESSAGE_TYPES:
             raise ProviderError("unsupported_type", f"message type {message.type!r} is not supported")
+        _check_outgoing(message)
         with self._lock:
             if self._state != CONNECTED:
                 raise ProviderError("not_connected", "the session is not connected to WhatsApp")
@@ -394,16 +414,34 @@ class SimulatorProvider(SessionProvider):
             self._later(self.timing.connect_s, self._connect_attempt, 0)
             return identity
 
-    def simulate_inbound(self, from_phone, text):
-        """A contact sends a text message to the linked number; returns its id."""
+    def simulate_inbound(self, from_phone, text="", *, type="text", media=None, mimetype="", filename="",
+                         caption="", latitude=None, longitude=None, media_error=""):
+        """A contact sends the linked number a message; returns its id. Text by default; `type` image, document,
+        audio, video or sticker carries `media` (bytes, or base64 text as a JSON command brings it) as WhatsApp's
+        download would deliver it; location carries latitude/longitude (`text` is its name). `media_error`
+        plays a download that failed."""
         digits = phone_digits(from_phone)
+        if isinstance(media, str):
+            media = base64.b64decode(media)
+        data = {"type": type, "text": text}
+        if type in INBOUND_MEDIA_TYPES:
+            if media is None and not media_error:
+                raise ProviderError("invalid_message", f"an inbound {type} needs its media bytes")
+            data.update(caption=caption, mimetype=mimetype, filename=filename)
+            data.update({"media_error": media_error} if media_error else {"media": media})
+        elif type == "location":
+            if latitude is None or longitude is None:
+                raise ProviderError("invalid_message", "an inbound location needs latitude and longitude")
+            data.update(latitude=float(latitude), longitude=float(longitude))
+        elif type != "text":
+            raise ProviderError("unsupported_type", f"inbound {type!r} messages cannot be simulated")
         with self._lock:
             if self._state != CONNECTED:
                 raise ProviderError("not_connected", "the session is not connected to WhatsApp")
             message_id = _new_message_id()
             jid = f"{digits}@s.whatsapp.net"
             self.emit(EventKind.MESSAGE, id=message_id, chat=jid, sender=jid, sender_phone=f"+{digits}",
-                      from_me=False, timestamp=int(time.time()), type="text", text=text)
+                      from_me=False, timestamp=int(time.time()), **data)
             return message_id
 
     def simulate_disconnect(self, reason="connection lost"):
