@@ -116,6 +116,9 @@ def _absorb_lid_contact(session, lid, contact):
     if not lid or lid == contact.jid:
         return
     for stale in Contact.objects.filter(session=session, jid=lid).exclude(pk=contact.pk):
+        if contact.phone:  # what they sent while hidden now shows who sent it
+            Message.objects.filter(contact=stale, sender_unresolved=True).update(from_phone=contact.phone,
+                                                                                 sender_unresolved=False)
         Message.objects.filter(contact=stale).update(contact=contact)
         Conversation.objects.filter(contact=stale).update(contact=contact)
         if not contact.push_name and stale.push_name:

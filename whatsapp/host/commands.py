@@ -8,7 +8,7 @@ from .models import SessionLease
 from .queues import SHARED_QUEUE, host_queue
 
 ACTIONS = {"send", "restart", "logout", "pairing_code", "simulate_scan", "simulate_inbound", "simulate_disconnect",
-           "simulate_logout"}
+           "simulate_logout", "sync_contacts"}
 
 
 def wake_hosts():

@@ -211,6 +211,16 @@ class SessionHost:
                 log.exception("session %s: sending message %s failed", key, kwargs.get("message_id"))
                 close_old_connections()
             return
+        if action == "sync_contacts":  # outside the host lock: reading a phone's address book may take a while
+            from whatsapp import conversations
+
+            schema_name, session_id = key.split(":", 1)
+            try:
+                conversations.sync_on_host(schema_name, int(session_id), self.provider(key))
+            except Exception:
+                log.exception("session %s: contact sync failed", key)
+                close_old_connections()
+            return
         with self._lock:
             provider = self.providers.get(key)
             try:

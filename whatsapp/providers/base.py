@@ -135,3 +135,12 @@ class SessionProvider(abc.ABC):
     @property
     @abc.abstractmethod
     def is_connected(self) -> bool: ...
+
+    def fetch_contacts(self) -> list[dict]:
+        """The linked phone's address book: [{jid, phone (E.164 or None), name, push_name, lid (or None)}].
+        Raises ProviderError ("not_connected", "unsupported", …)."""
+        raise ProviderError("unsupported", f"{self.name} cannot read the phone's contacts.")
+
+    def fetch_groups(self) -> list[dict]:
+        """The groups the linked phone is in: [{jid, name, topic, participants: [{jid, phone, is_admin}]}]."""
+        raise ProviderError("unsupported", f"{self.name} cannot read the phone's groups.")

@@ -291,6 +291,7 @@ def _make_client_class(nz):
             self._stop_finalizer.detach()  # neonize's finalizer calls Stop without our lock
             self.uuid = key.encode()  # neonize would use jid.User when resuming
             self.contact = nz.nclient.ContactStore(self.uuid)
+            self.contact._ContactStore__client = _LockedLibrary(nz.gocode, self)  # it calls Go unlocked otherwise
             self.chat_settings = nz.nclient.ChatSettingsStore(self.uuid)
             self._NewClient__client = _LockedLibrary(nz.gocode, self)
             self._attempt = _Attempt()
@@ -385,6 +386,30 @@ def _phone_of(jid):
     if jid is not None and jid.User and jid.Server == "s.whatsapp.net":
         return "+" + jid.User
     return None
+
+
+def _plain_jid(jid):
+    """"user@server" without the device part ("" for an empty JID); needs no Go call."""
+    return f"{jid.User}@{jid.Server}" if jid is not None and jid.User and jid.Server else ""
+
+
+def contact_entry(contact):
+    """A neonize Contact (JID + ContactInfo) → {jid, phone, name, push_name, lid} (SessionProvider.fetch_contacts)."""
+    jid, info = contact.JID, contact.Info
+    return {"jid": _plain_jid(jid), "phone": _phone_of(jid),
+            "name": info.FullName or info.FirstName or info.BusinessName, "push_name": info.PushName,
+            "lid": _plain_jid(jid) if jid.Server == "lid" else None}
+
+
+def group_entry(group):
+    """A neonize GroupInfo → {jid, name, topic, participants: [{jid, phone, is_admin}]}."""
+    participants = []
+    for p in group.Participants:
+        phone = _phone_of(p.PhoneNumber) if p.HasField("PhoneNumber") else None
+        participants.append({"jid": _plain_jid(p.JID), "phone": phone or _phone_of(p.JID),
+                             "is_admin": bool(p.IsAdmin or p.IsSuperAdmin)})
+    return {"jid": _plain_jid(group.JID), "name": group.GroupName.Name, "topic": group.GroupTopic.Topic,
+            "participants": participants}
 
 
 def _is_store_error(err):
@@ -598,6 +623,33 @@ class NeonizeProvider(SessionProvider):
         except Exception as exc:
             raise ProviderError("send_failed", str(exc) or exc.__class__.__name__) from exc
         return response.ID
+
+    def fetch_contacts(self):
+        """whatsmeow's contact store (the phone's address book and the push names seen), translated."""
+        client = self._connected_client()
+        try:
+            return [contact_entry(contact) for contact in client.contact.get_all_contacts()]
+        except ProviderError:
+            raise
+        except Exception as exc:
+            raise ProviderError("sync_failed", f"reading contacts failed: {exc}") from exc
+
+    def fetch_groups(self):
+        client = self._connected_client()
+        try:
+            return [group_entry(group) for group in client.get_joined_groups()]
+        except ProviderError:
+            raise
+        except Exception as exc:
+            raise ProviderError("sync_failed", f"reading groups failed: {exc}") from exc
+
+    def _connected_client(self):
+        with self._mu:
+            run = self._run
+            client = run.client if run is not None else None
+            if client is None or not self._connected:
+                raise ProviderError("not_connected", "the session is not connected to WhatsApp")
+        return client
 
     # --- the supervisor (one thread per start) ---
 

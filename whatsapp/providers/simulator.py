@@ -15,8 +15,9 @@ How it behaves (times from `SimulatorTiming`, limits from `ProviderSettings`):
   after the reconnect, in order.
 
 Controls (what the test-helper API calls): `simulate_scan`, `simulate_inbound`, `simulate_disconnect`,
-`simulate_logout`. Failure injection: `fail_next_send`, `set_unreachable`, `corrupt_store`. A control that does not
-fit the session's state raises ProviderError with a code ("not_pairing", "not_connected", "not_linked", …).
+`simulate_logout`, `simulate_contacts` (the address book that `fetch_contacts` / `fetch_groups` read). Failure
+injection: `fail_next_send`, `set_unreachable`, `corrupt_store`. A control that does not fit the session's state
+raises ProviderError with a code ("not_pairing", "not_connected", "not_linked", …).
 
 Time: every delay goes through a scheduler with `call_later(delay, fn) -> timer` (`timer.cancel()`) and `now()`.
 By default all simulated sessions of a process share one daemon thread (`ThreadScheduler`), so a thousand idle
@@ -262,6 +263,25 @@ def _b64(nbytes):
     return base64.b64encode(secrets.token_bytes(nbytes)).decode()
 
 
+ADDRESS_BOOK_NAMES = ("Ada Lovelace", "Grace Hopper", "Alan Turing")
+
+
+def simulated_address_book(session_key):
+    """A few contacts and one group, the same for a session key every time (numbers in the +1 555 01xx
+    fiction range); the second contact is also known by a hidden @lid identity, as WhatsApp reports some."""
+    seed = sum(session_key.encode()) % 50
+    contacts = []
+    for n, name in enumerate(ADDRESS_BOOK_NAMES):
+        digits = f"1555010{seed + n * 10:04d}"[-11:]
+        lid = f"{9000 + seed + n}{digits[-6:]}@lid" if n == 1 else None
+        contacts.append({"jid": f"{digits}@s.whatsapp.net", "phone": f"+{digits}", "name": name,
+                         "push_name": name.split()[0], "lid": lid})
+    members = [{"jid": c["jid"], "phone": c["phone"], "is_admin": n == 0} for n, c in enumerate(contacts)]
+    groups = [{"jid": f"1203630{seed:04d}1234567@g.us", "name": "Simulated team", "topic": "Made up by the simulator",
+               "participants": members}]
+    return contacts, groups
+
+
 def _new_message_id():
     return "SIM" + secrets.token_hex(8).upper()
 
@@ -321,6 +341,7 @@ class SimulatorProvider(SessionProvider):
         self._held_receipts = []  # receipts that fell due while disconnected
         self._fail_next_send = None
         self._unreachable = False
+        self._address_book = None  # (contacts, groups) set by simulate_contacts; None: simulated_address_book()
         with _registry_lock:
             simulated_sessions[session_key] = self
 
@@ -391,7 +412,27 @@ class SimulatorProvider(SessionProvider):
                                     type=message.type, text=message.text or message.caption)
             return message_id
 
+    def fetch_contacts(self):
+        """The phone's address book: simulated_address_book() for this session, or what simulate_contacts set."""
+        with self._lock:
+            if self._state != CONNECTED:
+                raise ProviderError("not_connected", "the session is not connected to WhatsApp")
+            contacts, _ = self._address_book or simulated_address_book(self.session_key)
+            return [dict(contact) for contact in contacts]
+
+    def fetch_groups(self):
+        with self._lock:
+            if self._state != CONNECTED:
+                raise ProviderError("not_connected", "the session is not connected to WhatsApp")
+            _, groups = self._address_book or simulated_address_book(self.session_key)
+            return [{**group, "participants": [dict(p) for p in group.get("participants", [])]} for group in groups]
+
     # --- controls (the test-helper API) ---
+
+    def simulate_contacts(self, contacts, groups=()):
+        """Replace what the phone's address book holds (the next fetch_contacts / fetch_groups return these)."""
+        with self._lock:
+            self._address_book = ([dict(c) for c in contacts], [dict(g) for g in groups])
 
     def simulate_scan(self, phone, push_name="Simulated user"):
         """The phone scans the QR code (or enters the pairing code): the device is linked to `phone`.

@@ -101,7 +101,7 @@ def test_an_older_message_does_not_replace_the_latest_preview(acme):
     inbound(acme, text="new")
     earlier = timezone.now() - timezone.timedelta(hours=1)
     messaging.store_inbound(acme, {"id": "OLD", "chat": PEER_JID, "sender": PEER_JID, "sender_phone": PEER,
-                                   "text": "old"}, now=earlier)
+                                   "type": "text", "text": "old"}, now=earlier)
     conversation = Conversation.objects.get()
     assert conversation.last_message_preview == "new" and conversation.unread_count == 2
 
