@@ -174,7 +174,8 @@ def delete_session(tenant, session, *, acting_user):
 
 
 def block_number(tenant, *, acting_user, phone, reason=""):
-    """Never send to `phone` from this tenant. 400 invalid_phone, 409 already_blocked."""
+    """Never send to `phone` (E.164, or digits with the country code) from this tenant. 400 invalid_phone,
+    409 already_blocked."""
     from django import forms
     from django.db import IntegrityError
 
@@ -182,8 +183,9 @@ def block_number(tenant, *, acting_user, phone, reason=""):
 
     from .models import BlockedNumber
 
-    try:
-        phone = normalize_phone(str(phone or ""))
+    raw = str(phone or "").strip()
+    try:  # digits with the country code, as recipients are written in the API
+        phone = normalize_phone(raw if raw.startswith("+") or not raw[:1].isdigit() else f"+{raw}")
     except forms.ValidationError as exc:
         raise ApiError(400, "invalid_phone", exc.messages[0])
     entitlements.require_write(tenant)
