@@ -212,3 +212,65 @@ def test_deleting_a_contact_keeps_its_messages_and_is_audited(named, acme):
     assert AuditLog.objects.filter(action="whatsapp.contact_deleted", actor=named.alice).count() == 1
     inbound(acme)  # the next message brings the contact back
     assert Contact.objects.count() == 1
+
+
+# --- the pages ------------------------------------------------------------------------------------------------
+
+
+def test_the_pages_list_show_and_send_for_members(named, acme, client, monkeypatch):
+    monkeypatch.setattr(messaging, "_enqueue", lambda *args: None)
+    first = inbound(acme, text="Hello from Budi", push_name="Budi")
+    conversation = first.conversation
+    client.force_login(named.bob)
+    listing = client.get("/conversations/")
+    assert listing.status_code == 200 and b"Hello from Budi" in listing.content and b"Sync contacts" in listing.content
+    page = client.get(f"/conversations/{conversation.pk}/")
+    assert page.status_code == 200 and b"Hello from Budi" in page.content
+    with tenant_context(named.acme):  # a request leaves the connection on the public schema
+        assert Conversation.objects.get().unread_count == 0  # opening it read it
+
+    sent = client.post(f"/conversations/{conversation.pk}/", {"action": "send", "text": "Hi Budi"},
+                       HTTP_ACCEPT="application/json")
+    assert sent.status_code == 202 and sent.json()["message_data"]["status"] == "queued"
+    with tenant_context(named.acme):
+        message = Message.objects.get(direction="out")
+        assert (message.text, message.to_phone, message.conversation) == ("Hi Budi", PEER, conversation)
+
+    empty = client.post(f"/conversations/{conversation.pk}/", {"action": "send", "text": "  "},
+                        HTTP_ACCEPT="application/json")
+    assert empty.status_code == 400 and empty.json()["code"] == "missing_text"
+    with tenant_context(named.acme):
+        WhatsAppSession.objects.filter(pk=acme.pk).update(status=WhatsAppSession.Status.DISCONNECTED)
+    refused = client.post(f"/conversations/{conversation.pk}/", {"action": "send", "text": "again"},
+                          HTTP_ACCEPT="application/json")
+    assert refused.status_code == 409 and refused.json()["code"] == "session_not_connected"
+    with tenant_context(named.acme):
+        assert Message.objects.filter(direction="out").count() == 1
+
+
+def test_only_owners_and_admins_delete_contacts_on_the_page(named, acme, client):
+    inbound(acme)
+    contact = Contact.objects.get()
+    client.force_login(named.bob)
+    denied = client.post("/conversations/", {"action": "delete_contact", "contact": contact.pk},
+                         HTTP_ACCEPT="application/json")
+    with tenant_context(named.acme):
+        assert denied.status_code == 403 and Contact.objects.exists()
+    client.force_login(named.alice)
+    done = client.post("/conversations/", {"action": "delete_contact", "contact": contact.pk},
+                       HTTP_ACCEPT="application/json")
+    with tenant_context(named.acme):
+        assert done.status_code == 200 and done.json()["ok"] is True and not Contact.objects.exists()
+
+
+def test_another_tenants_conversation_page_is_404(named, acme, client):
+    conversation = inbound(acme).conversation
+    client.force_login(named.carol)
+    with tenant_context(named.globex):
+        taken = Conversation.objects.filter(pk=conversation.pk).exists()
+    if not taken:
+        assert client.get(f"/conversations/{conversation.pk}/").status_code == 404
+    assert client.post(f"/conversations/{conversation.pk + 1000}/", {"action": "send", "text": "x"},
+                       HTTP_ACCEPT="application/json").status_code == 404
+    listing = client.get("/conversations/")
+    assert listing.status_code == 200 and b"front-desk" not in listing.content

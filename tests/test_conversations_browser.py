@@ -1,0 +1,138 @@
+"""Messages in a real browser against real processes: daphne, a Celery worker and a `whatsapp` worker hosting
+sessions on the simulator (which sends delivered and read receipts by itself, 1 s and 3 s after a send).
+
+The owner creates an API key on its page and links a number by the simulated scan. A contact writes in (through
+the test-helper API): the conversation appears on the open list with its unread badge. In the conversation, a
+message sent by an HTTP client with the key appears and turns delivered, then read; a test send from the page
+and another inbound message appear too — all without a reload, on a 390 px phone.
+"""
+import json
+import re
+import urllib.request
+from pathlib import Path
+
+import pytest
+from playwright.sync_api import expect
+
+from conftest import PASSWORD
+
+from . import live
+
+pytestmark = [
+    pytest.mark.browser,
+    pytest.mark.django_db(transaction=True),
+    pytest.mark.skipif(not Path(live.CHROMIUM).exists(), reason="needs Debian's chromium: apt-get install -y chromium"),
+]
+
+TIMEOUT_MS = 15_000
+expect.set_options(timeout=TIMEOUT_MS)
+PHONE = {"width": 390, "height": 844}
+SCREENSHOTS = Path("/tmp")
+CONTACT = "+6281234567890"
+
+
+@pytest.fixture
+def live_whatsapp():
+    return {"qr_seconds": 3, "max_qr_attempts": 40}
+
+
+def api(live_system, key, method, path, body=None):
+    request = urllib.request.Request(f"{live_system.url}/api/v1/{path}", method=method,
+                                     data=json.dumps(body).encode() if body is not None else None,
+                                     headers={"Authorization": f"Bearer {key}", "Content-Type": "application/json"})
+    with urllib.request.urlopen(request, timeout=10) as response:
+        return response.status, json.loads(response.read() or b"null")
+
+
+def assert_fits_phone(page, what):
+    width = page.evaluate("document.documentElement.scrollWidth")
+    assert width <= PHONE["width"], f"horizontal overflow at 390 px on {what}: scrollWidth={width}"
+
+
+def test_messages_appear_and_move_to_delivered_and_read_live(named, live_system, launch_chromium):
+    browser = launch_chromium()
+    context = browser.new_context(base_url=live_system.url, viewport=PHONE)
+    context.set_default_timeout(TIMEOUT_MS)
+    owner = context.new_page()
+
+    owner.goto("/accounts/login/")
+    owner.get_by_label("Email", exact=True).fill(named.alice.email)
+    owner.get_by_label("Password", exact=True).fill(PASSWORD)
+    owner.get_by_role("button", name="Log in").click()
+    expect(owner.get_by_test_id("dashboard-title")).to_be_visible()
+
+    # --- an API key, shown once ------------------------------------------------------------------------------
+    owner.goto("/dashboard/api-keys/")
+    owner.get_by_label("New key name").fill("Browser test")
+    owner.get_by_role("button", name="Create key").click()
+    key = owner.get_by_label("New API key").input_value()
+    assert key
+
+    # --- a number linked by the simulated scan -----------------------------------------------------------------
+    owner.goto("/sessions/")
+    owner.get_by_label("Label").fill("Front desk")
+    owner.get_by_role("button", name="Add session").click()
+    expect(owner.get_by_test_id("session-title")).to_have_text("Front desk")
+    owner.get_by_test_id("start").click()
+    expect(owner.get_by_test_id("status-display")).to_have_text("Waiting for scan")
+    scan = owner.get_by_test_id("simulate-scan")
+    scan.get_by_label("Phone number").fill("+14155550123")
+    scan.get_by_role("button", name="Simulate scan").click()
+    expect(owner.get_by_test_id("status-display")).to_have_text("Connected")
+
+    # --- a contact writes in while the list is open --------------------------------------------------------------
+    owner.goto("/conversations/")
+    expect(owner.locator("[data-live-state]")).to_have_text("Live")
+    expect(owner.get_by_test_id("conversations-front-desk")).to_contain_text("No conversations yet")
+    owner.evaluate("window.__sameDocument = true")
+    status, _ = api(live_system, key, "POST", "test-helpers/sessions/front-desk/inbound",
+                    {"from": CONTACT, "text": "Hi, is the shop open today?"})
+    assert status == 202
+    row = owner.locator(".conv-row").first
+    expect(row).to_contain_text("Hi, is the shop open today?")
+    expect(row).to_contain_text(CONTACT)
+    expect(row.locator("[data-field=unread]")).to_have_text("1")
+    assert owner.evaluate("window.__sameDocument === true"), "the list was reloaded"
+    owner.screenshot(path=str(SCREENSHOTS / "conversations-list-390.png"), full_page=True)
+    assert_fits_phone(owner, "the conversation list")
+
+    # --- in the conversation: a message sent with the API key goes delivered, then read --------------------------
+    row.locator("a").click()
+    expect(owner.get_by_test_id("conversation-title")).to_have_text(CONTACT)
+    expect(owner.get_by_test_id("messages")).to_contain_text("Hi, is the shop open today?")
+    expect(owner.locator("[data-live-state]")).to_have_text("Live")
+    owner.evaluate("window.__sameDocument = true")
+
+    status, sent = api(live_system, key, "POST", "messages", {"session": "front-desk", "to": CONTACT,
+                                                               "type": "text", "text": "Yes, until 6 pm."})
+    assert status == 202 and sent["data"]["status"] == "queued"
+    bubble = owner.get_by_test_id(f"message-{sent['data']['id']}")
+    expect(bubble).to_contain_text("Yes, until 6 pm.")
+    expect(bubble).to_have_attribute("data-status", "read")
+    expect(bubble.locator("[data-tick]")).to_have_text("✓✓ Read")
+    history = bubble.get_attribute("data-status-history").split()
+    assert "delivered" in history and history.index("delivered") < history.index("read"), history
+    assert owner.evaluate("window.__sameDocument === true"), "the conversation page was reloaded"
+
+    # --- a test send from the page, and another inbound message, live ----------------------------------------------
+    owner.get_by_label(re.compile("Test send")).fill("Sent from the dashboard")
+    owner.get_by_test_id("send").click()
+    mine = owner.locator(".conv-out", has_text="Sent from the dashboard")
+    expect(mine).to_have_count(1)
+    expect(mine).to_have_attribute("data-status", re.compile("sent|delivered|read"))
+    api(live_system, key, "POST", "test-helpers/sessions/front-desk/inbound",
+        {"from": CONTACT, "text": "Great, see you!"})
+    expect(owner.locator(".conv-in", has_text="Great, see you!")).to_have_count(1)
+    assert owner.evaluate("window.__sameDocument === true"), "the conversation page was reloaded"
+    owner.screenshot(path=str(SCREENSHOTS / "conversation-390.png"), full_page=True)
+    assert_fits_phone(owner, "the conversation")
+
+    # --- the API agrees, and the page reset the unread count ----------------------------------------------------
+    _, listed = api(live_system, key, "GET", "conversations")
+    (conversation,) = listed["data"]
+    assert conversation["last_message_preview"] == "Great, see you!"
+    _, messages = api(live_system, key, "GET", f"conversations/{conversation['id']}/messages")
+    assert [m["text"] for m in messages["data"]][:2] == ["Great, see you!", "Sent from the dashboard"]
+    assert next(m for m in messages["data"] if m["id"] == sent["data"]["id"])["status"] == "read"
+    owner.goto("/conversations/")
+    expect(owner.get_by_test_id(f"unread-{conversation['id']}")).to_have_text("1")  # the last one, not yet seen
