@@ -10,3 +10,5 @@ class WhatsappConfig(AppConfig):
         from .actions import count_sessions
 
         entitlements.USAGE_COUNTERS["max_sessions"] = ("WhatsApp session", count_sessions)
+        # Registers the system check that refuses an invalid WHATSAPP_ALLOWED_PHONE_PATTERN at startup.
+        from . import recipients  # noqa: F401
