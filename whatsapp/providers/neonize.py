@@ -68,6 +68,12 @@ RETURN_WAIT_S = 10.0  # after a stop, how long the supervisor waits for connect(
 LOGOUT_WAIT_S = 15.0  # logout() waits at most this long for WhatsApp to confirm the unlink
 STORE_READ_TIMEOUT_S = 5.0  # reading the store before a connect waits this long for a busy database
 MESSAGE_TYPES = ("text", "image", "document", "audio", "video", "location", "contact", "reaction")
+AUDIO_MIMETYPES = ("audio/ogg", "audio/mpeg", "audio/mp4", "audio/aac", "audio/amr", "audio/x-m4a",
+                   "audio/x-hx-aac-adts")
+VIDEO_MIMETYPES = ("video/mp4", "video/3gpp")
+MEDIA_KINDS = {"image": "imageMessage", "video": "videoMessage", "document": "documentMessage",
+               "audio": "audioMessage", "sticker": "stickerMessage"}
+MEDIA_THREAD_IDLE_S = 60.0  # a provider's media download thread ends after this long without work
 
 _STORE_ERROR_HINTS = ("not a database", "malformed", "file is encrypted", "unsupported file format")
 _NETWORK_ERROR_HINTS = ("dial", "websocket", "deadline exceeded", "timeout", "timed out", "connection refused",
@@ -422,6 +428,14 @@ def _is_network_error(err):
     return any(hint in text for hint in _NETWORK_ERROR_HINTS)
 
 
+def _media_limit(kind):
+    """Largest inbound media kept, in bytes (the limits of outgoing media, WHATSAPP_*_MAX_MB)."""
+    from django.conf import settings
+
+    megabytes = settings.WHATSAPP_DOCUMENT_MAX_MB if kind == "document" else settings.WHATSAPP_MEDIA_MAX_MB
+    return int(megabytes * 1024 * 1024)
+
+
 def _unwrap(message):
     for _ in range(4):
         for wrapper in ("ephemeralMessage", "viewOnceMessage", "viewOnceMessageV2", "viewOnceMessageV2Extension",
@@ -450,9 +464,12 @@ def describe_message(message):
         if m.HasField(field):
             x = getattr(m, field)
             caption = getattr(x, "caption", "") or ""
-            data = {"type": kind, "text": caption, "caption": caption, "mimetype": x.mimetype}
+            data = {"type": kind, "text": caption, "caption": caption, "mimetype": x.mimetype,
+                    "file_length": x.fileLength}
             if kind == "document":
                 data["filename"] = x.fileName
+            if x.HasField("contextInfo") and x.contextInfo.stanzaID:
+                data["quoted_id"] = x.contextInfo.stanzaID
             return data
     if m.HasField("locationMessage"):
         x = m.locationMessage
@@ -517,6 +534,7 @@ class NeonizeProvider(SessionProvider):
         self._mu = threading.RLock()
         self._run = None
         self._connected = False
+        self._download_queue = None  # inbound media waiting for this provider's download thread
         try:
             os.makedirs(self.store_dir, exist_ok=True)
         except OSError:
@@ -616,7 +634,7 @@ class NeonizeProvider(SessionProvider):
         nz = _nz()
         jid = self._recipient(to)
         try:
-            msg = self._build_message(nz, client, message)
+            msg = self._build_message(nz, client, message, jid)
             response = client.send_message(jid, msg)
         except ProviderError:
             raise
@@ -1123,6 +1141,9 @@ class NeonizeProvider(SessionProvider):
                     sender_phone=sender_phone, sender_alt=_jid_string(alt) or None, from_me=source.IsFromMe,
                     is_group=source.IsGroup, timestamp=info.Timestamp, push_name=info.Pushname or None)
         data.update(describe_message(ev.Message))
+        if data["type"] in MEDIA_KINDS and not data.get("from_me"):
+            self._download_then_emit(client, ev.Message, data)
+            return
         self.emit(EventKind.MESSAGE, **data)
 
     def _on_receipt(self, run, client, ev):
@@ -1138,6 +1159,55 @@ class NeonizeProvider(SessionProvider):
         self.emit(EventKind.RECEIPT, ids=list(ev.MessageIDs), chat=_jid_string(nz.JIDToNonAD(source.Chat)),
                   sender=_jid_string(nz.JIDToNonAD(source.Sender)) if source.HasField("Sender") else None,
                   status=status, timestamp=ev.Timestamp)
+
+    # --- inbound media ---
+
+    def _download_then_emit(self, client, message, data):
+        """MESSAGE with the media's bytes (`media`) or why there are none (`media_error`). The download runs on
+        this provider's media thread: a handler that waited on the network would stall whatsmeow."""
+        kind = data["type"]
+        media = getattr(_unwrap(message), MEDIA_KINDS[kind])
+        limit = _media_limit(kind)
+        if not (media.directPath or media.URL) or not media.mediaKey:
+            data["media_error"] = "no_media: the message carries no downloadable media"
+        elif media.fileLength > limit:
+            data["media_error"] = f"media_too_large: {media.fileLength} bytes, over the {limit}-byte limit"
+        else:
+            with self._mu:
+                if self._download_queue is None:
+                    self._download_queue = queue.Queue()
+                    threading.Thread(target=self._download_loop, args=(self._download_queue,), daemon=True,
+                                     name=f"neonize-media-{self.session_key}").start()
+                self._download_queue.put((client, message, data, limit))
+            return
+        self.emit(EventKind.MESSAGE, **data)
+
+    def _download_loop(self, jobs):
+        while True:
+            try:
+                client, message, data, limit = jobs.get(timeout=MEDIA_THREAD_IDLE_S)
+            except queue.Empty:
+                with self._mu:
+                    if jobs.empty():
+                        self._download_queue = None
+                        return
+                continue
+            with self._mu:
+                # Go must not be asked about a client that was stopped (its handle may be gone).
+                current = self._run is not None and self._run.client is client and self._connected
+            if not current:
+                data["media_error"] = "download_failed: the session stopped before the media was downloaded"
+            else:
+                try:
+                    content = client.download_any(message)
+                except Exception as exc:
+                    data["media_error"] = f"download_failed: {exc or exc.__class__.__name__}"[:500]
+                else:
+                    if len(content) > limit:
+                        data["media_error"] = f"media_too_large: {len(content)} bytes, over the {limit}-byte limit"
+                    else:
+                        data["media"] = content
+            self.emit(EventKind.MESSAGE, **data)
 
     # --- the store ---
 
@@ -1226,35 +1296,112 @@ class NeonizeProvider(SessionProvider):
         except ProviderError:
             raise ProviderError("invalid_recipient", f"not a phone number or WhatsApp address: {to!r}") from None
 
-    def _build_message(self, nz, client, message):
+    def _build_message(self, nz, client, message, jid):
         wa = nz.wa
         kind = message.type
+        context = self._quote(nz, message, jid)
         if kind == "text":
             if not message.text:
                 raise ProviderError("invalid_message", "a text message needs text")
-            return wa.Message(conversation=message.text)
-        if kind in ("image", "document"):
+            if context is None:
+                return wa.Message(conversation=message.text)
+            return wa.Message(extendedTextMessage=wa.ExtendedTextMessage(text=message.text, contextInfo=context))
+        if kind == "reaction":
+            if not message.reaction_to:
+                raise ProviderError("invalid_message", "a reaction needs the id of the message it reacts to")
+            return wa.Message(reactionMessage=wa.ReactionMessage(
+                key=self._reacted_key(nz, message, jid), text=message.reaction,
+                senderTimestampMS=int(time.time() * 1000)))
+        if kind in ("image", "document", "audio", "video"):
             if not message.media:
-                raise ProviderError("invalid_message", f"an {kind} message needs the file's bytes")
-            if kind == "image":  # uploads (network, under the Go lock), then builds the message
-                return client.build_image_message(message.media, caption=message.caption or None)
-            return client.build_document_message(message.media, caption=message.caption or None,
-                                                 title=message.filename or None, filename=message.filename or None,
-                                                 mimetype=message.mimetype or None)
-        if kind == "location":
+                raise ProviderError("invalid_message", f"a {kind} message needs the file's bytes")
+            # Each builder uploads first (network, under the Go lock), then builds the message.
+            if kind == "image":
+                msg = client.build_image_message(message.media, caption=message.caption or None)
+                inner = msg.imageMessage
+            elif kind == "document":
+                msg = client.build_document_message(message.media, caption=message.caption or None,
+                                                    title=message.filename or None,
+                                                    filename=message.filename or None,
+                                                    mimetype=message.mimetype or None)
+                inner = msg.documentMessage
+            else:
+                msg, inner = self._build_audio_video(nz, client, message)
+        elif kind == "location":
             if message.latitude is None or message.longitude is None:
                 raise ProviderError("invalid_message", "a location needs latitude and longitude")
-            return wa.Message(locationMessage=wa.LocationMessage(degreesLatitude=message.latitude,
-                                                                 degreesLongitude=message.longitude,
-                                                                 name=message.text or None))
-        if kind == "contact":
+            msg = wa.Message(locationMessage=wa.LocationMessage(degreesLatitude=message.latitude,
+                                                                degreesLongitude=message.longitude,
+                                                                name=message.text or None))
+            inner = msg.locationMessage
+        elif kind == "contact":
             if not message.contact_vcard:
                 raise ProviderError("invalid_message", "a contact needs a vCard")
-            found = re.search(r"^FN:(.*)$", message.contact_vcard, re.MULTILINE)
+            found = re.search(r"^FN[^:\r\n]*:(.*)$", message.contact_vcard, re.MULTILINE)
             name = found.group(1).strip() if found else (message.text or "Contact")
-            return wa.Message(contactMessage=wa.ContactMessage(displayName=name, vcard=message.contact_vcard))
-        # audio/video need ffmpeg (not installed); a reaction needs the reacted message's sender.
-        raise ProviderError("unsupported", f"sending {kind} messages is not supported by the neonize provider yet")
+            msg = wa.Message(contactMessage=wa.ContactMessage(displayName=name, vcard=message.contact_vcard))
+            inner = msg.contactMessage
+        else:
+            raise ProviderError("unsupported", f"sending {kind} messages is not supported by the neonize provider")
+        if context is not None:
+            inner.contextInfo.MergeFrom(context)
+        return msg
+
+    @staticmethod
+    def _build_audio_video(nz, client, message):
+        """neonize's build_audio_message / build_video_message read duration and thumbnail with ffmpeg, which
+        this installation does not have: upload through neonize and build the message without them (WhatsApp
+        shows the length once played)."""
+        import magic
+        from neonize.utils.enum import MediaType
+
+        kind = message.type
+        mimetype = (message.mimetype or magic.from_buffer(message.media[:65536], mime=True) or "").split(";")[0]
+        allowed = AUDIO_MIMETYPES if kind == "audio" else VIDEO_MIMETYPES
+        if mimetype not in allowed:
+            raise ProviderError("unsupported", f"WhatsApp does not play {mimetype or 'this file'} as {kind}")
+        upload = client.upload(message.media, MediaType.MediaAudio if kind == "audio" else MediaType.MediaVideo)
+        common = dict(URL=upload.url, directPath=upload.DirectPath, fileEncSHA256=upload.FileEncSHA256,
+                      fileLength=upload.FileLength, fileSHA256=upload.FileSHA256, mediaKey=upload.MediaKey)
+        if kind == "audio":
+            voice_note = mimetype == "audio/ogg"  # WhatsApp plays ogg/opus as a voice note
+            msg = nz.wa.Message(audioMessage=nz.wa.AudioMessage(
+                mimetype="audio/ogg; codecs=opus" if voice_note else mimetype, PTT=voice_note, **common))
+            return msg, msg.audioMessage
+        msg = nz.wa.Message(videoMessage=nz.wa.VideoMessage(mimetype=mimetype, caption=message.caption or None,
+                                                            **common))
+        return msg, msg.videoMessage
+
+    def _own_jid(self):
+        identity = self.identity
+        return f"{identity.jid_user}@s.whatsapp.net" if identity is not None else ""
+
+    def _quoted_author(self, message, jid):
+        """(from_me, author JID or "") of the message a reply quotes or a reaction targets. Unknown authors in a
+        1:1 chat are the other side (the chat); in a group they stay unknown."""
+        from_me = bool(getattr(message, "quoted_from_me", False))
+        if from_me:
+            return True, self._own_jid()
+        author = getattr(message, "quoted_sender", "") or ""
+        if not author and jid.Server == "s.whatsapp.net":
+            author = f"{jid.User}@{jid.Server}"
+        return False, author
+
+    def _quote(self, nz, message, jid):
+        if not message.reply_to or message.type == "reaction":
+            return None
+        _, author = self._quoted_author(message, jid)
+        quoted_text = getattr(message, "quoted_text", "") or ""
+        return nz.wa.ContextInfo(stanzaID=message.reply_to, participant=author or None,
+                                 quotedMessage=nz.wa.Message(conversation=quoted_text) if quoted_text else None)
+
+    def _reacted_key(self, nz, message, jid):
+        from neonize.proto.waCommon.WACommon_pb2 import MessageKey
+
+        from_me, author = self._quoted_author(message, jid)
+        group = jid.Server == "g.us"
+        return MessageKey(remoteJID=f"{jid.User}@{jid.Server}", fromMe=from_me, ID=message.reaction_to,
+                          participant=author if group and author else None)
 
 
 def stop_all():
