@@ -267,6 +267,62 @@ def test_a_name_that_rebinds_to_a_private_address_never_reaches_it(named, client
         local.close()
 
 
+def _certificate(tmp_path, name):
+    """A self-signed certificate for `name` (the test trusts it through SSL_CERT_FILE) and a server context."""
+    import ssl
+
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+
+    key = ec.generate_private_key(ec.SECP256R1())
+    subject = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, name)])
+    now = datetime.now(dt_timezone.utc)
+    cert = (x509.CertificateBuilder().subject_name(subject).issuer_name(subject).public_key(key.public_key())
+            .serial_number(x509.random_serial_number()).not_valid_before(now - timedelta(hours=1))
+            .not_valid_after(now + timedelta(days=1))
+            .add_extension(x509.SubjectAlternativeName([x509.DNSName(name)]), critical=False)
+            .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+            .sign(key, hashes.SHA256()))
+    cert_file, key_file = tmp_path / f"{name}.pem", tmp_path / f"{name}.key"
+    cert_file.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    key_file.write_bytes(key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+                                           serialization.NoEncryption()))
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    context.load_cert_chain(cert_file, key_file)
+    return cert_file, context
+
+
+@pytest.mark.parametrize("certificate_name, outcome", [("hooks.example.test", "succeeded"),
+                                                       ("other.example.test", "failed")])
+def test_https_to_the_checked_address_still_verifies_the_name(named, clients, settings, monkeypatch, tmp_path,
+                                                              certificate_name, outcome,
+                                                              django_capture_on_commit_callbacks):
+    """Connecting to the checked address must not weaken TLS: SNI carries the name and the certificate must be
+    valid for the name (one for another name is refused), while the socket goes to the pinned address."""
+    settings.WEBHOOK_ALLOW_PRIVATE_TARGETS = True
+    settings.WEBHOOK_TIMEOUT_SECONDS = 5
+    cert_file, context = _certificate(tmp_path, certificate_name)
+    monkeypatch.setenv("SSL_CERT_FILE", str(cert_file))
+    server = Receiver(tls=context)
+    try:
+        _, server.secret = register(clients["alice"], f"https://hooks.example.test:{server.port}/hooks")
+        resolver = RebindingResolver("hooks.example.test", "127.0.0.1", "127.0.0.2")
+        monkeypatch.setattr(socket, "getaddrinfo", resolver)
+        [pk] = emit(named.acme, django_capture_on_commit_callbacks)
+        delivery = load(named.acme, pk)
+        assert delivery.status == outcome and resolver.asked == 1
+        assert server.server_names[:1] == ["hooks.example.test"]
+        if outcome == "succeeded":
+            [(headers, _)] = server.delivered
+            assert headers["host"] == f"hooks.example.test:{server.port}"
+        else:
+            assert "CERTIFICATE_VERIFY_FAILED" in delivery.last_error and server.received == []
+    finally:
+        server.close()
+
+
 def test_resolve_target_returns_the_checked_addresses_and_check_target_keeps_its_signature(settings,
                                                                                            monkeypatch):
     settings.WEBHOOK_ALLOW_PRIVATE_TARGETS = False

@@ -13,8 +13,11 @@ class Receiver:
     answering make it a slow receiver. `received` holds (headers, body, verified) of every request, verified or
     not; `delivered` only the verified ones."""
 
-    def __init__(self, host="127.0.0.1", port=0):
+    def __init__(self, host="127.0.0.1", port=0, tls=None):
+        """`tls`: an ssl.SSLContext (server side) to serve https; `server_names` then records each
+        connection's SNI name."""
         self.secret = None
+        self.server_names = []
         self.statuses = [200]
         self.delay = 0
         self.received = []
@@ -54,6 +57,9 @@ class Receiver:
         self.server.daemon_threads = True
         self.port = self.server.server_port
         self.url = f"http://127.0.0.1:{self.port}/hooks"
+        if tls is not None:
+            tls.sni_callback = lambda sock, name, context: self.server_names.append(name)
+            self.server.socket = tls.wrap_socket(self.server.socket, server_side=True)
         self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
         self.thread.start()
 
