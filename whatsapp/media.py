@@ -2,10 +2,10 @@
 tenant's own media storage.
 
 Files live under MEDIA_ROOT/<schema>/whatsapp/<yyyy>/<mm>/<random>.<ext>; Message.media_file holds that path
-relative to MEDIA_ROOT. A file is written only once the row that names it is committed: `pending()` returns the
-path as a `PendingFile` (a str that carries the bytes) to put in Message.media_file, and the Message post_save
-receiver below writes the bytes from `transaction.on_commit`. So a request rejected after its media was fetched,
-or a transaction rolled back, leaves no file behind, whichever code path created the row.
+relative to MEDIA_ROOT. Validation hands back a `PendingFile` (the path plus its bytes); `kept_with_row` writes it
+just before the row that names it is created and removes it again if that fails, so a committed row always has
+its file and a rejected request leaves none. (A process killed between the write and the commit can leave an
+unreferenced file, never a message without its media.)
 """
 import ipaddress
 import logging
@@ -14,13 +14,13 @@ import re
 import secrets
 import socket
 import time
+from contextlib import contextmanager
 from urllib.parse import unquote, urljoin, urlsplit, urlunsplit
 
 import httpx
 import magic
 from django.conf import settings
 from django.db import connection, transaction
-from django.db.models.signals import post_save, pre_save
 from django.utils import timezone
 
 from config.api import ApiError
@@ -110,7 +110,7 @@ def clean_filename(name):
 
 
 class PendingFile(str):
-    """A Message.media_file value whose bytes are written when the row is committed (see the module docstring)."""
+    """A media path still in memory with its bytes, until kept_with_row writes it (see the module docstring)."""
 
     content = b""
 
@@ -121,7 +121,7 @@ class PendingFile(str):
 
 
 def pending(content, extension, schema_name=None):
-    """A new path under the tenant's directory for `content`, to be written once its row is committed."""
+    """A new path under the tenant's directory for `content`, written by kept_with_row with its row."""
     schema_name = schema_name or connection.schema_name
     now = timezone.now()
     path = f"{schema_name}/whatsapp/{now:%Y}/{now:%m}/{secrets.token_urlsafe(18)}.{extension}"
@@ -157,30 +157,22 @@ def delete(relative):
         pass
 
 
-def _hold_pending(sender, instance, **kwargs):
-    # The database gets a plain str; the bytes wait on the instance until the row is saved.
-    if isinstance(instance.media_file, PendingFile):
-        instance._pending_media = instance.media_file
-        instance.media_file = str(instance.media_file)
-
-
-def _write_on_commit(sender, instance, **kwargs):
-    pending_file = instance.__dict__.pop("_pending_media", None)
-    if pending_file is None:
+@contextmanager
+def kept_with_row(fields):
+    """Around the creation of a Message from `fields`: write a PendingFile in fields["media_file"] now (the
+    field then holds its path) and delete it if the block raises."""
+    pending_file = fields.get("media_file")
+    if not isinstance(pending_file, PendingFile):
+        yield None
         return
-    relative, content = str(pending_file), pending_file.content
-
-    def write_now():
-        try:
-            write(relative, content)
-        except OSError:  # the row stays; sending it fails with media_missing, downloading it is a 404
-            logger.exception("could not write media file %s", relative)
-
-    transaction.on_commit(write_now)
-
-
-pre_save.connect(_hold_pending, sender="whatsapp.Message", dispatch_uid="whatsapp.media.hold_pending")
-post_save.connect(_write_on_commit, sender="whatsapp.Message", dispatch_uid="whatsapp.media.write_on_commit")
+    relative = str(pending_file)
+    write(relative, pending_file.content)
+    fields["media_file"] = relative
+    try:
+        yield relative
+    except BaseException:
+        delete(relative)
+        raise
 
 
 # --- fetching a media URL ------------------------------------------------------------------------------------------

@@ -4,7 +4,7 @@ outgoing() turns a stored Message into what the provider sends.
 Types: text, image, document, audio, video (media by `media_url` or an uploaded `file`), location, contact,
 reaction. Any type but reaction may quote another message with `reply_to`; a reaction names the message it
 reacts to in `reply_to`. Media is fetched and checked here, before the row exists, and its file is written
-only when the row is committed (whatsapp.media).
+together with its row (whatsapp.media.kept_with_row).
 """
 import json
 import re

@@ -18,7 +18,7 @@ from django.utils import timezone
 from billing import entitlements
 from config.api import ApiError
 
-from . import conversations, live, message_types, pacing, ratelimit, recipients
+from . import conversations, live, media, message_types, pacing, ratelimit, recipients
 from .models import Message, WhatsAppSession
 from .webhooks.actions import emit_event
 
@@ -129,7 +129,7 @@ def queue_message(tenant, *, body, files=None, idempotency_key=None):
                        {"status": session.status})
     ratelimit.check_send_rate(tenant)
     try:
-        with transaction.atomic():
+        with media.kept_with_row(fields), transaction.atomic():
             conversation, contact = conversations.for_outgoing(session, phone, chat_jid)
             message = Message.objects.create(
                 session=session, direction=Message.Direction.OUT, to_phone=phone, chat_jid=chat_jid,
@@ -139,7 +139,7 @@ def queue_message(tenant, *, body, files=None, idempotency_key=None):
             live.message_changed(message)
             schema_name, message_id = connection.schema_name, message.pk
             transaction.on_commit(lambda: _enqueue(schema_name, message_id))
-    except IntegrityError:  # the same key in a concurrent request: that one won
+    except IntegrityError:  # the same key in a concurrent request: that one won (kept_with_row removed our file)
         existing = _replay(idempotency_key, digest) if idempotency_key else None
         if existing is None:
             raise
@@ -313,11 +313,13 @@ def store_inbound(session, data, now=None):
         return None  # a redelivered event
     sender_jid = str(data.get("sender") or data.get("chat") or "")[:100]
     sender_phone = data.get("sender_phone")
-    message = Message.objects.create(
-        session=session, direction=Message.Direction.IN, status=S.RECEIVED,
-        from_phone=(sender_phone or "")[:20], sender_jid=sender_jid, sender_unresolved=not sender_phone,
-        chat_jid=str(data.get("chat") or sender_jid)[:100], provider_message_id=provider_id,
-        created_at=now or timezone.now(), **message_types.inbound_fields(data))
+    fields = message_types.inbound_fields(data)
+    with media.kept_with_row(fields):
+        message = Message.objects.create(
+            session=session, direction=Message.Direction.IN, status=S.RECEIVED,
+            from_phone=(sender_phone or "")[:20], sender_jid=sender_jid, sender_unresolved=not sender_phone,
+            chat_jid=str(data.get("chat") or sender_jid)[:100], provider_message_id=provider_id,
+            created_at=now or timezone.now(), **fields)
     message.session = session
     message.conversation, message.contact = conversations.for_inbound(session, message, data)
     if message.conversation_id or message.contact_id:

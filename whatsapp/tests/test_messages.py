@@ -123,7 +123,7 @@ GOOD = {"session": "front-desk", "to": TO, "type": "text", "text": "hi"}
 BAD_INPUT = [
     ({**GOOD, "session": "nope"}, 404, "not_found"),
     ({**GOOD, "session": "asleep"}, 409, "session_not_connected"),
-    ({**GOOD, "type": "image"}, 400, "unsupported_type"),
+    ({**GOOD, "type": "image"}, 400, "missing_media"),
     ({**GOOD, "type": "hologram"}, 400, "unsupported_type"),
     ({k: v for k, v in GOOD.items() if k != "text"}, 400, "missing_text"),
     ({**GOOD, "text": "   "}, 400, "missing_text"),
@@ -147,7 +147,8 @@ def test_bad_input_is_refused_with_a_code_and_leaves_no_row(named, clients, sett
     if code == "session_not_connected":
         assert err["details"] == {"status": "disconnected"}
     if code == "unsupported_type":
-        assert err["details"] == {"supported": ["text"]}
+        assert err["details"] == {"supported": ["text", "image", "document", "audio", "video", "location", "contact",
+                                                "reaction"]}
     assert count(named.acme) == 0
 
 
