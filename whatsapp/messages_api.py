@@ -66,6 +66,8 @@ MessageSerializer = inline_serializer("Message", {
     "reaction": serializers.CharField(allow_null=True), "conversation_id": serializers.IntegerField(allow_null=True),
     "contact_id": serializers.IntegerField(allow_null=True),
     "status": serializers.CharField(), "failure_reason": serializers.CharField(),
+    "paced_until": serializers.DateTimeField(allow_null=True, help_text="Queued, waiting for its pacing slot."),
+    "paced_reason": serializers.ChoiceField(["interval", "daily_cap"], allow_null=True),
     "provider_message_id": serializers.CharField(allow_null=True), "attempts": serializers.IntegerField(),
     "created_at": serializers.DateTimeField(), "sent_at": serializers.DateTimeField(allow_null=True),
     "delivered_at": serializers.DateTimeField(allow_null=True), "read_at": serializers.DateTimeField(allow_null=True),

@@ -64,6 +64,8 @@ def message_payload(message, session_name=None):
         "contact_id": message.contact_id,
         "status": message.status,
         "failure_reason": message.failure_reason,
+        "paced_until": _iso(message.paced_until),
+        "paced_reason": message.paced_reason or None,
         "provider_message_id": message.provider_message_id or None,
         "attempts": message.attempts,
         "created_at": _iso(message.created_at),
@@ -163,7 +165,7 @@ def dispatch(schema_name, message_id, now=None):
     session's lease to send. No host: it stays queued.
 
     When the slot is later than now the message waits, still `queued`, with next_attempt_at = its slot, a
-    failure_reason starting with pacing.WAITING_PREFIX and no attempt counted (waiting is not failing); a task
+    paced_until = the slot and no attempt counted (waiting is not failing); a task
     with a countdown or the sweeper dispatches it again at the slot, and it goes then without a new slot."""
     from django_tenants.utils import schema_context
 
@@ -176,7 +178,7 @@ def dispatch(schema_name, message_id, now=None):
                        .filter(pk=message_id, direction=Message.Direction.OUT, status=S.QUEUED).first())
             if message is None:
                 return False
-            waiting = message.failure_reason.startswith(pacing.WAITING_PREFIX)
+            waiting = message.paced_until is not None
             if waiting and message.next_attempt_at and message.next_attempt_at > now:
                 return False  # early (a duplicate task): its countdown or the sweeper sends it at its slot
             if message.attempts >= _max_attempts():
@@ -189,9 +191,8 @@ def dispatch(schema_name, message_id, now=None):
                     return False
             message.attempts += 1
             message.next_attempt_at = now + RETRY_AFTER
-            if waiting:
-                message.failure_reason = ""
-            message.save(update_fields=["attempts", "next_attempt_at", "failure_reason"])
+            message.paced_until, message.paced_reason = None, ""
+            message.save(update_fields=["attempts", "next_attempt_at", "paced_until", "paced_reason"])
         try:
             commands.send(schema_name, message.session_id, "send", message_id=message.pk)
         except ApiError:  # session_not_running: the sweeper tries again once a host runs it
@@ -200,11 +201,9 @@ def dispatch(schema_name, message_id, now=None):
 
 
 def _wait_for_slot(schema_name, message, slot, now):
-    why = ("the number's daily cap is reached" if pacing.day_start(slot) > pacing.day_start(now)
-           else "pacing between messages of this number")
-    message.next_attempt_at = slot
-    message.failure_reason = f"{pacing.WAITING_PREFIX} waiting for its turn at {slot.isoformat()} ({why})"[:500]
-    message.save(update_fields=["next_attempt_at", "failure_reason"])
+    message.next_attempt_at = message.paced_until = slot
+    message.paced_reason = "daily_cap" if pacing.day_start(slot) > pacing.day_start(now) else "interval"
+    message.save(update_fields=["next_attempt_at", "paced_until", "paced_reason"])
     wait = slot - now
     if wait <= PACING_COUNTDOWN_MAX:
         from .tasks import send_message
@@ -258,7 +257,8 @@ def mark_sent(message, provider_message_id, now=None):
 
 def mark_failed(message, reason):
     message.status, message.failure_reason, message.next_attempt_at = S.FAILED, str(reason)[:500], None
-    message.save(update_fields=["status", "failure_reason", "next_attempt_at"])
+    message.paced_until, message.paced_reason = None, ""
+    message.save(update_fields=["status", "failure_reason", "next_attempt_at", "paced_until", "paced_reason"])
     _emit(message, "message.failed")
     return message
 

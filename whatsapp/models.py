@@ -198,6 +198,10 @@ class Message(models.Model):
     request_hash = models.CharField(max_length=64, blank=True)
     attempts = models.PositiveIntegerField(default=0)
     next_attempt_at = models.DateTimeField(null=True, blank=True)
+    # Queued and waiting for its pacing slot (whatsapp.pacing) until then; why: the interval or the daily cap.
+    paced_until = models.DateTimeField(null=True, blank=True)
+    paced_reason = models.CharField(max_length=20, blank=True, choices=[
+        ("interval", "Pacing between messages of this number"), ("daily_cap", "The number's daily cap is reached")])
     created_at = models.DateTimeField(default=timezone.now, db_index=True)
     sent_at = models.DateTimeField(null=True, blank=True)
     delivered_at = models.DateTimeField(null=True, blank=True)

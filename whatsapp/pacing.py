@@ -8,7 +8,7 @@ a policy with enabled off turns pacing off.
 
 Slots are reserved under a row lock on the session (WhatsAppSession.next_send_at is the earliest time the next
 reservation may take), so concurrent dispatches get successive slots. A message that must wait keeps its slot
-in Message.next_attempt_at with a failure_reason starting with WAITING_PREFIX (whatsapp.messaging.dispatch), and
+in Message.next_attempt_at and Message.paced_until (whatsapp.messaging.dispatch), and
 such messages count against the cap of the day their slot falls in, so a backlog never overshoots a day's cap.
 """
 import random
@@ -29,7 +29,6 @@ BOUNDS = {
     "warmup_days": (0, 365),
     "warmup_daily_cap": (1, 1_000_000),
 }
-WAITING_PREFIX = "paced:"
 # A day further than this with no room (a backlog of a year's cap) is given anyway rather than searched for.
 MAX_DAYS_AHEAD = 400
 DAY = timedelta(days=1)
@@ -160,7 +159,7 @@ def queue_stats(session, now=None):
     start = day_start(now)
     outgoing = Message.objects.filter(session=session, direction=Message.Direction.OUT)
     queued = outgoing.filter(status=Message.Status.QUEUED)
-    waiting = queued.filter(failure_reason__startswith=WAITING_PREFIX)
+    waiting = queued.filter(paced_until__isnull=False)
     next_waiting = waiting.order_by("next_attempt_at").values_list("next_attempt_at", flat=True).first()
     linked_at = session.linked_at or session.connected_at
     warmup_until = linked_at + timedelta(days=policy.warmup_days) if linked_at and policy.warmup_days else None

@@ -57,7 +57,7 @@ def queue_one(session, now):
     messaging.dispatch(connection.schema_name, message.pk, now=now)
     message.refresh_from_db()
     assert message.status == "queued"
-    if message.failure_reason.startswith(pacing.WAITING_PREFIX):
+    if message.paced_until is not None:
         assert message.attempts == 0
         return message.next_attempt_at
     assert message.attempts == 1
@@ -115,7 +115,7 @@ def test_reserved_slots_count_against_their_day(acme, settings):
     settings.WHATSAPP_PACING_DAILY_CAP = 2
     session = a_session()
     waiting = [Message.objects.create(session=session, direction="out", chat_jid=CHAT, status="queued",
-                                      next_attempt_at=NOON + i * S, failure_reason="paced: waiting")
+                                      next_attempt_at=NOON + i * S, paced_until=NOON + i * S)
                for i in (3, 6)]
     assert pacing.reserve_slot(session.pk, NOON) == MIDNIGHT
     # A message does not take room from itself when its slot is reserved again.
@@ -180,7 +180,7 @@ def test_queue_stats(acme, settings):
     sent(session, NOON - timedelta(hours=2), count=3)
     sent(session, NOON - timedelta(days=1), count=2)
     Message.objects.create(session=session, direction="out", chat_jid=CHAT, status="queued",
-                           next_attempt_at=NOON + 4 * S, failure_reason="paced: waiting")
+                           next_attempt_at=NOON + 4 * S, paced_until=NOON + 4 * S)
     Message.objects.create(session=session, direction="out", chat_jid=CHAT, status="queued")
     Message.objects.create(session=session, direction="out", chat_jid=CHAT, status="sending")
     stats = pacing.queue_stats(session, now=NOON)
@@ -250,11 +250,12 @@ def test_queued_messages_wait_their_turn_and_the_sweeper_sends_them(named, api_a
     assert first.status == "sent" and first.attempts == 1
     next_day = pacing.day_start(start) + timedelta(days=1)
     assert (second.status, second.attempts, second.next_attempt_at) == ("queued", 0, start + 3 * S)
-    assert second.failure_reason.startswith("paced:") and "pacing between messages" in second.failure_reason
+    assert (second.paced_until, second.paced_reason, second.failure_reason) == (start + 3 * S, "interval", "")
     assert (third.status, third.attempts, third.next_attempt_at) == ("queued", 0, next_day)
-    assert "daily cap" in third.failure_reason
+    assert (third.paced_until, third.paced_reason) == (next_day, "daily_cap")
     payload = ok(alice.get(f"/api/v1/messages/{second.pk}"))
-    assert payload["status"] == "queued" and payload["failure_reason"].startswith("paced:")
+    assert (payload["status"], payload["paced_until"], payload["paced_reason"]) == (
+        "queued", (start + 3 * S).isoformat(), "interval")
 
     # The session page's figures.
     with tenant_context(named.acme):
@@ -273,7 +274,7 @@ def test_queued_messages_wait_their_turn_and_the_sweeper_sends_them(named, api_a
     frozen(start + 3 * S)
     assert sweep_queued_messages() == 1
     second = load(named.acme, second.pk)
-    assert (second.status, second.attempts, second.failure_reason) == ("sent", 1, "")
+    assert (second.status, second.attempts, second.failure_reason, second.paced_until) == ("sent", 1, "", None)
     assert load(named.acme, third.pk).status == "queued"
 
     frozen(next_day + S)
@@ -306,4 +307,5 @@ def test_dispatch_counts_no_attempt_while_a_message_waits(acme, settings, monkey
         assert messaging.dispatch(connection.schema_name, retried.pk, now=NOON) is False
     retried.refresh_from_db()
     assert (retried.status, retried.attempts, retried.next_attempt_at) == ("queued", 1, NOON + 10 * S)
-    assert retried.failure_reason.startswith("paced:")
+    assert retried.paced_until == NOON + 10 * S
+    assert retried.failure_reason == "not_connected: reconnecting"  # what happened last is kept

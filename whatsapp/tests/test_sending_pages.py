@@ -155,7 +155,7 @@ def test_the_session_page_shows_its_queue(as_user, named, settings):
                                sent_at=now)
         for _ in range(2):
             Message.objects.create(session=session, direction="out", chat_jid="1@s.whatsapp.net", status="queued",
-                                   next_attempt_at=slot, failure_reason="paced: waiting")
+                                   next_attempt_at=slot, paced_until=slot)
     client = as_user(named.bob)
     html = client.get("/sessions/front-desk/").content.decode()
     assert 'data-queue-url="/sending/sessions/front-desk/queue"' in html
