@@ -8,7 +8,6 @@ together with its row (whatsapp.media.kept_with_row).
 """
 import json
 import re
-from dataclasses import dataclass
 
 from config.api import ApiError
 
@@ -245,16 +244,6 @@ def _inbound_media(kind, data):
 # --- to the provider ----------------------------------------------------------------------------------------------
 
 
-@dataclass(frozen=True)
-class Outgoing(OutgoingMessage):
-    """OutgoingMessage plus who wrote the quoted (or reacted-to) message, which WhatsApp needs in the quote's
-    key: the message's own chat for a 1:1 message from the other side, our own number for ours."""
-
-    quoted_from_me: bool = False
-    quoted_sender: str = ""  # JID; "" = unknown (the chat itself in a 1:1 chat)
-    quoted_text: str = ""
-
-
 def outgoing(message):
     """The provider's view of a stored outgoing message (media bytes read from the tenant's storage)."""
     content = None
@@ -272,7 +261,7 @@ def outgoing(message):
                   .exclude(pk=message.pk).only("direction", "sender_jid", "text", "caption").first())
     is_reaction = message.type == T.REACTION
     card = message.contact_card or {}
-    return Outgoing(
+    return OutgoingMessage(
         type=message.type, text=message.text or message.location_name, media=content,
         mimetype=message.media_mimetype, filename=message.media_filename, caption=message.caption,
         latitude=message.latitude, longitude=message.longitude, contact_vcard=card.get("vcard", ""),

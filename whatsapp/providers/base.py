@@ -79,6 +79,11 @@ class OutgoingMessage:
     reply_to: str = ""
     reaction: str = ""
     reaction_to: str = ""
+    # Who wrote the quoted (or reacted-to) message, which WhatsApp needs in the quote's key: our own number
+    # (quoted_from_me) or a JID ("" = the chat itself, in a 1:1 chat); quoted_text is shown in the quote.
+    quoted_from_me: bool = False
+    quoted_sender: str = ""
+    quoted_text: str = ""
 
 
 class ProviderError(Exception):

@@ -1379,10 +1379,10 @@ class NeonizeProvider(SessionProvider):
     def _quoted_author(self, message, jid):
         """(from_me, author JID or "") of the message a reply quotes or a reaction targets. Unknown authors in a
         1:1 chat are the other side (the chat); in a group they stay unknown."""
-        from_me = bool(getattr(message, "quoted_from_me", False))
+        from_me = bool(message.quoted_from_me)
         if from_me:
             return True, self._own_jid()
-        author = getattr(message, "quoted_sender", "") or ""
+        author = message.quoted_sender
         if not author and jid.Server == "s.whatsapp.net":
             author = f"{jid.User}@{jid.Server}"
         return False, author
@@ -1391,7 +1391,7 @@ class NeonizeProvider(SessionProvider):
         if not message.reply_to or message.type == "reaction":
             return None
         _, author = self._quoted_author(message, jid)
-        quoted_text = getattr(message, "quoted_text", "") or ""
+        quoted_text = message.quoted_text
         return nz.wa.ContextInfo(stanzaID=message.reply_to, participant=author or None,
                                  quotedMessage=nz.wa.Message(conversation=quoted_text) if quoted_text else None)
 

@@ -8,7 +8,6 @@ from io import BytesIO
 
 import pytest
 
-from whatsapp.message_types import Outgoing
 from whatsapp.providers import neonize as nzmod
 from whatsapp.providers.base import DeviceIdentity, EventKind, OutgoingMessage, ProviderError
 from whatsapp.tests.test_message_types import MP3, MP4, PDF
@@ -104,21 +103,21 @@ def test_media_types_are_uploaded_then_sent(nz, linked):
 def test_location_contact_and_replies(nz, linked):
     provider, client, fake = linked
     vcard = "BEGIN:VCARD\r\nVERSION:3.0\r\nFN:Ada Lovelace\r\nTEL;waid=442079460958:+442079460958\r\nEND:VCARD"
-    provider.send(PEER, Outgoing(type="contact", contact_vcard=vcard, reply_to="3A0THEIRS"))
+    provider.send(PEER, OutgoingMessage(type="contact", contact_vcard=vcard, reply_to="3A0THEIRS"))
     contact = sent(nz, fake)[1].contactMessage
     assert (contact.displayName, contact.vcard) == ("Ada Lovelace", vcard)
     # A quote of an unknown message in a 1:1 chat is the other side's.
     assert (contact.contextInfo.stanzaID, contact.contextInfo.participant) == ("3A0THEIRS",
                                                                                f"{PEER}@s.whatsapp.net")
 
-    provider.send(PEER, Outgoing(type="text", text="yes", reply_to="3EB0MINE", quoted_from_me=True,
+    provider.send(PEER, OutgoingMessage(type="text", text="yes", reply_to="3EB0MINE", quoted_from_me=True,
                                  quoted_text="Shall we?"))
     reply = sent(nz, fake)[1].extendedTextMessage
     assert reply.text == "yes" and reply.contextInfo.stanzaID == "3EB0MINE"
     assert reply.contextInfo.participant == f"{PHONE}@s.whatsapp.net"
     assert reply.contextInfo.quotedMessage.conversation == "Shall we?"
 
-    provider.send(PEER, Outgoing(type="location", latitude=-6.2, longitude=106.8, text="Jakarta",
+    provider.send(PEER, OutgoingMessage(type="location", latitude=-6.2, longitude=106.8, text="Jakarta",
                                  reply_to="3A0THEIRS"))
     location = sent(nz, fake)[1].locationMessage
     assert (location.degreesLatitude, location.name, location.contextInfo.stanzaID) == (-6.2, "Jakarta",
@@ -130,18 +129,18 @@ def test_location_contact_and_replies(nz, linked):
 
 def test_reactions_name_the_message_and_its_author(nz, linked):
     provider, client, fake = linked
-    provider.send(PEER, Outgoing(type="reaction", reaction="👍", reaction_to="3A0THEIRS"))
+    provider.send(PEER, OutgoingMessage(type="reaction", reaction="👍", reaction_to="3A0THEIRS"))
     to, message = sent(nz, fake)
     reaction = message.reactionMessage
     assert to.User == PEER and reaction.text == "👍" and reaction.senderTimestampMS > 0
     assert (reaction.key.remoteJID, reaction.key.fromMe, reaction.key.ID) == (f"{PEER}@s.whatsapp.net", False,
                                                                               "3A0THEIRS")
-    provider.send(PEER, Outgoing(type="reaction", reaction="", reaction_to="3EB0MINE", quoted_from_me=True))
+    provider.send(PEER, OutgoingMessage(type="reaction", reaction="", reaction_to="3EB0MINE", quoted_from_me=True))
     removal = sent(nz, fake)[1].reactionMessage
     assert (removal.text, removal.key.fromMe, removal.key.ID) == ("", True, "3EB0MINE")
 
     group = "1203630-99@g.us"
-    provider.send(group, Outgoing(type="reaction", reaction="🎉", reaction_to="3A0G",
+    provider.send(group, OutgoingMessage(type="reaction", reaction="🎉", reaction_to="3A0G",
                                   quoted_sender=f"{PEER}@s.whatsapp.net"))
     in_group = sent(nz, fake)[1].reactionMessage
     assert (in_group.key.remoteJID, in_group.key.participant) == (group, f"{PEER}@s.whatsapp.net")
