@@ -26,6 +26,7 @@ import pytest
 from django.utils import timezone
 from django_tenants.utils import tenant_context
 
+from billing.models import Subscription
 from whatsapp import messaging
 from whatsapp.host.models import SessionLease
 from whatsapp.models import Message, WhatsAppSession
@@ -151,6 +152,11 @@ class Senders:
                 raise AssertionError(f"not accepted within {WAIT:.0f} s (last: {reason})")
             time.sleep(0.1)
 
+    def sent_at_least(self, system, count):
+        """A wait predicate: WhatsApp has `count` messages; a sender's failure ends the wait at once."""
+        assert not self.errors, self.errors
+        return len(outbox(system)) >= count
+
     def join(self):
         for thread in self._threads:
             thread.join(timeout=WAIT)
@@ -244,8 +250,10 @@ def test_two_sigkills_of_the_session_host_lose_nothing_and_duplicate_at_most_onc
     from accounts.actions import create_api_key
 
     tenant = named.acme
-    tenant.plan = plans["enterprise"]  # unlimited messages per minute: no rate limit in the way
+    # Unlimited messages per minute (the plan counts through the subscription): no rate limit in the way.
+    tenant.plan = plans["enterprise"]
     tenant.save(update_fields=["plan"])
+    Subscription.objects.filter(tenant=tenant).update(plan=plans["enterprise"])
     _, raw = create_api_key(user=named.alice, tenant=tenant, name="crash test")
     api = Api(live_system.url, raw)
     link_session(api)
@@ -259,7 +267,7 @@ def test_two_sigkills_of_the_session_host_lose_nothing_and_duplicate_at_most_onc
 
     # Kill 1: once WhatsApp has taken some messages, with more still being posted and sent.
     senders.allow(80)
-    live.wait_until(lambda: len(outbox(live_system)) >= 30, timeout=WAIT, interval=0.02,
+    live.wait_until(lambda: senders.sent_at_least(live_system, 30), timeout=WAIT, interval=0.02,
                     message="30 messages to reach the simulator")
     kill_whatsapp(live_system)
     kills.append({"accepted": len(senders.accepted), "outbox": len(outbox(live_system))})
@@ -273,7 +281,7 @@ def test_two_sigkills_of_the_session_host_lose_nothing_and_duplicate_at_most_onc
     # Kill 2: once the second host is sending.
     resumed_at = len(outbox(live_system))
     senders.allow(MESSAGES)
-    live.wait_until(lambda: len(outbox(live_system)) >= resumed_at + 15, timeout=WAIT, interval=0.02,
+    live.wait_until(lambda: senders.sent_at_least(live_system, resumed_at + 15), timeout=WAIT, interval=0.02,
                     message="the second host to send")
     kill_whatsapp(live_system)
     kills.append({"accepted": len(senders.accepted), "outbox": len(outbox(live_system))})
