@@ -1,14 +1,16 @@
 """State changes of messages (whatsapp.models.Message), in the tenant's schema.
 
-The sending pipeline (ARCHITECTURE.md): queue_text_message commits a `queued` row, then a task on commit
+The sending pipeline (ARCHITECTURE.md): queue_message commits a `queued` row, then a task on commit
 (tasks.send_message → dispatch) counts the attempt in the row and asks the host holding the session's lease to
 send; the host (send_on_host) calls the provider and records `sent` with the provider's id or `failed` with the
 reason. A message whose task was lost stays `queued` and sweep_queued re-dispatches it; after
-WHATSAPP_MESSAGE_MAX_ATTEMPTS dispatches it is `failed`. Receipts move it to delivered and read. Every
-transition emits its webhook event. This slice sends text only.
+WHATSAPP_MESSAGE_MAX_ATTEMPTS dispatches it is `failed`. Receipts move it to delivered and read (one that
+arrives before its send is recorded is kept by the host and applied once it is). Every transition emits its
+webhook event and a live update.
 """
 import hashlib
 import json
+from dataclasses import dataclass, field
 from datetime import timedelta
 
 from django.conf import settings
@@ -285,19 +287,33 @@ def mark_read(message, now=None):
     return _advance(message, S.READ, now or timezone.now())
 
 
+@dataclass
+class ReceiptResult:
+    moved: list = field(default_factory=list)
+    # Ids that matched no message while one of the session's messages is still `sending`: WhatsApp can answer
+    # before send_on_host has committed the id it returned, so these are worth trying again shortly.
+    early_ids: list = field(default_factory=list)
+
+
 def apply_receipt(session, data, now=None):
-    """A RECEIPT event (ids, status delivered|read) of `session`; in its schema. Returns the messages moved."""
+    """A RECEIPT event (ids, status delivered|read) of `session`; in its schema."""
+    result = ReceiptResult()
     status = data.get("status")
     if status not in (S.DELIVERED, S.READ):
-        return []
+        return result
     ids = [str(i) for i in (data.get("ids") or []) if i]
-    moved = []
+    found = set()
     for message in (Message.objects.select_for_update()
                     .filter(session=session, direction=Message.Direction.OUT, provider_message_id__in=ids)):
         message.session = session
+        found.add(message.provider_message_id)
         if _advance(message, status, now or timezone.now()):
-            moved.append(message)
-    return moved
+            result.moved.append(message)
+    missing = [i for i in ids if i not in found]
+    if missing and Message.objects.filter(session=session, direction=Message.Direction.OUT,
+                                          status=S.SENDING).exists():
+        result.early_ids = missing
+    return result
 
 
 def store_inbound(session, data, now=None):

@@ -1,6 +1,7 @@
 """Turn provider events into database changes, activity rows and live updates. Runs on the host's publisher
 thread only (never on a provider's callback thread), inside the session's tenant schema."""
 import logging
+from dataclasses import dataclass
 from datetime import timedelta
 
 from asgiref.sync import async_to_sync
@@ -70,13 +71,28 @@ def _connected_text(session):
     return f"Connected as {who}" + (f" ({session.push_name})" if session.push_name else "")
 
 
+@dataclass(frozen=True)
+class Applied:
+    payload: dict | None  # the session's new state, when it changed (and was published)
+    stop: bool = False  # the host should stop the provider
+    early_receipt_ids: tuple = ()  # receipt ids that matched no message while a send was in flight
+
+
+# last_activity_at moves at most this often for message traffic: a busy number does not rewrite (and lock) its
+# session row, or push a session page update, for every message and receipt.
+ACTIVITY_EVERY = timedelta(seconds=30)
+
+
 def apply(event):
-    """Apply one ProviderEvent. Returns (session payload or None, stop_provider: bool)."""
+    """Apply one ProviderEvent. Status events lock and update the session row and publish it; messages and
+    receipts take apply_traffic's lighter path."""
+    if event.kind in (EventKind.MESSAGE, EventKind.RECEIPT):
+        return apply_traffic(event)
     schema_name, session_id = event.session_key.split(":", 1)
     with schema_context(schema_name), transaction.atomic():
         session = WhatsAppSession.objects.select_for_update().filter(pk=int(session_id)).first()
         if session is None:  # deleted while running
-            return None, True
+            return Applied(None, stop=True)
         stop = _apply_to(session, event)
         session.save()
         payload = session_payload(session)
@@ -84,7 +100,36 @@ def apply(event):
             session_id_int, schema = session.pk, schema_name
             transaction.on_commit(lambda: leases.want_stopped(schema, session_id_int))
     _publish(schema_name, int(session_id), payload)
-    return payload, stop
+    return Applied(payload, stop=stop)
+
+
+def apply_traffic(event, now=None):
+    """An inbound message or a receipt. The session's state does not change, so its row is neither locked nor
+    saved (only last_activity_at, at most every ACTIVITY_EVERY, by a conditional UPDATE) and the session pages
+    hear of it only then. Receipt ids that found no message while one of the session's messages is `sending`
+    are returned as early: the provider's id is recorded when that send commits, so the host tries them again."""
+    from whatsapp import messaging
+
+    schema_name, session_id = event.session_key.split(":", 1)
+    now = now or timezone.now()
+    early = ()
+    with schema_context(schema_name), transaction.atomic():
+        session = WhatsAppSession.objects.filter(pk=int(session_id)).first()
+        if session is None:  # deleted while running
+            return Applied(None, stop=True)
+        bumped = WhatsAppSession.objects.filter(pk=session.pk).exclude(
+            last_activity_at__gt=now - ACTIVITY_EVERY).update(last_activity_at=now)
+        if event.kind == EventKind.MESSAGE:
+            messaging.store_inbound(session, event.data)
+        else:
+            early = tuple(messaging.apply_receipt(session, event.data).early_ids)
+        if bumped:
+            session.last_activity_at = now
+            payload = session_payload(session)
+    if bumped:
+        _publish(schema_name, int(session_id), payload)
+        return Applied(payload, early_receipt_ids=early)
+    return Applied(None, early_receipt_ids=early)
 
 
 def _activity(session, kind, message=""):
@@ -169,14 +214,6 @@ def _apply_to(session, event):
         if data.get("fatal"):
             session.status, session.should_run = S.ERROR, False
             return True
-    elif kind in (EventKind.MESSAGE, EventKind.RECEIPT):
-        from whatsapp import messaging
-
-        session.last_activity_at = now
-        if kind == EventKind.MESSAGE:
-            messaging.store_inbound(session, data)
-        else:
-            messaging.apply_receipt(session, data)
     return False
 
 

@@ -25,6 +25,10 @@ log = logging.getLogger(__name__)
 # A client we believe connected that reports it is not, without saying why, for this long is restarted. The
 # lease loop checks every heartbeat (15 s), so a silent death is acted on within ~90 s.
 ZOMBIE_AFTER_SECONDS = 60
+# A receipt that arrived before its send was recorded (events.Applied.early_receipt_ids) is tried again every
+# EARLY_RECEIPT_RETRY_SECONDS, for up to EARLY_RECEIPT_KEEP_SECONDS.
+EARLY_RECEIPT_RETRY_SECONDS = 0.2
+EARLY_RECEIPT_KEEP_SECONDS = 30
 
 
 _current = None
@@ -78,6 +82,8 @@ class SessionHost:
         self.believed_connected = set()  # keys whose last status event was CONNECTED
         self._suspect_since = {}  # key -> monotonic time the client was first seen not connected
         self.events = queue.Queue()
+        self.early_receipts = []  # [(ProviderEvent with the early ids only, give-up monotonic time)]
+        self._early_retry_at = 0.0
         self._lock = threading.RLock()
         self._stopping = threading.Event()
         self._threads = []
@@ -247,10 +253,14 @@ class SessionHost:
     def _publish_loop(self):
         while not self._stopping.is_set() or not self.events.empty():
             try:
-                event = self.events.get(timeout=0.2)
+                event = self.events.get(timeout=EARLY_RECEIPT_RETRY_SECONDS)
             except queue.Empty:
-                continue
-            self.handle(event)
+                event = None
+            if event is not None:
+                self.handle(event)
+            if self.early_receipts and time.monotonic() >= self._early_retry_at:
+                self._early_retry_at = time.monotonic() + EARLY_RECEIPT_RETRY_SECONDS
+                self.retry_early_receipts()
         connections.close_all()
 
     def handle(self, event):
@@ -261,14 +271,41 @@ class SessionHost:
         elif event.kind in (EventKind.DISCONNECTED, EventKind.LOGGED_OUT, EventKind.QR, EventKind.ERROR):
             self.believed_connected.discard(event.session_key)
         try:
-            _, stop = events.apply(event)
+            applied = events.apply(event)
         except Exception:
             log.exception("event %s for %s could not be applied", event.kind, event.session_key)
             close_old_connections()
             return
-        if stop:
+        if applied.early_receipt_ids:
+            self._keep_early_receipt(event, applied.early_receipt_ids)
+        if applied.stop:
             with self._lock:
                 self._stop_provider(event.session_key)
+
+    def _keep_early_receipt(self, event, ids, give_up_at=None):
+        from whatsapp.providers.base import ProviderEvent
+
+        retry = ProviderEvent(event.session_key, event.kind, {**event.data, "ids": list(ids)}, at=event.at)
+        self.early_receipts.append((retry, give_up_at or time.monotonic() + EARLY_RECEIPT_KEEP_SECONDS))
+
+    def retry_early_receipts(self):
+        """Apply the kept early receipts again; those still early are kept until they give up (then the message
+        stays `sent`, as when WhatsApp sends no receipt)."""
+        pending, self.early_receipts = self.early_receipts, []
+        now = time.monotonic()
+        for event, give_up_at in pending:
+            try:
+                applied = events.apply(event)
+            except Exception:
+                log.exception("early receipt for %s could not be applied", event.session_key)
+                close_old_connections()
+                continue
+            if applied.early_receipt_ids:
+                if now < give_up_at:
+                    self._keep_early_receipt(event, applied.early_receipt_ids, give_up_at)
+                else:
+                    log.warning("receipt %s for %s matched no message after %s s", applied.early_receipt_ids,
+                                event.session_key, EARLY_RECEIPT_KEEP_SECONDS)
 
 
 def provider_error(key, exc):

@@ -232,6 +232,30 @@ def test_a_message_goes_queued_sent_delivered_read_with_a_webhook_event_each(nam
 
 
 @pytest.mark.django_db(transaction=True)
+def test_a_receipt_that_beats_the_sent_commit_is_applied_once_the_send_is_recorded(named, clients, host, clock):
+    connected(clients, host, clock)
+    key = next(iter(host.providers))
+    with tenant_context(named.acme):
+        session = WhatsAppSession.objects.get(name="front-desk")
+        in_flight = Message.objects.create(session=session, direction="out", chat_jid="1@s.whatsapp.net",
+                                           status="sending", attempts=1)
+    # WhatsApp's receipt for the id the provider just returned, before send_on_host has recorded it.
+    host.handle(ProviderEvent(key, EventKind.RECEIPT, {"ids": ["SIM-EARLY", "SIM-NOT-OURS"], "status": "delivered"}))
+    assert len(host.early_receipts) == 1 and host.early_receipts[0][0].data["ids"] == ["SIM-EARLY", "SIM-NOT-OURS"]
+    host.retry_early_receipts()  # still sending: kept
+    assert load(named.acme, in_flight.pk).status == "sending" and len(host.early_receipts) == 1
+    with tenant_context(named.acme):
+        messaging.mark_sent(Message.objects.get(pk=in_flight.pk), "SIM-EARLY")
+    host.retry_early_receipts()
+    assert load(named.acme, in_flight.pk).status == "delivered"
+    assert host.early_receipts == []  # nothing is sending any more: the id that matches nothing is dropped
+
+    # With no send in flight, a receipt for an unknown id (a message sent from the phone itself) is not kept.
+    host.handle(ProviderEvent(key, EventKind.RECEIPT, {"ids": ["FROM-THE-PHONE"], "status": "read"}))
+    assert host.early_receipts == []
+
+
+@pytest.mark.django_db(transaction=True)
 def test_a_send_failure_is_recorded_with_its_reason(named, clients, host, clock, hooks):
     provider = connected(clients, host, clock)
     subscribe(named.acme)

@@ -6,6 +6,7 @@ in-process with the simulator on a manual clock (as test_session_host does); eag
 """
 import re
 import time
+from datetime import timedelta
 
 import pytest
 from django.utils import timezone
@@ -395,7 +396,7 @@ def test_test_helpers_validate_their_input(named, clients, simulator):
     alice = clients["alice"]
     error(alice.post(f"{V1}/test-helpers/sessions/front-desk/scan", {}, format="json"), 400, "validation_error")
     error(alice.post(f"{V1}/test-helpers/sessions/front-desk/inbound", {"from": PHONE}, format="json"), 400,
-          "validation_error")
+          "missing_text")
     error(alice.post(f"{V1}/test-helpers/sessions/front-desk/inbound", {"text": "hi"}, format="json"), 400,
           "validation_error")
     error(alice.post(f"{V1}/test-helpers/sessions/front-desk/scan", {"phone": "12"}, format="json"), 400,
@@ -441,6 +442,9 @@ def test_journey_start_qr_scan_connected_inbound_disconnect_and_phone_logout(nam
     error(alice.post(f"{V1}/test-helpers/sessions/front-desk/scan", {"phone": PHONE}, format="json"), 409,
           "not_pairing")
 
+    # Message traffic moves last_activity_at at most every ACTIVITY_EVERY (30 s): make the last one older.
+    with tenant_context(named.acme):
+        WhatsAppSession.objects.update(last_activity_at=timezone.now() - timedelta(minutes=1))
     before = reload(named.acme, "front-desk").last_activity_at
     ok(alice.post(f"{V1}/test-helpers/sessions/front-desk/inbound", {"from": "+442071838750", "text": "Hello"},
                   format="json"), 202)
