@@ -104,8 +104,22 @@ TEMPLATES = [
 # --- data ---------------------------------------------------------------------------------------
 DATABASES = {"default": env.db("DATABASE_URL", default="postgres://postgres@127.0.0.1:5432/switchboard")}
 DATABASES["default"]["ENGINE"] = "django_tenants.postgresql_backend"
-DATABASES["default"]["CONN_MAX_AGE"] = env.int("DATABASE_CONN_MAX_AGE", default=60)
 DATABASES["default"]["CONN_HEALTH_CHECKS"] = True
+# A connection pool per process (psycopg_pool through Django): under daphne every request runs on a thread of its
+# own, so a persistent connection (CONN_MAX_AGE) is never reused there and each request would open a new one.
+# Django refuses a pool together with persistent connections: CONN_MAX_AGE only applies without the pool.
+# django-tenants issues SET search_path again on every borrowed connection (its wrapper forgets the schema it
+# set on close()), so one tenant's search_path never leaks into the next request (tests/test_db_pool.py).
+DATABASE_POOL = env.bool("DATABASE_POOL", default=True)
+if DATABASE_POOL:
+    DATABASES["default"]["CONN_MAX_AGE"] = 0
+    DATABASES["default"].setdefault("OPTIONS", {})["pool"] = {
+        "min_size": env.int("DATABASE_POOL_MIN_SIZE", default=2),
+        "max_size": env.int("DATABASE_POOL_MAX_SIZE", default=10),
+        "timeout": env.float("DATABASE_POOL_TIMEOUT", default=10.0),  # seconds a request waits for a connection
+    }
+else:
+    DATABASES["default"]["CONN_MAX_AGE"] = env.int("DATABASE_CONN_MAX_AGE", default=60)
 # Name of the throwaway database the test suite creates (lets two suites share one server).
 DATABASES["default"]["TEST"] = {"NAME": env("TEST_DATABASE_NAME", default=f"test_{DATABASES['default']['NAME']}")}
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
