@@ -6,7 +6,30 @@ test_pacing (and any test about pacing) turns it on with settings.WHATSAPP_PACIN
 """
 import pytest
 
+from whatsapp.providers.simulator import ManualScheduler
+from whatsapp.tests.support import current_simulator_host
+
 
 @pytest.fixture(autouse=True)
 def _pacing_off(settings):
     settings.WHATSAPP_PACING_ENABLED = False
+
+
+@pytest.fixture
+def clients(named, api_as):
+    """API clients of alice (owner of Acme), bob (member of Acme) and carol (owner of Globex)."""
+    return {"alice": api_as(named.alice), "bob": api_as(named.bob), "carol": api_as(named.carol)}
+
+
+@pytest.fixture
+def clock():
+    """The simulator's timers, moved by the test (clock.advance)."""
+    return ManualScheduler()
+
+
+@pytest.fixture
+def host(named, clock, tmp_path, settings):
+    """An in-process session host on the simulator, this process's current host (support.current_simulator_host)."""
+    settings.WHATSAPP_PROVIDER = "simulator"
+    with current_simulator_host(clock, tmp_path / "stores", "host-test") as session_host:
+        yield session_host

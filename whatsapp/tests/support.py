@@ -21,13 +21,18 @@ def error(response, status, code):
     return body["error"]
 
 
+def simulator_host(clock, store_dir, host_id):
+    """A session host on the simulator driven by `clock` (the caller stops it)."""
+    provider_class = type("TestSimulator", (SimulatorProvider,), {"scheduler": clock})
+    return SessionHost(provider_class, store_dir=str(store_dir), host_id=host_id,
+                       settings=ProviderSettings(max_qr_attempts=3, reconnect_delay_ms=10))
+
+
 @contextlib.contextmanager
 def current_simulator_host(clock, store_dir, host_id):
     """A session host on the simulator driven by `clock`, made this process's current host so that eager Celery
     runs sync_now and session_command (start, restart, logout, pairing, sends, test helpers) on it."""
-    provider_class = type("TestSimulator", (SimulatorProvider,), {"scheduler": clock})
-    session_host = SessionHost(provider_class, store_dir=str(store_dir), host_id=host_id,
-                               settings=ProviderSettings(max_qr_attempts=3, reconnect_delay_ms=10))
+    session_host = simulator_host(clock, store_dir, host_id)
     previous = runtime.current_host()
     runtime.set_current_host(session_host)
     try:
@@ -48,3 +53,16 @@ def settle(session_host, clock, seconds=1):
     drain(session_host)
     clock.advance(seconds)
     drain(session_host)
+
+
+def link_session(client, session_host, clock, name="front-desk", phone="+14155550123"):
+    """Create, start and link (the simulated scan) a session of the client's tenant through the API, on the
+    in-process simulator host; returns the session's provider."""
+    created = ok(client.post("/api/v1/sessions", {"name": name}, format="json"), 201)
+    ok(client.post(f"/api/v1/sessions/{name}/start", {}, format="json"), 202)
+    settle(session_host, clock)
+    ok(client.post(f"/api/v1/test-helpers/sessions/{name}/scan", {"phone": phone}, format="json"), 202)
+    settle(session_host, clock)  # PAIRED
+    settle(session_host, clock)  # CONNECTED
+    [key] = [key for key in session_host.providers if key.endswith(f":{created['id']}")]
+    return session_host.provider(key)

@@ -9,44 +9,21 @@ from django_tenants.utils import tenant_context
 from whatsapp.models import Contact, Conversation, Group, Message, SessionActivity, WhatsAppSession
 from whatsapp.providers import neonize as nzmod
 from whatsapp.providers.base import ProviderError
-from whatsapp.providers.simulator import ManualScheduler, simulated_address_book
-from whatsapp.tests.support import current_simulator_host, error, ok, settle
+from whatsapp.providers.simulator import simulated_address_book
+from whatsapp.tests.support import error, link_session, ok, settle
 from whatsapp.tests.test_neonize_provider import (  # noqa: F401 (fixtures)
     FakeGo, attach, connect_resumed, events, jid, make, nz, providers)
 
 V1 = "/api/v1"
-PHONE = "+14155550123"
-
-
-@pytest.fixture
-def clients(named, api_as):
-    return {"alice": api_as(named.alice), "bob": api_as(named.bob), "carol": api_as(named.carol)}
-
-
-@pytest.fixture
-def clock():
-    return ManualScheduler()
-
-
-@pytest.fixture
-def host(named, clock, tmp_path, settings):
-    settings.WHATSAPP_PROVIDER = "simulator"
-    with current_simulator_host(clock, tmp_path / "stores", "host-sync") as session_host:
-        yield session_host
 
 
 def connect(named, clients, host, clock, name="front-desk"):
     """Create, start and link a session of Acme; returns (its provider, the session)."""
-    ok(clients["alice"].post(f"{V1}/sessions", {"name": name}, format="json"), 201)
-    ok(clients["alice"].post(f"{V1}/sessions/{name}/start", {}, format="json"), 202)
-    settle(host, clock)
-    ok(clients["alice"].post(f"{V1}/test-helpers/sessions/{name}/scan", {"phone": PHONE}, format="json"), 202)
-    settle(host, clock)
-    settle(host, clock)
+    provider = link_session(clients["alice"], host, clock, name)
     with tenant_context(named.acme):
         session = WhatsAppSession.objects.get(name=name)
     assert session.status == WhatsAppSession.Status.CONNECTED
-    return host.provider(f"{named.acme.schema_name}:{session.pk}"), session
+    return provider, session
 
 
 def sync(client, host, clock, name="front-desk"):

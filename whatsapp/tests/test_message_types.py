@@ -15,8 +15,7 @@ from django_tenants.utils import tenant_context
 
 from whatsapp import live
 from whatsapp.models import Message, WhatsAppSession
-from whatsapp.providers.simulator import ManualScheduler
-from whatsapp.tests.support import current_simulator_host, error, ok, settle
+from whatsapp.tests.support import error, link_session, ok
 
 V1 = "/api/v1"
 PHONE = "+14155550123"
@@ -66,36 +65,9 @@ def _types_not_pacing(settings):
 
 
 @pytest.fixture
-def clients(named, api_as):
-    return {"alice": api_as(named.alice), "bob": api_as(named.bob), "carol": api_as(named.carol)}
-
-
-@pytest.fixture
 def media_root(settings, tmp_path):
     settings.MEDIA_ROOT = str(tmp_path / "media")
     return tmp_path / "media"
-
-
-@pytest.fixture
-def clock():
-    return ManualScheduler()
-
-
-@pytest.fixture
-def host(named, clock, tmp_path, settings):
-    settings.WHATSAPP_PROVIDER = "simulator"
-    with current_simulator_host(clock, tmp_path / "stores", "host-types") as session_host:
-        yield session_host
-
-
-def connected(clients, session_host, clock, name="front-desk"):
-    ok(clients["alice"].post(f"{V1}/sessions", {"name": name}, format="json"), 201)
-    ok(clients["alice"].post(f"{V1}/sessions/{name}/start", {}, format="json"), 202)
-    settle(session_host, clock)
-    ok(clients["alice"].post(f"{V1}/test-helpers/sessions/{name}/scan", {"phone": PHONE}, format="json"), 202)
-    settle(session_host, clock)
-    settle(session_host, clock)
-    return session_host.provider(next(iter(session_host.providers)))
 
 
 @pytest.fixture
@@ -144,7 +116,7 @@ BASE = {"session": "front-desk", "to": TO}
 
 @pytest.mark.django_db(transaction=True)
 def test_every_type_is_sent_through_the_simulator(named, clients, host, clock, media_root, sent_to_provider):
-    connected(clients, host, clock)
+    link_session(clients["alice"], host, clock)
     alice = clients["alice"]
     image = png_bytes()
     first = ok(post(alice, {**BASE, "type": "text", "text": "Hello"}), 202)
@@ -205,7 +177,7 @@ def test_a_stored_media_file_that_went_missing_fails_the_send_with_a_reason(name
                                                                               media_root, monkeypatch):
     from whatsapp import media
 
-    connected(clients, host, clock)
+    link_session(clients["alice"], host, clock)
     monkeypatch.setattr(media, "write", lambda relative, content: None)  # the disk lost it
     data = ok(post(clients["alice"], {**BASE, "type": "image", "file": upload("a.png", png_bytes())},
                    multipart=True), 202)

@@ -15,11 +15,10 @@ from billing.models import Subscription
 from whatsapp import messaging
 from whatsapp.models import Message, WebhookDelivery, WhatsAppSession
 from whatsapp.providers.base import EventKind, ProviderEvent
-from whatsapp.providers.simulator import ManualScheduler
 from whatsapp.tasks import sweep_queued_messages
 from whatsapp.webhooks import actions as webhook_actions
 from whatsapp.webhooks import delivery as wire
-from whatsapp.tests.support import current_simulator_host, drain, error, ok, settle
+from whatsapp.tests.support import drain, error, link_session, ok, settle
 
 V1 = "/api/v1"
 PHONE = "+14155550123"
@@ -46,11 +45,6 @@ def make_session(tenant, name="front-desk", **fields):
 def post(client, body, key=None):
     headers = {"HTTP_IDEMPOTENCY_KEY": key} if key else {}
     return client.post(f"{V1}/messages", body, format="json", **headers)
-
-
-@pytest.fixture
-def clients(named, api_as):
-    return {"alice": api_as(named.alice), "bob": api_as(named.bob), "carol": api_as(named.carol)}
 
 
 @pytest.fixture
@@ -192,19 +186,9 @@ def test_another_tenants_messages_are_not_found(named, clients):
 # --- the pipeline with a running session host -------------------------------------------------------------------
 
 
-def connected(clients, session_host, clock, name="front-desk"):
-    ok(clients["alice"].post(f"{V1}/sessions", {"name": name}, format="json"), 201)
-    ok(clients["alice"].post(f"{V1}/sessions/{name}/start", {}, format="json"), 202)
-    settle(session_host, clock)
-    ok(clients["alice"].post(f"{V1}/test-helpers/sessions/{name}/scan", {"phone": PHONE}, format="json"), 202)
-    settle(session_host, clock)
-    settle(session_host, clock)
-    return session_host.provider(next(iter(session_host.providers)))
-
-
 @pytest.mark.django_db(transaction=True)
 def test_a_message_goes_queued_sent_delivered_read_with_a_webhook_event_each(named, clients, host, clock, hooks):
-    connected(clients, host, clock)
+    link_session(clients["alice"], host, clock)
     subscribe(named.acme)
     data = ok(post(clients["alice"], {"session": "front-desk", "to": TO, "type": "text", "text": "Hello"}), 202)
     assert data["status"] == "queued"  # answered before the send; the task ran on commit
@@ -233,7 +217,7 @@ def test_a_message_goes_queued_sent_delivered_read_with_a_webhook_event_each(nam
 
 @pytest.mark.django_db(transaction=True)
 def test_a_receipt_that_beats_the_sent_commit_is_applied_once_the_send_is_recorded(named, clients, host, clock):
-    connected(clients, host, clock)
+    link_session(clients["alice"], host, clock)
     key = next(iter(host.providers))
     with tenant_context(named.acme):
         session = WhatsAppSession.objects.get(name="front-desk")
@@ -257,7 +241,7 @@ def test_a_receipt_that_beats_the_sent_commit_is_applied_once_the_send_is_record
 
 @pytest.mark.django_db(transaction=True)
 def test_a_send_failure_is_recorded_with_its_reason(named, clients, host, clock, hooks):
-    provider = connected(clients, host, clock)
+    provider = link_session(clients["alice"], host, clock)
     subscribe(named.acme)
     provider.fail_next_send("rate_limited")
     data = ok(post(clients["alice"], {"session": "front-desk", "to": TO, "text": "Hello"}), 202)
@@ -269,7 +253,7 @@ def test_a_send_failure_is_recorded_with_its_reason(named, clients, host, clock,
 
 @pytest.mark.django_db(transaction=True)
 def test_inbound_messages_are_stored_with_the_senders_phone(named, clients, host, clock, hooks):
-    connected(clients, host, clock)
+    link_session(clients["alice"], host, clock)
     subscribe(named.acme)
     ok(clients["alice"].post(f"{V1}/test-helpers/sessions/front-desk/inbound", {"from": TO, "text": "Hi there"},
                              format="json"), 202)
@@ -297,7 +281,7 @@ def test_inbound_messages_are_stored_with_the_senders_phone(named, clients, host
 @pytest.mark.django_db(transaction=True)
 def test_the_sweeper_resends_stuck_messages_up_to_the_attempt_cap(named, clients, host, clock, hooks, settings):
     settings.WHATSAPP_MESSAGE_MAX_ATTEMPTS = 2
-    connected(clients, host, clock)
+    link_session(clients["alice"], host, clock)
     subscribe(named.acme)
     with tenant_context(named.acme):
         session = WhatsAppSession.objects.get(name="front-desk")
@@ -330,7 +314,7 @@ def test_the_sweeper_resends_stuck_messages_up_to_the_attempt_cap(named, clients
 def test_the_provider_call_runs_outside_any_transaction(named, clients, host, clock, hooks, monkeypatch):
     from django.db import connection as db_connection
 
-    provider = connected(clients, host, clock)
+    provider = link_session(clients["alice"], host, clock)
     seen = {}
     original = type(provider).send
 
@@ -347,7 +331,7 @@ def test_the_provider_call_runs_outside_any_transaction(named, clients, host, cl
 
 @pytest.mark.django_db(transaction=True)
 def test_a_message_left_sending_by_a_dead_host_is_reported_not_resent(named, clients, host, clock, hooks):
-    connected(clients, host, clock)
+    link_session(clients["alice"], host, clock)
     data = ok(post(clients["alice"], {"session": "front-desk", "to": TO, "text": "Hello"}), 202)
     with tenant_context(named.acme):
         Message.objects.filter(pk=data["id"]).update(status="sending", provider_message_id="",
@@ -363,7 +347,7 @@ def test_a_message_left_sending_by_a_dead_host_is_reported_not_resent(named, cli
 @pytest.mark.django_db(transaction=True)
 def test_a_send_while_reconnecting_is_queued_again_not_failed(named, clients, host, clock, hooks, settings):
     settings.WHATSAPP_MESSAGE_MAX_ATTEMPTS = 2
-    provider = connected(clients, host, clock)
+    provider = link_session(clients["alice"], host, clock)
     provider.fail_next_send("not_connected")  # accepted while connected; the link dropped before the host sent it
     data = ok(post(clients["alice"], {"session": "front-desk", "to": TO, "text": "Hello"}), 202)
     waiting = load(named.acme, data["id"])
@@ -373,15 +357,3 @@ def test_a_send_while_reconnecting_is_queued_again_not_failed(named, clients, ho
         messaging.sweep_queued(now=waiting.next_attempt_at + timedelta(seconds=1))
     sent = load(named.acme, data["id"])
     assert sent.status == "sent" and sent.attempts == 2 and sent.failure_reason == ""
-
-
-@pytest.fixture
-def clock():
-    return ManualScheduler()
-
-
-@pytest.fixture
-def host(named, clock, tmp_path, settings):
-    settings.WHATSAPP_PROVIDER = "simulator"
-    with current_simulator_host(clock, tmp_path / "stores", "host-msgs") as session_host:
-        yield session_host

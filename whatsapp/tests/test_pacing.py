@@ -16,9 +16,8 @@ from django_tenants.utils import tenant_context
 from whatsapp import messaging, pacing
 from whatsapp.host.models import SessionLease
 from whatsapp.models import Message, PacingPolicy, WhatsAppSession
-from whatsapp.providers.simulator import ManualScheduler
 from whatsapp.tasks import sweep_queued_messages
-from whatsapp.tests.support import current_simulator_host, ok, settle
+from whatsapp.tests.support import link_session, ok
 
 NOON = datetime(2031, 3, 10, 12, 0, tzinfo=UTC)
 MIDNIGHT = datetime(2031, 3, 11, 0, 0, tzinfo=UTC)
@@ -196,18 +195,6 @@ def test_queue_stats(acme, settings):
 
 
 @pytest.fixture
-def clock():
-    return ManualScheduler()
-
-
-@pytest.fixture
-def host(named, clock, tmp_path, settings):
-    settings.WHATSAPP_PROVIDER = "simulator"
-    with current_simulator_host(clock, tmp_path / "stores", "host-pacing") as session_host:
-        yield session_host
-
-
-@pytest.fixture
 def frozen(monkeypatch):
     """django.utils.timezone.now, as the pipeline reads it, on a clock the test moves."""
     now = {"t": None}
@@ -217,15 +204,6 @@ def frozen(monkeypatch):
         monkeypatch.setattr(django.utils.timezone, "now", lambda: now["t"])
 
     return freeze
-
-
-def connect(client, session_host, clock):
-    ok(client.post("/api/v1/sessions", {"name": "front-desk"}, format="json"), 201)
-    ok(client.post("/api/v1/sessions/front-desk/start", {}, format="json"), 202)
-    settle(session_host, clock)
-    ok(client.post("/api/v1/test-helpers/sessions/front-desk/scan", {"phone": "+14155550123"}, format="json"), 202)
-    settle(session_host, clock)
-    settle(session_host, clock)
 
 
 def load(tenant, pk):
@@ -238,7 +216,7 @@ def test_queued_messages_wait_their_turn_and_the_sweeper_sends_them(named, api_a
     settings.WHATSAPP_PACING_DAILY_CAP = 2
     settings.WHATSAPP_MESSAGE_MAX_ATTEMPTS = 1  # waiting is not an attempt: nothing here may fail
     alice = api_as(named.alice)
-    connect(alice, host, clock)
+    link_session(alice, host, clock)
     start = django.utils.timezone.now().replace(microsecond=0)
     frozen(start)
     with tenant_context(named.acme):
@@ -287,7 +265,7 @@ def test_queued_messages_wait_their_turn_and_the_sweeper_sends_them(named, api_a
 def test_with_pacing_off_every_message_goes_at_once(named, api_as, host, clock, settings):
     settings.WHATSAPP_PACING_ENABLED = False
     alice = api_as(named.alice)
-    connect(alice, host, clock)
+    link_session(alice, host, clock)
     ids = [ok(alice.post("/api/v1/messages", {"session": "front-desk", "to": TO, "text": f"m{i}"},
                          format="json"), 202)["id"] for i in range(3)]
     assert [load(named.acme, pk).status for pk in ids] == ["sent"] * 3
