@@ -15,8 +15,8 @@ from django_tenants.utils import tenant_context
 
 from whatsapp import media
 from whatsapp.models import Message
-from whatsapp.tests.support import drain, error, ok
-from whatsapp.tests.test_message_types import (BASE, MP3, PDF, connected, count, load, make_session, media_files,
+from whatsapp.tests.support import drain, error, link_session, ok
+from whatsapp.tests.test_message_types import (BASE, MP3, PDF, count, load, make_session, media_files,
                                                png_bytes, post)
 
 V1 = "/api/v1"
@@ -107,11 +107,6 @@ def _fresh(settings, tmp_path):
 @pytest.fixture
 def private_ok(settings):
     settings.WEBHOOK_ALLOW_PRIVATE_TARGETS = True
-
-
-@pytest.fixture
-def clients(named, api_as):
-    return {"alice": api_as(named.alice), "carol": api_as(named.carol)}
 
 
 def send_url(client, url, kind="image", **extra):
@@ -226,26 +221,14 @@ def test_the_checked_address_is_the_one_connected_to(named, clients, server, pri
 
 # --- inbound media and the download endpoint -------------------------------------------------------------------------
 
-@pytest.fixture
-def host(named, tmp_path, settings):
-    from whatsapp.providers.simulator import ManualScheduler
-    from whatsapp.tests.support import current_simulator_host
-
-    settings.WHATSAPP_PROVIDER = "simulator"
-    clock = ManualScheduler()
-    with current_simulator_host(clock, tmp_path / "stores", "host-media") as session_host:
-        session_host.clock = clock
-        yield session_host
-
-
 def inbound(client, **body):
     return client.post(f"{V1}/test-helpers/sessions/front-desk/inbound", {"from": "+6281234567890", **body},
                        format="json")
 
 
 @pytest.mark.django_db(transaction=True)
-def test_inbound_media_is_stored_per_tenant_and_downloadable_only_by_that_tenant(named, clients, host, settings):
-    connected(clients, host, host.clock)
+def test_inbound_media_is_stored_per_tenant_and_downloadable_only_by_that_tenant(named, clients, host, clock, settings):
+    link_session(clients["alice"], host, clock)
     alice, carol = clients["alice"], clients["carol"]
     ok(inbound(alice, type="image", media=base64.b64encode(PNG).decode(), mimetype="image/png", caption="look"),
        202)
@@ -280,8 +263,8 @@ def test_inbound_media_is_stored_per_tenant_and_downloadable_only_by_that_tenant
 
 
 @pytest.mark.django_db(transaction=True)
-def test_oversized_or_failed_inbound_media_keeps_the_message_with_the_reason(named, clients, host, settings):
-    connected(clients, host, host.clock)
+def test_oversized_or_failed_inbound_media_keeps_the_message_with_the_reason(named, clients, host, clock, settings):
+    link_session(clients["alice"], host, clock)
     settings.WHATSAPP_MEDIA_MAX_MB = 0.001
     ok(inbound(clients["alice"], type="image", media=base64.b64encode(PNG + b"\0" * 2000).decode(),
                caption="too big"), 202)
@@ -299,8 +282,8 @@ def test_oversized_or_failed_inbound_media_keeps_the_message_with_the_reason(nam
 
 
 @pytest.mark.django_db(transaction=True)
-def test_the_inbound_test_helper_checks_its_input(named, clients, host):
-    connected(clients, host, host.clock)
+def test_the_inbound_test_helper_checks_its_input(named, clients, host, clock):
+    link_session(clients["alice"], host, clock)
     error(inbound(clients["alice"], type="image"), 400, "missing_media")
     error(inbound(clients["alice"], type="image", media="***not base64***"), 400, "missing_media")
     error(inbound(clients["alice"], type="location", latitude=1), 400, "invalid_location")
