@@ -8,6 +8,7 @@ import pytest
 
 from whatsapp.providers.simulator import ManualScheduler
 from whatsapp.tests.support import current_simulator_host
+from whatsapp.tests.webhook_support import Receiver
 
 
 @pytest.fixture(autouse=True)
@@ -33,3 +34,13 @@ def host(named, clock, tmp_path, settings):
     settings.WHATSAPP_PROVIDER = "simulator"
     with current_simulator_host(clock, tmp_path / "stores", "host-test") as session_host:
         yield session_host
+
+
+@pytest.fixture
+def receiver(settings):
+    """A real webhook receiver on 127.0.0.1 (webhook_support.Receiver), allowed as a target."""
+    settings.WEBHOOK_ALLOW_PRIVATE_TARGETS = True
+    settings.WEBHOOK_TIMEOUT_SECONDS = 5
+    server = Receiver()
+    yield server
+    server.close()

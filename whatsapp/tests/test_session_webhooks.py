@@ -9,12 +9,8 @@ import pytest
 from django_tenants.utils import schema_context
 
 from whatsapp.host import leases
-from whatsapp.host.runtime import SessionHost
 from whatsapp.models import SessionActivity, WebhookDelivery, WhatsAppSession
-from whatsapp.providers.base import ProviderSettings
-from whatsapp.providers.simulator import ManualScheduler, SimulatorProvider
-from whatsapp.tests.support import drain
-from whatsapp.tests.webhook_support import Receiver
+from whatsapp.tests.support import drain, simulator_host
 from whatsapp.webhooks import EVENTS, actions
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -23,24 +19,8 @@ SESSION_EVENTS = [e for e in EVENTS if e.startswith("session.")]
 
 
 @pytest.fixture
-def clock():
-    return ManualScheduler()
-
-
-@pytest.fixture
-def receiver(settings):
-    settings.WEBHOOK_ALLOW_PRIVATE_TARGETS = True
-    settings.WEBHOOK_TIMEOUT_SECONDS = 5
-    server = Receiver()
-    yield server
-    server.close()
-
-
-@pytest.fixture
 def host(named, clock, tmp_path):
-    provider_class = type("TestSimulator", (SimulatorProvider,), {"scheduler": clock})
-    session_host = SessionHost(provider_class, store_dir=str(tmp_path / "stores"), host_id="host-hooks",
-                               settings=ProviderSettings(max_qr_attempts=3, reconnect_delay_ms=10))
+    session_host = simulator_host(clock, tmp_path / "stores", "host-hooks")
     yield session_host
     session_host.stop(release=True)
 

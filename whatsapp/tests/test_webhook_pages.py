@@ -14,7 +14,7 @@ from django_tenants.utils import tenant_context
 
 from billing.models import Subscription
 from whatsapp.models import WebhookDelivery, WebhookEndpoint
-from whatsapp.tests.webhook_support import Receiver
+from whatsapp.tests.webhook_support import emit
 from whatsapp.webhooks import actions
 from whatsapp.webhooks import delivery as wire
 from whatsapp.webhooks.tasks import deliver_due_webhooks
@@ -27,15 +27,6 @@ def as_user(client):
         return client
 
     return login
-
-
-@pytest.fixture
-def receiver(settings):
-    settings.WEBHOOK_ALLOW_PRIVATE_TARGETS = True
-    settings.WEBHOOK_TIMEOUT_SECONDS = 5
-    server = Receiver()
-    yield server
-    server.close()
 
 
 def texts(response):
@@ -51,13 +42,6 @@ def make_endpoint(tenant, receiver, events=("message.received",)):
     with tenant_context(tenant):
         endpoint, receiver.secret = actions.create_endpoint(url=receiver.url, events=list(events))
     return endpoint
-
-
-def emit(tenant, capture, event="message.received", data=None):
-    with tenant_context(tenant):
-        with capture(execute=True):
-            deliveries = actions.emit_event(event, data or {"id": 1, "text": "hi"})
-    return [d.pk for d in deliveries]
 
 
 def run_until_dead(tenant, pk):

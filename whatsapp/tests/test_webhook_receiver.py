@@ -20,7 +20,7 @@ from django_tenants.utils import tenant_context
 from billing.models import Subscription
 from whatsapp.models import WebhookDelivery, WebhookEndpoint
 from whatsapp.tests.support import error, ok
-from whatsapp.tests.webhook_support import Receiver
+from whatsapp.tests.webhook_support import Receiver, emit
 from whatsapp.webhooks import actions
 from whatsapp.webhooks import delivery as wire
 from whatsapp.webhooks.tasks import deliver_due_webhooks
@@ -28,30 +28,9 @@ from whatsapp.webhooks.tasks import deliver_due_webhooks
 V1 = "/api/v1"
 
 
-@pytest.fixture
-def receiver(settings):
-    settings.WEBHOOK_ALLOW_PRIVATE_TARGETS = True
-    settings.WEBHOOK_TIMEOUT_SECONDS = 5
-    server = Receiver()
-    yield server
-    server.close()
-
-
-@pytest.fixture
-def clients(named, api_as):
-    return {"alice": api_as(named.alice), "bob": api_as(named.bob), "carol": api_as(named.carol)}
-
-
 def register(client, url, events=("message.received",)):
     data = ok(client.post(f"{V1}/webhooks", {"url": url, "events": list(events)}, format="json"), 201)
     return data["endpoint"]["id"], data["secret"]
-
-
-def emit(tenant, capture, event="message.received", data=None):
-    with tenant_context(tenant):
-        with capture(execute=True):
-            deliveries = actions.emit_event(event, data or {"id": 1, "text": "hi"})
-        return [d.pk for d in deliveries]
 
 
 def load(tenant, pk):

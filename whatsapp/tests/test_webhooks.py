@@ -19,23 +19,9 @@ from whatsapp.models import WebhookDelivery, WebhookEndpoint
 from whatsapp.webhooks import actions, delivery as wire
 from whatsapp.webhooks.tasks import deliver_due_webhooks
 from whatsapp.tests.support import error, ok
-from whatsapp.tests.webhook_support import Receiver
+from whatsapp.tests import webhook_support
 
 V1 = "/api/v1"
-
-
-@pytest.fixture
-def receiver(settings):
-    settings.WEBHOOK_ALLOW_PRIVATE_TARGETS = True
-    settings.WEBHOOK_TIMEOUT_SECONDS = 5
-    server = Receiver()
-    yield server
-    server.close()
-
-
-@pytest.fixture
-def clients(named, api_as):
-    return {"alice": api_as(named.alice), "bob": api_as(named.bob), "carol": api_as(named.carol)}
 
 
 def register(client, receiver, events=("message.received",)):
@@ -45,10 +31,9 @@ def register(client, receiver, events=("message.received",)):
 
 
 def emit(tenant, capture, event="message.received", data=None):
+    pks = webhook_support.emit(tenant, capture, event, data)
     with tenant_context(tenant):
-        with capture(execute=True):
-            deliveries = actions.emit_event(event, data or {"id": 1, "text": "hi"})
-        return [WebhookDelivery.objects.get(pk=d.pk) for d in deliveries]
+        return [WebhookDelivery.objects.get(pk=pk) for pk in pks]
 
 
 def load(tenant, pk):

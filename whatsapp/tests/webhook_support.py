@@ -4,7 +4,10 @@ import threading
 import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
+from django_tenants.utils import tenant_context
 from standardwebhooks import Webhook, WebhookVerificationError
+
+from whatsapp.webhooks import actions
 
 
 class Receiver:
@@ -70,3 +73,11 @@ class Receiver:
     def close(self):
         self.server.shutdown()
         self.server.server_close()
+
+
+def emit(tenant, capture, event="message.received", data=None):
+    """Emit an event in the tenant and run the on-commit callbacks (the first attempts); returns the deliveries' ids."""
+    with tenant_context(tenant):
+        with capture(execute=True):
+            deliveries = actions.emit_event(event, data or {"id": 1, "text": "hi"})
+    return [d.pk for d in deliveries]
