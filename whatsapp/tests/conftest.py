@@ -4,6 +4,8 @@ Per-number pacing (whatsapp.pacing) holds a session's second message back for se
 the pipeline send several messages through one session without a clock: they run with pacing off.
 test_pacing (and any test about pacing) turns it on with settings.WHATSAPP_PACING_ENABLED = True.
 """
+import uuid
+
 import pytest
 
 from whatsapp.providers.simulator import ManualScheduler
@@ -44,3 +46,11 @@ def receiver(settings):
     server = Receiver()
     yield server
     server.close()
+
+
+@pytest.fixture
+def private_layer(settings):
+    """A channel layer prefix of this test's own: parallel runs on the same Redis never cross."""
+    layers = {key: dict(value) for key, value in settings.CHANNEL_LAYERS.items()}
+    layers["default"]["CONFIG"] = {**layers["default"]["CONFIG"], "prefix": f"sbtest:{uuid.uuid4().hex}"}
+    settings.CHANNEL_LAYERS = layers

@@ -1,43 +1,18 @@
 """Live conversation pages over a real websocket (config.asgi.application, the Redis channel layer): a message
 stored or moved by whatsapp.messaging reaches its conversation's socket and the tenant's list socket once the
 transaction commits, never another tenant's; another tenant's conversation id is closed with 4404."""
-import uuid
-
 import pytest
 from channels.db import database_sync_to_async
-from channels.testing import WebsocketCommunicator
-from django.conf import settings as django_settings
 from django.db import transaction
 from django_tenants.utils import schema_context
 
-from config.asgi import application
 from whatsapp import messaging
 from whatsapp.models import Conversation, Message, WhatsAppSession
+from whatsapp.tests.socket_support import open_socket
 
-pytestmark = pytest.mark.django_db(transaction=True)
+pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.usefixtures("private_layer")]
 ACME, GLOBEX = "t_test_acme", "t_test_globex"
 PEER_JID = "6281234567890@s.whatsapp.net"
-
-
-@pytest.fixture(autouse=True)
-def private_layer(settings):
-    """A channel layer prefix of this test's own: parallel runs on the same Redis never cross."""
-    layers = {key: dict(value) for key, value in settings.CHANNEL_LAYERS.items()}
-    layers["default"]["CONFIG"] = {**layers["default"]["CONFIG"], "prefix": f"sbtest:{uuid.uuid4().hex}"}
-    settings.CHANNEL_LAYERS = layers
-
-
-def session_cookie(client, user):
-    client.force_login(user)
-    return f"{django_settings.SESSION_COOKIE_NAME}={client.cookies[django_settings.SESSION_COOKIE_NAME].value}"
-
-
-async def open_socket(client, user, path):
-    cookie = await database_sync_to_async(session_cookie)(client, user)
-    headers = [(b"host", b"localhost"), (b"origin", b"http://localhost"), (b"cookie", cookie.encode())]
-    ws = WebsocketCommunicator(application, path, headers=headers)
-    connected, code = await ws.connect()
-    return ws, connected, code
 
 
 def make_session(schema, name):
@@ -142,7 +117,5 @@ async def test_another_tenants_conversation_is_closed_with_4404(client, named):
     assert connected
     await ws.disconnect()
 
-    anonymous = WebsocketCommunicator(application, with_id, headers=[(b"host", b"localhost"),
-                                                                     (b"origin", b"http://localhost")])
-    connected, code = await anonymous.connect()
+    anonymous, connected, code = await open_socket(None, None, with_id)
     assert not connected and code == 4404

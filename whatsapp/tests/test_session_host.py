@@ -1,7 +1,6 @@
 """The session host with the simulator: events become database state and live updates; sessions come back
 after a restart without a new scan; two hosts never run the same session; a dead host's sessions move."""
 import asyncio
-import uuid
 from datetime import timedelta
 
 import pytest
@@ -46,13 +45,6 @@ def make_host(provider_class, tmp_path):
     yield build
     for host in hosts:
         host.stop(release=True)
-
-
-@pytest.fixture
-def private_layer(settings):
-    layers = {key: dict(value) for key, value in settings.CHANNEL_LAYERS.items()}
-    layers["default"]["CONFIG"] = {**layers["default"]["CONFIG"], "prefix": f"sbtest:{uuid.uuid4().hex}"}
-    settings.CHANNEL_LAYERS = layers
 
 
 def wanted_session(name, **fields):

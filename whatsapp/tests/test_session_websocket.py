@@ -2,23 +2,18 @@
 its own tenant's QR code, its rotation and the connection as they happen — produced by an in-process session
 host with the simulator on a manual clock — and nothing of another tenant's sessions; another tenant's session
 name is closed with 4404 before anything is sent."""
-import uuid
-
 import pytest
 from channels.db import database_sync_to_async
-from channels.testing import WebsocketCommunicator
-from django.conf import settings as django_settings
 from django_tenants.utils import schema_context
 
-from config.asgi import application
 from whatsapp import actions
 from whatsapp.host import events, leases
-from whatsapp.host.runtime import SessionHost
 from whatsapp.models import WhatsAppSession
-from whatsapp.providers.base import EventKind, ProviderEvent, ProviderSettings
-from whatsapp.providers.simulator import ManualScheduler, SimulatorProvider
+from whatsapp.providers.base import EventKind, ProviderEvent
+from whatsapp.tests.socket_support import open_socket
+from whatsapp.tests.support import drain, simulator_host
 
-pytestmark = pytest.mark.django_db(transaction=True)
+pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.usefixtures("private_layer")]
 ACME, GLOBEX = "t_test_acme", "t_test_globex"
 
 
@@ -26,39 +21,11 @@ def _sync(func):
     return database_sync_to_async(func)
 
 
-@pytest.fixture(autouse=True)
-def private_layer(settings):
-    """A channel layer prefix of this test's own: parallel runs on the same Redis never cross."""
-    layers = {key: dict(value) for key, value in settings.CHANNEL_LAYERS.items()}
-    layers["default"]["CONFIG"] = {**layers["default"]["CONFIG"], "prefix": f"sbtest:{uuid.uuid4().hex}"}
-    settings.CHANNEL_LAYERS = layers
-
-
-@pytest.fixture
-def clock():
-    return ManualScheduler()
-
-
 @pytest.fixture
 def host(clock, tmp_path):
-    provider_class = type("TestSimulator", (SimulatorProvider,), {"scheduler": clock})
-    session_host = SessionHost(provider_class, store_dir=str(tmp_path / "stores"), host_id="host-ws",
-                               settings=ProviderSettings(max_qr_attempts=3, reconnect_delay_ms=10))
+    session_host = simulator_host(clock, tmp_path / "stores", "host-ws")
     yield session_host
     session_host.stop(release=True)
-
-
-def session_cookie(client, user):
-    client.force_login(user)
-    return f"{django_settings.SESSION_COOKIE_NAME}={client.cookies[django_settings.SESSION_COOKIE_NAME].value}"
-
-
-async def open_socket(client, user, path):
-    cookie = await _sync(session_cookie)(client, user)
-    headers = [(b"host", b"localhost"), (b"origin", b"http://localhost"), (b"cookie", cookie.encode())]
-    ws = WebsocketCommunicator(application, path, headers=headers)
-    connected, code = await ws.connect()
-    return ws, connected, code
 
 
 def create(tenant, user, name, *, running=False):
@@ -69,11 +36,6 @@ def create(tenant, user, name, *, running=False):
     if running:
         leases.want_running(tenant.schema_name, session.pk)
     return session
-
-
-def drain(session_host):
-    while not session_host.events.empty():
-        session_host.handle(session_host.events.get())
 
 
 async def next_update(ws, timeout=5):
@@ -194,9 +156,7 @@ async def test_another_tenants_session_name_is_closed_with_4404(client, named):
 async def test_anonymous_visitors_are_closed_with_4404(named):
     await _sync(create)(named.acme, named.alice, "front-desk")
     for path in ("/ws/sessions/", "/ws/sessions/front-desk/"):
-        ws = WebsocketCommunicator(application, path, headers=[(b"host", b"localhost"),
-                                                                (b"origin", b"http://localhost")])
-        connected, code = await ws.connect()
+        ws, connected, code = await open_socket(None, None, path)
         assert not connected and code == 4404
 
 
