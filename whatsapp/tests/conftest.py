@@ -54,3 +54,13 @@ def private_layer(settings):
     layers = {key: dict(value) for key, value in settings.CHANNEL_LAYERS.items()}
     layers["default"]["CONFIG"] = {**layers["default"]["CONFIG"], "prefix": f"sbtest:{uuid.uuid4().hex}"}
     settings.CHANNEL_LAYERS = layers
+
+
+@pytest.fixture
+def as_user(client):
+    """as_user(user) -> Django's test client logged in as that user (for the pages)."""
+    def login(user):
+        client.force_login(user)
+        return client
+
+    return login

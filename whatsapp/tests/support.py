@@ -42,6 +42,11 @@ def current_simulator_host(clock, store_dir, host_id):
         session_host.stop(release=True)
 
 
+def texts(response):
+    """The flash messages a page rendered (none when it redirected)."""
+    return [str(m) for m in response.context["messages"]] if response.context else []
+
+
 def drain(session_host):
     """Apply every event the providers emitted, as the host's publisher thread would."""
     while not session_host.events.empty():

@@ -6,28 +6,15 @@ alice owns Acme and changes the settings; bob, a member, sees them read-only; ca
 """
 from datetime import timedelta
 
-import pytest
 from django.test import Client
 from django.utils import timezone
 from django_tenants.utils import tenant_context
 
 from billing.models import Subscription
 from whatsapp.models import BlockedNumber, Message, PacingPolicy, WhatsAppSession
+from whatsapp.tests.support import texts
 
 PAGE = "/sending/"
-
-
-@pytest.fixture
-def as_user(client):
-    def login(user):
-        client.force_login(user)
-        return client
-
-    return login
-
-
-def texts(response):
-    return [str(m) for m in response.context["messages"]]
 
 
 def blocked(tenant):

@@ -6,7 +6,6 @@ Roles: owners and admins create, log out and delete; members see the sessions an
 """
 from datetime import timedelta
 
-import pytest
 from django.utils import timezone
 from django_tenants.utils import schema_context
 
@@ -15,18 +14,10 @@ from billing.models import Subscription
 from whatsapp import actions
 from whatsapp.host.models import SessionLease
 from whatsapp.models import SessionActivity, WhatsAppSession
+from whatsapp.tests.support import texts
 
 ACME, GLOBEX = "t_test_acme", "t_test_globex"
 JSON = {"HTTP_ACCEPT": "application/json"}
-
-
-@pytest.fixture
-def as_user(client):
-    def login(user):
-        client.force_login(user)
-        return client
-
-    return login
 
 
 def make_session(tenant, user, name, **fields):
@@ -47,10 +38,6 @@ def held_by_a_host(schema, session):
     """As if a `whatsapp` host ran the session (commands then go to that host's queue)."""
     SessionLease.objects.create(schema_name=schema, session_id=session.pk, host_id="host-test",
                                 lease_expires_at=timezone.now() + timedelta(minutes=1))
-
-
-def texts(response):
-    return [str(m) for m in response.context["messages"]] if response.context else []
 
 
 # --- the list ---------------------------------------------------------------------------------------------

@@ -14,23 +14,11 @@ from django_tenants.utils import tenant_context
 
 from billing.models import Subscription
 from whatsapp.models import WebhookDelivery, WebhookEndpoint
+from whatsapp.tests.support import texts
 from whatsapp.tests.webhook_support import emit
 from whatsapp.webhooks import actions
 from whatsapp.webhooks import delivery as wire
 from whatsapp.webhooks.tasks import deliver_due_webhooks
-
-
-@pytest.fixture
-def as_user(client):
-    def login(user):
-        client.force_login(user)
-        return client
-
-    return login
-
-
-def texts(response):
-    return [str(m) for m in response.context["messages"]] if response.context else []
 
 
 def endpoints(tenant):
