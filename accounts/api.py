@@ -29,6 +29,14 @@ class HasActiveTenant(permissions.BasePermission):
         return True
 
 
+def require_owner_or_admin(request, doing):
+    """403 owner_or_admin_required unless the principal is the business's owner or an admin; `doing` finishes
+    the message ("… can delete contacts.")."""
+    membership = getattr(request._request, "membership", None)
+    if membership is None or not membership.can_manage:
+        raise ApiError(403, "owner_or_admin_required", f"Only the business's owner or an admin can {doing}.")
+
+
 def _billing_summary(tenant):
     subscription = subscription_of(tenant)
     access = access_for(tenant)

@@ -19,7 +19,7 @@ from rest_framework import exceptions, permissions, status
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from accounts.api import CanWrite, HasActiveTenant
+from accounts.api import CanWrite, HasActiveTenant, require_owner_or_admin
 from config.api import ApiError, PageLimitPagination
 
 from . import actions
@@ -62,12 +62,6 @@ def _validated(serializer_class, data):
 
 def _tenant(request):
     return request._request.tenant
-
-
-def _require_owner_or_admin(request, doing):
-    membership = getattr(request._request, "membership", None)
-    if membership is None or not membership.can_manage:
-        raise ApiError(403, "owner_or_admin_required", f"Only the business's owner or an admin can {doing}.")
 
 
 def _is_running(session):
@@ -114,7 +108,7 @@ class SessionListView(SessionWriteView):
     def post(self, request):
         """Create a session (owner or admin), within the plan's session limit: 402 plan_limit_reached at the
         limit, 409 duplicate_name, 400 invalid_name."""
-        _require_owner_or_admin(request, "create sessions")
+        require_owner_or_admin(request, "create sessions")
         serializer = SessionCreateSerializer(data=request.data)
         if not serializer.is_valid():
             if "name" in serializer.errors:
@@ -136,7 +130,7 @@ class SessionDetailView(SessionApiView):
     def delete(self, request, name):
         """Delete the session and its activity (owner or admin); a linked, running one is logged out first."""
         session = _session(name)
-        _require_owner_or_admin(request, "delete sessions")
+        require_owner_or_admin(request, "delete sessions")
         actions.delete_session(_tenant(request), session, acting_user=request.user)
         return Response(status=status.HTTP_204_NO_CONTENT)
 
@@ -178,7 +172,7 @@ class SessionLogoutView(SessionApiView):
     def post(self, request, name):
         """Unlink the phone (owner or admin). Relinking needs a new scan or pairing code."""
         session = _session(name)
-        _require_owner_or_admin(request, "log sessions out")
+        require_owner_or_admin(request, "log sessions out")
         session = actions.logout_session(_tenant(request), session, acting_user=request.user)
         session.refresh_from_db()
         return Response(_payload(session), status=status.HTTP_202_ACCEPTED)

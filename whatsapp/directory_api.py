@@ -14,7 +14,7 @@ from rest_framework import exceptions, permissions, serializers, status
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from accounts.api import CanWrite, HasActiveTenant
+from accounts.api import CanWrite, HasActiveTenant, require_owner_or_admin
 from config.api import ApiError, PageLimitPagination
 
 from . import conversations, messaging
@@ -123,12 +123,6 @@ def _by_session(queryset, request):
     return queryset.filter(session=_session_named(name)) if name else queryset
 
 
-def _require_owner_or_admin(request, doing):
-    membership = getattr(request._request, "membership", None)
-    if membership is None or not membership.can_manage:
-        raise ApiError(403, "owner_or_admin_required", f"Only the business's owner or an admin can {doing}.")
-
-
 def _paginated(request, view, queryset, to_payload):
     paginator = PageLimitPagination()
     page = paginator.paginate_queryset(queryset, request, view=view)
@@ -187,7 +181,7 @@ class ContactDetailView(DirectoryView):
         """Delete a contact (owner or admin). Its messages and conversations stay; a new message from or to
         the number creates it again."""
         contact = self._contact(pk)
-        _require_owner_or_admin(request, "delete contacts")
+        require_owner_or_admin(request, "delete contacts")
         conversations.delete_contact(contact, acting_user=request.user, tenant=request._request.tenant)
         return Response(status=status.HTTP_204_NO_CONTENT)
 

@@ -11,7 +11,7 @@ from rest_framework import exceptions, permissions, serializers, status
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from accounts.api import CanWrite, HasActiveTenant
+from accounts.api import CanWrite, HasActiveTenant, require_owner_or_admin
 from config.api import ApiError, PageLimitPagination
 
 from . import actions, pacing
@@ -74,12 +74,6 @@ def _tenant(request):
     return request._request.tenant
 
 
-def _require_owner_or_admin(request, doing):
-    membership = getattr(request._request, "membership", None)
-    if membership is None or not membership.can_manage:
-        raise ApiError(403, "owner_or_admin_required", f"Only the business's owner or an admin can {doing}.")
-
-
 class SendingPolicyView(APIView):
     permission_classes = [permissions.IsAuthenticated, HasActiveTenant, CanWrite]
 
@@ -100,7 +94,7 @@ class BlockedNumberListView(SendingPolicyView):
     })
     def post(self, request):
         """Block a number (owner or admin): messages to it are refused with 400 blocked_recipient."""
-        _require_owner_or_admin(request, "block numbers")
+        require_owner_or_admin(request, "block numbers")
         serializer = BlockNumberSerializer(data=request.data)
         if not serializer.is_valid():
             if "phone" in serializer.errors:
@@ -120,7 +114,7 @@ class BlockedNumberDetailView(SendingPolicyView):
         blocked = BlockedNumber.objects.filter(pk=pk).first()
         if blocked is None:
             raise exceptions.NotFound("No such blocked number.")
-        _require_owner_or_admin(request, "unblock numbers")
+        require_owner_or_admin(request, "unblock numbers")
         actions.unblock_number(_tenant(request), blocked, acting_user=request.user)
         return Response(status=status.HTTP_204_NO_CONTENT)
 
@@ -137,7 +131,7 @@ class PacingView(SendingPolicyView):
     def patch(self, request):
         """Change the pacing policy (owner or admin); fields left out keep their value, null restores the
         installation's default."""
-        _require_owner_or_admin(request, "change the pacing policy")
+        require_owner_or_admin(request, "change the pacing policy")
         if not isinstance(request.data, dict):
             raise ApiError(400, "invalid_pacing", "Send a JSON object with the fields to change.")
         unknown = sorted(set(request.data) - set(PacingUpdateSerializer().fields))

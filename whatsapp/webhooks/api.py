@@ -11,7 +11,7 @@ from rest_framework import permissions, serializers
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from accounts.api import CanWrite, HasActiveTenant
+from accounts.api import CanWrite, HasActiveTenant, require_owner_or_admin
 from config.api import ApiError, PageLimitPagination
 from whatsapp.models import WebhookDelivery, WebhookEndpoint
 
@@ -71,12 +71,6 @@ def _validated(request, *, partial):
     return data
 
 
-def _require_owner_or_admin(request):
-    membership = getattr(request._request, "membership", None)
-    if membership is None or not membership.can_manage:
-        raise ApiError(403, "owner_or_admin_required", "Only the business's owner or an admin can manage webhooks.")
-
-
 class WebhookView(APIView):
     permission_classes = [permissions.IsAuthenticated, HasActiveTenant, CanWrite]
 
@@ -100,7 +94,7 @@ class EndpointListView(WebhookView):
     def post(self, request):
         """Register an endpoint (owner or admin). 400 invalid_url, unknown_event, private_target,
         unresolvable_host. The response holds the signing secret, once."""
-        _require_owner_or_admin(request)
+        require_owner_or_admin(request, "manage webhooks")
         data = _validated(request, partial=False)
         endpoint, secret = actions.create_endpoint(url=data["url"], events=data["events"],
                                                    description=data.get("description", ""))
@@ -118,7 +112,7 @@ class EndpointDetailView(WebhookView):
     def patch(self, request, pk):
         """Change url, events, description or enabled (owner or admin); enabling clears disabled_reason."""
         endpoint = get_object_or_404(WebhookEndpoint, pk=pk)
-        _require_owner_or_admin(request)
+        require_owner_or_admin(request, "manage webhooks")
         endpoint = actions.update_endpoint(endpoint, **_validated(request, partial=True))
         return Response(WebhookEndpointSerializer(endpoint).data)
 
@@ -126,7 +120,7 @@ class EndpointDetailView(WebhookView):
     def delete(self, request, pk):
         """Delete the endpoint and its deliveries (owner or admin)."""
         endpoint = get_object_or_404(WebhookEndpoint, pk=pk)
-        _require_owner_or_admin(request)
+        require_owner_or_admin(request, "manage webhooks")
         actions.delete_endpoint(endpoint)
         return Response(status=204)
 
