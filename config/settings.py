@@ -112,11 +112,14 @@ DATABASES["default"]["CONN_HEALTH_CHECKS"] = True
 # set on close()), so one tenant's search_path never leaks into the next request (tests/test_db_pool.py).
 DATABASE_POOL = env.bool("DATABASE_POOL", default=True)
 if DATABASE_POOL:
+    from config.db import reset_pooled_connection
+
     DATABASES["default"]["CONN_MAX_AGE"] = 0
     DATABASES["default"].setdefault("OPTIONS", {})["pool"] = {
         "min_size": env.int("DATABASE_POOL_MIN_SIZE", default=2),
         "max_size": env.int("DATABASE_POOL_MAX_SIZE", default=10),
         "timeout": env.float("DATABASE_POOL_TIMEOUT", default=10.0),  # seconds a request waits for a connection
+        "reset": reset_pooled_connection,  # session state (advisory locks) never outlives a borrower
     }
 else:
     DATABASES["default"]["CONN_MAX_AGE"] = env.int("DATABASE_CONN_MAX_AGE", default=60)

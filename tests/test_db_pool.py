@@ -184,3 +184,29 @@ def test_long_lived_threads_alternating_tenants_on_one_pooled_connection(named, 
         for executor in (first, second):
             executor.submit(connections.close_all).result()
             executor.shutdown()
+
+
+def test_a_session_advisory_lock_does_not_outlive_the_borrower_that_took_it(one_connection_pool):
+    """Code that takes a session-level advisory lock and loses its connection midway (tenants.pool.fill_pool
+    around migrate_schemas) must not leave the lock held by an idle pooled connection: once the connection is
+    back in the pool, another session can take the lock."""
+    import psycopg
+
+    def take_and_drop():
+        try:
+            with connection.cursor() as cursor:
+                cursor.execute("SELECT pg_try_advisory_lock(4242)")
+                assert cursor.fetchone()[0]
+        finally:
+            connections.close_all()  # back to the pool, the lock not unlocked
+
+    connection.close()
+    thread = threading.Thread(target=take_and_drop)
+    thread.start()
+    thread.join()
+    with connection.cursor() as cursor:  # the same pooled connection: the reset has run by the time we get it
+        cursor.execute("SELECT pg_backend_pid()")
+    connection.close()
+    with psycopg.connect(**connection.get_connection_params(), autocommit=True) as other:
+        assert other.execute("SELECT pg_try_advisory_lock(4242)").fetchone()[0]
+        other.execute("SELECT pg_advisory_unlock(4242)")
