@@ -24,6 +24,8 @@ import urllib.request
 from pathlib import Path
 from urllib.parse import quote, urlsplit, urlunsplit
 
+from conftest import PASSWORD
+
 ROOT = Path(__file__).resolve().parent.parent
 # Databases 0 (dev) and 15 (`make test`) are taken; browser tests use 14. Under pytest-xdist each worker
 # gets its own, counting down, so parallel browser tests never share a broker or channel layer.
@@ -33,6 +35,8 @@ CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networki
                  "--disable-sync", "--no-first-run"]
 START_TIMEOUT = 40.0
 STOP_TIMEOUT = 5.0
+TIMEOUT_MS = 15_000  # what a browser test waits for anything on a page
+PHONE = {"width": 390, "height": 844}
 
 
 def free_port():
@@ -303,3 +307,26 @@ def outside_event_loop(func, *args, **kwargs):
     if "error" in result:
         raise result["error"]
     return result.get("value")
+
+
+# --- pages in Chromium (Playwright's sync API) ------------------------------------------------------------------
+
+
+def new_page(browser, live_system, **options):
+    """A page in a browser context of its own (its own cookies) on the live server; options go to new_context."""
+    context = browser.new_context(base_url=live_system.url, **options)
+    context.set_default_timeout(TIMEOUT_MS)
+    return context.new_page()
+
+
+def log_in(page, email, password=PASSWORD):
+    """Through the login page; the caller waits for where the login lands."""
+    page.goto("/accounts/login/")
+    page.get_by_label("Email", exact=True).fill(email)
+    page.get_by_label("Password", exact=True).fill(password)
+    page.get_by_role("button", name="Log in").click()
+
+
+def assert_fits_phone(page, what):
+    width = page.evaluate("document.documentElement.scrollWidth")
+    assert width <= PHONE["width"], f"horizontal overflow at 390 px on {what}: scrollWidth={width}"

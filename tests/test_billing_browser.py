@@ -12,9 +12,8 @@ from pathlib import Path
 import pytest
 from playwright.sync_api import expect
 
-from conftest import PASSWORD
-
 from . import live
+from .live import PHONE, TIMEOUT_MS, assert_fits_phone, log_in, new_page
 
 pytestmark = [
     pytest.mark.browser,
@@ -22,23 +21,8 @@ pytestmark = [
     pytest.mark.skipif(not Path(live.CHROMIUM).exists(), reason="needs Debian's chromium: apt-get install -y chromium"),
 ]
 
-TIMEOUT_MS = 15_000
 expect.set_options(timeout=TIMEOUT_MS)
 SCREENSHOTS = Path("/tmp")
-PHONE = {"width": 390, "height": 844}
-
-
-def new_page(browser, live_system, **options):
-    context = browser.new_context(base_url=live_system.url, **options)
-    context.set_default_timeout(TIMEOUT_MS)
-    return context.new_page()
-
-
-def log_in(page, email, password=PASSWORD):
-    page.goto("/accounts/login/")
-    page.get_by_label("Email", exact=True).fill(email)
-    page.get_by_label("Password", exact=True).fill(password)
-    page.get_by_role("button", name="Log in").click()
 
 
 def api_post(live_system, path, raw_key, payload):
@@ -51,11 +35,6 @@ def api_post(live_system, path, raw_key, payload):
             return response.status, json.loads(response.read() or b"{}")
     except urllib.error.HTTPError as error:
         return error.code, json.loads(error.read() or b"{}")
-
-
-def assert_fits_phone(page, what):
-    width = page.evaluate("document.documentElement.scrollWidth")
-    assert width <= PHONE["width"], f"horizontal overflow at 390 px on {what}: scrollWidth={width}"
 
 
 def test_trial_banner_then_read_only_with_pay_link_and_402_then_manual_payment(live_system, launch_chromium, named):

@@ -14,9 +14,8 @@ from pathlib import Path
 import pytest
 from playwright.sync_api import expect
 
-from conftest import PASSWORD
-
 from . import live
+from .live import PHONE, TIMEOUT_MS, assert_fits_phone, log_in, new_page
 
 pytestmark = [
     pytest.mark.browser,
@@ -24,9 +23,7 @@ pytestmark = [
     pytest.mark.skipif(not Path(live.CHROMIUM).exists(), reason="needs Debian's chromium: apt-get install -y chromium"),
 ]
 
-TIMEOUT_MS = 15_000
 expect.set_options(timeout=TIMEOUT_MS)
-PHONE = {"width": 390, "height": 844}
 SCREENSHOTS = Path("/tmp")
 CONTACT = "+6281234567890"
 
@@ -44,21 +41,10 @@ def api(live_system, key, method, path, body=None):
         return response.status, json.loads(response.read() or b"null")
 
 
-def assert_fits_phone(page, what):
-    width = page.evaluate("document.documentElement.scrollWidth")
-    assert width <= PHONE["width"], f"horizontal overflow at 390 px on {what}: scrollWidth={width}"
-
-
 def test_messages_appear_and_move_to_delivered_and_read_live(named, live_system, launch_chromium):
     browser = launch_chromium()
-    context = browser.new_context(base_url=live_system.url, viewport=PHONE)
-    context.set_default_timeout(TIMEOUT_MS)
-    owner = context.new_page()
-
-    owner.goto("/accounts/login/")
-    owner.get_by_label("Email", exact=True).fill(named.alice.email)
-    owner.get_by_label("Password", exact=True).fill(PASSWORD)
-    owner.get_by_role("button", name="Log in").click()
+    owner = new_page(browser, live_system, viewport=PHONE)
+    log_in(owner, named.alice.email)
     expect(owner.get_by_test_id("dashboard-title")).to_be_visible()
 
     # --- an API key, shown once ------------------------------------------------------------------------------

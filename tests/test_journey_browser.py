@@ -13,6 +13,7 @@ from playwright.sync_api import expect
 from conftest import PASSWORD, make_user
 
 from . import live
+from .live import TIMEOUT_MS, new_page
 
 pytestmark = [
     pytest.mark.browser,
@@ -20,16 +21,9 @@ pytestmark = [
     pytest.mark.skipif(not Path(live.CHROMIUM).exists(), reason="needs Debian's chromium: apt-get install -y chromium"),
 ]
 
-TIMEOUT_MS = 15_000
 expect.set_options(timeout=TIMEOUT_MS)
 CONFIRM_LINK = r"https?://\S+/accounts/confirm-email/\S+"
 SCREENSHOT_390 = Path("/tmp/dashboard-390.png")
-
-
-def new_page(browser, live_system, **options):
-    context = browser.new_context(base_url=live_system.url, **options)
-    context.set_default_timeout(TIMEOUT_MS)
-    return context.new_page()
 
 
 def log_in(page, email, password=PASSWORD):

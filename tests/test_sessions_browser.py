@@ -10,9 +10,8 @@ from pathlib import Path
 import pytest
 from playwright.sync_api import expect
 
-from conftest import PASSWORD
-
 from . import live
+from .live import PHONE, TIMEOUT_MS, assert_fits_phone, log_in, new_page
 
 pytestmark = [
     pytest.mark.browser,
@@ -20,9 +19,7 @@ pytestmark = [
     pytest.mark.skipif(not Path(live.CHROMIUM).exists(), reason="needs Debian's chromium: apt-get install -y chromium"),
 ]
 
-TIMEOUT_MS = 15_000
 expect.set_options(timeout=TIMEOUT_MS)
-PHONE = {"width": 390, "height": 844}
 SCREENSHOTS = Path("/tmp")
 QR_SECONDS = 3
 
@@ -31,20 +28,6 @@ QR_SECONDS = 3
 def live_whatsapp():
     # Codes rotate every 3 s, and enough of them that the pairing window (3 s × 40) outlasts the test.
     return {"qr_seconds": QR_SECONDS, "max_qr_attempts": 40}
-
-
-def new_page(browser, live_system, **options):
-    context = browser.new_context(base_url=live_system.url, **options)
-    context.set_default_timeout(TIMEOUT_MS)
-    return context.new_page()
-
-
-def log_in(page, email, password=PASSWORD):
-    page.goto("/accounts/login/")
-    page.get_by_label("Email", exact=True).fill(email)
-    page.get_by_label("Password", exact=True).fill(password)
-    page.get_by_role("button", name="Log in").click()
-    expect(page.get_by_test_id("dashboard-title")).to_be_visible()
 
 
 def websocket_frames(page, path):
@@ -58,11 +41,6 @@ def websocket_frames(page, path):
     return frames
 
 
-def assert_fits_phone(page, what):
-    width = page.evaluate("document.documentElement.scrollWidth")
-    assert width <= PHONE["width"], f"horizontal overflow at 390 px on {what}: scrollWidth={width}"
-
-
 def qr_loaded(page):
     return page.get_by_test_id("qr-image").evaluate("img => img.complete && img.naturalWidth > 0")
 
@@ -73,6 +51,7 @@ def test_owner_links_a_number_with_the_simulator_and_watches_it_live(named, live
     # --- a member watches the session list (desktop) -------------------------------------------------------
     member = new_page(browser, live_system)
     log_in(member, named.bob.email)
+    expect(member.get_by_test_id("dashboard-title")).to_be_visible()
     member.get_by_test_id("nav-sessions").click()
     expect(member.get_by_role("heading", name="WhatsApp sessions")).to_be_visible()
     expect(member.get_by_test_id("no-sessions")).to_be_visible()
@@ -82,6 +61,7 @@ def test_owner_links_a_number_with_the_simulator_and_watches_it_live(named, live
     owner = new_page(browser, live_system, viewport=PHONE)
     session_frames = websocket_frames(owner, "/ws/sessions/front-desk/")
     log_in(owner, named.alice.email)
+    expect(owner.get_by_test_id("dashboard-title")).to_be_visible()
     owner.locator("label[for=nav-toggle]").click()
     owner.get_by_test_id("nav-sessions").click()
     expect(owner.get_by_test_id("simulator-banner")).to_contain_text("Simulated WhatsApp")
