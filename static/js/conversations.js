@@ -11,9 +11,6 @@
   if (!root) return;
 
   var conversationId = threadRoot ? Number(threadRoot.getAttribute("data-conversation-id")) : null;
-  var liveState = document.querySelector("[data-live-state]");
-  var socket = null, attempts = 0, heartbeat = null, lastMessageAt = 0, gone = false, reconnectTimer = null;
-  var HEARTBEAT_MS = 20000, SILENCE_MS = 50000, MAX_BACKOFF_MS = 30000;
   var RANK = { queued: 0, sending: 0, sent: 1, delivered: 2, read: 3, failed: 4, received: 0 };
   var TICKS = { queued: "🕓 Queued", sending: "🕓 Queued", sent: "✓ Sent", delivered: "✓✓ Delivered",
                 read: "✓✓ Read", failed: "⚠ Failed" };
@@ -214,58 +211,6 @@
     }
   }
 
-  function setLive(state, text) {
-    if (!liveState) return;
-    liveState.setAttribute("data-live-state", state);
-    liveState.textContent = text;
-  }
-
-  function connect() {
-    if (gone) return;
-    var proto = window.location.protocol === "https:" ? "wss://" : "ws://";
-    setLive("connecting", "Connecting…");
-    try { socket = new WebSocket(proto + window.location.host + root.getAttribute("data-ws")); }
-    catch (e) { scheduleReconnect(); return; }
-    socket.onopen = function () {
-      attempts = 0;
-      lastMessageAt = Date.now();
-      setLive("live", "Live");
-      heartbeat = window.setInterval(function () {
-        if (Date.now() - lastMessageAt > SILENCE_MS) { socket.close(); return; }
-        socket.send(JSON.stringify({ type: "ping" }));
-      }, HEARTBEAT_MS);
-    };
-    socket.onmessage = function (event) {
-      lastMessageAt = Date.now();
-      onMessage(JSON.parse(event.data));
-    };
-    socket.onclose = function (event) {
-      window.clearInterval(heartbeat);
-      if (event.code === 4404 || event.code === 4403) {
-        gone = true;
-        setLive("offline", event.code === 4404 ? "Not available" : "Unavailable");
-        return;
-      }
-      scheduleReconnect();
-    };
-  }
-
-  function scheduleReconnect() {
-    if (gone || reconnectTimer) return;
-    attempts += 1;
-    var delay = Math.min(MAX_BACKOFF_MS, 1000 * Math.pow(2, attempts - 1)) * (0.75 + Math.random() * 0.5);
-    setLive("offline", "Offline — reconnecting…");
-    reconnectTimer = window.setTimeout(function () { reconnectTimer = null; connect(); }, delay);
-  }
-
-  document.addEventListener("visibilitychange", function () {
-    if (document.visibilityState === "visible" && reconnectTimer) {
-      window.clearTimeout(reconnectTimer);
-      reconnectTimer = null;
-      connect();
-    }
-  });
-
   // --- forms posted without leaving the page -----------------------------------------------------------------
   function flash(ok, text) {
     var list = document.querySelector("[data-live-messages]");
@@ -329,5 +274,5 @@
   });
   var thread = document.querySelector("[data-message-list]");
   if (thread && thread.lastElementChild) thread.lastElementChild.scrollIntoView({ block: "nearest" });
-  connect();
+  window.Switchboard.liveSocket(root.getAttribute("data-ws"), onMessage);
 })();

@@ -9,9 +9,8 @@
   if (!root) return;
 
   var nextStep = readJson("next-step-data") || {};
-  var liveState = document.querySelector("[data-live-state]");
-  var socket = null, attempts = 0, heartbeat = null, lastMessageAt = 0, gone = false, reconnectTimer = null;
-  var HEARTBEAT_MS = 20000, SILENCE_MS = 50000, MAX_BACKOFF_MS = 30000, ACTIVITY_SHOWN = 50;
+  var live = null;  // the page's socket (Switchboard.liveSocket, static/js/live.js)
+  var ACTIVITY_SHOWN = 50;
 
   function readJson(id) {
     var el = document.getElementById(id);
@@ -159,65 +158,15 @@
     var banner = document.querySelector("[data-deleted]");
     if (banner) banner.classList.remove("hidden");
     document.querySelectorAll("form[data-async] button").forEach(function (b) { b.disabled = true; });
-    gone = true;
+    live.stop();
   }
 
   // --- the websocket ---------------------------------------------------------------------------------------
-  function setLive(state, text) {
-    if (!liveState) return;
-    liveState.setAttribute("data-live-state", state);
-    liveState.textContent = text;
+  function onMessage(msg) {
+    if (msg.type === "session.update") applyUpdate(msg.data);
+    else if (msg.type === "session.activity") applyActivity(msg.data);
+    else if (msg.type === "session.deleted") applyDeleted(msg.data);
   }
-
-  function connect() {
-    if (gone) return;
-    var proto = window.location.protocol === "https:" ? "wss://" : "ws://";
-    setLive("connecting", "Connecting…");
-    try { socket = new WebSocket(proto + window.location.host + root.getAttribute("data-ws")); }
-    catch (e) { scheduleReconnect(); return; }
-    socket.onopen = function () {
-      attempts = 0;
-      lastMessageAt = Date.now();
-      setLive("live", "Live");
-      heartbeat = window.setInterval(function () {
-        if (Date.now() - lastMessageAt > SILENCE_MS) { socket.close(); return; }  // a dead connection
-        socket.send(JSON.stringify({ type: "ping" }));
-      }, HEARTBEAT_MS);
-    };
-    socket.onmessage = function (event) {
-      lastMessageAt = Date.now();
-      var msg = JSON.parse(event.data);
-      if (msg.type === "session.update") applyUpdate(msg.data);
-      else if (msg.type === "session.activity") applyActivity(msg.data);
-      else if (msg.type === "session.deleted") applyDeleted(msg.data);
-    };
-    socket.onclose = function (event) {
-      window.clearInterval(heartbeat);
-      if (event.code === 4404 || event.code === 4403) {
-        gone = true;
-        setLive("offline", event.code === 4404 ? "Not available" : "Unavailable");
-        return;
-      }
-      scheduleReconnect();
-    };
-  }
-
-  function scheduleReconnect() {
-    if (gone || reconnectTimer) return;
-    attempts += 1;
-    var delay = Math.min(MAX_BACKOFF_MS, 1000 * Math.pow(2, attempts - 1)) * (0.75 + Math.random() * 0.5);
-    setLive("offline", "Offline — reconnecting…");
-    reconnectTimer = window.setTimeout(function () { reconnectTimer = null; connect(); }, delay);
-  }
-
-  // Back from a sleeping laptop or a background tab: reconnect now rather than at the end of the backoff.
-  document.addEventListener("visibilitychange", function () {
-    if (document.visibilityState === "visible" && reconnectTimer) {
-      window.clearTimeout(reconnectTimer);
-      reconnectTimer = null;
-      connect();
-    }
-  });
 
   // --- forms posted without leaving the page ---------------------------------------------------------------
   function flash(ok, text) {
@@ -274,5 +223,5 @@
   document.querySelectorAll("time[datetime][data-local]").forEach(function (el) {
     el.textContent = formatTime(el.getAttribute("datetime"));
   });
-  connect();
+  live = window.Switchboard.liveSocket(root.getAttribute("data-ws"), onMessage);
 })();
