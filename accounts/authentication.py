@@ -1,6 +1,7 @@
 from datetime import timedelta
 
 from django.db import connection
+from django.db.models import F, FilteredRelation, Q
 from django.utils import timezone
 from drf_spectacular.extensions import OpenApiAuthenticationExtension
 from rest_framework import exceptions
@@ -28,8 +29,14 @@ class ApiKeyAuthentication(BaseAuthentication):
         raw = _raw_key(request)
         if not raw:
             return None
+        # One statement for everything a request asks of its principal: the key, its user, its tenant with the
+        # plan and subscription (billing.entitlements reads them, once per request: this tenant object lives as
+        # long as the request) and the user's membership of that tenant.
         key = (
-            ApiKey.objects.select_related("user", "tenant", "tenant__plan")
+            ApiKey.objects.annotate(
+                tenant_membership=FilteredRelation(
+                    "user__memberships", condition=Q(user__memberships__tenant=F("tenant"))))
+            .select_related("user", "tenant", "tenant__plan", "tenant__subscription__plan", "tenant_membership")
             .filter(key_hash=hash_api_key(raw))
             .first()
         )
@@ -45,7 +52,7 @@ class ApiKeyAuthentication(BaseAuthentication):
                 check_key_selector(key.tenant, tenant_id, slug)
             except TenantNotSelectable:
                 raise exceptions.NotFound("No such tenant.")
-            membership = key.user.memberships.filter(tenant=key.tenant).first()
+            membership = key.tenant_membership
             if membership is None:  # the user left the tenant: the key dies with the membership
                 raise exceptions.AuthenticationFailed("This API key has been revoked.", code="api_key_revoked")
             request._request.tenant = key.tenant

@@ -176,9 +176,20 @@ def for_outgoing(session, phone, chat_jid):
     if is_group_jid(chat_jid):
         group = _upsert_group(session, chat_jid)
         return _upsert_conversation(session, chat_jid, group=group), None
-    contact = _resolved_contact(session, chat_jid, phone or phone_of_jid(chat_jid), "", "",
-                                Contact.Source.OUTBOUND)
-    return _upsert_conversation(session, contact.jid, contact=contact), contact
+    phone = phone or phone_of_jid(chat_jid)
+    if phone:
+        # The common case, a number written to before: its conversation with its contact, in one statement (the
+        # contact's number already recorded, so the upserts below would change nothing).
+        jid = phone_jid(phone)
+        conversation = (Conversation.objects.select_related("contact")
+                        .filter(session=session, chat_jid=jid, contact__jid=jid, contact__phone=_e164(phone))
+                        .first())
+        if conversation is not None:
+            return conversation, conversation.contact
+    contact = _resolved_contact(session, chat_jid, phone, "", "", Contact.Source.OUTBOUND)
+    conversation = _upsert_conversation(session, contact.jid, contact=contact)
+    conversation.contact = contact  # the same row: the live update's summary reads it without a query
+    return conversation, contact
 
 
 def note_outgoing(message):

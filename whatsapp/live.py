@@ -1,7 +1,8 @@
 """Live updates of messages and conversations for open pages (Channels groups carrying the schema).
 
 message_changed runs inside the transaction that changed the message (whatsapp.messaging) and sends once it
-commits, so a page never shows a state that was rolled back. The payload is built from the objects already in
+commits, so a page never shows a state that was rolled back; a just-queued message's update is sent by its send
+task instead (deferred_updates), after the commit too, off the web request. The payload is built from the objects already in
 memory (no query on the hot path); when nobody listens the cost is the channel layer's group lookup.
 
 Messages (see whatsapp.conversation_consumers):
@@ -10,6 +11,8 @@ Messages (see whatsapp.conversation_consumers):
   {"type": "contacts.synced", "data": {session_id, ok, contacts, contacts_created, groups, … | error}}
     to t.<schema>.conversations (whatsapp.conversations.sync_on_host).
 """
+import contextlib
+import contextvars
 import logging
 
 from asgiref.sync import async_to_sync
@@ -17,6 +20,9 @@ from channels.layers import get_channel_layer
 from django.db import connection, transaction
 
 log = logging.getLogger(__name__)
+
+# Inside deferred_updates(): message_changed collects its update here instead of publishing it on commit.
+_deferred = contextvars.ContextVar("live_deferred_updates", default=None)
 
 
 def conversation_group(schema_name, conversation_id):
@@ -86,7 +92,30 @@ def message_changed(message):
         log.warning("live payload for message %s failed", message.pk, exc_info=True)
         return
     schema_name, conversation_id = connection.schema_name, message.conversation_id
-    transaction.on_commit(lambda: publish(schema_name, conversation_id, {"type": "message.update", "data": data}))
+    update = [schema_name, conversation_id, {"type": "message.update", "data": data}]
+    deferred = _deferred.get()
+    if deferred is not None:
+        deferred.append(update)
+        return
+    transaction.on_commit(lambda: publish(*update))
+
+
+@contextlib.contextmanager
+def deferred_updates():
+    """Within the block, message_changed does its writes but hands its updates (JSON-safe lists of publish()'s
+    arguments) to the caller, who publishes them later from elsewhere: the web request accepting a message
+    passes them to its send task, so the request does not pay the channel layer's round trips."""
+    updates = []
+    token = _deferred.set(updates)
+    try:
+        yield updates
+    finally:
+        _deferred.reset(token)
+
+
+def publish_all(updates):
+    for update in updates or ():
+        publish(*update)
 
 
 def publish(schema_name, conversation_id, message):

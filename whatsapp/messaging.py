@@ -140,9 +140,10 @@ def queue_message(tenant, *, body, files=None, idempotency_key=None):
                 status=S.QUEUED, idempotency_key=idempotency_key or None, request_hash=digest,
                 conversation=conversation, contact=contact, **fields)
             message.session = session
-            live.message_changed(message)
+            with live.deferred_updates() as updates:  # published by the send task, not by this request
+                live.message_changed(message)
             schema_name, message_id = connection.schema_name, message.pk
-            transaction.on_commit(lambda: _enqueue(schema_name, message_id))
+            transaction.on_commit(lambda: _enqueue(schema_name, message_id, live_updates=updates))
     except IntegrityError:  # the same key in a concurrent request: that one won (kept_with_row removed our file)
         existing = _replay(idempotency_key, digest) if idempotency_key else None
         if existing is None:
@@ -151,10 +152,13 @@ def queue_message(tenant, *, body, files=None, idempotency_key=None):
     return message, True
 
 
-def _enqueue(schema_name, message_id):
+def _enqueue(schema_name, message_id, live_updates=None):
     from .tasks import send_message
 
-    send_message.delay(schema_name, message_id)
+    if live_updates:
+        send_message.delay(schema_name, message_id, live_updates)
+    else:
+        send_message.delay(schema_name, message_id)
 
 
 def _max_attempts():
