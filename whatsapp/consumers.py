@@ -37,6 +37,11 @@ def _tenant_usable(tenant):
             and entitlements.access_for(tenant).level != entitlements.SUSPENDED)
 
 
+def _usable_in_schema(tenant):
+    with tenant_context(tenant):
+        return _tenant_usable(tenant)
+
+
 class _TenantConsumer(AsyncJsonWebsocketConsumer):
     groups_joined = ()
 
@@ -45,6 +50,27 @@ class _TenantConsumer(AsyncJsonWebsocketConsumer):
         if user is None or not user.is_authenticated or tenant is None or not tenant.has_schema:
             return None
         return tenant
+
+    async def _usable_tenant(self):
+        """The principal's tenant when it may watch; else the socket is closed (4404 without a tenant, 4403
+        when it is suspended) and None returned."""
+        tenant = self._principal_tenant()
+        usable = tenant is not None and await database_sync_to_async(_usable_in_schema)(tenant)
+        if not usable:
+            await self.close(code=NOT_FOUND if tenant is None else FORBIDDEN)
+            return None
+        return tenant
+
+    async def _found_in_tenant(self, find, key):
+        """(tenant, find(tenant, key)) when the principal's tenant has the thing and may watch; else the socket
+        is closed — 4404 when find returns None (unknown, another tenant's) or there is no tenant, 4403 when it
+        returns False (suspended) — and (None, None) returned."""
+        tenant = self._principal_tenant()
+        found = await database_sync_to_async(find)(tenant, key) if tenant is not None else None
+        if found is None or found is False:
+            await self.close(code=NOT_FOUND if found is None else FORBIDDEN)
+            return None, None
+        return tenant, found
 
     async def join(self, *groups):
         self.groups_joined = groups
@@ -67,10 +93,8 @@ class SessionListConsumer(_TenantConsumer):
     """/ws/sessions/: every session of the tenant (the list page)."""
 
     async def connect(self):
-        tenant = self._principal_tenant()
-        allowed = tenant is not None and await database_sync_to_async(self._allowed)(tenant)
-        if not allowed:
-            await self.close(code=NOT_FOUND if tenant is None else FORBIDDEN)
+        tenant = await self._usable_tenant()
+        if tenant is None:
             return
         self.tenant = tenant
         # Join before reading, so that no change falls between the snapshot and the first update.
@@ -78,11 +102,6 @@ class SessionListConsumer(_TenantConsumer):
         await self.accept()
         for payload in await database_sync_to_async(self._snapshot)():
             await self.send_json({"type": "session.update", "data": payload})
-
-    @staticmethod
-    def _allowed(tenant):
-        with tenant_context(tenant):
-            return _tenant_usable(tenant)
 
     def _snapshot(self):
         with tenant_context(self.tenant):
@@ -96,14 +115,9 @@ class SessionConsumer(_TenantConsumer):
     """/ws/sessions/<name>/: one session (its page): state, QR code, pairing code, activity log."""
 
     async def connect(self):
-        tenant = self._principal_tenant()
         name = self.scope["url_route"]["kwargs"].get("name", "")
-        found = await database_sync_to_async(self._find)(tenant, name) if tenant is not None else None
-        if found is None:
-            await self.close(code=NOT_FOUND)
-            return
-        if found is False:
-            await self.close(code=FORBIDDEN)
+        tenant, found = await self._found_in_tenant(self._find, name)
+        if tenant is None:
             return
         self.tenant, self.session_id, self.last_activity_id = tenant, found, 0
         await self.join(session_group(tenant.schema_name, self.session_id))

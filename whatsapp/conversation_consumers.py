@@ -11,7 +11,7 @@ from channels.db import database_sync_to_async
 from django.db.models import F
 from django_tenants.utils import tenant_context
 
-from .consumers import FORBIDDEN, NOT_FOUND, _TenantConsumer, _tenant_usable
+from .consumers import _TenantConsumer, _tenant_usable
 from .live import conversation_group, conversation_summary, conversations_group
 from .models import Conversation, Message
 
@@ -21,21 +21,14 @@ SNAPSHOT_MESSAGES = 50
 
 class ConversationListConsumer(_TenantConsumer):
     async def connect(self):
-        tenant = self._principal_tenant()
-        usable = tenant is not None and await database_sync_to_async(self._usable)(tenant)
-        if not usable:
-            await self.close(code=NOT_FOUND if tenant is None else FORBIDDEN)
+        tenant = await self._usable_tenant()
+        if tenant is None:
             return
         self.tenant = tenant
         await self.join(conversations_group(tenant.schema_name))  # before the snapshot: nothing falls between
         await self.accept()
         await self.send_json({"type": "conversations.snapshot",
                               "data": await database_sync_to_async(self._snapshot)()})
-
-    @staticmethod
-    def _usable(tenant):
-        with tenant_context(tenant):
-            return _tenant_usable(tenant)
 
     def _snapshot(self):
         with tenant_context(self.tenant):
@@ -52,14 +45,9 @@ class ConversationListConsumer(_TenantConsumer):
 
 class ConversationConsumer(_TenantConsumer):
     async def connect(self):
-        tenant = self._principal_tenant()
         conversation_id = self.scope["url_route"]["kwargs"].get("conversation_id")
-        found = await database_sync_to_async(self._find)(tenant, conversation_id) if tenant is not None else None
-        if found is None:
-            await self.close(code=NOT_FOUND)
-            return
-        if found is False:
-            await self.close(code=FORBIDDEN)
+        tenant, _ = await self._found_in_tenant(self._find, conversation_id)
+        if tenant is None:
             return
         self.tenant, self.conversation_id = tenant, conversation_id
         await self.join(conversation_group(tenant.schema_name, conversation_id))

@@ -211,3 +211,15 @@ async def test_pairing_code_and_logout_from_the_phone_arrive_live(client, named,
     update, _ = await update_where(page, lambda data: data["status"] == "logged_out")
     assert update["status_display"] == "Logged out" and "scan again to relink" in update["status_detail"]
     await page.disconnect()
+
+
+async def test_a_suspended_tenants_sockets_are_closed_with_4403(client, named):
+    from tenants.models import Tenant
+
+    await _sync(create)(named.acme, named.alice, "front-desk")
+    await _sync(lambda: Tenant.objects.filter(pk=named.acme.pk).update(status=Tenant.Status.SUSPENDED))()
+    for path in ("/ws/sessions/", "/ws/sessions/front-desk/", "/ws/conversations/"):
+        ws, connected, code = await open_socket(client, named.alice, path)
+        assert not connected and code == 4403, path
+    ws, connected, code = await open_socket(client, named.alice, "/ws/sessions/no-such-session/")
+    assert not connected and code == 4404  # unknown stays unknown
