@@ -24,6 +24,8 @@ import urllib.request
 from pathlib import Path
 from urllib.parse import quote, urlsplit, urlunsplit
 
+import pytest
+
 from conftest import PASSWORD
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -37,6 +39,12 @@ START_TIMEOUT = 40.0
 STOP_TIMEOUT = 5.0
 TIMEOUT_MS = 15_000  # what a browser test waits for anything on a page
 PHONE = {"width": 390, "height": 844}
+# pytestmark of a browser test module: committed rows (live processes read them), skipped without Chromium.
+BROWSER_TEST = [
+    pytest.mark.browser,
+    pytest.mark.django_db(transaction=True),
+    pytest.mark.skipif(not Path(CHROMIUM).exists(), reason="needs Debian's chromium: apt-get install -y chromium"),
+]
 
 
 def free_port():

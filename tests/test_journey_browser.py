@@ -7,7 +7,6 @@ import re
 import secrets
 from pathlib import Path
 
-import pytest
 from playwright.sync_api import expect
 
 from conftest import PASSWORD, make_user
@@ -15,11 +14,7 @@ from conftest import PASSWORD, make_user
 from . import live
 from .live import TIMEOUT_MS, new_page
 
-pytestmark = [
-    pytest.mark.browser,
-    pytest.mark.django_db(transaction=True),
-    pytest.mark.skipif(not Path(live.CHROMIUM).exists(), reason="needs Debian's chromium: apt-get install -y chromium"),
-]
+pytestmark = live.BROWSER_TEST
 
 expect.set_options(timeout=TIMEOUT_MS)
 CONFIRM_LINK = r"https?://\S+/accounts/confirm-email/\S+"

@@ -13,11 +13,7 @@ from playwright.sync_api import expect
 from . import live
 from .live import PHONE, TIMEOUT_MS, assert_fits_phone, log_in, new_page
 
-pytestmark = [
-    pytest.mark.browser,
-    pytest.mark.django_db(transaction=True),
-    pytest.mark.skipif(not Path(live.CHROMIUM).exists(), reason="needs Debian's chromium: apt-get install -y chromium"),
-]
+pytestmark = live.BROWSER_TEST
 
 expect.set_options(timeout=TIMEOUT_MS)
 SCREENSHOTS = Path("/tmp")
