@@ -14,11 +14,6 @@ from whatsapp.tests.support import error, ok
 V1 = "/api/v1"
 
 
-@pytest.fixture
-def clients(named, api_as):
-    return {"alice": api_as(named.alice), "bob": api_as(named.bob), "carol": api_as(named.carol)}
-
-
 def blocked(tenant):
     with tenant_context(tenant):
         return list(BlockedNumber.objects.values_list("phone", flat=True))

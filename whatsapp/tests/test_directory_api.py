@@ -21,11 +21,6 @@ OTHER, OTHER_JID = "+14155550199", "14155550199@s.whatsapp.net"
 GROUP = "120363025246125486@g.us"
 
 
-@pytest.fixture
-def clients(named, api_as):
-    return {"alice": api_as(named.alice), "bob": api_as(named.bob), "carol": api_as(named.carol)}
-
-
 def make_session(tenant, name="front-desk", status=WhatsAppSession.Status.CONNECTED):
     with tenant_context(tenant):
         return WhatsAppSession.objects.create(name=name, phone="+14155550123", status=status)

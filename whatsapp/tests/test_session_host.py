@@ -16,15 +16,10 @@ from whatsapp.host.models import SessionLease
 from whatsapp.host.runtime import SessionHost
 from whatsapp.models import SessionActivity, WhatsAppSession
 from whatsapp.providers.base import ProviderSettings
-from whatsapp.providers.simulator import ManualScheduler, SimulatorProvider
+from whatsapp.providers.simulator import SimulatorProvider
 
 pytestmark = pytest.mark.django_db(transaction=True)
 SCHEMA = "t_test_acme"
-
-
-@pytest.fixture
-def clock():
-    return ManualScheduler()
 
 
 @pytest.fixture

@@ -16,7 +16,6 @@ from billing.models import Subscription
 from whatsapp import api
 from whatsapp.host.models import SessionLease
 from whatsapp.models import SessionActivity, WhatsAppSession
-from whatsapp.providers.simulator import ManualScheduler
 from whatsapp.qr import qr_matrix, qr_svg
 from whatsapp.tests.support import current_simulator_host, drain, error, ok, settle
 
@@ -589,11 +588,6 @@ def test_after_an_expired_pairing_code_a_plain_start_shows_a_qr_code(named, clie
     settle(host, clock)
     session = ok(alice.get(f"{V1}/sessions/front-desk"))
     assert session["status"] == "qr" and session["qr_available"] is True
-
-
-@pytest.fixture
-def clock():
-    return ManualScheduler()
 
 
 @pytest.fixture

@@ -41,11 +41,6 @@ class Recorder:
 
 
 @pytest.fixture
-def clock():
-    return ManualScheduler()
-
-
-@pytest.fixture
 def make(tmp_path, clock):
     """A provider on the manual clock with WhatsApp's real delays, its store under tmp_path."""
 
