@@ -143,7 +143,7 @@ def queue_message(tenant, *, body, files=None, idempotency_key=None):
             with live.deferred_updates() as updates:  # published by the send task, not by this request
                 live.message_changed(message)
             schema_name, message_id = connection.schema_name, message.pk
-            transaction.on_commit(lambda: _enqueue(schema_name, message_id, live_updates=updates))
+            transaction.on_commit(lambda: _enqueue(schema_name, message_id, live_updates=updates, to_host=True))
     except IntegrityError:  # the same key in a concurrent request: that one won (kept_with_row removed our file)
         existing = _replay(idempotency_key, digest) if idempotency_key else None
         if existing is None:
@@ -152,13 +152,19 @@ def queue_message(tenant, *, body, files=None, idempotency_key=None):
     return message, True
 
 
-def _enqueue(schema_name, message_id, live_updates=None):
+def _enqueue(schema_name, message_id, live_updates=None, to_host=False):
+    """The send task of a queued message. `to_host`: on the session hosts' shared queue, where the host running
+    the session dispatches and sends in one task (dispatch); otherwise (the sweeper, a paced retry) on the
+    default queue, from which dispatch forwards to the lease holder: a message stranded while no host runs is
+    still counted towards its attempt cap there."""
+    from .host.queues import SHARED_QUEUE
     from .tasks import send_message
 
-    if live_updates:
-        send_message.delay(schema_name, message_id, live_updates)
+    args = (schema_name, message_id, live_updates) if live_updates else (schema_name, message_id)
+    if to_host:
+        send_message.apply_async(args, queue=SHARED_QUEUE)
     else:
-        send_message.delay(schema_name, message_id)
+        send_message.delay(*args)
 
 
 def _max_attempts():
@@ -167,15 +173,16 @@ def _max_attempts():
 
 def dispatch(schema_name, message_id, now=None):
     """Task body: take the message's pacing slot (whatsapp.pacing), count the attempt in the row (the cap lives
-    in the database, so a redelivered task or a sweep cannot send forever), then ask the host holding the
-    session's lease to send. No host: it stays queued.
+    in the database, so a redelivered task or a sweep cannot send forever), then send: right here when this
+    process is the host running the session (an accepted message's task comes through the hosts' shared queue,
+    _enqueue), else by asking the host holding the session's lease. No host: it stays queued.
 
     When the slot is later than now the message waits, still `queued`, with next_attempt_at = its slot, a
     paced_until = the slot and no attempt counted (waiting is not failing); a task
     with a countdown or the sweeper dispatches it again at the slot, and it goes then without a new slot."""
     from django_tenants.utils import schema_context
 
-    from .host import commands
+    from .host import commands, runtime
 
     now = now or timezone.now()
     with schema_context(schema_name):
@@ -199,6 +206,11 @@ def dispatch(schema_name, message_id, now=None):
             message.next_attempt_at = now + RETRY_AFTER
             message.paced_until, message.paced_reason = None, ""
             message.save(update_fields=["attempts", "next_attempt_at", "paced_until", "paced_reason"])
+        host, key = runtime.current_host(), f"{schema_name}:{message.session_id}"
+        if host is not None and host.provider(key) is not None:
+            # This process hosts the session (the task came through the hosts' queue): send now, no second hop.
+            host.command(key, "send", message_id=message.pk)
+            return True
         try:
             commands.send(schema_name, message.session_id, "send", message_id=message.pk)
         except ApiError:  # session_not_running: the sweeper tries again once a host runs it

@@ -6,8 +6,9 @@ from celery import shared_task  # noqa: E402
 
 @shared_task(ignore_result=True, acks_late=True, reject_on_worker_lost=True)
 def send_message(schema_name, message_id, live_updates=None):
-    """Count an attempt of a queued message and hand it to the host holding its session's lease (the attempt cap
-    is in the row: a task redelivered after a worker died cannot send forever). `live_updates`: the open pages'
+    """Count an attempt of a queued message and send it, on the host running its session or through the host
+    holding its lease (messaging.dispatch; the attempt cap is in the row: a task redelivered after a worker died
+    cannot send forever). `live_updates`: the open pages'
     updates of the just-queued message (whatsapp.live.deferred_updates), published first."""
     from . import live
     from .messaging import dispatch
