@@ -15,8 +15,9 @@ Figures, from C concurrent HTTP clients (asyncio + httpx, keep-alive):
   accept / baseline ratios;
 - CPU per message of each process (from /proc: daphne, the default worker, the whatsapp worker, this client; the
   rest of the machine is Postgres, Redis and whatever else runs there);
-- then the same batch "apart": the default worker stops consuming while the API accepts (the accept path with
-  the machine to itself), then resumes and the pipeline alone drains the queue; which side limits.
+- then the same batch "apart": the session host stops consuming the hosts' shared queue (where accepted messages'
+  send tasks go) while the API accepts (the accept path with the machine to itself), then resumes and the
+  pipeline alone drains the queue; which side limits.
 
 SEND_BENCH_MESSAGES (or argv[1]) sets N (default 2000), SEND_BENCH_CLIENTS sets C (default 16),
 SEND_BENCH_BASELINE sets the requests per baseline (default 2000). Last line: one JSON object.
@@ -108,8 +109,8 @@ class Servers:
 
         for name, argv in self.argv.items():
             env = self.env
-            if name == "daphne":
-                # Under ASGI every request runs its sync part on a thread of its own (Django's
+            if name == "daphne" and env.get("DATABASE_POOL", "true").lower() in ("false", "0", "no", "off"):
+                # Without the pool: under ASGI every request runs its sync part on a thread of its own (Django's
                 # ThreadSensitiveContext), so a persistent connection is never reused, only left open until its
                 # thread is collected: 16 clients exhaust Postgres' connections. One connection per request.
                 env = {**env, "DATABASE_CONN_MAX_AGE": "0"}
@@ -344,6 +345,7 @@ def run(dbname):
     from django.db import connection
 
     from config.celery import app
+    from whatsapp.host.queues import SHARED_QUEUE
 
     redis.Redis.from_url(os.environ["REDIS_URL"]).flushdb()  # this bench's private database: a clean broker
     app.conf.broker_url = os.environ["REDIS_URL"]
@@ -393,11 +395,12 @@ def run(dbname):
         log(f"accept / GET /health = {accept_rate / health_rate:.0%} (target >= 50%); "
             f"accept / authenticated read = {accept_rate / read_rate:.0%}; "
             f"end to end {e2e_rate:.0f}/s (target >= 500/s)")
-        # Which side limits: the same batch with the `default` worker not consuming while the API accepts (so
-        # the accept path has the machine to itself), then the pipeline alone draining what was queued.
-        app.control.cancel_consumer("default", destination=[servers.default_name], reply=True, timeout=5)
+        # Which side limits: the same batch with the session host not consuming the hosts' shared queue (where
+        # accepted messages' send tasks go) while the API accepts, so the accept path has the machine to itself;
+        # then the pipeline alone draining what was queued.
+        app.control.cancel_consumer(SHARED_QUEUE, destination=[servers.whatsapp_name], reply=True, timeout=5)
         alone = send_batch(servers, headers, tenant, "apart", resume=lambda: app.control.add_consumer(
-            "default", destination=[servers.default_name], reply=True, timeout=5))
+            SHARED_QUEUE, destination=[servers.whatsapp_name], reply=True, timeout=5))
     except BaseException:
         for name in servers.procs:
             log(f"----- {name} -----\n{servers.log(name)}")
