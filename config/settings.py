@@ -116,7 +116,9 @@ if DATABASE_POOL:
 
     DATABASES["default"]["CONN_MAX_AGE"] = 0
     DATABASES["default"].setdefault("OPTIONS", {})["pool"] = {
-        "min_size": env.int("DATABASE_POOL_MIN_SIZE", default=2),
+        # 1, not more: Celery's prefork children close their pool after every task (celery.fixups.django), so
+        # each task opens a new pool with min_size connections; servers grow theirs to what they need.
+        "min_size": env.int("DATABASE_POOL_MIN_SIZE", default=1),
         "max_size": env.int("DATABASE_POOL_MAX_SIZE", default=10),
         "timeout": env.float("DATABASE_POOL_TIMEOUT", default=10.0),  # seconds a request waits for a connection
         "reset": reset_pooled_connection,  # session state (advisory locks) never outlives a borrower
