@@ -2,8 +2,8 @@
 
 message_changed runs inside the transaction that changed the message (whatsapp.messaging) and sends once it
 commits, so a page never shows a state that was rolled back; a just-queued message's update is sent by its send
-task instead (deferred_updates), after the commit too, off the web request. The payload is built from the objects already in
-memory (no query on the hot path); when nobody listens the cost is the channel layer's group lookup.
+task instead (deferred_updates), after the commit too, off the web request. The payload is built from the objects
+already in memory (no query on the hot path); when nobody listens the cost is the channel layer's group lookup.
 
 Messages (see whatsapp.conversation_consumers):
   {"type": "message.update", "data": message_payload + {"conversation": conversation summary}}

@@ -187,7 +187,7 @@ def dispatch(schema_name, message_id, now=None):
     now = now or timezone.now()
     with schema_context(schema_name):
         with transaction.atomic():
-            message = (Message.objects.select_for_update()
+            message = (Message.objects.select_for_update(of=("self",)).select_related("session")
                        .filter(pk=message_id, direction=Message.Direction.OUT, status=S.QUEUED).first())
             if message is None:
                 return False
@@ -202,14 +202,21 @@ def dispatch(schema_name, message_id, now=None):
                 if slot > now:
                     _wait_for_slot(schema_name, message, slot, now)
                     return False
+            host, key = runtime.current_host(), f"{schema_name}:{message.session_id}"
+            # This process hosts the session (the task came through the hosts' queue): it sends now, no second
+            # hop, and the claim (queued → sending, send_on_host's guard against a duplicate) is made here, in
+            # the transaction that counts the attempt.
+            local = host is not None and host.provider(key) is not None
             message.attempts += 1
             message.next_attempt_at = now + RETRY_AFTER
             message.paced_until, message.paced_reason = None, ""
-            message.save(update_fields=["attempts", "next_attempt_at", "paced_until", "paced_reason"])
-        host, key = runtime.current_host(), f"{schema_name}:{message.session_id}"
-        if host is not None and host.provider(key) is not None:
-            # This process hosts the session (the task came through the hosts' queue): send now, no second hop.
-            host.command(key, "send", message_id=message.pk)
+            fields = ["attempts", "next_attempt_at", "paced_until", "paced_reason"]
+            if local:
+                message.status = S.SENDING
+                fields.append("status")
+            message.save(update_fields=fields)
+        if local:
+            host.command(key, "send", message_id=message.pk, claimed=message)
             return True
         try:
             commands.send(schema_name, message.session_id, "send", message_id=message.pk)
@@ -230,24 +237,32 @@ def _wait_for_slot(schema_name, message, slot, now):
         transaction.on_commit(lambda: send_message.apply_async((schema_name, message_id), countdown=countdown))
 
 
-def send_on_host(schema_name, session_id, provider, message_id):
+def send_on_host(schema_name, session_id, provider, message_id, claimed=None):
     """On the session host: send one queued message through `provider`, record sent or failed.
 
     The row is claimed (queued → sending) in a short transaction of its own, and the provider call runs outside
-    any transaction: a slow WhatsApp never holds a row lock or a database transaction open.
+    any transaction: a slow WhatsApp never holds a row lock or a database transaction open. `claimed`: the
+    message, already moved to sending by dispatch in this process (no claim here, no second read).
     """
     from django_tenants.utils import schema_context
 
     from .providers.base import ProviderError
 
     with schema_context(schema_name):
-        with transaction.atomic():
-            message = (Message.objects.select_for_update().select_related("session")
-                       .filter(pk=message_id, session_id=session_id, status=S.QUEUED).first())
-            if message is None or provider is None:  # already claimed (a duplicate task), or not running here
+        if claimed is not None:
+            message = claimed
+            if provider is None:  # the session stopped here since dispatch claimed it: back in the queue, unsent
+                with transaction.atomic():
+                    Message.objects.filter(pk=message.pk, status=S.SENDING).update(status=S.QUEUED)
                 return None
-            message.status = S.SENDING
-            message.save(update_fields=["status"])
+        else:
+            with transaction.atomic():
+                message = (Message.objects.select_for_update().select_related("session")
+                           .filter(pk=message_id, session_id=session_id, status=S.QUEUED).first())
+                if message is None or provider is None:  # already claimed (a duplicate task), or not running here
+                    return None
+                message.status = S.SENDING
+                message.save(update_fields=["status"])
         try:
             provider_id = provider.send(message.chat_jid, message_types.outgoing(message))
         except ProviderError as exc:

@@ -212,7 +212,8 @@ class SessionHost:
 
             schema_name, session_id = key.split(":", 1)
             try:
-                messaging.send_on_host(schema_name, int(session_id), self.provider(key), kwargs["message_id"])
+                messaging.send_on_host(schema_name, int(session_id), self.provider(key), kwargs["message_id"],
+                                       claimed=kwargs.get("claimed"))
             except Exception:  # the message stays queued; the sweeper sends it again
                 log.exception("session %s: sending message %s failed", key, kwargs.get("message_id"))
                 close_old_connections()

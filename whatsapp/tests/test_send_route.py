@@ -49,3 +49,19 @@ def test_without_a_host_running_the_session_the_message_stays_queued_with_the_at
         message = Message.objects.get(pk=data["id"])
     assert (message.status, message.attempts) == ("queued", 1)
     assert message.next_attempt_at is not None  # the sweeper sends it again once a host runs the session
+
+
+def test_a_message_claimed_by_dispatch_whose_session_stopped_meanwhile_goes_back_to_the_queue(named):
+    """dispatch on the host moves the row to sending in the transaction that counts the attempt; if the session
+    stopped on this host before the send, the message is queued again (unsent: the sweeper retries it), not left
+    `sending` (which the sweeper would report as possibly received)."""
+    from whatsapp import messaging
+
+    with tenant_context(named.acme):
+        session = WhatsAppSession.objects.create(name="front-desk", phone="+14155550123", status="connected")
+        message = Message.objects.create(session=session, direction="out", status="sending", to_phone=TO,
+                                         chat_jid="6281234567890@s.whatsapp.net", text="hi", attempts=1)
+    assert messaging.send_on_host(named.acme.schema_name, session.pk, None, message.pk, claimed=message) is None
+    with tenant_context(named.acme):
+        message.refresh_from_db()
+    assert (message.status, message.attempts) == ("queued", 1)
