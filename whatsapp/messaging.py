@@ -1,9 +1,10 @@
 """State changes of messages (whatsapp.models.Message), in the tenant's schema.
 
-The sending pipeline (ARCHITECTURE.md): queue_message commits a `queued` row, then a task on commit
-(tasks.send_message → dispatch) counts the attempt in the row and asks the host holding the session's lease to
-send; the host (send_on_host) calls the provider and records `sent` with the provider's id or `failed` with the
-reason. A message whose task was lost stays `queued` and sweep_queued re-dispatches it; after
+The sending pipeline (ARCHITECTURE.md): queue_message commits a `queued` row, then a task on commit goes to the
+session hosts' shared `whatsapp` queue (tasks.send_message → dispatch): it counts the attempt in the row and, on
+the host running the session, claims the row (queued → sending) in the same transaction and sends at once;
+on another host it forwards the send to the lease holder. send_on_host calls the provider outside any
+transaction and records `sent` with the provider's id or `failed` with the reason. A message whose task was lost stays `queued` and sweep_queued re-dispatches it; after
 WHATSAPP_MESSAGE_MAX_ATTEMPTS dispatches it is `failed`. Receipts move it to delivered and read (one that
 arrives before its send is recorded is kept by the host and applied once it is). Every transition emits its
 webhook event and a live update.
