@@ -56,6 +56,18 @@ def _forget_login_rate_limits():
     yield
 
 
+@pytest.fixture(scope="session", autouse=True)
+def _close_the_pool_before_the_test_database_goes(django_db_setup):
+    """The connection pool keeps idle connections to the test database; close them all before pytest-django
+    drops it (this fixture's teardown runs before django_db_setup's), or the drop finds other sessions."""
+    yield
+    from django.db import connections
+
+    for connection in connections.all():
+        if hasattr(connection, "close_pool"):
+            connection.close_pool()
+
+
 @pytest.fixture(scope="session")
 def tenant_schemas(django_db_setup, django_db_blocker):
     """Real schemas for the named tenants, migrated the normal way once per session."""
