@@ -82,6 +82,23 @@ def _sha256(upload):
     return f"sha256:{digest.hexdigest()}"
 
 
+def _contact_filter(value):
+    """?contact=: a contact's id, or a phone number written with its "+" (the messages to and from it)."""
+    from django import forms
+    from django.db.models import Q
+
+    from accounts.forms import normalize_phone
+
+    value = value.strip()
+    if value.isdigit():
+        return Q(contact_id=int(value))
+    try:
+        phone = normalize_phone(value)
+    except forms.ValidationError:
+        raise ApiError(400, "invalid_contact", f"'{value}' is neither a contact id nor a +phone number.")
+    return Q(to_phone=phone) | Q(from_phone=phone)
+
+
 class MessageListView(APIView):
     permission_classes = [permissions.IsAuthenticated, HasActiveTenant, CanWrite]
     parser_classes = [parsers.JSONParser, parsers.MultiPartParser, parsers.FormParser]
@@ -90,6 +107,8 @@ class MessageListView(APIView):
         OpenApiParameter("session", str, description="Only this session's messages (its name)."),
         OpenApiParameter("direction", str, enum=M.Direction.values),
         OpenApiParameter("status", str, enum=M.Status.values),
+        OpenApiParameter("contact", str, description="A contact's id, or a phone number with its + "
+                         "(+14155550123): the messages to and from it."),
         OpenApiParameter("page", int),
         OpenApiParameter("limit", int),
     ], responses=MessageSerializer)
@@ -105,6 +124,8 @@ class MessageListView(APIView):
                 if wanted not in allowed:
                     raise ApiError(400, f"invalid_{field}", f"Unknown {field} '{wanted}'.", {"allowed": allowed})
                 messages = messages.filter(**{field: wanted})
+        if params.get("contact"):
+            messages = messages.filter(_contact_filter(params["contact"]))
         paginator = PageLimitPagination()
         page = paginator.paginate_queryset(messages, request, view=self)
         return paginator.get_paginated_response([messaging.message_payload(m) for m in page])

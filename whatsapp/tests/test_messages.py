@@ -113,6 +113,27 @@ def test_list_filters_and_paginates(named, clients):
     error(alice.get(f"{V1}/messages?direction=sideways"), 400, "invalid_direction")
 
 
+def test_list_filters_by_contact_id_or_phone(named, clients):
+    from whatsapp.models import Contact
+
+    session = make_session(named.acme)
+    with tenant_context(named.acme):
+        ann = Contact.objects.create(session=session, jid="442071838750@s.whatsapp.net", phone="+442071838750")
+        Message.objects.create(session=session, direction="out", to_phone="+442071838750", contact=ann,
+                               chat_jid=ann.jid, text="to ann")
+        Message.objects.create(session=session, direction="in", status="received", from_phone="+442071838750",
+                               contact=ann, chat_jid=ann.jid, text="from ann")
+        Message.objects.create(session=session, direction="out", to_phone=TO, chat_jid="x@s.whatsapp.net",
+                               text="someone else")
+    alice = clients["alice"]
+    assert sorted(m["text"] for m in ok(alice.get(f"{V1}/messages?contact={ann.pk}"))) == ["from ann", "to ann"]
+    assert sorted(m["text"] for m in ok(alice.get(f"{V1}/messages", {"contact": "+442071838750"}))) == [
+        "from ann", "to ann"]
+    error(alice.get(f"{V1}/messages?contact=bob"), 400, "invalid_contact")
+    # Another tenant's contact id finds nothing in this tenant's schema.
+    assert ok(clients["carol"].get(f"{V1}/messages?contact={ann.pk}")) == []
+
+
 GOOD = {"session": "front-desk", "to": TO, "type": "text", "text": "hi"}
 BAD_INPUT = [
     ({**GOOD, "session": "nope"}, 404, "not_found"),
