@@ -15,6 +15,8 @@ from django.db import connection, connections
 from django.test import RequestFactory
 from django_tenants.utils import tenant_context
 
+from tests.live import outside_event_loop
+
 pytestmark = pytest.mark.django_db(transaction=True)
 
 
@@ -34,67 +36,38 @@ def one_connection_pool():
     options["pool"] = saved
 
 
+def _get(path, raw_key):
+    """GET `path` with an API key through Django's handler; returns (status, JSON). The response is closed as a
+    server closes it: request_finished gives the connection back to the pool."""
+    request = RequestFactory().get(path, HTTP_AUTHORIZATION=f"Bearer {raw_key}")
+    captured = []
+    response = WSGIHandler()(request.environ, lambda status, headers, exc_info=None: captured.append(status))
+    try:
+        body = b"".join(response)
+    finally:
+        response.close()
+    return int(captured[0].split()[0]), json.loads(body)
+
+
 def _request_on_own_thread(path, raw_key):
-    """GET `path` with an API key on a new thread, as daphne runs a request; returns (status, JSON, pid of the
-    Postgres backend that served it)."""
-    result = {}
-
-    def run():
-        try:
-            request = RequestFactory().get(path, HTTP_AUTHORIZATION=f"Bearer {raw_key}")
-            captured = []
-
-            def start_response(status, headers, exc_info=None):
-                captured.append(status)
-
-            body = b"".join(WSGIHandler()(request.environ, start_response))
-            result["status"] = int(captured[0].split()[0])
-            result["json"] = json.loads(body)
-        except Exception as exc:  # re-raised on the test's thread
-            result["error"] = exc
-        finally:
-            connections.close_all()
-
-    thread = threading.Thread(target=run)
-    thread.start()
-    thread.join()
-    if "error" in result:
-        raise result["error"]
-    return result["status"], result["json"]
+    """The request on a new thread, as daphne runs each request."""
+    return outside_event_loop(_get, path, raw_key)
 
 
 def _request_on(executor, path, raw_key):
     """The same request on a long-lived thread (as a Celery threads worker or a reused executor thread), whose
     DatabaseWrapper outlives the request and remembers what it last set."""
+    return executor.submit(_get, path, raw_key).result()
 
-    def run():
-        request = RequestFactory().get(path, HTTP_AUTHORIZATION=f"Bearer {raw_key}")
-        captured = []
-        response = WSGIHandler()(request.environ, lambda status, headers, exc_info=None: captured.append(status))
-        try:
-            body = b"".join(response)
-        finally:
-            response.close()  # what a server does: request_finished returns the connection to the pool
-        return int(captured[0].split()[0]), json.loads(body)
 
-    return executor.submit(run).result()
+def _backend_pid():
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT pg_backend_pid()")
+        return cursor.fetchone()[0]
 
 
 def _backend_pid_on_own_thread():
-    pids = []
-
-    def run():
-        try:
-            with connection.cursor() as cursor:
-                cursor.execute("SELECT pg_backend_pid()")
-                pids.append(cursor.fetchone()[0])
-        finally:
-            connections.close_all()
-
-    thread = threading.Thread(target=run)
-    thread.start()
-    thread.join()
-    return pids[0]
+    return outside_event_loop(_backend_pid)
 
 
 def test_the_pool_is_on_by_default():
@@ -137,20 +110,13 @@ def test_a_borrowed_connection_carries_no_tenant_search_path_into_a_public_reque
     connection.close()
     status, _ = _request_on_own_thread("/api/v1/sessions", alice)
     assert status == 200
-    paths = []
+    def search_path_after_set_schema_to_public():
+        connection.set_schema_to_public()
+        with connection.cursor() as cursor:
+            cursor.execute("SHOW search_path")
+            return cursor.fetchone()[0]
 
-    def run():
-        try:
-            connection.set_schema_to_public()
-            with connection.cursor() as cursor:
-                cursor.execute("SHOW search_path")
-                paths.append(cursor.fetchone()[0])
-        finally:
-            connections.close_all()
-
-    thread = threading.Thread(target=run)
-    thread.start()
-    thread.join()
+    paths = [outside_event_loop(search_path_after_set_schema_to_public)]
     assert "t_test_acme" not in paths[0]
 
 
