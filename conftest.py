@@ -57,15 +57,21 @@ def _forget_login_rate_limits():
 
 
 @pytest.fixture(scope="session", autouse=True)
-def _close_the_pool_before_the_test_database_goes(django_db_setup):
-    """The connection pool keeps idle connections to the test database; close them all before pytest-django
-    drops it (this fixture's teardown runs before django_db_setup's), or the drop finds other sessions."""
+def _close_the_pool_before_the_test_database_goes(django_db_setup, django_db_blocker):
+    """Nothing may stay connected to the test database when pytest-django drops it (this fixture's teardown
+    runs before django_db_setup's), or the drop fails with "being accessed by other users"."""
     yield
-    from django.db import connections
+    from django.db import connection, connections
 
-    for connection in connections.all():
-        if hasattr(connection, "close_pool"):
-            connection.close_pool()
+    # Connections still borrowed by threads that ended without giving them back (Channels' and the live
+    # server's executor threads) are not the pool's to close: end those backends too.
+    with django_db_blocker.unblock():
+        with connection.cursor() as cursor:
+            cursor.execute("SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+                           "WHERE datname = current_database() AND pid <> pg_backend_pid()")
+        for each in connections.all():
+            if hasattr(each, "close_pool"):
+                each.close_pool()
 
 
 @pytest.fixture(scope="session")
