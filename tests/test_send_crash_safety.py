@@ -27,7 +27,7 @@ from django.utils import timezone
 from django_tenants.utils import tenant_context
 
 from billing.models import Subscription
-from whatsapp import messaging
+from whatsapp import messaging, sending
 from whatsapp.host.models import SessionLease
 from whatsapp.models import Message, WhatsAppSession
 from whatsapp.providers import simulator_outbox
@@ -237,7 +237,7 @@ def settle(tenant):
         if counts != last:
             last, still_since = counts, time.monotonic()
         elif time.monotonic() - still_since > 4:
-            ahead = timezone.now() + messaging.STUCK_SENDING + messaging.RETRY_AFTER + timedelta(minutes=1)
+            ahead = timezone.now() + sending.STUCK_SENDING + sending.RETRY_AFTER + timedelta(minutes=1)
             with tenant_context(tenant):
                 messaging.sweep_queued(now=ahead)
             sweeps += 1
@@ -276,7 +276,7 @@ def test_two_sigkills_of_the_session_host_lose_nothing_and_duplicate_at_most_onc
     second = start_whatsapp(live_system, 2)
     wait_for_takeover(tenant, session_id, second, before)
     with tenant_context(tenant):  # what the dead host never got: dispatched again now rather than in a minute
-        messaging.sweep_queued(now=timezone.now() + messaging.RETRY_AFTER)
+        messaging.sweep_queued(now=timezone.now() + sending.RETRY_AFTER)
 
     # Kill 2: once the second host is sending.
     resumed_at = len(outbox(live_system))

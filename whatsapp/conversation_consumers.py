@@ -1,7 +1,7 @@
 """Live conversation pages over websockets (the tenant and its checks as in whatsapp.consumers).
 
 /ws/conversations/        the list page: every message.update of the tenant, contacts.synced
-/ws/conversations/<id>/   one conversation: its message.update messages; an id that is not in the tenant's
+/ws/conversations/<id>/   one conversation: its messages' message.update; an id that is not in the tenant's
                           schema (unknown, or another tenant's) closes with 4404 before anything is sent
 
 On connect each sends a snapshot ({"type": "conversations.snapshot" | "conversation.snapshot"}) so that what
@@ -36,8 +36,9 @@ class ConversationListConsumer(_TenantConsumer):
                     .order_by(F("last_message_at").desc(nulls_last=True), "-id")[:SNAPSHOT_CONVERSATIONS])
             return {"conversations": [conversation_summary(row) for row in rows]}
 
-    async def message_update(self, event):
-        await self.send_json({"type": "message.update", "data": event["data"]})
+    async def messages_update(self, event):
+        for item in event["data"]:  # a batch from whatsapp.live: the browser hears of each message
+            await self.send_json({"type": "message.update", "data": item})
 
     async def contacts_synced(self, event):
         await self.send_json({"type": "contacts.synced", "data": event["data"]})
@@ -77,6 +78,7 @@ class ConversationConsumer(_TenantConsumer):
             return {"conversation": conversation_summary(conversation, name),
                     "messages": [message_payload(row, name) for row in reversed(rows)]}
 
-    async def message_update(self, event):
-        if event["data"].get("conversation_id") == self.conversation_id:
-            await self.send_json({"type": "message.update", "data": event["data"]})
+    async def messages_update(self, event):
+        for item in event["data"]:
+            if item.get("conversation_id") == self.conversation_id:
+                await self.send_json({"type": "message.update", "data": item})

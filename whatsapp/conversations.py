@@ -1,8 +1,8 @@
 """Contacts, groups and conversations: who a session talks to (tenant schema).
 
-Called by whatsapp.messaging inside its transactions (for_outgoing, for_inbound), by the directory API and the
-conversation pages (delete_contact, request_sync, mark_read), by whatsapp.live (note_outgoing) and by the session
-host (sync_on_host → apply_sync). Every change to these rows goes through here.
+Called by whatsapp.messaging inside its transactions (for_outgoing, note_outgoing, for_inbound), by the directory API and the
+conversation pages (delete_contact, request_sync, mark_read) and by the session host (sync_on_host →
+apply_sync). Every change to these rows goes through here.
 
 @lid senders: WhatsApp may hide a sender's number behind a "linked identity" (…@lid). When the event carries
 the number too (sender_phone, from neonize's SenderAlt), the contact is keyed by the phone JID and remembers the
@@ -192,15 +192,34 @@ def for_outgoing(session, phone, chat_jid):
     return conversation, contact
 
 
-def note_outgoing(message):
-    """A just-queued outgoing message becomes its conversation's last message (called by live.message_changed,
-    as for_outgoing runs before the row exists)."""
-    conversation = message.conversation if Message.conversation.is_cached(message) else None
-    if conversation is None and message.conversation_id:
-        conversation = Conversation.objects.filter(pk=message.conversation_id).first()
-    if conversation is not None:
-        _note(conversation, message, unread=False)
-        message.conversation = conversation
+def note_outgoing(messages):
+    """Just-queued outgoing messages become their conversations' last message, unless a newer one is there:
+    one statement however many messages and conversations (called in the transaction that queues them)."""
+    latest = {}
+    for message in messages:
+        held = latest.get(message.conversation_id)
+        if message.conversation_id and (held is None or (message.created_at, message.pk) > (held.created_at, held.pk)):
+            latest[message.conversation_id] = message
+    if not latest:
+        return {}
+    rows = [(conversation_id, message.created_at, preview_of(message)) for conversation_id, message in latest.items()]
+    values = ", ".join(["(%s::bigint, %s::timestamptz, %s::text)"] * len(rows))
+    table = connection.ops.quote_name(Conversation._meta.db_table)
+    with connection.cursor() as cursor:
+        cursor.execute(
+            f"UPDATE {table} AS c SET last_message_at = v.at, last_message_preview = v.preview "
+            f"FROM (VALUES {values}) AS v(id, at, preview) "
+            f"WHERE c.id = v.id AND (c.last_message_at IS NULL OR c.last_message_at <= v.at)",
+            [value for row in rows for value in row])
+
+
+def of_messages(messages):
+    """{id: Conversation (contact and group loaded)} of the messages' conversations, in one query: what the live
+    list page shows of them."""
+    ids = {message.conversation_id for message in messages if message.conversation_id}
+    if not ids:
+        return {}
+    return {c.pk: c for c in Conversation.objects.select_related("contact", "group").filter(pk__in=ids)}
 
 
 def for_inbound(session, message, data):

@@ -1,19 +1,19 @@
 """Live updates of messages and conversations for open pages (Channels groups carrying the schema).
 
-message_changed runs inside the transaction that changed the message (whatsapp.messaging) and sends once it
-commits, so a page never shows a state that was rolled back; a just-queued message's update is sent by its send
-task instead (deferred_updates), after the commit too, off the web request. The payload is built from the objects
-already in memory (no query on the hot path); when nobody listens the cost is the channel layer's group lookup.
+messages_changed runs inside the transaction that changed the messages (whatsapp.messaging, whatsapp.sending)
+and sends once it commits, so a page never shows a state that was rolled back. A batch of messages (the session
+host sends and records them in batches) costs one group message per conversation and one for the list page,
+whatever its size. The payloads are built from the objects already in memory; when nobody listens the cost is
+the channel layer's group lookup.
 
-Messages (see whatsapp.conversation_consumers):
-  {"type": "message.update", "data": message_payload + {"conversation": conversation summary}}
-    to t.<schema>.conversation.<id> (the conversation page) and t.<schema>.conversations (the list page).
+Group messages (see whatsapp.conversation_consumers, which hand each item to the browser as one
+{"type": "message.update", "data": …}):
+  {"type": "messages.update", "data": [message_payload + {"conversation": summary or {"id"}}, …]}
+    to t.<schema>.conversation.<id> (that conversation's messages) and t.<schema>.conversations (all of them).
   {"type": "contacts.synced", "data": {session_id, ok, contacts, contacts_created, groups, … | error}}
     to t.<schema>.conversations (whatsapp.conversations.sync_on_host).
 """
 import asyncio
-import contextlib
-import contextvars
 import logging
 import os
 import threading
@@ -22,9 +22,6 @@ from channels.layers import get_channel_layer
 from django.db import connection, transaction
 
 log = logging.getLogger(__name__)
-
-# Inside deferred_updates(): message_changed collects its update here instead of publishing it on commit.
-_deferred = contextvars.ContextVar("live_deferred_updates", default=None)
 
 
 def conversation_group(schema_name, conversation_id):
@@ -73,51 +70,29 @@ def conversation_summary(conversation, session_name=None):
     }
 
 
-def message_changed(message):
-    """Tell open conversation pages about a new or changed message, once the transaction commits."""
-    from . import conversations
+def messages_changed(messages, *, conversations=None, payloads=None):
+    """Tell open conversation pages about new or changed messages, once the transaction commits.
+    `conversations`: {id: Conversation (contact and group loaded)} whose list row moves with these messages
+    (its summary goes along); for the others the list page only learns which row changed. `payloads`: the
+    messages' message_payload, when the caller built them already (for webhooks)."""
     from .messaging import message_payload
-    from .models import Message
 
-    if not message.conversation_id:
-        return
-    if message.direction == Message.Direction.OUT and message.status == Message.Status.QUEUED:
-        conversations.note_outgoing(message)  # a write in the caller's transaction: its errors are the caller's
-    try:
-        data = message_payload(message)
-        conversation = message.conversation if Message.conversation.is_cached(message) else None
-        if conversation is not None:
-            data["conversation"] = conversation_summary(conversation, data["session"])
-        else:  # a status change: the list page only needs to know which row
-            data["conversation"] = {"id": message.conversation_id}
-    except Exception:  # a live page missing an update must never fail a send or a receipt
-        log.warning("live payload for message %s failed", message.pk, exc_info=True)
-        return
-    schema_name, conversation_id = connection.schema_name, message.conversation_id
-    update = [schema_name, conversation_id, {"type": "message.update", "data": data}]
-    deferred = _deferred.get()
-    if deferred is not None:
-        deferred.append(update)
-        return
-    transaction.on_commit(lambda: publish(*update))
-
-
-@contextlib.contextmanager
-def deferred_updates():
-    """Within the block, message_changed does its writes but hands its updates (JSON-safe lists of publish()'s
-    arguments) to the caller, who publishes them later from elsewhere: the web request accepting a message
-    passes them to its send task, so the request does not pay the channel layer's round trips."""
-    updates = []
-    token = _deferred.set(updates)
-    try:
-        yield updates
-    finally:
-        _deferred.reset(token)
-
-
-def publish_all(updates):
-    for update in updates or ():
-        publish(*update)
+    updates = {}
+    for index, message in enumerate(messages):
+        if not message.conversation_id:
+            continue
+        try:
+            data = dict(payloads[index]) if payloads is not None else message_payload(message)
+            conversation = (conversations or {}).get(message.conversation_id)
+            data["conversation"] = (conversation_summary(conversation, data["session"]) if conversation is not None
+                                    else {"id": message.conversation_id})
+        except Exception:  # a live page missing an update must never fail a send or a receipt
+            log.warning("live payload for message %s failed", message.pk, exc_info=True)
+            continue
+        updates.setdefault(message.conversation_id, []).append(data)
+    if updates:
+        schema_name = connection.schema_name
+        transaction.on_commit(lambda: publish(schema_name, updates))
 
 
 PUBLISH_TIMEOUT = 5.0  # seconds; a stuck Redis costs a live update, never a send
@@ -137,18 +112,22 @@ def _publisher_loop():
         return _loop
 
 
-def publish(schema_name, conversation_id, message):
-    """Send `message` to the conversation's page and the list page; waits for the channel layer (so updates of
-    one message go out in order) but never raises."""
+def publish(schema_name, updates):
+    """Send {conversation id: [message data]} to each conversation's page and, all together, to the list page;
+    waits for the channel layer (so successive batches go out in order) but never raises."""
     layer = get_channel_layer()
     if layer is None:
         return
 
     async def send():
-        await layer.group_send(conversation_group(schema_name, conversation_id), message)
-        await layer.group_send(conversations_group(schema_name), message)
+        every = []
+        for conversation_id, items in updates.items():
+            await layer.group_send(conversation_group(schema_name, conversation_id),
+                                   {"type": "messages.update", "data": items})
+            every.extend(items)
+        await layer.group_send(conversations_group(schema_name), {"type": "messages.update", "data": every})
 
     try:
         asyncio.run_coroutine_threadsafe(send(), _publisher_loop()).result(timeout=PUBLISH_TIMEOUT)
     except Exception:  # live pages catch up on reconnect; the database already has the truth
-        log.warning("live update for conversation %s:%s failed", schema_name, conversation_id, exc_info=True)
+        log.warning("live update for %s conversations of %s failed", len(updates), schema_name, exc_info=True)

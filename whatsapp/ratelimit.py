@@ -11,8 +11,6 @@ import time
 import uuid
 
 from django.conf import settings
-from redis import Redis
-
 from billing import entitlements
 from config.api import ApiError
 
@@ -35,14 +33,20 @@ redis.call('EXPIRE', KEYS[1], math.ceil(window) + 1)
 return {0, 0}
 """
 
-_clients = {}
+_script = None
 
 
 def _redis():
-    url = settings.REDIS_URL
-    if url not in _clients:
-        _clients[url] = Redis.from_url(url)
-    return _clients[url]
+    from config.redis import client
+
+    return client()
+
+
+def _sliding_window():
+    global _script
+    if _script is None:
+        _script = _redis().register_script(SLIDING_WINDOW)
+    return _script
 
 
 def _clock():
@@ -83,7 +87,8 @@ def check_send_rate(tenant):
     limit, window = limit_for(tenant)
     if limit is None:
         return None
-    refused, wait_ms = _redis().register_script(SLIDING_WINDOW)(keys=[key_for(tenant)], args=[_clock(), window, limit, uuid.uuid4().hex])
+    refused, wait_ms = _sliding_window()(keys=[key_for(tenant)], args=[_clock(), window, limit, uuid.uuid4().hex],
+                                         client=_redis())
     if refused:
         raise RateLimited(limit, window, max(1, math.ceil(int(wait_ms) / 1000)))
     return None

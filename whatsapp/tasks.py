@@ -5,21 +5,18 @@ from celery import shared_task  # noqa: E402
 
 
 @shared_task(ignore_result=True, acks_late=True, reject_on_worker_lost=True)
-def send_message(schema_name, message_id, live_updates=None):
-    """Count an attempt of a queued message and send it, on the host running its session or through the host
-    holding its lease (messaging.dispatch; the attempt cap is in the row: a task redelivered after a worker died
-    cannot send forever). `live_updates`: the open pages'
-    updates of the just-queued message (whatsapp.live.deferred_updates), published first."""
-    from . import live
-    from .messaging import dispatch
+def drain_session(schema_name, session_id):
+    """Send a session's queued messages: on the host running it, else through the host holding its lease
+    (whatsapp.sending.route). Acknowledged once done: a drain cut short by a dying worker is delivered again,
+    and it only ever claims what is still queued (the attempt cap is in the rows)."""
+    from .sending import route
 
-    live.publish_all(live_updates)
-    dispatch(schema_name, message_id)
+    route(schema_name, session_id)
 
 
 @shared_task(ignore_result=True)
 def sweep_queued_messages():
-    """Beat, every 30 s: in every active tenant's schema, dispatch again the messages stuck in `queued`."""
+    """Beat, every 30 s: in every active tenant's schema, drain again the sessions with messages stuck in `queued`."""
     from django_tenants.utils import schema_context
 
     from tenants.models import Tenant

@@ -7,7 +7,7 @@ from config.api import ApiError
 from .models import SessionLease
 from .queues import SHARED_QUEUE, host_queue
 
-ACTIONS = {"send", "restart", "logout", "pairing_code", "simulate_scan", "simulate_inbound", "simulate_disconnect",
+ACTIONS = {"drain", "restart", "logout", "pairing_code", "simulate_scan", "simulate_inbound", "simulate_disconnect",
            "simulate_logout", "sync_contacts"}
 
 

@@ -96,9 +96,11 @@ def apply(event):
         stop = _apply_to(session, event)
         session.save()
         payload = session_payload(session)
+        session_id_int, schema = session.pk, schema_name
         if stop:
-            session_id_int, schema = session.pk, schema_name
             transaction.on_commit(lambda: leases.want_stopped(schema, session_id_int))
+        elif event.kind == EventKind.CONNECTED:  # what waited for the connection (put back, swept) goes now
+            transaction.on_commit(lambda: _wake_sender(schema, session_id_int))
     _publish(schema_name, int(session_id), payload)
     return Applied(payload, stop=stop)
 
@@ -130,6 +132,12 @@ def apply_traffic(event, now=None):
         _publish(schema_name, int(session_id), payload)
         return Applied(payload, early_receipt_ids=early)
     return Applied(None, early_receipt_ids=early)
+
+
+def _wake_sender(schema_name, session_id):
+    from whatsapp import sending
+
+    sending.wake(schema_name, session_id, force=True)
 
 
 def _activity(session, kind, message=""):

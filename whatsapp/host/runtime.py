@@ -1,8 +1,9 @@
 """The session host: runs the provider clients of every session this process holds a lease for.
 
 Threads: one lease thread (claim + renew every heartbeat, start/stop providers to match), one publisher
-thread (applies provider events to the database and the channel layer, in order), and whatever each
-provider runs itself. Provider callbacks only put events on the queue.
+thread (applies provider events to the database and the channel layer, in order; receipts that arrive together
+are applied together), the Celery threads that drain sessions' queues (drain: one at a time per session), and
+whatever each provider runs itself. Provider callbacks only put events on the queue.
 """
 import logging
 import os
@@ -11,6 +12,7 @@ import socket
 import threading
 import time
 import uuid
+from dataclasses import dataclass, field
 
 from django.db import close_old_connections, connections
 from django_tenants.utils import schema_context
@@ -29,6 +31,8 @@ ZOMBIE_AFTER_SECONDS = 60
 # EARLY_RECEIPT_RETRY_SECONDS, for up to EARLY_RECEIPT_KEEP_SECONDS.
 EARLY_RECEIPT_RETRY_SECONDS = 0.2
 EARLY_RECEIPT_KEEP_SECONDS = 30
+# The publisher takes up to this many waiting events at once, so a burst of receipts costs a few statements.
+EVENTS_PER_ROUND = 500
 
 
 _current = None
@@ -65,6 +69,16 @@ def provider_class_for(name):
     raise ValueError(f"unknown WHATSAPP_PROVIDER {name!r} (use neonize or simulator)")
 
 
+@dataclass
+class _Sender:
+    """One session's drain on this host: whether one runs, whether another was asked for meanwhile, and the
+    measured send rate that sizes its claims (whatsapp.sending.SendWindow)."""
+    mutex: threading.Lock = field(default_factory=threading.Lock)
+    running: bool = False
+    again: bool = False
+    window: object = None
+
+
 def new_host_id():
     return f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:6]}"
 
@@ -83,6 +97,7 @@ class SessionHost:
         self._suspect_since = {}  # key -> monotonic time the client was first seen not connected
         self.events = queue.Queue()
         self.early_receipts = []  # [(ProviderEvent with the early ids only, give-up monotonic time)]
+        self._senders = {}  # key -> _Sender
         self._early_retry_at = 0.0
         self._lock = threading.RLock()
         self._stopping = threading.Event()
@@ -207,16 +222,8 @@ class SessionHost:
         events (or, for send, the message's failure), never raise."""
         from whatsapp.providers.base import EventKind, ProviderEvent, ProviderError
 
-        if action == "send":
-            from whatsapp import messaging
-
-            schema_name, session_id = key.split(":", 1)
-            try:
-                messaging.send_on_host(schema_name, int(session_id), self.provider(key), kwargs["message_id"],
-                                       claimed=kwargs.get("claimed"))
-            except Exception:  # the message stays queued; the sweeper sends it again
-                log.exception("session %s: sending message %s failed", key, kwargs.get("message_id"))
-                close_old_connections()
+        if action == "drain":
+            self.drain(key)
             return
         if action == "sync_contacts":  # outside the host lock: reading a phone's address book may take a while
             from whatsapp import conversations
@@ -249,20 +256,73 @@ class SessionHost:
                 self.events.put(ProviderEvent(key, EventKind.ERROR, {"code": exc.code, "message": str(exc),
                                                                      "fatal": False}))
 
+    def drain(self, key):
+        """Send the session's due messages (whatsapp.sending.drain) on the calling thread. One drain per session
+        at a time, so its messages go in order: asked for while one runs, that one goes round once more instead
+        (a drain that found the queue empty may have looked just before the new rows committed)."""
+        from whatsapp import sending
+
+        with self._lock:
+            sender = self._senders.setdefault(key, _Sender(window=sending.SendWindow()))
+        with sender.mutex:
+            if sender.running:
+                sender.again = True
+                return
+            sender.running, sender.again = True, False
+        schema_name, session_id = key.split(":", 1)
+        while True:
+            try:
+                sending.drain(schema_name, int(session_id), self.provider(key), window=sender.window)
+            except Exception:  # what was claimed stays `sending` (reported by the sweeper); the rest stays queued
+                log.exception("session %s: draining its queue failed", key)
+                close_old_connections()
+            with sender.mutex:
+                if not sender.again:
+                    sender.running = False
+                    return
+                sender.again = False
+
     # --- events ------------------------------------------------------------------------------------------
 
     def _publish_loop(self):
         while not self._stopping.is_set() or not self.events.empty():
             try:
-                event = self.events.get(timeout=EARLY_RECEIPT_RETRY_SECONDS)
+                batch = [self.events.get(timeout=EARLY_RECEIPT_RETRY_SECONDS)]
             except queue.Empty:
-                event = None
-            if event is not None:
-                self.handle(event)
+                batch = []
+            while batch and len(batch) < EVENTS_PER_ROUND:
+                try:
+                    batch.append(self.events.get_nowait())
+                except queue.Empty:
+                    break
+            if batch:
+                self.handle_many(batch)
             if self.early_receipts and time.monotonic() >= self._early_retry_at:
                 self._early_retry_at = time.monotonic() + EARLY_RECEIPT_RETRY_SECONDS
                 self.retry_early_receipts()
         connections.close_all()
+
+    def handle_many(self, batch):
+        """Apply events in order; a run of receipts between other events is applied as one receipt per session
+        and status (in the order each first appeared: a message's delivered before its read)."""
+        from whatsapp.providers.base import EventKind
+
+        receipts = {}
+        for event in batch:
+            if event.kind == EventKind.RECEIPT and event.data.get("status") in ("delivered", "read"):
+                group = receipts.setdefault((event.session_key, event.data["status"]), [event, []])
+                group[1].extend(event.data.get("ids") or [])
+                continue
+            self._handle_receipts(receipts)
+            receipts = {}
+            self.handle(event)
+        self._handle_receipts(receipts)
+
+    def _handle_receipts(self, receipts):
+        from whatsapp.providers.base import ProviderEvent
+
+        for first, ids in receipts.values():
+            self.handle(ProviderEvent(first.session_key, first.kind, {**first.data, "ids": ids}, at=first.at))
 
     def handle(self, event):
         from whatsapp.providers.base import EventKind
@@ -290,23 +350,35 @@ class SessionHost:
         self.early_receipts.append((retry, give_up_at or time.monotonic() + EARLY_RECEIPT_KEEP_SECONDS))
 
     def retry_early_receipts(self):
-        """Apply the kept early receipts again; those still early are kept until they give up (then the message
-        stays `sent`, as when WhatsApp sends no receipt)."""
+        """Apply the kept early receipts again (together, per session and status); those still early are kept
+        until they give up (then the message stays `sent`, as when WhatsApp sends no receipt)."""
+        from whatsapp.providers.base import ProviderEvent
+
         pending, self.early_receipts = self.early_receipts, []
         now = time.monotonic()
+        groups = {}
         for event, give_up_at in pending:
+            group = groups.setdefault((event.session_key, event.data.get("status")), [event, {}])
+            for receipt_id in event.data.get("ids") or ():
+                group[1][receipt_id] = min(give_up_at, group[1].get(receipt_id, give_up_at))
+        for (key, _), (first, give_up) in groups.items():
+            event = ProviderEvent(key, first.kind, {**first.data, "ids": list(give_up)}, at=first.at)
             try:
                 applied = events.apply(event)
             except Exception:
-                log.exception("early receipt for %s could not be applied", event.session_key)
+                log.exception("early receipt for %s could not be applied", key)
                 close_old_connections()
                 continue
-            if applied.early_receipt_ids:
-                if now < give_up_at:
-                    self._keep_early_receipt(event, applied.early_receipt_ids, give_up_at)
+            by_deadline = {}
+            for receipt_id in applied.early_receipt_ids:
+                if now < give_up[receipt_id]:
+                    by_deadline.setdefault(give_up[receipt_id], []).append(receipt_id)
                 else:
-                    log.warning("receipt %s for %s matched no message after %s s", applied.early_receipt_ids,
-                                event.session_key, EARLY_RECEIPT_KEEP_SECONDS)
+                    log.warning("receipt %s for %s matched no message after %s s", receipt_id, key,
+                                EARLY_RECEIPT_KEEP_SECONDS)
+            for give_up_at, ids in by_deadline.items():
+                retry = ProviderEvent(key, first.kind, {**first.data, "ids": ids}, at=first.at)
+                self.early_receipts.append((retry, give_up_at))
 
 
 def provider_error(key, exc):

@@ -1,12 +1,15 @@
 """Live conversation pages over a real websocket (config.asgi.application, the Redis channel layer): a message
-stored or moved by whatsapp.messaging reaches its conversation's socket and the tenant's list socket once the
-transaction commits, never another tenant's; another tenant's conversation id is closed with 4404."""
+stored or moved by whatsapp.messaging or the drain (whatsapp.sending) reaches its conversation's socket and the
+tenant's list socket once the transaction commits, a batch as one update per message, never another tenant's;
+another tenant's conversation id is closed with 4404."""
+import itertools
+
 import pytest
 from channels.db import database_sync_to_async
 from django.db import transaction
 from django_tenants.utils import schema_context
 
-from whatsapp import messaging
+from whatsapp import messaging, sending
 from whatsapp.models import Conversation, Message, WhatsAppSession
 from whatsapp.tests.socket_support import open_socket
 
@@ -29,20 +32,30 @@ def receive(schema, session, text, sender=PEER_JID, phone="+6281234567890"):
                                                  "sender_phone": phone, "type": "text", "text": text})
 
 
-def deliver(schema, message_id):
+def deliver(schema, session, provider_ids):
     with schema_context(schema), transaction.atomic():
-        message = Message.objects.select_for_update().select_related("session").get(pk=message_id)
-        messaging.mark_delivered(message)
+        messaging.apply_receipt(session, {"ids": provider_ids, "status": "delivered"})
 
 
-def outgoing(schema, session, conversation_id):
-    with schema_context(schema), transaction.atomic():
-        conversation = Conversation.objects.get(pk=conversation_id)
-        message = Message.objects.create(session=session, direction="out", status="queued", chat_jid=PEER_JID,
-                                         text="reply", conversation=conversation)
-        message.session = session
-        messaging.mark_sent(message, "SIM1")
-        return message.pk
+class Provider:
+    """What the drain hands messages to: WhatsApp's ids SIM1, SIM2, … (one sequence per test)."""
+
+    def __init__(self):
+        self.ids = itertools.count(1)
+
+    def send(self, to, message):
+        return f"SIM{next(self.ids)}"
+
+
+def outgoing(schema, session, conversation_id, texts=("reply",), provider=None):
+    """Queued messages, sent by a drain of the session (as the host's drain task does). Returns their ids."""
+    with schema_context(schema):
+        ids = [Message.objects.create(session=session, direction="out", status="queued", chat_jid=PEER_JID,
+                                      text=text, conversation_id=conversation_id).pk for text in texts]
+    window = sending.SendWindow()
+    window.observe(1, 0.0001)  # one claim for all of them
+    sending.drain(schema, session.pk, provider or Provider(), window=window)
+    return ids
 
 
 async def test_a_new_message_and_its_status_reach_the_conversation_and_list_sockets(client, named):
@@ -72,11 +85,20 @@ async def test_a_new_message_and_its_status_reach_the_conversation_and_list_sock
         assert data["conversation"]["unread_count"] == 2
         assert data["conversation"]["last_message_preview"] == "are you there?"
 
-    sent_id = await database_sync_to_async(outgoing)(ACME, session, conversation_id)
+    whatsapp = Provider()
+    [sent_id] = await database_sync_to_async(outgoing)(ACME, session, conversation_id, ("reply",), whatsapp)
     assert (await page.receive_json_from(timeout=5))["data"]["status"] == "sent"
-    await database_sync_to_async(deliver)(ACME, sent_id)
+    await database_sync_to_async(deliver)(ACME, session, ["SIM1"])
     update = await page.receive_json_from(timeout=5)
     assert (update["data"]["id"], update["data"]["status"]) == (sent_id, "delivered")
+
+    # A batch sent in one drain and delivered by one receipt: the page hears of each message, in order.
+    batch = await database_sync_to_async(outgoing)(ACME, session, conversation_id, ("a", "b", "c"), whatsapp)
+    sent = [(await page.receive_json_from(timeout=5))["data"] for _ in batch]
+    assert [(m["id"], m["status"], m["text"]) for m in sent] == list(zip(batch, ["sent"] * 3, "abc"))
+    await database_sync_to_async(deliver)(ACME, session, [m["provider_message_id"] for m in sent])
+    delivered = [(await page.receive_json_from(timeout=5))["data"] for _ in batch]
+    assert [(m["id"], m["status"]) for m in delivered] == [(pk, "delivered") for pk in batch]
     await page.disconnect()
     await listing.disconnect()
 

@@ -9,7 +9,7 @@ from django_tenants.utils import tenant_context
 
 from accounts.models import AuditLog
 from config.api import ApiError
-from whatsapp import conversations, messaging
+from whatsapp import conversations, messaging, sending
 from whatsapp.models import Contact, Conversation, Group, Message, WhatsAppSession
 
 PHONE = "+14155550123"
@@ -43,7 +43,7 @@ def queue(named, to, text="Hello"):
 
 
 def test_an_outgoing_message_opens_a_conversation_with_a_contact(named, acme, monkeypatch):
-    monkeypatch.setattr(messaging, "_enqueue", lambda *args: None)
+    monkeypatch.setattr(sending, "wake", lambda *args, **kwargs: None)
     message = queue(named, PEER, "Hello there")
     contact = Contact.objects.get()
     assert (contact.jid, contact.phone, contact.source) == (PEER_JID, PEER, Contact.Source.OUTBOUND)
@@ -60,7 +60,7 @@ def test_an_outgoing_message_opens_a_conversation_with_a_contact(named, acme, mo
 
 
 def test_an_outgoing_group_message_opens_a_group_conversation(named, acme, monkeypatch):
-    monkeypatch.setattr(messaging, "_enqueue", lambda *args: None)
+    monkeypatch.setattr(sending, "wake", lambda *args, **kwargs: None)
     message = queue(named, GROUP, "Team, hello")
     group = Group.objects.get()
     conversation = Conversation.objects.get()
@@ -107,7 +107,7 @@ def test_an_older_message_does_not_replace_the_latest_preview(acme):
 
 
 def test_a_reply_and_an_outgoing_message_share_one_conversation(named, acme, monkeypatch):
-    monkeypatch.setattr(messaging, "_enqueue", lambda *args: None)
+    monkeypatch.setattr(sending, "wake", lambda *args, **kwargs: None)
     inbound(acme, text="Question?")
     queue(named, PEER, "Answer.")
     assert Conversation.objects.count() == 1 and Contact.objects.count() == 1
@@ -218,7 +218,7 @@ def test_deleting_a_contact_keeps_its_messages_and_is_audited(named, acme):
 
 
 def test_the_pages_list_show_and_send_for_members(named, acme, client, monkeypatch):
-    monkeypatch.setattr(messaging, "_enqueue", lambda *args: None)
+    monkeypatch.setattr(sending, "wake", lambda *args, **kwargs: None)
     first = inbound(acme, text="Hello from Budi", push_name="Budi")
     conversation = first.conversation
     client.force_login(named.bob)

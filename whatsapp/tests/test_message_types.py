@@ -13,7 +13,7 @@ import pytest
 from django.core.files.uploadedfile import SimpleUploadedFile
 from django_tenants.utils import tenant_context
 
-from whatsapp import live
+from whatsapp import conversations
 from whatsapp.models import Message, WhatsAppSession
 from whatsapp.tests.support import error, link_session, ok
 
@@ -266,10 +266,10 @@ def test_a_failed_transaction_leaves_no_file(named, clients, media_root, monkeyp
                                              django_capture_on_commit_callbacks):
     make_session(named.acme)
 
-    def broken(message):
-        raise RuntimeError("the live layer fell over")
+    def broken(messages):
+        raise RuntimeError("the conversation update fell over")
 
-    monkeypatch.setattr(live, "message_changed", broken)
+    monkeypatch.setattr(conversations, "note_outgoing", broken)
     clients["alice"].raise_request_exception = True
     with django_capture_on_commit_callbacks(execute=True):
         with pytest.raises(RuntimeError):

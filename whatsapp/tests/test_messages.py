@@ -2,7 +2,7 @@
 end through an in-process session host on the simulator (queued → sent → delivered → read, failures, inbound),
 the sweeper, webhook events for every transition, and tenant isolation.
 
-alice owns Acme, bob is a member of Acme, carol owns Globex. Celery is eager: the send task runs on commit in
+alice owns Acme, bob is a member of Acme, carol owns Globex. Celery is eager: the drain task runs on commit in
 the test process, on the host set as current (as in test_sessions_api).
 """
 from datetime import timedelta
@@ -12,7 +12,7 @@ from django.utils import timezone
 from django_tenants.utils import tenant_context
 
 from billing.models import Subscription
-from whatsapp import messaging
+from whatsapp import messaging, sending
 from whatsapp.models import Message, WebhookDelivery, WhatsAppSession
 from whatsapp.providers.base import EventKind, ProviderEvent
 from whatsapp.tasks import sweep_queued_messages
@@ -244,13 +244,13 @@ def test_a_receipt_that_beats_the_sent_commit_is_applied_once_the_send_is_record
         session = WhatsAppSession.objects.get(name="front-desk")
         in_flight = Message.objects.create(session=session, direction="out", chat_jid="1@s.whatsapp.net",
                                            status="sending", attempts=1)
-    # WhatsApp's receipt for the id the provider just returned, before send_on_host has recorded it.
+    # WhatsApp's receipt for the id the provider just returned, before the drain has recorded it.
     host.handle(ProviderEvent(key, EventKind.RECEIPT, {"ids": ["SIM-EARLY", "SIM-NOT-OURS"], "status": "delivered"}))
     assert len(host.early_receipts) == 1 and host.early_receipts[0][0].data["ids"] == ["SIM-EARLY", "SIM-NOT-OURS"]
     host.retry_early_receipts()  # still sending: kept
     assert load(named.acme, in_flight.pk).status == "sending" and len(host.early_receipts) == 1
     with tenant_context(named.acme):
-        messaging.mark_sent(Message.objects.get(pk=in_flight.pk), "SIM-EARLY")
+        sending.record_sent([(Message.objects.get(pk=in_flight.pk), "SIM-EARLY")])
     host.retry_early_receipts()
     assert load(named.acme, in_flight.pk).status == "delivered"
     assert host.early_receipts == []  # nothing is sending any more: the id that matches nothing is dropped
@@ -314,21 +314,27 @@ def test_the_sweeper_resends_stuck_messages_up_to_the_attempt_cap(named, clients
                                        chat_jid="6281234567890@s.whatsapp.net", text="new")
         capped = Message.objects.create(session=session, direction="out", to_phone=TO, attempts=2,
                                         chat_jid="6281234567890@s.whatsapp.net", text="capped", next_attempt_at=old)
-    assert sweep_queued_messages() == 2
+    assert sweep_queued_messages() == 1  # the stuck one; the capped one fails instead
     assert load(named.acme, stuck.pk).status == "sent" and load(named.acme, stuck.pk).attempts == 1
-    assert load(named.acme, fresh.pk).status == "queued"  # not due yet: its own task is on its way
+    # The sweep drains the session: the fresh message (its own wake on its way) goes along, after the older one.
+    assert load(named.acme, fresh.pk).status == "sent"
+    assert load(named.acme, fresh.pk).sent_at >= load(named.acme, stuck.pk).sent_at
     given_up = load(named.acme, capped.pk)
     assert given_up.status == "failed" and given_up.failure_reason.startswith("not_sent")
+    assert ("message.failed", capped.pk, "failed") in deliveries(named.acme)
     assert sweep_queued_messages() == 0
 
-    # A session no host runs: dispatching counts the attempt and leaves it queued for the next sweep.
+    # A session no host runs: its drain counts the attempt and leaves the message queued for the next sweep.
     host.stop(release=True)
     with tenant_context(named.acme):
         orphan = Message.objects.create(session=session, direction="out", to_phone=TO, created_at=old,
                                         chat_jid="6281234567890@s.whatsapp.net", text="orphan")
-    assert messaging.dispatch(named.acme.schema_name, orphan.pk) is False
+    assert sending.route(named.acme.schema_name, session.pk) == "unhosted"
     left = load(named.acme, orphan.pk)
     assert left.status == "queued" and left.attempts == 1 and left.next_attempt_at > timezone.now()
+    with tenant_context(named.acme):  # the last attempt: failed at the cap, not queued forever
+        sending.count_unhosted(session.pk, now=left.next_attempt_at)
+    assert load(named.acme, orphan.pk).status == "failed"
 
 
 @pytest.mark.django_db(transaction=True)

@@ -1,4 +1,4 @@
-"""Per-number pacing (whatsapp.pacing) and its place in the sending pipeline (messaging.dispatch, the sweeper):
+"""Per-number pacing (whatsapp.pacing) and its place in the sending pipeline (whatsapp.sending's claim, the sweeper):
 successive slots under a minimum interval plus jitter, a daily cap that moves messages to the next UTC day, the
 warm-up cap of a new number, the tenant's policy over the installation's defaults, pacing off, and queued messages
 that wait their turn without being failed by the attempt cap.
@@ -13,7 +13,7 @@ import django.utils.timezone
 import pytest
 from django_tenants.utils import tenant_context
 
-from whatsapp import messaging, pacing
+from whatsapp import pacing, sending
 from whatsapp.host.models import SessionLease
 from whatsapp.models import Message, PacingPolicy, WhatsAppSession
 from whatsapp.tasks import sweep_queued_messages
@@ -48,18 +48,15 @@ def a_session(name="front-desk", **fields):
 
 
 def queue_one(session, now):
-    """A message through messaging.dispatch at `now` (no host runs the session here, so nothing is sent): the
-    time it goes, now or the slot it waits for."""
-    from django.db import connection
-
+    """A message through the drain's claim at `now` (nothing is sent here): the time it goes, now (claimed with
+    its attempt counted) or the slot it waits for (queued, no attempt counted)."""
     message = Message.objects.create(session=session, direction="out", chat_jid=CHAT, to_phone=TO)
-    messaging.dispatch(connection.schema_name, message.pk, now=now)
+    sending.claim(session, pacing.current_policy(), now, 10)
     message.refresh_from_db()
-    assert message.status == "queued"
     if message.paced_until is not None:
-        assert message.attempts == 0
+        assert (message.status, message.attempts) == ("queued", 0)
         return message.next_attempt_at
-    assert message.attempts == 1
+    assert (message.status, message.attempts) == ("sending", 1)
     return now
 
 
@@ -245,8 +242,8 @@ def test_queued_messages_wait_their_turn_and_the_sweeper_sends_them(named, api_a
     # Sweeps before a slot leave the message waiting (not failed, no attempt counted).
     frozen(start + 2 * S)
     assert sweep_queued_messages() == 0
-    with tenant_context(named.acme):
-        messaging.dispatch(named.acme.schema_name, second.pk)  # a duplicate task, early
+    with tenant_context(named.acme):  # a wake before the slot (a duplicate, early) sends nothing
+        assert sending.route(named.acme.schema_name, second.session_id) == "here"
     assert (load(named.acme, second.pk).status, load(named.acme, second.pk).attempts) == ("queued", 0)
 
     frozen(start + 3 * S)
@@ -271,18 +268,13 @@ def test_with_pacing_off_every_message_goes_at_once(named, api_as, host, clock, 
     assert [load(named.acme, pk).status for pk in ids] == ["sent"] * 3
 
 
-def test_dispatch_counts_no_attempt_while_a_message_waits(acme, settings, monkeypatch):
+def test_a_claim_counts_no_attempt_while_a_message_waits(acme, settings):
     settings.WHATSAPP_MESSAGE_MAX_ATTEMPTS = 2
     session = a_session(next_send_at=NOON + 10 * S)
     retried = Message.objects.create(session=session, direction="out", chat_jid=CHAT, status="queued", attempts=1,
                                      next_attempt_at=NOON - S, failure_reason="not_connected: reconnecting")
-    scheduled = []
-    monkeypatch.setattr("whatsapp.tasks.send_message.apply_async",
-                        lambda args, countdown: scheduled.append((args, countdown)))
-    from django.db import connection
-
-    for _ in range(3):  # however often it is dispatched before its slot
-        assert messaging.dispatch(connection.schema_name, retried.pk, now=NOON) is False
+    for _ in range(3):  # however often the session is drained before its slot
+        assert sending.claim(session, pacing.current_policy(), NOON, 10) == []
     retried.refresh_from_db()
     assert (retried.status, retried.attempts, retried.next_attempt_at) == ("queued", 1, NOON + 10 * S)
     assert retried.paced_until == NOON + 10 * S

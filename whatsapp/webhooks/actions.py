@@ -32,16 +32,26 @@ def _enqueue_on_commit(delivery_ids):
 def emit_event(event_type, data, *, now=None):
     """Store one delivery of `event_type` per enabled endpoint subscribed to it; each is attempted on commit.
     Returns the deliveries."""
+    return emit_events(event_type, [data], now=now)
+
+
+def emit_events(event_type, items, *, now=None):
+    """emit_event for many events of one type at once (a batch of messages sent or receipts): one query for the
+    subscribed endpoints and one insert, whatever the number of events. Returns the deliveries."""
     if event_type not in EVENTS:
         raise ValueError(f"Unknown webhook event '{event_type}'.")
+    if not items:
+        return []
     now = wire.current_time(now)
-    payload = {"type": event_type, "timestamp": now, "data": data}
-    endpoints = WebhookEndpoint.objects.filter(enabled=True, events__contains=[event_type])
+    endpoints = list(WebhookEndpoint.objects.filter(enabled=True, events__contains=[event_type]))
+    if not endpoints:
+        return []
     with transaction.atomic():
         deliveries = WebhookDelivery.objects.bulk_create([
-            WebhookDelivery(endpoint=endpoint, event_type=event_type, payload=payload,
+            WebhookDelivery(endpoint=endpoint, event_type=event_type,
+                            payload={"type": event_type, "timestamp": now, "data": data},
                             webhook_id=wire.new_webhook_id(), next_attempt_at=now, created_at=now)
-            for endpoint in endpoints
+            for data in items for endpoint in endpoints
         ])
         _enqueue_on_commit([d.pk for d in deliveries])
     return deliveries
