@@ -18,12 +18,12 @@ class ApiError(APIException):
         super().__init__(detail=message, code=code)
 
 
-def _first_message(detail):
+def first_message(detail):
     if isinstance(detail, list) and detail:
-        return _first_message(detail[0])
+        return first_message(detail[0])
     if isinstance(detail, dict) and detail:
         key, value = next(iter(detail.items()))
-        inner = _first_message(value)
+        inner = first_message(value)
         return inner if key == "non_field_errors" else f"{key}: {inner}"
     return str(detail)
 
@@ -53,7 +53,7 @@ def envelope_exception_handler(exc, context):
     if isinstance(exc, ApiError):
         code, message, details = exc.error_code, str(exc.detail), exc.details
     elif isinstance(exc, exceptions.ValidationError):
-        code, message, details = "validation_error", _first_message(exc.detail), exc.detail
+        code, message, details = "validation_error", first_message(exc.detail), exc.detail
     else:
         specific = exc.get_codes() if isinstance(exc, APIException) else None
         if isinstance(specific, str) and specific != getattr(exc, "default_code", None):
@@ -61,7 +61,7 @@ def envelope_exception_handler(exc, context):
         else:
             code = DEFAULT_CODES.get(response.status_code, getattr(exc, "default_code", "error"))
         if isinstance(exc.detail, dict | list):
-            message, details = _first_message(exc.detail), exc.detail
+            message, details = first_message(exc.detail), exc.detail
         else:
             message, details = str(exc.detail), None
     if response.status_code == 404:

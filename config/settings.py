@@ -105,6 +105,13 @@ TEMPLATES = [
 DATABASES = {"default": env.db("DATABASE_URL", default="postgres://postgres@127.0.0.1:5432/switchboard")}
 DATABASES["default"]["ENGINE"] = "django_tenants.postgresql_backend"
 DATABASES["default"]["CONN_HEALTH_CHECKS"] = True
+# Parameters bound by Postgres, not pasted into the text, and a statement run five times on one connection
+# prepared there (psycopg): the hot paths (an API key's principal, a message's insert) are planned once per connection
+# instead of on every request (planning the principal's join cost Postgres 0.7 ms, running it 0.15 ms).
+# DATABASE_PREPARED_STATEMENTS=false behind a transaction-pooling pgbouncer (statements prepared on one server
+# connection are unknown on the next).
+if env.bool("DATABASE_PREPARED_STATEMENTS", default=True):
+    DATABASES["default"].setdefault("OPTIONS", {}).update({"server_side_binding": True, "prepare_threshold": 5})
 # A connection pool per process (psycopg_pool through Django): under daphne every request runs on a thread of its
 # own, so a persistent connection (CONN_MAX_AGE) is never reused there and each request would open a new one.
 # Django refuses a pool together with persistent connections: CONN_MAX_AGE only applies without the pool.

@@ -18,6 +18,7 @@ from django.db.models import F, Q
 from django.utils import timezone
 
 from accounts import audit
+from config import rows
 from config.api import ApiError
 
 from .models import Contact, Conversation, Group, Message, SessionActivity, WhatsAppSession
@@ -179,13 +180,16 @@ def for_outgoing(session, phone, chat_jid):
     phone = phone or phone_of_jid(chat_jid)
     if phone:
         # The common case, a number written to before: its conversation with its contact, in one statement (the
-        # contact's number already recorded, so the upserts below would change nothing).
+        # contact's number already recorded, so the upserts below would change nothing), written out as it runs
+        # on every send (config.rows).
         jid = phone_jid(phone)
-        conversation = (Conversation.objects.select_related("contact")
-                        .filter(session=session, chat_jid=jid, contact__jid=jid, contact__phone=_e164(phone))
-                        .first())
-        if conversation is not None:
-            return conversation, conversation.contact
+        found = rows.select(Conversation, "c", f"JOIN {rows.table(Contact)} ct ON ct.id = c.contact_id "
+                            "WHERE c.session_id = %s AND c.chat_jid = %s AND ct.jid = %s AND ct.phone = %s LIMIT 1",
+                            [session.pk, jid, jid, _e164(phone)], joined=[(Contact, "ct")])
+        if found:
+            conversation, contact = found[0]
+            conversation.contact = contact
+            return conversation, contact
     contact = _resolved_contact(session, chat_jid, phone, "", "", Contact.Source.OUTBOUND)
     conversation = _upsert_conversation(session, contact.jid, contact=contact)
     conversation.contact = contact  # the same row: the live update's summary reads it without a query

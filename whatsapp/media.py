@@ -20,7 +20,7 @@ from urllib.parse import unquote, urljoin, urlsplit, urlunsplit
 import httpx
 import magic
 from django.conf import settings
-from django.db import connection, transaction
+from django.db import connection
 from django.utils import timezone
 
 from config.api import ApiError

@@ -16,7 +16,7 @@ from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from accounts.api import CanWrite, HasActiveTenant
-from config.api import ApiError, PageLimitPagination
+from config.api import ApiError, PageLimitPagination, first_message
 
 from . import media, messaging
 from .models import Message
@@ -80,6 +80,13 @@ def _sha256(upload):
         digest.update(chunk)
     upload.seek(0)
     return f"sha256:{digest.hexdigest()}"
+
+
+def _idempotency_key(request):
+    key = (request.headers.get("Idempotency-Key") or "").strip() or None
+    if key and len(key) > 240:  # a batch's messages store it with "#<index>" after it, in 255 characters
+        raise ApiError(400, "invalid_idempotency_key", "Idempotency-Key holds at most 240 characters.")
+    return key
 
 
 def _contact_filter(value):
@@ -148,14 +155,51 @@ class MessageListView(APIView):
         serializer = SendMessageSerializer(data=request.data)
         if not serializer.is_valid():
             raise exceptions.ValidationError(serializer.errors)
-        key = (request.headers.get("Idempotency-Key") or "").strip() or None
-        if key and len(key) > 255:
-            raise ApiError(400, "invalid_idempotency_key", "Idempotency-Key holds at most 255 characters.")
+        key = _idempotency_key(request)
         body = {k: request.data.get(k) for k in messaging.message_types.REQUEST_FIELDS}
         body["file"] = _sha256(request.FILES["file"]) if "file" in request.FILES else None
         message, created = messaging.queue_message(request._request.tenant, body=body, files=request.FILES,
                                                    idempotency_key=key)
         response = Response(messaging.message_payload(message),
+                            status=status.HTTP_202_ACCEPTED if created else status.HTTP_200_OK)
+        if not created:
+            response["Idempotent-Replayed"] = "true"
+        return response
+
+
+class SendBatchSerializer(serializers.Serializer):
+    messages = SendMessageSerializer(many=True, help_text=f"1 to {messaging.BATCH_MAX} messages, each as for POST "
+                                                          "/api/v1/messages (media by media_url: no uploads here).")
+
+
+def _check_shape(body):
+    """One message of a batch, checked as POST /api/v1/messages checks a request's fields."""
+    if body.get("file") is not None:
+        raise ApiError(400, "unexpected_file", "A batch takes media by media_url; upload files one message at a time.")
+    serializer = SendMessageSerializer(data=body)
+    if not serializer.is_valid():
+        raise ApiError(400, "validation_error", first_message(serializer.errors), serializer.errors)
+
+
+class MessageBatchView(APIView):
+    permission_classes = [permissions.IsAuthenticated, HasActiveTenant, CanWrite]
+    parser_classes = [parsers.JSONParser]
+
+    @extend_schema(tags=TAGS, operation_id="messages_send_batch", request=SendBatchSerializer, parameters=[
+        OpenApiParameter("Idempotency-Key", str, OpenApiParameter.HEADER,
+                         description="Send the same batch again with the same key to get the same messages."),
+    ], responses={202: inline_serializer("MessageBatch", {"messages": type(MessageSerializer)(many=True)})})
+    def post(self, request):
+        """Queue up to 100 messages at once (a campaign, a burst): 202 {messages: [{id, status: "queued"}, …]} in
+        the order sent. All or nothing: when any message is invalid nothing is queued and the answer is 400 (or
+        the one status every error shares: 404, 409 …) invalid_messages with details.errors = [{index, status,
+        code, message, details}] for every invalid message. 400 missing_messages, batch_too_large (details.max),
+        batch_over_rate_limit; 429 rate_limited counts every message of the batch; 409 idempotency_conflict."""
+        bodies = request.data.get("messages") if isinstance(request.data, dict) else None
+        key = _idempotency_key(request)
+        messages, created = messaging.queue_messages(request._request.tenant, bodies=bodies, idempotency_key=key,
+                                                     check=_check_shape)
+        response = Response({"messages": [messaging.message_payload(m) for m in messages]},
                             status=status.HTTP_202_ACCEPTED if created else status.HTTP_200_OK)
         if not created:
             response["Idempotent-Replayed"] = "true"
@@ -200,6 +244,7 @@ class MessageMediaView(APIView):
 
 urlpatterns = [
     path("messages", MessageListView.as_view(), name="api_messages"),
+    path("messages/batch", MessageBatchView.as_view(), name="api_messages_batch"),
     path("messages/<int:pk>", MessageDetailView.as_view(), name="api_message"),
     path("messages/<int:pk>/media", MessageMediaView.as_view(), name="api_message_media"),
 ]

@@ -8,6 +8,7 @@ message whose wake was lost stays `queued` and sweep_queued drains its session a
 WHATSAPP_MESSAGE_MAX_ATTEMPTS attempts it is `failed`, and one a dead host left `sending` is reported failed, not
 resent. Every transition emits its webhook event and a live update (whatsapp.sending.tell).
 """
+import contextlib
 import hashlib
 import json
 from dataclasses import dataclass, field
@@ -16,6 +17,7 @@ from django.db import IntegrityError, connection, transaction
 from django.utils import timezone
 
 from billing import entitlements
+from config import rows
 from config.api import ApiError
 
 from . import conversations, media, message_types, ratelimit, recipients, sending
@@ -82,31 +84,46 @@ def request_hash(body):
     return hashlib.sha256(canonical.encode()).hexdigest()
 
 
-def _replay(idempotency_key, digest):
-    existing = Message.objects.filter(idempotency_key=idempotency_key).first()
-    if existing is None:
+def _replay(keys, digests, beyond=None):
+    """The messages made before under these Idempotency-Key values (one per message of the request), if the
+    request was seen; 409 idempotency_conflict when it was seen with another body (or, `beyond` being the key a
+    message after the last would have, another number of messages)."""
+    existing = {m.idempotency_key: m for m in Message.objects.filter(idempotency_key__in=[*keys, beyond])}
+    if not existing:
         return None
-    if existing.request_hash != digest:
+    if len(existing) != len(keys) or any(k not in existing or existing[k].request_hash != d
+                                         for k, d in zip(keys, digests)):
+        ids = sorted(m.pk for m in existing.values())
         raise ApiError(409, "idempotency_conflict",
                        "This Idempotency-Key was already used with a different request body.",
-                       {"message_id": existing.pk})
-    return existing
+                       {"message_id": ids[0]} if len(keys) == 1 and len(ids) == 1 else {"message_ids": ids})
+    return [existing[k] for k in keys]
 
 
 # --- the pipeline -------------------------------------------------------------------------------------------
 
+BATCH_MAX = 100  # messages in one POST /api/v1/messages/batch
 
-def queue_message(tenant, *, body, files=None, idempotency_key=None):
-    """Validate `body` (the API's fields; `files` the uploaded media) and commit a queued message; returns
-    (message, created). With an idempotency key used before: the same body returns that message (created False),
-    another body is 409 idempotency_conflict. Nothing is written for a rejected request."""
-    entitlements.require_write(tenant)
-    digest = request_hash(body)
-    if idempotency_key:
-        existing = _replay(idempotency_key, digest)
-        if existing is not None:
-            return existing, False
-    session = WhatsAppSession.objects.filter(name=str(body.get("session") or "")).first()
+
+@dataclass
+class Prepared:
+    """One message of a request, validated and ready to insert."""
+    session: WhatsAppSession
+    fields: dict
+    phone: str
+    chat_jid: str
+    digest: str
+
+
+def prepare(body, files=None, sessions=None):
+    """Validate one message (`body`: the API's fields, `files` its upload) or raise its ApiError. `sessions`
+    caches the request's sessions by name."""
+    sessions = {} if sessions is None else sessions
+    name = str(body.get("session") or "")
+    if name not in sessions:  # the hot path of the API: one statement, not compiled each time (config.rows)
+        found = rows.select(WhatsAppSession, "s", "WHERE s.name = %s", [name])
+        sessions[name] = found[0] if found else None
+    session = sessions[name]
     if session is None:
         raise ApiError(404, "not_found", f"No session named '{body.get('session')}'.")
     fields = message_types.parse(body, files)
@@ -115,24 +132,92 @@ def queue_message(tenant, *, body, files=None, idempotency_key=None):
         raise ApiError(409, "session_not_connected",
                        f"The session '{session.name}' is not connected; start it and link a phone first.",
                        {"status": session.status})
+    return Prepared(session, fields, phone, chat_jid, request_hash(body))
+
+
+def queue_message(tenant, *, body, files=None, idempotency_key=None):
+    """Validate `body` (the API's fields; `files` the uploaded media) and commit a queued message; returns
+    (message, created). With an idempotency key used before: the same body returns that message (created False),
+    another body is 409 idempotency_conflict. Nothing is written for a rejected request."""
+    entitlements.require_write(tenant)
+    keys = [idempotency_key] if idempotency_key else None
+    if keys:
+        existing = _replay(keys, [request_hash(body)])
+        if existing is not None:
+            return existing[0], False
+    item = prepare(body, files)
     ratelimit.check_send_rate(tenant)
+    messages, created = _insert([item], keys)
+    return messages[0], created
+
+
+def queue_messages(tenant, *, bodies, idempotency_key=None, check=None):
+    """A batch (POST /api/v1/messages/batch): every message validated first (`check(body)`, the API's shape
+    checks, then prepare), then all queued in one transaction (one insert), or none: an invalid message rejects
+    the request with every message's error. Returns (messages, created); an Idempotency-Key covers the batch as a
+    whole."""
+    entitlements.require_write(tenant)
+    if not isinstance(bodies, list) or not bodies:
+        raise ApiError(400, "missing_messages", "Send a non-empty list of messages in `messages`.")
+    if len(bodies) > BATCH_MAX:
+        raise ApiError(400, "batch_too_large", f"A batch holds at most {BATCH_MAX} messages; this one has "
+                                               f"{len(bodies)}.", {"max": BATCH_MAX, "count": len(bodies)})
+    if not all(isinstance(body, dict) for body in bodies):
+        raise ApiError(400, "invalid_messages", "Every entry of `messages` must be an object.")
+    keys = [f"{idempotency_key}#{index}" for index in range(len(bodies) + 1)] if idempotency_key else None
+    if keys:
+        beyond = keys.pop()
+        existing = _replay(keys, [request_hash(body) for body in bodies], beyond)
+        if existing is not None:
+            return existing, False
+    prepared, errors, sessions = [], [], {}
+    for index, body in enumerate(bodies):
+        try:
+            if check is not None:
+                check(body)
+            prepared.append(prepare(body, None, sessions))
+        except ApiError as exc:
+            errors.append({"index": index, "status": exc.status_code, "code": exc.error_code,
+                           "message": str(exc.detail), "details": exc.details})
+    if errors:
+        statuses = {error["status"] for error in errors}
+        raise ApiError(statuses.pop() if len(statuses) == 1 else 400, "invalid_messages",
+                       f"{len(errors)} of {len(bodies)} messages cannot be sent (the first: message {errors[0]['index']}"
+                       f", {errors[0]['message']}); nothing was queued.", {"errors": errors})
+    ratelimit.check_send_rate(tenant, count=len(prepared))
+    return _insert(prepared, keys)
+
+
+def _insert(prepared, keys):
+    """Commit the validated messages as `queued` (one insert, their conversations' last message in one update)
+    and wake their sessions' senders on commit. Returns (messages, True), or the concurrent request's messages
+    and False when another request with the same Idempotency-Key committed first."""
     try:
-        with media.kept_with_row(fields), transaction.atomic():
-            conversation, contact = conversations.for_outgoing(session, phone, chat_jid)
-            message = Message.objects.create(
-                session=session, direction=Message.Direction.OUT, to_phone=phone, chat_jid=chat_jid,
-                status=S.QUEUED, idempotency_key=idempotency_key or None, request_hash=digest,
-                conversation=conversation, contact=contact, **fields)
-            message.session = session
-            conversations.note_outgoing([message])
-            schema_name, session_id = connection.schema_name, session.pk
-            transaction.on_commit(lambda: sending.wake(schema_name, session_id))
-    except IntegrityError:  # the same key in a concurrent request: that one won (kept_with_row removed our file)
-        existing = _replay(idempotency_key, digest) if idempotency_key else None
+        with contextlib.ExitStack() as files, transaction.atomic():
+            for item in prepared:
+                files.enter_context(media.kept_with_row(item.fields))
+            chats = {}
+            messages = []
+            for index, item in enumerate(prepared):
+                chat = (item.session.pk, item.phone, item.chat_jid)
+                if chat not in chats:
+                    chats[chat] = conversations.for_outgoing(item.session, item.phone, item.chat_jid)
+                conversation, contact = chats[chat]
+                messages.append(Message(
+                    session=item.session, direction=Message.Direction.OUT, to_phone=item.phone,
+                    chat_jid=item.chat_jid, status=S.QUEUED, idempotency_key=keys[index] if keys else None,
+                    request_hash=item.digest, conversation=conversation, contact=contact, **item.fields))
+            Message.objects.bulk_create(messages)
+            conversations.note_outgoing(messages)
+            schema_name = connection.schema_name
+            for session_id in dict.fromkeys(m.session_id for m in messages):
+                transaction.on_commit(lambda session_id=session_id: sending.wake(schema_name, session_id))
+    except IntegrityError:  # the same key in a concurrent request: that one won (kept_with_row removed our files)
+        existing = _replay(keys, [item.digest for item in prepared]) if keys else None
         if existing is None:
             raise
         return existing, False
-    return message, True
+    return messages, True
 
 
 @dataclass

@@ -16,19 +16,23 @@ from config.api import ApiError
 
 KEY_PREFIX = "sb:ratelimit:send"
 
-# KEYS[1] the tenant's window; ARGV now (s), window (s), limit, member. Returns {0, 0} when accepted (and
-# recorded) or {1, retry_after_ms} when over the limit.
+# KEYS[1] the tenant's window; ARGV now (s), window (s), limit, count, member prefix. Returns {0, 0} when the
+# `count` requests fit (and are recorded) or {1, retry_after_ms}: when enough of the window's entries expire.
 SLIDING_WINDOW = """
 local now = tonumber(ARGV[1])
 local window = tonumber(ARGV[2])
 local limit = tonumber(ARGV[3])
+local count = tonumber(ARGV[4])
 redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now - window)
-if redis.call('ZCARD', KEYS[1]) >= limit then
-  local oldest = redis.call('ZRANGE', KEYS[1], 0, 0, 'WITHSCORES')
-  local wait = tonumber(oldest[2]) + window - now
+local used = redis.call('ZCARD', KEYS[1])
+if used + count > limit then
+  local freeing = redis.call('ZRANGE', KEYS[1], used + count - limit - 1, used + count - limit - 1, 'WITHSCORES')
+  local wait = tonumber(freeing[2]) + window - now
   return {1, math.ceil(wait * 1000)}
 end
-redis.call('ZADD', KEYS[1], now, ARGV[4])
+for i = 1, count do
+  redis.call('ZADD', KEYS[1], now, ARGV[5] .. ':' .. i)
+end
 redis.call('EXPIRE', KEYS[1], math.ceil(window) + 1)
 return {0, 0}
 """
@@ -81,14 +85,19 @@ def key_for(tenant):
     return f"{KEY_PREFIX}:{tenant.schema_name}:{tenant.pk}"
 
 
-def check_send_rate(tenant):
-    """429 rate_limited (with Retry-After) when the tenant is over its plan's sending rate; otherwise the
-    request is counted in the window."""
+def check_send_rate(tenant, count=1):
+    """429 rate_limited (with Retry-After) when `count` more messages would put the tenant over its plan's
+    sending rate; otherwise they are counted in the window. A batch larger than the limit can never fit: 400
+    batch_over_rate_limit."""
     limit, window = limit_for(tenant)
     if limit is None:
         return None
-    refused, wait_ms = _sliding_window()(keys=[key_for(tenant)], args=[_clock(), window, limit, uuid.uuid4().hex],
-                                         client=_redis())
+    if count > limit:
+        raise ApiError(400, "batch_over_rate_limit",
+                       f"This business may send {limit} messages per {window} seconds; a batch of {count} can never "
+                       f"fit. Send smaller batches.", {"limit": limit, "window": window, "count": count})
+    refused, wait_ms = _sliding_window()(keys=[key_for(tenant)],
+                                         args=[_clock(), window, limit, count, uuid.uuid4().hex], client=_redis())
     if refused:
         raise RateLimited(limit, window, max(1, math.ceil(int(wait_ms) / 1000)))
     return None

@@ -33,8 +33,8 @@ def test_accepting_a_message_costs_a_fixed_small_number_of_statements(named, cli
     listing = "\n".join(s[:160] for s in statements)
     # Two SET search_path (public for the key, then the tenant's), the key with user, tenant, plan, subscription
     # and membership, the session, the blocked-number check, the conversation with its contact, the INSERT, the
-    # conversation's last message (UPDATE, then its new values), and a savepoint pair (the test's transaction).
-    assert len(statements) <= 11, f"{len(statements)} statements:\n{listing}"
+    # conversation's last message, and a savepoint pair (the test's transaction).
+    assert len(statements) <= 10, f"{len(statements)} statements:\n{listing}"
     assert not any('FROM "accounts_membership"' in s or 'FROM "billing_subscription"' in s for s in statements), listing
     assert sum('"whatsapp_contact"' in s for s in statements) <= 1, listing  # joined to the conversation
 
