@@ -223,8 +223,9 @@ def _insert(prepared, keys):
 @dataclass
 class ReceiptResult:
     moved: list = field(default_factory=list)
-    # Ids that matched no message while one of the session's messages is still `sending`: WhatsApp can answer
-    # before send_on_host has committed the id it returned, so these are worth trying again shortly.
+    # Ids that matched no message while one of the session's messages is still `sending` (WhatsApp can answer
+    # before the drain has committed the id it returned), or whose message was recorded as sent while this receipt
+    # was being applied: worth trying again shortly.
     early_ids: list = field(default_factory=list)
 
 
@@ -257,10 +258,14 @@ def apply_receipt(session, data, now=None):
     rest = set(ids) - {m.provider_message_id for m in moved}
     if rest:
         outgoing = Message.objects.filter(session=session, direction=Message.Direction.OUT)
-        known = set(outgoing.filter(provider_message_id__in=rest).values_list("provider_message_id", flat=True))
+        known = dict(outgoing.filter(provider_message_id__in=rest).values_list("provider_message_id", "status"))
+        # Recorded as sent just after the update above looked (each statement sees what is committed when it
+        # starts): not moved, but not ahead either, so it is tried again like an early one.
+        just_recorded = [i for i in ids if known.get(i) in behind]
         missing = [i for i in ids if i in rest and i not in known]
-        if missing and outgoing.filter(status=S.SENDING).exists():
-            result.early_ids = missing
+        if missing and not outgoing.filter(status=S.SENDING).exists():
+            missing = []
+        result.early_ids = just_recorded + missing
     return result
 
 

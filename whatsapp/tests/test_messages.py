@@ -260,6 +260,24 @@ def test_a_receipt_that_beats_the_sent_commit_is_applied_once_the_send_is_record
     assert host.early_receipts == []
 
 
+def test_a_receipt_racing_the_sent_commit_is_tried_again_not_dropped(named, monkeypatch):
+    """The receipt's update looked before the drain's commit made the row `sent` with WhatsApp's id, and the
+    lookup after it sees that row: not moved, not ahead of the receipt, so it is early, not done."""
+    session = make_session(named.acme)
+    with tenant_context(named.acme):
+        recorded = Message.objects.create(session=session, direction="out", chat_jid="1@s.whatsapp.net",
+                                          status="sent", provider_message_id="SIM-RACE", attempts=1)
+        ahead = Message.objects.create(session=session, direction="out", chat_jid="1@s.whatsapp.net",
+                                       status="read", provider_message_id="SIM-READ", attempts=1)
+        monkeypatch.setattr(Message.objects, "raw", lambda *args, **kwargs: [])  # the update saw nothing
+        result = messaging.apply_receipt(session, {"ids": ["SIM-RACE", "SIM-READ"], "status": "delivered"})
+        monkeypatch.undo()
+        assert result.early_ids == ["SIM-RACE"] and result.moved == []
+        result = messaging.apply_receipt(session, {"ids": result.early_ids, "status": "delivered"})
+        assert [m.pk for m in result.moved] == [recorded.pk] and result.early_ids == []
+        assert Message.objects.get(pk=ahead.pk).status == "read"
+
+
 @pytest.mark.django_db(transaction=True)
 def test_a_send_failure_is_recorded_with_its_reason(named, clients, host, clock, hooks):
     provider = link_session(clients["alice"], host, clock)
