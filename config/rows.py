@@ -67,12 +67,20 @@ def select(model, alias, rest, params, *, joined=()):
     if statement is None:
         statement = _statements[key] = (f"SELECT {', '.join(columns(m, a) for m, a in parts)} "
                                         f"FROM {table(model)} {connection.ops.quote_name(alias)} {rest}")
+    if not joined:
+        return run(model, statement, params)
     with connection.cursor() as cursor:
         cursor.execute(statement, params)
         found = cursor.fetchall()
-    if not joined:
-        return [instance(model, row) for row in found]
     return [tuple(_split(row, [m for m, _ in parts])) for row in found]
+
+
+def run(model, statement, params):
+    """Instances of `model` from a statement whose rows are the model's columns in columns() order (a SELECT,
+    or an UPDATE … RETURNING them)."""
+    with connection.cursor() as cursor:
+        cursor.execute(statement, params)
+        return [instance(model, row) for row in cursor.fetchall()]
 
 
 def _split(row, models):
@@ -80,3 +88,4 @@ def _split(row, models):
     for model in models:
         yield instance(model, row[start:start + width(model)])
         start += width(model)
+

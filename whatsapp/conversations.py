@@ -1,8 +1,8 @@
 """Contacts, groups and conversations: who a session talks to (tenant schema).
 
-Called by whatsapp.messaging inside its transactions (for_outgoing, note_outgoing, for_inbound), by the directory API and the
-conversation pages (delete_contact, request_sync, mark_read) and by the session host (sync_on_host →
-apply_sync). Every change to these rows goes through here.
+Called by whatsapp.messaging inside its transactions (for_outgoing, for_inbound), by the directory API and the
+conversation pages (delete_contact, request_sync, mark_read) and by the session host (whatsapp.sending:
+note_outgoing; sync_on_host → apply_sync). Every change to these rows goes through here.
 
 @lid senders: WhatsApp may hide a sender's number behind a "linked identity" (…@lid). When the event carries
 the number too (sender_phone, from neonize's SenderAlt), the contact is keyed by the phone JID and remembers the
@@ -197,8 +197,9 @@ def for_outgoing(session, phone, chat_jid):
 
 
 def note_outgoing(messages):
-    """Just-queued outgoing messages become their conversations' last message, unless a newer one is there:
-    one statement however many messages and conversations (called in the transaction that queues them)."""
+    """Outgoing messages the session host just handled (sent, failed, or waiting for their pacing slot) become
+    their conversations' last message, unless a newer one is there: one statement however many messages and
+    conversations (called in the drain's transaction, whatsapp.sending)."""
     latest = {}
     for message in messages:
         held = latest.get(message.conversation_id)
@@ -218,12 +219,19 @@ def note_outgoing(messages):
 
 
 def of_messages(messages):
-    """{id: Conversation (contact and group loaded)} of the messages' conversations, in one query: what the live
-    list page shows of them."""
-    ids = {message.conversation_id for message in messages if message.conversation_id}
+    """{id: Conversation (contact and group loaded)} of the messages' conversations, in one statement (on every
+    batch the host sends: written out, config.rows): what the live list page shows of them."""
+    ids = sorted({message.conversation_id for message in messages if message.conversation_id})
     if not ids:
         return {}
-    return {c.pk: c for c in Conversation.objects.select_related("contact", "group").filter(pk__in=ids)}
+    found = {}
+    for conversation, contact, group in rows.select(
+            Conversation, "c", f"LEFT JOIN {rows.table(Contact)} ct ON ct.id = c.contact_id "
+            f"LEFT JOIN {rows.table(Group)} g ON g.id = c.group_id WHERE c.id = ANY(%s)", [ids],
+            joined=[(Contact, "ct"), (Group, "g")]):
+        conversation.contact, conversation.group = contact, group
+        found[conversation.pk] = conversation
+    return found
 
 
 def for_inbound(session, message, data):

@@ -189,8 +189,9 @@ def queue_messages(tenant, *, bodies, idempotency_key=None, check=None):
 
 
 def _insert(prepared, keys):
-    """Commit the validated messages as `queued` (one insert, their conversations' last message in one update)
-    and wake their sessions' senders on commit. Returns (messages, True), or the concurrent request's messages
+    """Commit the validated messages as `queued` (one insert) and wake their sessions' senders on commit. Their
+    conversations' last message moves when the drain handles them (whatsapp.sending.record): a burst to one number
+    would otherwise queue every request behind that conversation's row lock. Returns (messages, True), or the concurrent request's messages
     and False when another request with the same Idempotency-Key committed first."""
     try:
         with contextlib.ExitStack() as files, transaction.atomic():
@@ -207,8 +208,10 @@ def _insert(prepared, keys):
                     session=item.session, direction=Message.Direction.OUT, to_phone=item.phone,
                     chat_jid=item.chat_jid, status=S.QUEUED, idempotency_key=keys[index] if keys else None,
                     request_hash=item.digest, conversation=conversation, contact=contact, **item.fields))
-            Message.objects.bulk_create(messages)
-            conversations.note_outgoing(messages)
+            if len(messages) == 1:  # half the CPU of bulk_create for one row (measured: 0.25 vs 0.52 ms)
+                messages[0].save(force_insert=True)
+            else:
+                Message.objects.bulk_create(messages)
             schema_name = connection.schema_name
             for session_id in dict.fromkeys(m.session_id for m in messages):
                 transaction.on_commit(lambda session_id=session_id: sending.wake(schema_name, session_id))
@@ -242,14 +245,12 @@ def apply_receipt(session, data, now=None):
         return result
     now = now or timezone.now()
     behind = [s for s, rank in RANK.items() if rank < RANK[status]]
-    table = connection.ops.quote_name(Message._meta.db_table)
-    columns = ", ".join(connection.ops.quote_name(f.column) for f in Message._meta.concrete_fields)
-    moved = list(Message.objects.raw(
-        f"UPDATE {table} SET status = %s, delivered_at = COALESCE(delivered_at, %s), "
+    moved = rows.run(Message, (
+        f"UPDATE {rows.table(Message)} SET status = %s, delivered_at = COALESCE(delivered_at, %s), "
         f"read_at = CASE WHEN %s THEN %s ELSE read_at END "
         f"WHERE session_id = %s AND direction = %s AND provider_message_id = ANY(%s) AND status = ANY(%s) "
-        f"RETURNING {columns}",
-        [status, now, status == S.READ, now, session.pk, Message.Direction.OUT, ids, behind]))
+        f"RETURNING {rows.columns(Message, Message._meta.db_table)}"),
+        [status, now, status == S.READ, now, session.pk, Message.Direction.OUT, ids, behind])
     moved.sort(key=lambda m: m.pk)
     for message in moved:
         message.session = session

@@ -2,14 +2,14 @@
 
 Accepting a message (whatsapp.messaging.queue_message) commits a `queued` row and, on commit, wakes the
 session's sender (wake): one drain task per burst rather than one task per message, as a flag in Redis says a
-drain is already on its way. The task (whatsapp.tasks.drain_session, acks_late) goes to the session hosts'
+drain is on its way or running (the drain clears it when it finds the queue empty, then looks once more). The task (whatsapp.tasks.drain_session, acks_late) goes to the session hosts'
 shared queue; the host running the session drains it (route), one drain per session at a time
 (SessionHost.drain), so a session's messages go out in the order they were accepted:
 
   claim   queued rows due now → `sending`, the attempt counted in the row (the cap lives in the database)
   send    each through the provider, outside any transaction
   record  `sent` with WhatsApp's id (one statement for the batch) or `failed` with the reason
-  tell    the batch's webhook deliveries and live updates (with its conversations, for the list page)
+  tell    the batch's webhook deliveries, its conversations' last message (one statement) and live updates
 
 A claim takes as many messages as the provider sends in SEND_WINDOW_SECONDS (measured per session, 1 to
 BATCH_MAX): a host killed mid-batch leaves at most that window `sending`, in doubt, which the sweeper
@@ -33,6 +33,8 @@ from django.db.models import F, Q
 from django.utils import timezone
 from django_tenants.utils import schema_context
 
+from config import rows
+
 from . import conversations, live, message_types, pacing
 from .models import Message, WhatsAppSession
 from .webhooks.actions import emit_events
@@ -50,6 +52,10 @@ PACING_COUNTDOWN_MAX = timedelta(seconds=30)
 BATCH_MAX = 100
 SEND_WINDOW_SECONDS = 0.05
 WAKE_TTL_SECONDS = 60  # a wake flag whose task was lost lets the next commit through after this
+# After sending, a drain that finds the queue empty looks again every LINGER_STEP_SECONDS for LINGER_SECONDS
+# before it ends: a steady trickle of messages is then sent in small batches by one drain.
+LINGER_SECONDS = 0.02
+LINGER_STEP_SECONDS = 0.005
 
 
 def max_attempts():
@@ -93,22 +99,33 @@ def route(schema_name, session_id):
     With no host, the due messages count an attempt, so that a session nobody runs fails its messages at the
     cap rather than keeping them forever. Returns "here", "forwarded" or "unhosted"."""
     from config.api import ApiError
-    from config.redis import client
 
     from .host import commands, runtime
 
-    client().delete(_wake_key(schema_name, session_id))  # later commits wake a new drain
     host, key = runtime.current_host(), f"{schema_name}:{session_id}"
     if host is not None and host.provider(key) is not None:
-        host.drain(key)
+        host.drain(key)  # the drain clears the wake flag when it finds the queue empty
         return "here"
     try:
         commands.send(schema_name, session_id, "drain")
         return "forwarded"
     except ApiError:  # session_not_running
+        _clear_wake(schema_name, session_id)
         with schema_context(schema_name):
             count_unhosted(session_id)
         return "unhosted"
+
+
+def _clear_wake(schema_name, session_id):
+    """Later commits wake a new drain."""
+    from redis.exceptions import RedisError
+
+    from config.redis import client
+
+    try:
+        client().delete(_wake_key(schema_name, session_id))
+    except RedisError:  # the flag expires by itself (WAKE_TTL_SECONDS); the sweeper covers the meantime
+        log.warning("could not clear the wake flag of %s:%s", schema_name, session_id, exc_info=True)
 
 
 # --- the drain --------------------------------------------------------------------------------------------------
@@ -148,23 +165,42 @@ def drain(schema_name, session_id, provider, *, window=None, now=None):
     """On the host running the session: claim, send and record its due messages, batch after batch, until none
     is due (or the provider cannot send now). Returns how many messages were handed to the provider."""
     window = window or SendWindow()
-    handed = 0
-    with schema_context(schema_name):
-        session = WhatsAppSession.objects.filter(pk=session_id).only("pk", "name").first()
-        if session is None:
-            return 0
-        policy = pacing.current_policy()
-        while True:
-            claimed = claim(session, policy, now or timezone.now(), window.size())
-            if not claimed:
-                return handed
-            started = time.monotonic()
-            outcome = send_claimed(provider, claimed)
-            window.observe(len(outcome.sent) + len(outcome.failed), time.monotonic() - started)
-            record(session, outcome, now=now)
-            handed += len(outcome.sent) + len(outcome.failed) + len(outcome.retry)
-            if outcome.stop:
-                return handed
+    handed, cleared = 0, False
+    try:
+        with schema_context(schema_name):
+            found = rows.select(WhatsAppSession, "s", "WHERE s.id = %s", [session_id])
+            if not found:
+                return 0
+            session = found[0]
+            policy = pacing.current_policy()
+            lingered = 0.0
+            while True:
+                claimed = claim(session, policy, now or timezone.now(), window.size())
+                if not claimed:
+                    if cleared:
+                        return handed
+                    if handed and lingered < LINGER_SECONDS:
+                        # Busy: messages are coming in one by one. A few milliseconds' wait gathers the next ones
+                        # into one claim, with no drain task of their own, instead of a task and a claim each.
+                        time.sleep(LINGER_STEP_SECONDS)
+                        lingered += LINGER_STEP_SECONDS
+                        continue
+                    # The wake flag stays set while the drain runs, so commits meanwhile send no task of their
+                    # own; once it is cleared, one more look finds what committed before it was.
+                    _clear_wake(schema_name, session_id)
+                    cleared = True
+                    continue
+                cleared, lingered = False, 0.0
+                started = time.monotonic()
+                outcome = send_claimed(provider, claimed)
+                window.observe(len(outcome.sent) + len(outcome.failed), time.monotonic() - started)
+                record(session, outcome, now=now)
+                handed += len(outcome.sent) + len(outcome.failed) + len(outcome.retry)
+                if outcome.stop:
+                    return handed
+    finally:
+        if not cleared:
+            _clear_wake(schema_name, session_id)
 
 
 def _due(session_id, now):
@@ -172,36 +208,28 @@ def _due(session_id, now):
             & (Q(next_attempt_at__isnull=True) | Q(next_attempt_at__lte=now)))
 
 
-def _columns():
-    return ", ".join(connection.ops.quote_name(f.column) for f in Message._meta.concrete_fields)
-
-
-def _table():
-    return connection.ops.quote_name(Message._meta.db_table)
-
-
 def claim(session, policy, now, limit):
     """The session's next due messages, moved to `sending` with their attempt counted, oldest first. With pacing
     off: one statement. With pacing on, each takes its slot; those whose slot is later wait (returned nowhere;
     their pages and the wake at their slot are told here)."""
     if not policy.enabled:
-        table = _table()
-        rows = list(Message.objects.raw(
+        table = rows.table(Message)
+        claimed = rows.run(Message, (
             f"UPDATE {table} SET status = %s, attempts = attempts + 1, next_attempt_at = %s, paced_until = NULL, "
             f"paced_reason = '' WHERE id IN (SELECT id FROM {table} WHERE session_id = %s AND direction = %s "
             f"AND status = %s AND attempts < %s AND (next_attempt_at IS NULL OR next_attempt_at <= %s) "
-            f"ORDER BY id LIMIT %s FOR UPDATE SKIP LOCKED) RETURNING {_columns()}",
-            [S.SENDING, now + RETRY_AFTER, session.pk, Message.Direction.OUT, S.QUEUED, max_attempts(), now, limit]))
-        rows.sort(key=lambda m: m.pk)
-        for message in rows:
+            f"ORDER BY id LIMIT %s FOR UPDATE SKIP LOCKED) RETURNING {rows.columns(Message, Message._meta.db_table)}"),
+            [S.SENDING, now + RETRY_AFTER, session.pk, Message.Direction.OUT, S.QUEUED, max_attempts(), now, limit])
+        claimed.sort(key=lambda m: m.pk)
+        for message in claimed:
             message.session = session
-        return rows
+        return claimed
     claimed, waiting = [], []
     schema_name = connection.schema_name
     with transaction.atomic():
-        rows = (Message.objects.select_for_update(skip_locked=True).filter(_due(session.pk, now))
-                .filter(attempts__lt=max_attempts()).order_by("pk")[:limit])
-        for message in rows:
+        due = (Message.objects.select_for_update(skip_locked=True).filter(_due(session.pk, now))
+               .filter(attempts__lt=max_attempts()).order_by("pk")[:limit])
+        for message in due:
             message.session = session
             if message.paced_until is None:  # a slot of its own (one that waited has it already)
                 slot = pacing.reserve_slot(session.pk, now, message_id=message.pk)
@@ -221,6 +249,7 @@ def claim(session, policy, now, limit):
             message.save(update_fields=["status", "attempts", "next_attempt_at", "paced_until", "paced_reason"])
             claimed.append(message)
         if waiting:
+            conversations.note_outgoing(waiting)
             live.messages_changed(waiting, conversations=conversations.of_messages(waiting))
     return claimed
 
@@ -252,8 +281,8 @@ def send_claimed(provider, claimed):
 
 
 def record(session, outcome, *, now=None):
-    """What the provider said, in one transaction: sent rows in one statement, then the batch's webhooks and
-    live updates."""
+    """What the provider said, in one transaction: sent rows in one statement, then the batch's webhooks, its
+    conversations' last message and live updates."""
     now = now or timezone.now()
     with transaction.atomic():
         sent = record_sent(outcome.sent, now=now)
@@ -264,6 +293,7 @@ def record(session, outcome, *, now=None):
         if outcome.put_back:
             Message.objects.filter(pk__in=[m.pk for m in outcome.put_back], status=S.SENDING).update(
                 status=S.QUEUED, attempts=F("attempts") - 1, next_attempt_at=None)
+        conversations.note_outgoing(sent + failed)
         shown = conversations.of_messages(sent + failed)
         tell(session, "message.sent", sent, conversations=shown)
         tell(session, "message.failed", failed, conversations=shown)
@@ -281,7 +311,7 @@ def record_sent(pairs, *, now=None):
     params.append(S.SENDING)
     with connection.cursor() as cursor:
         cursor.execute(
-            f"UPDATE {_table()} AS m SET status = %s, provider_message_id = v.pid, sent_at = %s, "
+            f"UPDATE {rows.table(Message)} AS m SET status = %s, provider_message_id = v.pid, sent_at = %s, "
             f"next_attempt_at = NULL, failure_reason = '' FROM (VALUES {values}) AS v(id, pid) "
             f"WHERE m.id = v.id AND m.status = %s", params)
     for message, provider_id in pairs:
@@ -330,7 +360,8 @@ def fail_capped(messages):
     by_session = {}
     for message in capped:
         by_session.setdefault(message.session_id, (message.session, []))[1].append(message)
-    for session, rows in by_session.values():
-        failed = record_failed([(m, f"not_sent: no session host sent it after {m.attempts} attempts") for m in rows])
+    for session, given_up in by_session.values():
+        failed = record_failed([(m, f"not_sent: no session host sent it after {m.attempts} attempts")
+                                for m in given_up])
         tell(session, "message.failed", failed)
     return len(capped)

@@ -10,6 +10,7 @@ from django.db import transaction
 from django.utils import timezone
 from django_tenants.utils import schema_context
 
+from config import rows
 from whatsapp.models import SessionActivity, WhatsAppSession
 from whatsapp.providers.base import EventKind
 
@@ -116,10 +117,12 @@ def apply_traffic(event, now=None):
     now = now or timezone.now()
     early = ()
     with schema_context(schema_name), transaction.atomic():
-        session = WhatsAppSession.objects.filter(pk=int(session_id)).first()
-        if session is None:  # deleted while running
+        found = rows.select(WhatsAppSession, "s", "WHERE s.id = %s", [int(session_id)])  # on every receipt
+        if not found:  # deleted while running
             return Applied(None, stop=True)
-        bumped = WhatsAppSession.objects.filter(pk=session.pk).exclude(
+        session = found[0]
+        recent = session.last_activity_at is not None and session.last_activity_at > now - ACTIVITY_EVERY
+        bumped = not recent and WhatsAppSession.objects.filter(pk=session.pk).exclude(
             last_activity_at__gt=now - ACTIVITY_EVERY).update(last_activity_at=now)
         if event.kind == EventKind.MESSAGE:
             messaging.store_inbound(session, event.data)

@@ -1,5 +1,6 @@
 """Helpers shared by the whatsapp tests: API envelope checks and an in-process session host on the simulator."""
 import contextlib
+import itertools
 
 from whatsapp.host import runtime
 from whatsapp.host.runtime import SessionHost
@@ -71,3 +72,14 @@ def link_session(client, session_host, clock, name="front-desk", phone="+1415555
     settle(session_host, clock)  # CONNECTED
     [key] = [key for key in session_host.providers if key.endswith(f":{created['id']}")]
     return session_host.provider(key)
+
+
+class Accepting:
+    """A provider that accepts every message it is handed (by whatsapp.sending.drain in a test): WhatsApp's ids
+    SIM1, SIM2, … in order."""
+
+    def __init__(self):
+        self.ids = itertools.count(1)
+
+    def send(self, to, message):
+        return f"SIM{next(self.ids)}"

@@ -2,8 +2,6 @@
 stored or moved by whatsapp.messaging or the drain (whatsapp.sending) reaches its conversation's socket and the
 tenant's list socket once the transaction commits, a batch as one update per message, never another tenant's;
 another tenant's conversation id is closed with 4404."""
-import itertools
-
 import pytest
 from channels.db import database_sync_to_async
 from django.db import transaction
@@ -12,6 +10,7 @@ from django_tenants.utils import schema_context
 from whatsapp import messaging, sending
 from whatsapp.models import Conversation, Message, WhatsAppSession
 from whatsapp.tests.socket_support import open_socket
+from whatsapp.tests.support import Accepting
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.usefixtures("private_layer")]
 ACME, GLOBEX = "t_test_acme", "t_test_globex"
@@ -37,16 +36,6 @@ def deliver(schema, session, provider_ids):
         messaging.apply_receipt(session, {"ids": provider_ids, "status": "delivered"})
 
 
-class Provider:
-    """What the drain hands messages to: WhatsApp's ids SIM1, SIM2, … (one sequence per test)."""
-
-    def __init__(self):
-        self.ids = itertools.count(1)
-
-    def send(self, to, message):
-        return f"SIM{next(self.ids)}"
-
-
 def outgoing(schema, session, conversation_id, texts=("reply",), provider=None):
     """Queued messages, sent by a drain of the session (as the host's drain task does). Returns their ids."""
     with schema_context(schema):
@@ -54,7 +43,7 @@ def outgoing(schema, session, conversation_id, texts=("reply",), provider=None):
                                       text=text, conversation_id=conversation_id).pk for text in texts]
     window = sending.SendWindow()
     window.observe(1, 0.0001)  # one claim for all of them
-    sending.drain(schema, session.pk, provider or Provider(), window=window)
+    sending.drain(schema, session.pk, provider or Accepting(), window=window)
     return ids
 
 
@@ -85,7 +74,7 @@ async def test_a_new_message_and_its_status_reach_the_conversation_and_list_sock
         assert data["conversation"]["unread_count"] == 2
         assert data["conversation"]["last_message_preview"] == "are you there?"
 
-    whatsapp = Provider()
+    whatsapp = Accepting()
     [sent_id] = await database_sync_to_async(outgoing)(ACME, session, conversation_id, ("reply",), whatsapp)
     assert (await page.receive_json_from(timeout=5))["data"]["status"] == "sent"
     await database_sync_to_async(deliver)(ACME, session, ["SIM1"])

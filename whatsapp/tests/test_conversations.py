@@ -11,6 +11,7 @@ from accounts.models import AuditLog
 from config.api import ApiError
 from whatsapp import conversations, messaging, sending
 from whatsapp.models import Contact, Conversation, Group, Message, WhatsAppSession
+from whatsapp.tests.support import Accepting
 
 PHONE = "+14155550123"
 PEER = "+6281234567890"
@@ -42,6 +43,10 @@ def queue(named, to, text="Hello"):
 # --- outgoing -------------------------------------------------------------------------------------------------
 
 
+def drained(named, acme):
+    sending.drain(named.acme.schema_name, acme.pk, Accepting())
+
+
 def test_an_outgoing_message_opens_a_conversation_with_a_contact(named, acme, monkeypatch):
     monkeypatch.setattr(sending, "wake", lambda *args, **kwargs: None)
     message = queue(named, PEER, "Hello there")
@@ -49,14 +54,20 @@ def test_an_outgoing_message_opens_a_conversation_with_a_contact(named, acme, mo
     assert (contact.jid, contact.phone, contact.source) == (PEER_JID, PEER, Contact.Source.OUTBOUND)
     conversation = Conversation.objects.get()
     assert (conversation.chat_jid, conversation.contact, conversation.group) == (PEER_JID, contact, None)
+    assert (message.conversation, message.contact) == (conversation, contact)
+    # It becomes the conversation's last message when the session host handles it.
+    drained(named, acme)
+    conversation.refresh_from_db()
     assert conversation.last_message_preview == "Hello there"
     assert conversation.last_message_at == message.created_at and conversation.unread_count == 0
-    assert (message.conversation, message.contact) == (conversation, contact)
 
     second = queue(named, "6281234567890", "Again")
+    third = queue(named, PEER, "And again")
     assert Contact.objects.count() == 1 and Conversation.objects.count() == 1
+    drained(named, acme)  # both in one batch: the newer is the last message
     conversation.refresh_from_db()
-    assert conversation.last_message_preview == "Again" and conversation.last_message_at == second.created_at
+    assert conversation.last_message_preview == "And again" and conversation.last_message_at == third.created_at
+    assert second.created_at < third.created_at
 
 
 def test_an_outgoing_group_message_opens_a_group_conversation(named, acme, monkeypatch):

@@ -266,10 +266,10 @@ def test_a_failed_transaction_leaves_no_file(named, clients, media_root, monkeyp
                                              django_capture_on_commit_callbacks):
     make_session(named.acme)
 
-    def broken(messages):
-        raise RuntimeError("the conversation update fell over")
+    def broken(session, phone, chat_jid):
+        raise RuntimeError("the conversation lookup fell over")
 
-    monkeypatch.setattr(conversations, "note_outgoing", broken)
+    monkeypatch.setattr(conversations, "for_outgoing", broken)
     clients["alice"].raise_request_exception = True
     with django_capture_on_commit_callbacks(execute=True):
         with pytest.raises(RuntimeError):

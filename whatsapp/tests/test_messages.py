@@ -269,7 +269,7 @@ def test_a_receipt_racing_the_sent_commit_is_tried_again_not_dropped(named, monk
                                           status="sent", provider_message_id="SIM-RACE", attempts=1)
         ahead = Message.objects.create(session=session, direction="out", chat_jid="1@s.whatsapp.net",
                                        status="read", provider_message_id="SIM-READ", attempts=1)
-        monkeypatch.setattr(Message.objects, "raw", lambda *args, **kwargs: [])  # the update saw nothing
+        monkeypatch.setattr(messaging.rows, "run", lambda *args, **kwargs: [])  # the update saw nothing
         result = messaging.apply_receipt(session, {"ids": ["SIM-RACE", "SIM-READ"], "status": "delivered"})
         monkeypatch.undo()
         assert result.early_ids == ["SIM-RACE"] and result.moved == []

@@ -77,6 +77,34 @@ def test_a_burst_makes_one_drain_task_and_one_drain_sends_it_in_order(named, cli
 
 
 @pytest.mark.django_db(transaction=True)
+def test_a_commit_while_the_drain_runs_sends_no_task_and_the_running_drain_takes_it(named, clients, host, clock,
+                                                                                   monkeypatch):
+    link_session(clients["alice"], host, clock)
+    provider = next(iter(host.providers.values()))
+    session_id = next(iter(host.providers)).split(":")[1]
+    tasks = []
+    original_apply = drain_session.apply_async
+    monkeypatch.setattr(drain_session, "apply_async",
+                        lambda args, **options: tasks.append(args) or original_apply(args, **options))
+    original_send = type(provider).send
+    committed_meanwhile = []
+
+    def send(self, to, message):
+        if not committed_meanwhile:  # another request commits a message while this one is being sent
+            committed_meanwhile.append(Message.objects.create(
+                session_id=session_id, direction="out", to_phone=TO, chat_jid=JID, text="meanwhile"))
+            assert sending.wake(named.acme.schema_name, int(session_id)) is False  # a drain is running: no task
+        return original_send(self, to, message)
+
+    monkeypatch.setattr(type(provider), "send", send)
+    post(clients["alice"], "first")
+    assert len(tasks) == 1
+    assert {m.text: m.status for m in rows(named.acme).values()} == {"first": "sent", "meanwhile": "sent"}
+    post(clients["alice"], "later")  # the drain ended and cleared the flag: the next commit wakes a new one
+    assert len(tasks) == 2
+
+
+@pytest.mark.django_db(transaction=True)
 def test_one_drain_per_session_at_a_time_and_a_wake_meanwhile_makes_it_go_round_again(
         named, clients, host, clock, monkeypatch):
     link_session(clients["alice"], host, clock)
@@ -116,8 +144,9 @@ def test_claims_grow_with_the_measured_send_time_and_a_batch_is_recorded_togethe
     monkeypatch.setattr(sending, "claim", lambda *args: claims.append(args[-1]) or original(*args))
     window = sending.SendWindow()
     assert sending.drain(named.acme.schema_name, session.pk, provider, window=window) == 30
-    # One message first (nothing measured yet), then the rest in one claim, then an empty claim ends the drain.
-    assert claims[0] == 1 and 29 <= claims[1] <= sending.BATCH_MAX and len(claims) == 3
+    # One message first (nothing measured yet), then the rest in one claim; then only empty ones: the linger, the
+    # look before the wake flag is cleared and the one after (for what committed in between).
+    assert claims[0] == 1 and 29 <= claims[1] <= sending.BATCH_MAX
     assert {m.status for m in rows(named.acme).values()} == {"sent"}
     assert len({m.provider_message_id for m in rows(named.acme).values()}) == 30
 
