@@ -58,7 +58,7 @@ def live_whatsapp():
 
 @pytest.fixture
 def live_system(transactional_db, plans, drop_pool_schemas, settings, tmp_path, request, live_whatsapp):
-    """daphne + a Celery worker (and, with `live_whatsapp`, a `whatsapp` worker) on the test database; the
+    """The web process + a Celery worker (and, with `live_whatsapp`, a `whatsapp` worker) on the test database; the
     pytest process publishes to the same Redis db."""
     import redis
     from channels.layers import channel_layers

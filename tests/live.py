@@ -1,6 +1,6 @@
 """A live Switchboard for browser tests: real processes on the pytest-django test database.
 
-`LiveSystem` starts daphne (HTTP + websockets) and a Celery worker as subprocesses, each in its own process
+`LiveSystem` starts the web process (two daphnes: HTTP + websockets) and a Celery worker as subprocesses, each in its own process
 group, pointed at the test database and at a private Redis database (broker, cache and channel layer all come
 from REDIS_URL), so a worker started here never takes tasks from a dev system and a dev worker never takes
 ours. Emails go to a directory through Django's file backend; `Mailbox` reads them back.
@@ -129,7 +129,7 @@ class Process:
 
 
 class LiveSystem:
-    """daphne + a Celery worker on the test database and a private Redis database; with `whatsapp={…}`
+    """The web process + a Celery worker on the test database and a private Redis database; with `whatsapp={…}`
     (options of _add_whatsapp_worker) also a `whatsapp` worker hosting sessions on the simulator."""
 
     def __init__(self, *, db_settings, redis_url, work_dir, celery_app, whatsapp=None):
@@ -160,11 +160,14 @@ class LiveSystem:
             "SECURE_SSL_REDIRECT": "false",
             "CELERY_TASK_ALWAYS_EAGER": "false",
             "LOG_LEVEL": "INFO",
+            "WEB_CONCURRENCY": "2",
         }
         for name in ("CELERY_BROKER_URL", "CELERY_BROKER_READ_URL", "CELERY_BROKER_WRITE_URL"):
             self.env.pop(name, None)  # Celery prefers these over the settings: REDIS_URL must decide
-        self.web = Process("daphne", [sys.executable, "-m", "daphne", "-b", "127.0.0.1", "-p", str(self.port),
-                                      "--access-log", "-", "config.asgi:application"],
+        # As the Procfile runs it: two daphnes on one port (scripts/web.py), so pages, API calls and websockets
+        # of one test land on different processes and meet only through Postgres and Redis, as in production.
+        self.web = Process("web", [sys.executable, "scripts/web.py", "--bind", "127.0.0.1", "--port", str(self.port),
+                                   "--", "--access-log", "-"],
                            env=self.env, log_dir=self.log_dir)
         self.worker = Process("celery", [sys.executable, "-m", "celery", "-A", "config", "worker", "-Q", "default",
                                          "-P", "solo", "-c", "1", "-n", self.worker_name, "-l", "INFO",
@@ -232,7 +235,7 @@ class LiveSystem:
                 return False
 
         try:
-            wait_until(answers, timeout=START_TIMEOUT, message=f"daphne at {self.url}/health")
+            wait_until(answers, timeout=START_TIMEOUT, message=f"the web process at {self.url}/health")
         except TimeoutError as exc:
             raise RuntimeError(f"{exc}\n{self.logs()}") from None
 
