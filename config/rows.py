@@ -5,7 +5,7 @@ Compiling a query with several joins costs the ORM more CPU than Postgres spends
 the API key's principal, whose answer takes 0.2 ms); those statements are written once here, their column lists
 still taken from the models, so a new field is picked up without touching the SQL.
 """
-from django.db import connection
+from django.db import DEFAULT_DB_ALIAS, connection, connections
 
 
 def columns(model, alias):
@@ -14,40 +14,39 @@ def columns(model, alias):
     return ", ".join(f"{quote(alias)}.{quote(field.column)}" for field in model._meta.concrete_fields)
 
 
-def width(model):
-    return len(model._meta.concrete_fields)
-
-
 _layouts = {}
 
 
 def _layout(model):
-    """(primary key position, attnames, [(position, column expression, converters)]) of `model`, made once."""
-    found = _layouts.get((model, connection.vendor))
+    """(width, primary key position, attnames, [(position, column expression, converters)]) of `model`, made
+    once (Postgres is the only database)."""
+    found = _layouts.get(model)
     if found is None:
+        db = connections[DEFAULT_DB_ALIAS]
         fields = model._meta.concrete_fields
         converters = []
         for index, field in enumerate(fields):
             column = field.get_col(model._meta.db_table)
-            found_here = connection.ops.get_db_converters(column) + field.get_db_converters(connection)
-            if found_here:
-                converters.append((index, column, found_here))
-        found = _layouts[(model, connection.vendor)] = (
-            [f.primary_key for f in fields].index(True), [f.attname for f in fields], converters)
+            functions = db.ops.get_db_converters(column) + field.get_db_converters(db)
+            if functions:
+                converters.append((index, column, functions))
+        found = _layouts[model] = (len(fields), [f.primary_key for f in fields].index(True),
+                                   [f.attname for f in fields], converters)
     return found
 
 
-def instance(model, values):
+def instance(model, values, db=None):
     """An instance of `model` from its columns (in columns() order), or None for a LEFT JOIN that found nothing
     (a NULL primary key)."""
-    pk_index, attnames, converters = _layout(model)
+    db = db or connections[DEFAULT_DB_ALIAS]
+    _, pk_index, attnames, converters = _layout(model)
     if values[pk_index] is None:
         return None
     values = list(values)
     for index, column, functions in converters:
         for convert in functions:
-            values[index] = convert(values[index], column, connection)
-    return model.from_db(connection.alias, attnames, values)
+            values[index] = convert(values[index], column, db)
+    return model.from_db(db.alias, attnames, values)
 
 
 def table(model):
@@ -69,23 +68,25 @@ def select(model, alias, rest, params, *, joined=()):
                                         f"FROM {table(model)} {connection.ops.quote_name(alias)} {rest}")
     if not joined:
         return run(model, statement, params)
-    with connection.cursor() as cursor:
+    db = connections[DEFAULT_DB_ALIAS]
+    models = [m for m, _ in parts]
+    with db.cursor() as cursor:
         cursor.execute(statement, params)
-        found = cursor.fetchall()
-    return [tuple(_split(row, [m for m, _ in parts])) for row in found]
+        return [tuple(_split(row, models, db)) for row in cursor.fetchall()]
 
 
 def run(model, statement, params):
     """Instances of `model` from a statement whose rows are the model's columns in columns() order (a SELECT,
     or an UPDATE … RETURNING them)."""
-    with connection.cursor() as cursor:
+    db = connections[DEFAULT_DB_ALIAS]
+    with db.cursor() as cursor:
         cursor.execute(statement, params)
-        return [instance(model, row) for row in cursor.fetchall()]
+        return [instance(model, row, db) for row in cursor.fetchall()]
 
 
-def _split(row, models):
+def _split(row, models, db):
     start = 0
     for model in models:
-        yield instance(model, row[start:start + width(model)])
-        start += width(model)
-
+        width = _layout(model)[0]
+        yield instance(model, row[start:start + width], db)
+        start += width

@@ -103,7 +103,7 @@ TEMPLATES = [
 
 # --- data ---------------------------------------------------------------------------------------
 DATABASES = {"default": env.db("DATABASE_URL", default="postgres://postgres@127.0.0.1:5432/switchboard")}
-DATABASES["default"]["ENGINE"] = "django_tenants.postgresql_backend"
+DATABASES["default"]["ENGINE"] = "config.postgresql"  # django-tenants' backend, with config.db's pool check
 DATABASES["default"]["CONN_HEALTH_CHECKS"] = True
 # Parameters bound by Postgres, not pasted into the text, and a statement run five times on one connection
 # prepared there (psycopg): the hot paths (an API key's principal, a message's insert) are planned once per connection

@@ -16,7 +16,7 @@ from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from accounts.api import CanWrite, HasActiveTenant
-from config.api import ApiError, PageLimitPagination, first_message
+from config.api import ApiError, CopiedFieldsSerializer, PageLimitPagination, first_message
 
 from . import media, messaging
 from .models import Message
@@ -25,7 +25,7 @@ TAGS = ["messages"]
 M = Message
 
 
-class SendMessageSerializer(serializers.Serializer):
+class SendMessageSerializer(CopiedFieldsSerializer):
     session = serializers.CharField(max_length=64, help_text="The session's name.")
     to = serializers.CharField(max_length=120, help_text="E.164 number (+14155550123) or a group JID (…@g.us).")
     type = serializers.CharField(max_length=20, required=False, default="text",
