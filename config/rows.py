@@ -56,23 +56,25 @@ def table(model):
 _statements = {}
 
 
-def select(model, alias, rest, params, *, joined=()):
-    """SELECT the columns of `model` (as `alias`) and of each (model, alias) in `joined` FROM model's table
-    `alias` `rest` (the joins, WHERE, LIMIT …). Returns a list of instances of `model`, or, with `joined`, of
-    tuples (instance of model, instance or None per joined model). The statement is put together once."""
+def select(model, alias, rest, params, *, joined=(), extra=()):
+    """SELECT the columns of `model` (as `alias`) and of each (model, alias) in `joined`, then the SQL
+    expressions in `extra`, FROM model's table `alias` `rest` (the joins, WHERE, LIMIT …). Returns a list of
+    instances of `model`, or, with `joined` or `extra`, of tuples (instance of model, instance or None per joined
+    model, value per extra expression). The statement is put together once."""
     parts = ((model, alias), *joined)
-    key = (parts, rest)
+    key = (parts, rest, tuple(extra))
     statement = _statements.get(key)
     if statement is None:
-        statement = _statements[key] = (f"SELECT {', '.join(columns(m, a) for m, a in parts)} "
+        selected = [columns(m, a) for m, a in parts] + list(extra)
+        statement = _statements[key] = (f"SELECT {', '.join(selected)} "
                                         f"FROM {table(model)} {connection.ops.quote_name(alias)} {rest}")
-    if not joined:
+    if not joined and not extra:
         return run(model, statement, params)
     db = connections[DEFAULT_DB_ALIAS]
     models = [m for m, _ in parts]
     with db.cursor() as cursor:
         cursor.execute(statement, params)
-        return [tuple(_split(row, models, db)) for row in cursor.fetchall()]
+        return [(*_split(row, models, db), *row[len(row) - len(extra):]) for row in cursor.fetchall()]
 
 
 def run(model, statement, params):

@@ -15,6 +15,8 @@ from tenants import api as tenants_api
 from tenants import views as tenants_views
 
 api_v1 = [
+    # Messages first: the busiest routes are matched first (whatsapp/messages_api.py).
+    path("", include("whatsapp.messages_api")),
     path("me", accounts_api.MeView.as_view(), name="api_me"),
     path("api-keys", accounts_api.ApiKeyListView.as_view(), name="api_api_keys"),
     path("api-keys/<int:pk>", accounts_api.ApiKeyDetailView.as_view(), name="api_api_key"),
@@ -40,8 +42,6 @@ api_v1 = [
     path("", include("whatsapp.api")),
     # Webhook endpoints and deliveries (whatsapp/webhooks/api.py).
     path("", include("whatsapp.webhooks.api")),
-    # Messages: send and read (whatsapp/messages_api.py).
-    path("", include("whatsapp.messages_api")),
     # Contacts, groups and conversations (whatsapp/directory_api.py).
     path("", include("whatsapp.directory_api")),
     # Blocked numbers and the pacing policy (whatsapp/sending_api.py).
@@ -49,6 +49,8 @@ api_v1 = [
 ]
 
 urlpatterns = [
+    # The API first: its routes are the busiest, and a resolver tries the patterns in order.
+    path("api/v1/", include(api_v1)),
     path("", tenants_views.landing, name="landing"),
     path("health", liveness, name="health"),
     # Sign-up creates a user, a pending tenant and a membership: all or nothing.
@@ -77,7 +79,6 @@ urlpatterns = [
     path("platform/tenants/<int:tenant_id>/<str:verb>", tenants_views.platform_tenant_action,
          name="platform_tenant_action"),
     path("admin/", admin.site.urls),
-    path("api/v1/", include(api_v1)),
     path("api/schema/", SpectacularAPIView.as_view(), name="api_schema"),
     path("api/docs/", SpectacularSwaggerView.as_view(url_name="api_schema"), name="api_docs"),
 ]

@@ -172,24 +172,26 @@ def _note(conversation, message, *, unread):
 # --- messaging's seams ------------------------------------------------------------------------------------------
 
 
+def is_current(conversation, phone, chat_jid):
+    """Whether `conversation` (with its contact loaded), found for a message to `chat_jid`, is what for_outgoing
+    would return unchanged: a group's conversation with its group, or a number's with the contact recorded under
+    that number (so its upserts would change nothing)."""
+    if is_group_jid(chat_jid):
+        return conversation.group_id is not None
+    phone = phone or phone_of_jid(chat_jid)
+    contact = conversation.contact if conversation.contact_id else None
+    return bool(phone) and contact is not None and contact.jid == phone_jid(phone) == conversation.chat_jid \
+        and contact.phone == _e164(phone)
+
+
 def for_outgoing(session, phone, chat_jid):
-    """(conversation, contact) for a message being queued to `chat_jid` (contact None for a group)."""
+    """(conversation, contact) for a message being queued to `chat_jid` (contact None for a group), made or
+    completed here. The common case, a chat written to before, is found by whatsapp.messaging's lookup of the
+    session (one statement for both) and checked with is_current."""
     if is_group_jid(chat_jid):
         group = _upsert_group(session, chat_jid)
         return _upsert_conversation(session, chat_jid, group=group), None
     phone = phone or phone_of_jid(chat_jid)
-    if phone:
-        # The common case, a number written to before: its conversation with its contact, in one statement (the
-        # contact's number already recorded, so the upserts below would change nothing), written out as it runs
-        # on every send (config.rows).
-        jid = phone_jid(phone)
-        found = rows.select(Conversation, "c", f"JOIN {rows.table(Contact)} ct ON ct.id = c.contact_id "
-                            "WHERE c.session_id = %s AND c.chat_jid = %s AND ct.jid = %s AND ct.phone = %s LIMIT 1",
-                            [session.pk, jid, jid, _e164(phone)], joined=[(Contact, "ct")])
-        if found:
-            conversation, contact = found[0]
-            conversation.contact = contact
-            return conversation, contact
     contact = _resolved_contact(session, chat_jid, phone, "", "", Contact.Source.OUTBOUND)
     conversation = _upsert_conversation(session, contact.jid, contact=contact)
     conversation.contact = contact  # the same row: the live update's summary reads it without a query

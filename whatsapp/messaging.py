@@ -107,32 +107,60 @@ BATCH_MAX = 100  # messages in one POST /api/v1/messages/batch
 
 @dataclass
 class Prepared:
-    """One message of a request, validated and ready to insert."""
+    """One message of a request, validated and ready to insert (with its conversation when it has one)."""
     session: WhatsAppSession
     fields: dict
     phone: str
     chat_jid: str
     digest: str
+    conversation: object = None
+    contact: object = None
 
 
-def prepare(body, files=None, sessions=None):
-    """Validate one message (`body`: the API's fields, `files` its upload) or raise its ApiError. `sessions`
-    caches the request's sessions by name."""
-    sessions = {} if sessions is None else sessions
-    name = str(body.get("session") or "")
-    if name not in sessions:  # the hot path of the API: one statement, not compiled each time (config.rows)
-        found = rows.select(WhatsAppSession, "s", "WHERE s.name = %s", [name])
-        sessions[name] = found[0] if found else None
-    session = sessions[name]
+def _lookup(name, phone, chat_jid):
+    """(session or None, its conversation with `chat_jid` or None, that conversation's contact or None, whether
+    the tenant blocked `phone`): the hot path of the API in one statement, written out (config.rows)."""
+    from .models import BlockedNumber, Contact, Conversation
+
+    found = rows.select(
+        WhatsAppSession, "s",
+        f"LEFT JOIN {rows.table(Conversation)} c ON c.session_id = s.id AND c.chat_jid = %s "
+        f"LEFT JOIN {rows.table(Contact)} ct ON ct.id = c.contact_id WHERE s.name = %s",
+        [phone, chat_jid, name], joined=[(Conversation, "c"), (Contact, "ct")],
+        extra=[f"EXISTS (SELECT 1 FROM {rows.table(BlockedNumber)} b WHERE b.phone = %s)"])
+    return found[0] if found else (None, None, None, False)
+
+
+def prepare(body, files=None, lookups=None):
+    """Validate one message (`body`: the API's fields, `files` its upload) or raise its ApiError: an unknown
+    session first, then the message's own fields, then its recipient, then the session's state. `lookups`
+    keeps a request's lookups (a batch to one number looks it up once)."""
+    try:
+        phone, chat_jid = recipients.parse_recipient(body.get("to"))
+        bad_recipient = None
+    except ApiError as exc:
+        phone, chat_jid, bad_recipient = "", "", exc
+    key = (str(body.get("session") or ""), phone, chat_jid)
+    lookups = {} if lookups is None else lookups
+    if key not in lookups:
+        lookups[key] = _lookup(*key)
+    session, conversation, contact, blocked = lookups[key]
     if session is None:
         raise ApiError(404, "not_found", f"No session named '{body.get('session')}'.")
     fields = message_types.parse(body, files)
-    phone, chat_jid = recipients.normalize_recipient(body.get("to"))
+    if bad_recipient is not None:
+        raise bad_recipient
+    if phone:
+        recipients.check_phone_allowed(phone, tenant_blocked=blocked)
     if session.status != WhatsAppSession.Status.CONNECTED:
         raise ApiError(409, "session_not_connected",
                        f"The session '{session.name}' is not connected; start it and link a phone first.",
                        {"status": session.status})
-    return Prepared(session, fields, phone, chat_jid, request_hash(body))
+    if conversation is not None:
+        conversation.contact = contact
+        if not conversations.is_current(conversation, phone, chat_jid):
+            conversation = contact = None  # for_outgoing makes or completes them in the insert's transaction
+    return Prepared(session, fields, phone, chat_jid, request_hash(body), conversation, contact)
 
 
 def queue_message(tenant, *, body, files=None, idempotency_key=None):
@@ -170,12 +198,12 @@ def queue_messages(tenant, *, bodies, idempotency_key=None, check=None):
         existing = _replay(keys, [request_hash(body) for body in bodies], beyond)
         if existing is not None:
             return existing, False
-    prepared, errors, sessions = [], [], {}
+    prepared, errors, lookups = [], [], {}
     for index, body in enumerate(bodies):
         try:
             if check is not None:
                 check(body)
-            prepared.append(prepare(body, None, sessions))
+            prepared.append(prepare(body, None, lookups))
         except ApiError as exc:
             errors.append({"index": index, "status": exc.status_code, "code": exc.error_code,
                            "message": str(exc.detail), "details": exc.details})
@@ -202,7 +230,8 @@ def _insert(prepared, keys):
             for index, item in enumerate(prepared):
                 chat = (item.session.pk, item.phone, item.chat_jid)
                 if chat not in chats:
-                    chats[chat] = conversations.for_outgoing(item.session, item.phone, item.chat_jid)
+                    chats[chat] = ((item.conversation, item.contact) if item.conversation is not None
+                                   else conversations.for_outgoing(item.session, item.phone, item.chat_jid))
                 conversation, contact = chats[chat]
                 messages.append(Message(
                     session=item.session, direction=Message.Direction.OUT, to_phone=item.phone,

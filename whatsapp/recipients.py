@@ -60,7 +60,7 @@ def check_allowed_phone_pattern(app_configs=None, **kwargs):
     return []
 
 
-def _blocked_by_tenant(phone):
+def blocked_by_tenant(phone):
     from django.db import connection
 
     from config import rows
@@ -72,12 +72,12 @@ def _blocked_by_tenant(phone):
         return cursor.fetchone() is not None
 
 
-def check_phone_allowed(phone):
+def check_phone_allowed(phone, *, tenant_blocked=None):
     """400 blocked_recipient / recipient_not_allowed unless this tenant may message `phone` (E.164); in the
-    tenant's schema."""
+    tenant's schema. `tenant_blocked`: whether the tenant blocked it, when the caller looked already."""
     if phone in blocked_numbers():
         raise ApiError(400, "blocked_recipient", "Messages to this number are blocked on this installation.")
-    if _blocked_by_tenant(phone):
+    if tenant_blocked if tenant_blocked is not None else blocked_by_tenant(phone):
         raise ApiError(400, "blocked_recipient",
                        "Your business blocked this number; remove it from the blocked numbers (Sending settings) "
                        "to message it.", {"blocked_by": "tenant"})
@@ -88,10 +88,9 @@ def check_phone_allowed(phone):
                        {"pattern": pattern.pattern})
 
 
-def normalize_recipient(to):
-    """(E.164 phone or "" for a group, chat JID) or 400 invalid_recipient / blocked_recipient /
-    recipient_not_allowed. Accepts +E.164, digits with the country code, "<digits>@s.whatsapp.net" and group
-    JIDs "<id>@g.us" (as they are). In the tenant's schema (its blocked numbers are checked)."""
+def parse_recipient(to):
+    """(E.164 phone or "" for a group, chat JID) of `to`, or 400 invalid_recipient: its form only, nothing
+    looked up (normalize_recipient also applies the blocks and the allow-list)."""
     raw = str(to or "").strip()
     if GROUP_JID_RE.match(raw):
         return "", raw
@@ -105,5 +104,14 @@ def normalize_recipient(to):
         phone = normalize_phone(candidate)
     except forms.ValidationError as exc:
         raise ApiError(400, "invalid_recipient", exc.messages[0])
-    check_phone_allowed(phone)
     return phone, f"{phone[1:]}@s.whatsapp.net"
+
+
+def normalize_recipient(to):
+    """(E.164 phone or "" for a group, chat JID) or 400 invalid_recipient / blocked_recipient /
+    recipient_not_allowed. Accepts +E.164, digits with the country code, "<digits>@s.whatsapp.net" and group
+    JIDs "<id>@g.us" (as they are). In the tenant's schema (its blocked numbers are checked)."""
+    phone, chat_jid = parse_recipient(to)
+    if phone:
+        check_phone_allowed(phone)
+    return phone, chat_jid

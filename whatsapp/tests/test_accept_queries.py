@@ -1,7 +1,7 @@
 """How many SQL statements accepting one message costs (POST /api/v1/messages): a regression guard on the hot
 path of the API, not a timing. The budget is what the path needs: the API key with its user, tenant, plan and
-membership; the subscription; the session; the contact and conversation; the message; plus the transaction's
-savepoints."""
+membership; the subscription; the session with the contact, conversation and blocked check; the message; plus the
+transaction's savepoints."""
 import pytest
 from django.db import connection
 from django.test.utils import CaptureQueriesContext
@@ -32,9 +32,9 @@ def test_accepting_a_message_costs_a_fixed_small_number_of_statements(named, cli
     statements = [q["sql"] for q in queries.captured_queries]
     listing = "\n".join(s[:160] for s in statements)
     # Two SET search_path (public for the key, then the tenant's), the key with user, tenant, plan, subscription
-    # and membership, the session, the blocked-number check, the conversation with its contact, the INSERT and a
-    # savepoint pair (the test's transaction). The conversation's last message moves in the drain, not here.
-    assert len(statements) <= 9, f"{len(statements)} statements:\n{listing}"
+    # and membership, the session with the number's conversation and contact and whether it is blocked, the
+    # INSERT and a savepoint pair (the test's transaction). The conversation's last message moves in the drain.
+    assert len(statements) <= 7, f"{len(statements)} statements:\n{listing}"
     assert not any(s.startswith('UPDATE "whatsapp_conversation"') for s in statements), listing
     assert not any('FROM "accounts_membership"' in s or 'FROM "billing_subscription"' in s for s in statements), listing
     assert sum('"whatsapp_contact"' in s for s in statements) <= 1, listing  # joined to the conversation
