@@ -1,7 +1,7 @@
 """A live Switchboard for browser tests: real processes on the pytest-django test database.
 
-`LiveSystem` starts the web process (two daphnes: HTTP + websockets) and a Celery worker as subprocesses, each in its own process
-group, pointed at the test database and at a private Redis database (broker, cache and channel layer all come
+`LiveSystem` starts the web process (two daphnes: HTTP + websockets) and a Celery worker as subprocesses, each
+in its own process group, pointed at the test database and at a private Redis database (broker, cache and channel layer all come
 from REDIS_URL), so a worker started here never takes tasks from a dev system and a dev worker never takes
 ours. Emails go to a directory through Django's file backend; `Mailbox` reads them back.
 

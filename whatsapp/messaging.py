@@ -210,17 +210,18 @@ def queue_messages(tenant, *, bodies, idempotency_key=None, check=None):
     if errors:
         statuses = {error["status"] for error in errors}
         raise ApiError(statuses.pop() if len(statuses) == 1 else 400, "invalid_messages",
-                       f"{len(errors)} of {len(bodies)} messages cannot be sent (the first: message {errors[0]['index']}"
-                       f", {errors[0]['message']}); nothing was queued.", {"errors": errors})
+                       f"{len(errors)} of {len(bodies)} messages cannot be sent (the first: message "
+                       f"{errors[0]['index']}, {errors[0]['message']}); nothing was queued.", {"errors": errors})
     ratelimit.check_send_rate(tenant, count=len(prepared))
     return _insert(prepared, keys)
 
 
 def _insert(prepared, keys):
     """Commit the validated messages as `queued` (one insert) and wake their sessions' senders on commit. Their
-    conversations' last message moves when the drain handles them (whatsapp.sending.record): a burst to one number
-    would otherwise queue every request behind that conversation's row lock. Returns (messages, True), or the concurrent request's messages
-    and False when another request with the same Idempotency-Key committed first."""
+    conversations' last message moves when the drain handles them (whatsapp.sending.record): a burst to one
+    number would otherwise queue every request behind that conversation's row lock. Returns (messages, True), or
+    the concurrent request's messages and False when another request with the same Idempotency-Key committed
+    first."""
     try:
         with contextlib.ExitStack() as files, transaction.atomic():
             for item in prepared:

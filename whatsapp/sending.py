@@ -2,9 +2,10 @@
 
 Accepting a message (whatsapp.messaging.queue_message) commits a `queued` row and, on commit, wakes the
 session's sender (wake): one drain task per burst rather than one task per message, as a flag in Redis says a
-drain is on its way or running (the drain clears it when it finds the queue empty, then looks once more). The task (whatsapp.tasks.drain_session, acks_late) goes to the session hosts'
-shared queue; the host running the session drains it (route), one drain per session at a time
-(SessionHost.drain), so a session's messages go out in the order they were accepted:
+drain is on its way or running (the drain clears it when it finds the queue empty, then looks once more). The
+task (whatsapp.tasks.drain_session, acks_late) goes to the session hosts' shared queue; the host running the
+session drains it (route), one drain per session at a time (SessionHost.drain), so a session's messages go out
+in the order they were accepted:
 
   claim   queued rows due now → `sending`, the attempt counted in the row (the cap lives in the database)
   send    each through the provider, outside any transaction
