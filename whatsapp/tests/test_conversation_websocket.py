@@ -8,7 +8,7 @@ from django.db import transaction
 from django_tenants.utils import schema_context
 
 from whatsapp import messaging, sending
-from whatsapp.models import Conversation, Message, WhatsAppSession
+from whatsapp.models import Message, WhatsAppSession
 from whatsapp.tests.socket_support import open_socket
 from whatsapp.tests.support import Accepting
 
