@@ -351,9 +351,6 @@ def sweep_queued(now=None):
     # so it is not sent again (no duplicates) but reported as failed with what is known.
     stuck = list(Message.objects.filter(direction=Message.Direction.OUT, status=S.SENDING,
                                         next_attempt_at__lte=now - sending.STUCK_SENDING).select_related("session"))
-    for message in stuck:
-        with transaction.atomic():
-            sending.tell(message.session, "message.failed", sending.record_failed([(
-                message, "host_lost: the session host stopped while sending; WhatsApp may or may not have received "
-                         "this message")]))
+    sending.fail([(message, "host_lost: the session host stopped while sending; WhatsApp may or may not have "
+                            "received this message") for message in stuck])
     return len(due)

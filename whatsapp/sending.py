@@ -287,7 +287,7 @@ def record(session, outcome, *, now=None):
     now = now or timezone.now()
     with transaction.atomic():
         sent = record_sent(outcome.sent, now=now)
-        failed = record_failed([(m, reason) for m, reason in outcome.failed])
+        failed = record_failed(outcome.failed)
         for message, reason in outcome.retry:
             message.status, message.failure_reason = S.QUEUED, reason[:500]
             message.save(update_fields=["status", "failure_reason"])
@@ -358,11 +358,16 @@ def fail_capped(messages):
     """Queued messages among `messages` that used every attempt → failed, told. Returns how many."""
     capped = list(messages.filter(direction=Message.Direction.OUT, status=S.QUEUED,
                                   attempts__gte=max_attempts()).select_related("session"))
-    by_session = {}
-    for message in capped:
-        by_session.setdefault(message.session_id, (message.session, []))[1].append(message)
-    for session, given_up in by_session.values():
-        failed = record_failed([(m, f"not_sent: no session host sent it after {m.attempts} attempts")
-                                for m in given_up])
-        tell(session, "message.failed", failed)
+    fail([(m, f"not_sent: no session host sent it after {m.attempts} attempts") for m in capped])
     return len(capped)
+
+
+def fail(pairs):
+    """[(message with its session loaded, reason)] of any sessions → failed, told (one webhook insert and one
+    live update per session), in one transaction."""
+    by_session = {}
+    for message, reason in pairs:
+        by_session.setdefault(message.session_id, (message.session, []))[1].append((message, reason))
+    with transaction.atomic():
+        for session, failing in by_session.values():
+            tell(session, "message.failed", record_failed(failing))

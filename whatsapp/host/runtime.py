@@ -377,8 +377,7 @@ class SessionHost:
                     log.warning("receipt %s for %s matched no message after %s s", receipt_id, key,
                                 EARLY_RECEIPT_KEEP_SECONDS)
             for give_up_at, ids in by_deadline.items():
-                retry = ProviderEvent(key, first.kind, {**first.data, "ids": ids}, at=first.at)
-                self.early_receipts.append((retry, give_up_at))
+                self._keep_early_receipt(event, ids, give_up_at)
 
 
 def provider_error(key, exc):
