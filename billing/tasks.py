@@ -3,13 +3,13 @@ from celery import shared_task
 from . import actions
 
 
-@shared_task(acks_late=True)
+@shared_task(name="billing.tasks.run_billing_clock", acks_late=True)
 def run_billing_clock():
     """Beat, every 15 minutes: trial reminders, trial expiry, grace-period suspension (idempotent)."""
     return actions.run_billing_clock()
 
 
-@shared_task(bind=True, acks_late=True, max_retries=12)
+@shared_task(name="billing.tasks.process_stripe_event", bind=True, acks_late=True, max_retries=12)
 def process_stripe_event(self, event_pk):
     """Apply a stored Stripe event (billing.stripe_events), retried with exponential backoff while it fails.
 

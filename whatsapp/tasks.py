@@ -4,7 +4,7 @@ from .webhooks.tasks import deliver_due_webhooks, deliver_webhook  # noqa: F401
 from celery import shared_task  # noqa: E402
 
 
-@shared_task(ignore_result=True, acks_late=True, reject_on_worker_lost=True)
+@shared_task(name="whatsapp.tasks.drain_session", ignore_result=True, acks_late=True, reject_on_worker_lost=True)
 def drain_session(schema_name, session_id):
     """Send a session's queued messages: on the host running it, else through the host holding its lease
     (whatsapp.sending.route). Acknowledged once done: a drain cut short by a dying worker is delivered again,
@@ -14,7 +14,7 @@ def drain_session(schema_name, session_id):
     route(schema_name, session_id)
 
 
-@shared_task(ignore_result=True)
+@shared_task(name="whatsapp.tasks.sweep_queued_messages", ignore_result=True)
 def sweep_queued_messages():
     """Beat, every 30 s: in every active tenant's schema, drain again the sessions with messages stuck in `queued`."""
     from django_tenants.utils import schema_context

@@ -5,7 +5,7 @@ from django.utils.dateparse import parse_datetime
 from . import delivery as wire
 
 
-@shared_task(ignore_result=True)
+@shared_task(name="whatsapp.webhooks.tasks.deliver_webhook", ignore_result=True)
 def deliver_webhook(delivery_id, lease=None, now=None):
     """One attempt of one delivery, in the schema the task was sent from. `lease` comes from a sweeper's claim;
     without it (the first attempt, on commit; replays) the delivery must be due. `now` (ISO) is for tests."""
@@ -16,7 +16,7 @@ def deliver_webhook(delivery_id, lease=None, now=None):
         wire.attempt(claimed, now=now)
 
 
-@shared_task(ignore_result=True)
+@shared_task(name="whatsapp.webhooks.tasks.deliver_due_webhooks", ignore_result=True)
 def deliver_due_webhooks(now=None):
     """Beat, every few seconds: in every active tenant's schema, claim the due deliveries and send one task each."""
     from django_tenants.utils import schema_context
