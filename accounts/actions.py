@@ -6,9 +6,10 @@ from django.contrib.auth import get_user_model
 from django.db import transaction
 from django.utils import timezone
 
-from config.api import ApiError
+from core.errors import CommonError, DomainError
 
 from . import audit
+from .errors import AccountError
 from .models import ApiKey, hash_api_key
 
 
@@ -17,11 +18,11 @@ def create_api_key(*, user, tenant, name):
     """Returns (api_key, raw_key). The raw key exists only in this return value."""
     name = (name or "").strip()
     if not name:
-        raise ApiError(400, "name_required", "Give the key a name so you can recognise it later.")
+        raise DomainError(AccountError.NAME_REQUIRED, "Give the key a name so you can recognise it later.")
     if tenant is None and not user.is_platform_admin:
-        raise ApiError(400, "tenant_required", "Only platform admins may hold keys without a tenant.")
+        raise DomainError(AccountError.TENANT_REQUIRED, "Only platform admins may hold keys without a tenant.")
     if tenant is not None and not user.memberships.filter(tenant=tenant).exists():
-        raise ApiError(404, "not_found", "No such tenant.")
+        raise DomainError(CommonError.NOT_FOUND, "No such tenant.")
     raw, prefix = ApiKey.generate()
     key = ApiKey.objects.create(user=user, tenant=tenant, name=name[:80], prefix=prefix, key_hash=hash_api_key(raw))
     audit.record("api_key.created", actor=user, target=key, after={"name": key.name, "prefix": prefix},

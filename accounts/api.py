@@ -4,15 +4,20 @@ from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from billing.entitlements import access_for, limits_for, plan_of, subscription_of
-from config.api import ApiError
+from core.errors import DomainError
+from tenants.errors import TenantError
 from tenants.models import Tenant
 from tenants.serializers import PlanSerializer
 
+from .errors import AccountError
+
 INACTIVE_TENANT_ERRORS = {
-    Tenant.Status.PENDING: ("tenant_pending", "Your business is awaiting approval by the platform team."),
-    Tenant.Status.PROVISIONING: ("tenant_provisioning", "Your workspace is being prepared; try again shortly."),
-    Tenant.Status.REJECTED: ("tenant_rejected", "Your application was rejected."),
-    Tenant.Status.SUSPENDED: ("tenant_suspended", "Your business is suspended. Contact support to reactivate it."),
+    Tenant.Status.PENDING: (TenantError.TENANT_PENDING, "Your business is awaiting approval by the platform team."),
+    Tenant.Status.PROVISIONING: (TenantError.TENANT_PROVISIONING,
+                                 "Your workspace is being prepared; try again shortly."),
+    Tenant.Status.REJECTED: (TenantError.TENANT_REJECTED, "Your application was rejected."),
+    Tenant.Status.SUSPENDED: (TenantError.TENANT_SUSPENDED,
+                              "Your business is suspended. Contact support to reactivate it."),
 }
 
 
@@ -22,10 +27,10 @@ class HasActiveTenant(permissions.BasePermission):
     def has_permission(self, request, view):
         tenant = getattr(request._request, "tenant", None)
         if tenant is None:
-            raise ApiError(403, "no_tenant", "This user does not belong to any business.")
+            raise DomainError(TenantError.NO_TENANT, "This user does not belong to any business.")
         if tenant.status != Tenant.Status.ACTIVE:
             code, message = INACTIVE_TENANT_ERRORS[tenant.status]
-            raise ApiError(403, code, message, {"status": tenant.status})
+            raise DomainError(code, message, {"status": tenant.status})
         return True
 
 
@@ -34,7 +39,7 @@ def require_owner_or_admin(request, doing):
     the message ("… can delete contacts.")."""
     membership = getattr(request._request, "membership", None)
     if membership is None or not membership.can_manage:
-        raise ApiError(403, "owner_or_admin_required", f"Only the business's owner or an admin can {doing}.")
+        raise DomainError(AccountError.OWNER_OR_ADMIN_REQUIRED, f"Only the business's owner or an admin can {doing}.")
 
 
 def _billing_summary(tenant):
@@ -110,7 +115,7 @@ class ApiKeyListView(APIView):
 
     @extend_schema(responses=ApiKeySerializer(many=True))
     def get(self, request):
-        from config.api import PageLimitPagination
+        from core.api import PageLimitPagination
 
         from .models import ApiKey
 

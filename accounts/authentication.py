@@ -6,7 +6,7 @@ from drf_spectacular.extensions import OpenApiAuthenticationExtension
 from rest_framework import exceptions
 from rest_framework.authentication import BaseAuthentication
 
-from config import rows
+from core import rows
 from tenants.resolution import TenantNotSelectable, check_key_selector, selector_from_headers
 
 from .models import ApiKey, hash_api_key
@@ -25,7 +25,7 @@ def principal_of(key_hash):
     """The key with this hash and everything a request asks of its principal, in one statement: its user, its
     tenant with the plan and subscription (billing.entitlements reads them once per request: this tenant object
     lives as long as the request) and the user's membership of that tenant (key.tenant_membership, None once the
-    user left it). Written out (config.rows): the ORM spent ~2 ms of CPU compiling this join on every request."""
+    user left it). Written out (core.rows): the ORM spent ~2 ms of CPU compiling this join on every request."""
     from billing.models import Subscription
     from tenants.models import Plan, Tenant
 

@@ -1,7 +1,7 @@
 import phonenumbers
 from django import forms
 
-from config.api import ApiError
+from core.errors import DomainError
 from tenants.actions import register_business, slug_for
 from tenants.models import Plan
 
@@ -34,8 +34,8 @@ class BusinessSignupForm(forms.Form):
         name = self.cleaned_data["business_name"].strip()
         try:
             slug_for(name)
-        except ApiError as exc:
-            raise forms.ValidationError(str(exc.detail), code=exc.error_code)
+        except DomainError as exc:
+            raise forms.ValidationError(exc.message, code=exc.code.value)
         return name
 
     def clean_phone(self):

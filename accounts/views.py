@@ -3,7 +3,7 @@ from django.shortcuts import get_object_or_404, redirect, render
 from django.views.decorators.http import require_POST
 
 from billing.decorators import billing_access_required
-from config.api import ApiError
+from core.errors import DomainError
 from tenants.decorators import active_tenant_required
 
 from . import actions
@@ -18,8 +18,8 @@ def api_keys(request):
         try:
             key, new_key = actions.create_api_key(user=request.user, tenant=request.tenant,
                                                   name=request.POST.get("name", ""))
-        except ApiError as exc:
-            messages.error(request, str(exc.detail))
+        except DomainError as exc:
+            messages.error(request, exc.message)
         else:
             messages.success(request, f"Key '{key.name}' created. Copy it now: it will not be shown again.")
     keys = ApiKey.objects.filter(user=request.user, tenant=request.tenant)

@@ -11,10 +11,11 @@ from django.db import transaction
 from django.utils import timezone
 
 from accounts import audit
-from config.api import ApiError
+from core.errors import DomainError
 from tenants.models import Tenant
 
 from . import entitlements
+from .errors import BillingError
 from .models import Customer, Interval, Payment, Subscription
 from .notify import tell_tenant
 
@@ -168,13 +169,13 @@ def parse_amount(value):
         if amount.is_finite():
             amount = amount.quantize(Decimal("0.01"))
     except (InvalidOperation, ValueError):
-        raise ApiError(400, "invalid_amount", "Enter the amount as a number, e.g. 150000 or 49.90.")
+        raise DomainError(BillingError.INVALID_AMOUNT, "Enter the amount as a number, e.g. 150000 or 49.90.")
     if not amount.is_finite():
-        raise ApiError(400, "invalid_amount", "Enter the amount as a number, e.g. 150000 or 49.90.")
+        raise DomainError(BillingError.INVALID_AMOUNT, "Enter the amount as a number, e.g. 150000 or 49.90.")
     if amount <= 0:
-        raise ApiError(400, "invalid_amount", "The amount must be more than zero.")
+        raise DomainError(BillingError.INVALID_AMOUNT, "The amount must be more than zero.")
     if amount >= Decimal("1e10"):
-        raise ApiError(400, "invalid_amount", "That amount is too large.")
+        raise DomainError(BillingError.INVALID_AMOUNT, "That amount is too large.")
     return amount
 
 
@@ -184,7 +185,7 @@ def record_manual_payment(tenant, *, acting_user, amount, interval, plan=None, c
     now = now or timezone.now()
     amount = parse_amount(amount)
     if interval not in Interval.values:
-        raise ApiError(400, "invalid_interval", "The interval must be monthly or yearly.")
+        raise DomainError(BillingError.INVALID_INTERVAL, "The interval must be monthly or yearly.")
     with transaction.atomic():
         sub = _locked(tenant)
         before = snapshot(sub)
@@ -216,12 +217,12 @@ def record_manual_payment(tenant, *, acting_user, amount, interval, plan=None, c
 def extend_trial(tenant, *, acting_user, days, now=None):
     now = now or timezone.now()
     if not isinstance(days, int) or not 1 <= days <= 365:
-        raise ApiError(400, "invalid_days", "Extend the trial by 1 to 365 days.")
+        raise DomainError(BillingError.INVALID_DAYS, "Extend the trial by 1 to 365 days.")
     with transaction.atomic():
         sub = _locked(tenant)
         if sub.status not in (S.TRIALING, S.READ_ONLY, S.SUSPENDED) or sub.current_period_end:
-            raise ApiError(409, "not_on_trial", "Only a trial (or a lapsed trial) can be extended.",
-                           {"billing_status": sub.status})
+            raise DomainError(BillingError.NOT_ON_TRIAL, "Only a trial (or a lapsed trial) can be extended.",
+                              {"billing_status": sub.status})
         before = snapshot(sub)
         sub.trial_ends_at = max(sub.trial_ends_at or now, now) + timedelta(days=days)
         sub.status = S.TRIALING
@@ -262,7 +263,7 @@ def cancel_subscription(tenant, *, acting_user, now=None):
     with transaction.atomic():
         sub = _locked(tenant)
         if sub.status == S.CANCELED:
-            raise ApiError(409, "already_canceled", "This subscription is already canceled.")
+            raise DomainError(BillingError.ALREADY_CANCELED, "This subscription is already canceled.")
         before = snapshot(sub)
         sub.status = S.CANCELED
         sub.comped = False
@@ -283,8 +284,8 @@ def _check_fits(tenant, plan):
     if problems:
         parts = [f"you have {in_use} {noun}s and {plan.name} allows {allowed}: remove {in_use - allowed} first"
                  for _, noun, in_use, allowed in problems]
-        raise ApiError(409, "downgrade_blocked", f"Cannot move to {plan.name}: " + "; ".join(parts) + ".",
-                       {limit: {"in_use": in_use, "allowed": allowed} for limit, _, in_use, allowed in problems})
+        raise DomainError(BillingError.DOWNGRADE_BLOCKED, f"Cannot move to {plan.name}: " + "; ".join(parts) + ".",
+                          {limit: {"in_use": in_use, "allowed": allowed} for limit, _, in_use, allowed in problems})
 
 
 def change_plan(tenant, *, acting_user, plan, interval=None):

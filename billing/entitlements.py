@@ -6,7 +6,10 @@ from dataclasses import dataclass, field
 
 from django.urls import reverse
 
-from config.api import ApiError
+from core.errors import CommonError, DomainError
+from tenants.errors import TenantError
+
+from .errors import BillingError
 
 FULL, READ_ONLY, SUSPENDED, NONE = "full", "read_only", "suspended", "none"
 
@@ -14,7 +17,7 @@ FULL, READ_ONLY, SUSPENDED, NONE = "full", "read_only", "suspended", "none"
 @dataclass(frozen=True)
 class Access:
     level: str
-    code: str = ""
+    code: object = None  # an ErrorCode: why not FULL
     message: str = ""
     details: dict = field(default_factory=dict)
 
@@ -40,9 +43,10 @@ def access_for(tenant):
     from .models import Subscription
 
     if tenant is None:
-        return Access(NONE, "no_tenant", "This user does not belong to any business.")
+        return Access(NONE, TenantError.NO_TENANT, "This user does not belong to any business.")
     if tenant.status != "active":
-        return Access(NONE, f"tenant_{tenant.status}", f"This business is {tenant.get_status_display().lower()}.")
+        return Access(NONE, TenantError(f"tenant_{tenant.status}"),
+                      f"This business is {tenant.get_status_display().lower()}.")
     subscription = subscription_of(tenant)
     if subscription is None or subscription.status in (
         Subscription.Status.TRIALING, Subscription.Status.ACTIVE, Subscription.Status.PAST_DUE
@@ -50,7 +54,7 @@ def access_for(tenant):
         return Access(FULL)
     details = {"billing_status": subscription.status, "billing_url": reverse("billing")}
     if subscription.status == Subscription.Status.SUSPENDED:
-        return Access(SUSPENDED, "payment_required",
+        return Access(SUSPENDED, CommonError.PAYMENT_REQUIRED,
                       "This business is suspended for non-payment. Pay on the Billing page to restore it at once; "
                       "nothing has been deleted.", details)
     grace = subscription.grace_ends_at()
@@ -58,7 +62,7 @@ def access_for(tenant):
     reason = "The subscription was canceled" if subscription.status == Subscription.Status.CANCELED else (
         "The trial has ended" if subscription.trial_ends_at and not subscription.current_period_end
         else "Payment failed")
-    return Access(READ_ONLY, "payment_required",
+    return Access(READ_ONLY, CommonError.PAYMENT_REQUIRED,
                   f"{reason}: this business is read-only{until}, then suspended. Pay on the Billing page to "
                   "continue; nothing has been deleted.", details)
 
@@ -68,8 +72,7 @@ def require_write(tenant):
     access = access_for(tenant)
     if access.can_write:
         return access
-    status = 402 if access.code == "payment_required" else 403
-    raise ApiError(status, access.code, access.message, access.details or None)
+    raise DomainError(access.code, access.message, access.details or None)
 
 
 def plan_of(tenant):
@@ -111,7 +114,7 @@ def require_within_limit(tenant, limit, adding=1):
     allowed = getattr(plan, limit) if plan else 0
     in_use = counter(tenant)
     if allowed != -1 and in_use + adding > allowed:
-        raise ApiError(402, "plan_limit_reached",
-                       f"Your {plan.name} plan allows {allowed} {noun}{'s' if allowed != 1 else ''} and you have "
-                       f"{in_use}. Upgrade on the Billing page to add more.",
-                       {"limit": limit, "allowed": allowed, "in_use": in_use, "billing_url": reverse("billing")})
+        raise DomainError(BillingError.PLAN_LIMIT_REACHED,
+                          f"Your {plan.name} plan allows {allowed} {noun}{'s' if allowed != 1 else ''} and you have "
+                          f"{in_use}. Upgrade on the Billing page to add more.",
+                          {"limit": limit, "allowed": allowed, "in_use": in_use, "billing_url": reverse("billing")})

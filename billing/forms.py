@@ -4,7 +4,7 @@ from decimal import Decimal
 from django import forms
 from django.conf import settings
 
-from config.api import ApiError
+from core.errors import DomainError
 from tenants.models import Plan
 
 from . import actions
@@ -44,8 +44,8 @@ class ManualPaymentForm(forms.Form):
             raise forms.ValidationError("Enter the amount as a number, e.g. 150000 or 49.90.")
         try:
             amount = actions.parse_amount(raw)
-        except ApiError as exc:
-            raise forms.ValidationError(str(exc.detail))
+        except DomainError as exc:
+            raise forms.ValidationError(exc.message)
         if amount >= MAX_AMOUNT:
             raise forms.ValidationError("That amount is too large.")
         return amount

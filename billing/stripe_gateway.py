@@ -1,7 +1,8 @@
 """The only module that calls Stripe's API: customers, Checkout sessions for subscriptions, portal sessions.
 
 A StripeClient is built per call from settings (STRIPE_SECRET_KEY, STRIPE_API_BASE for the local fake in tests);
-stripe's module globals are never touched. Stripe failures become ApiError(502, "stripe_unavailable"), never a 500.
+stripe's module globals are never touched. Stripe failures become DomainError(BillingError.STRIPE_UNAVAILABLE) (502),
+                                                                              never a 500.
 """
 import logging
 from datetime import timedelta
@@ -13,9 +14,10 @@ from django.utils import timezone
 
 from accounts import audit
 from accounts.models import Membership
-from config.api import ApiError
+from core.errors import CommonError, DomainError
 
 from . import actions
+from .errors import BillingError
 from .models import Customer, Interval, Price, Subscription
 
 logger = logging.getLogger(__name__)
@@ -48,8 +50,8 @@ def client():
 
 def _unavailable(exc, doing):
     logger.warning("Stripe call failed while %s: %s: %s", doing, type(exc).__name__, exc)
-    return ApiError(502, "stripe_unavailable",
-                    f"Stripe could not be reached while {doing}. Nothing was charged; please try again in a minute.")
+    return DomainError(BillingError.STRIPE_UNAVAILABLE,
+                       f"Stripe could not be reached while {doing}. Nothing was charged; please try again in a minute.")
 
 
 # --- prices --------------------------------------------------------------------------------------------
@@ -58,7 +60,7 @@ def price_for(plan, interval):
     """The Price of `plan` per `interval` with its Stripe price id (from the admin-edited row, else from
     settings.STRIPE_PRICE_IDS["<plan code>:<interval>"]). A price known only from settings comes back unsaved."""
     if interval not in Interval.values:
-        raise ApiError(400, "invalid_interval", "The interval must be monthly or yearly.")
+        raise DomainError(BillingError.INVALID_INTERVAL, "The interval must be monthly or yearly.")
     price = Price.objects.filter(plan=plan, interval=interval).first()
     if price is None:
         fallback = settings.MONTHLY_PRICE if interval == Interval.MONTHLY else settings.YEARLY_PRICE
@@ -66,8 +68,9 @@ def price_for(plan, interval):
     if not price.stripe_price_id:
         price.stripe_price_id = settings.STRIPE_PRICE_IDS.get(f"{plan.code}:{interval}", "")
     if not price.stripe_price_id:
-        raise ApiError(400, "no_price", f"The {plan.name} plan has no {interval} price yet. Choose another plan "
-                       "or interval, or ask the platform team to set one.", {"plan": plan.code, "interval": interval})
+        raise DomainError(BillingError.NO_PRICE,
+                          f"The {plan.name} plan has no {interval} price yet. Choose another plan "
+                          "or interval, or ask the platform team to set one.", {"plan": plan.code, "interval": interval})
     return price
 
 
@@ -94,16 +97,17 @@ def plan_for_stripe_price(stripe_price_id):
 def _require_owner(tenant, user):
     role = Membership.objects.filter(tenant=tenant, user=user).values_list("role", flat=True).first()
     if role is None:
-        raise ApiError(404, "not_found", "Not found.")  # another tenant's billing is not even there
+        raise DomainError(CommonError.NOT_FOUND, "Not found.")  # another tenant's billing is not even there
     if role != Membership.Role.OWNER:
-        raise ApiError(403, "owner_required", f"Only an owner of {tenant.name} can change billing. Ask an owner "
-                       "to choose the plan or update the card.")
+        raise DomainError(BillingError.OWNER_REQUIRED,
+                          f"Only an owner of {tenant.name} can change billing. Ask an owner "
+                          "to choose the plan or update the card.")
 
 
 def _require_stripe():
     if not stripe_enabled():
-        raise ApiError(409, "stripe_not_configured", "Online payment is not set up: "
-                       + settings.BILLING_OFFLINE_INSTRUCTIONS)
+        raise DomainError(BillingError.STRIPE_NOT_CONFIGURED, "Online payment is not set up: "
+                          + settings.BILLING_OFFLINE_INSTRUCTIONS)
 
 
 # --- checkout and portal ------------------------------------------------------------------------------
@@ -123,8 +127,9 @@ def start_checkout(tenant, *, user, plan, interval, now=None):
         customer, _ = Customer.objects.select_for_update().get_or_create(tenant=tenant)
         sub = Subscription.objects.select_related("plan").filter(tenant=tenant).first()
         if sub is not None and sub.stripe_subscription_id and sub.status != S.CANCELED:
-            raise ApiError(409, "already_subscribed", "This business already has a Stripe subscription: change "
-                           "the plan, card or cancel in the customer portal.")
+            raise DomainError(BillingError.ALREADY_SUBSCRIBED,
+                              "This business already has a Stripe subscription: change "
+                              "the plan, card or cancel in the customer portal.")
         if sub is not None and plan != sub.plan:
             actions._check_fits(tenant, plan)  # a downgrade below current usage never reaches Stripe
         fresh = customer.checkout_created_at and now - customer.checkout_created_at < SESSION_REUSE
@@ -206,7 +211,8 @@ def open_portal(tenant, *, user):
     _require_stripe()
     stripe_customer_id = Customer.objects.filter(tenant=tenant).values_list("stripe_customer_id", flat=True).first()
     if not stripe_customer_id:
-        raise ApiError(409, "no_customer", "There is nothing to manage yet: choose a plan and check out first.")
+        raise DomainError(BillingError.NO_CUSTOMER,
+                          "There is nothing to manage yet: choose a plan and check out first.")
     try:
         session = client().v1.billing_portal.sessions.create(
             params={"customer": stripe_customer_id, "return_url": f"{settings.SITE_URL}/billing/"})

@@ -1,7 +1,7 @@
 """Billing pages: a tenant's Billing page (plans, paying, history), the return from Stripe Checkout, the page
 of a tenant suspended for non-payment, in-app notifications, and the platform admin's billing panel.
 
-Thin: parse, check, call billing.actions or the Stripe gateway, render. ApiErrors become page messages.
+Thin: parse, check, call billing.actions or the Stripe gateway, render. DomainErrors become page messages.
 """
 from django.conf import settings
 from django.contrib import messages
@@ -13,7 +13,7 @@ from django.utils.http import url_has_allowed_host_and_scheme
 from django.views.decorators.http import require_POST
 
 from accounts.models import AuditLog
-from config.api import ApiError
+from core.errors import DomainError
 from tenants.decorators import active_tenant_required, platform_admin_required
 from tenants.models import Tenant
 
@@ -87,8 +87,8 @@ def _to_stripe(request, open_session):
         return redirect("billing")
     try:
         url = open_session()
-    except ApiError as exc:
-        messages.error(request, str(exc.detail))
+    except DomainError as exc:
+        messages.error(request, exc.message)
         return redirect("billing")
     return redirect(url)
 
@@ -113,8 +113,8 @@ def switch_plan(request):
     try:
         actions.change_plan(request.tenant, acting_user=request.user, plan=plan,
                             interval=form.cleaned_data["interval"])
-    except ApiError as exc:
-        messages.error(request, str(exc.detail))
+    except DomainError as exc:
+        messages.error(request, exc.message)
     else:
         messages.success(request, f"Your trial is now on the {plan.name} plan.")
     return redirect("billing")
@@ -230,11 +230,11 @@ def platform_tenant_billing(request, tenant_id):
             else:
                 try:
                     done = run(tenant, request.user, form.cleaned_data if form else {})
-                except ApiError as exc:
-                    messages.error(request, str(exc.detail))
+                except DomainError as exc:
+                    messages.error(request, exc.message)
                     if form is not None:
                         forms[name] = form
-                    status = exc.status_code
+                    status = exc.status
                 else:
                     messages.success(request, done)
                     return redirect("platform_tenant_billing", tenant_id=tenant.pk)

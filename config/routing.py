@@ -1,10 +1,10 @@
 from django.urls import path
 
 from tenants.consumers import TenantStatusConsumer
-from whatsapp.consumers import SessionConsumer, SessionListConsumer
 
 # Conversation sockets are listed in whatsapp/conversation_routing.py.
-from whatsapp.conversation_routing import websocket_urlpatterns as conversation_websockets
+from whatsapp.conversations.routing import websocket_urlpatterns as conversation_websockets
+from whatsapp.sessions.consumers import SessionConsumer, SessionListConsumer
 
 websocket_urlpatterns = [
     path("ws/tenant/status/", TenantStatusConsumer.as_asgi()),

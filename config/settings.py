@@ -103,7 +103,7 @@ TEMPLATES = [
 
 # --- data ---------------------------------------------------------------------------------------
 DATABASES = {"default": env.db("DATABASE_URL", default="postgres://postgres@127.0.0.1:5432/switchboard")}
-DATABASES["default"]["ENGINE"] = "config.postgresql"  # django-tenants' backend, with config.db's pool check
+DATABASES["default"]["ENGINE"] = "config.postgresql"  # django-tenants' backend, with core.db's pool check
 DATABASES["default"]["CONN_HEALTH_CHECKS"] = True
 # Parameters bound by Postgres, not pasted into the text, and a statement run five times on one connection
 # prepared there (psycopg): the hot paths (an API key's principal, a message's insert) are planned once per connection
@@ -119,7 +119,7 @@ if env.bool("DATABASE_PREPARED_STATEMENTS", default=True):
 # set on close()), so one tenant's search_path never leaks into the next request (tests/test_db_pool.py).
 DATABASE_POOL = env.bool("DATABASE_POOL", default=True)
 if DATABASE_POOL:
-    from config.db import reset_pooled_connection
+    from core.db import reset_pooled_connection
 
     DATABASES["default"]["CONN_MAX_AGE"] = 0
     DATABASES["default"].setdefault("OPTIONS", {})["pool"] = {
@@ -212,7 +212,7 @@ WHATSAPP_ALLOWED_PHONE_PATTERN = env("WHATSAPP_ALLOWED_PHONE_PATTERN", default="
 WHATSAPP_MEDIA_MAX_MB = env.float("WHATSAPP_MEDIA_MAX_MB", default=16)
 WHATSAPP_DOCUMENT_MAX_MB = env.float("WHATSAPP_DOCUMENT_MAX_MB", default=100)
 WHATSAPP_MEDIA_FETCH_TIMEOUT = env.float("WHATSAPP_MEDIA_FETCH_TIMEOUT", default=20)
-# Per-number pacing against bans (whatsapp.pacing), defaults for tenants that set none: at least
+# Per-number pacing against bans (whatsapp.messaging.pacing), defaults for tenants that set none: at least
 # MIN_INTERVAL_MS plus a random 0..JITTER_MS between two messages of one number (3 + 0..2 s: under 20 a
 # minute), at most DAILY_CAP a day, and WARMUP_DAILY_CAP a day during a new number's first WARMUP_DAYS days.
 WHATSAPP_PACING_ENABLED = env.bool("WHATSAPP_PACING_ENABLED", default=True)
@@ -287,10 +287,10 @@ REST_FRAMEWORK = {
         "rest_framework.authentication.SessionAuthentication",
     ],
     "DEFAULT_PERMISSION_CLASSES": ["rest_framework.permissions.IsAuthenticated"],
-    "DEFAULT_RENDERER_CLASSES": ["config.api.EnvelopeJSONRenderer"],
+    "DEFAULT_RENDERER_CLASSES": ["core.api.EnvelopeJSONRenderer"],
     "DEFAULT_PARSER_CLASSES": ["rest_framework.parsers.JSONParser"],
-    "DEFAULT_PAGINATION_CLASS": "config.api.PageLimitPagination",
-    "EXCEPTION_HANDLER": "config.api.envelope_exception_handler",
+    "DEFAULT_PAGINATION_CLASS": "core.api.PageLimitPagination",
+    "EXCEPTION_HANDLER": "core.api.envelope_exception_handler",
     "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
     "UNAUTHENTICATED_USER": "django.contrib.auth.models.AnonymousUser",
 }

@@ -1,22 +1,22 @@
 """One URL map for everything. The tenant is not taken from the URL or host but from the principal
 (tenants.middleware / accounts.authentication), so public and tenant pages share this map."""
+from allauth.account.views import SignupView
 from django.contrib import admin
 from django.db import transaction
 from django.urls import include, path
 from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
-from allauth.account.views import SignupView
 
 from accounts import api as accounts_api
+from accounts import views as accounts_views
 from billing import api as billing_api
 from billing import views as billing_views
-from accounts import views as accounts_views
 from config.health import DetailedHealthView, liveness
 from tenants import api as tenants_api
 from tenants import views as tenants_views
 
 api_v1 = [
     # Messages first: the busiest routes are matched first (whatsapp/messages_api.py).
-    path("", include("whatsapp.messages_api")),
+    path("", include("whatsapp.messaging.api")),
     path("me", accounts_api.MeView.as_view(), name="api_me"),
     path("api-keys", accounts_api.ApiKeyListView.as_view(), name="api_api_keys"),
     path("api-keys/<int:pk>", accounts_api.ApiKeyDetailView.as_view(), name="api_api_key"),
@@ -39,13 +39,13 @@ api_v1 = [
     path("tenants/<int:pk>/cancel-subscription", billing_api.admin_action("cancel-subscription", None),
          name="api_tenant_cancel_subscription"),
     # WhatsApp sessions and the simulator's test helpers (whatsapp/api.py holds their routes).
-    path("", include("whatsapp.api")),
+    path("", include("whatsapp.sessions.api")),
     # Webhook endpoints and deliveries (whatsapp/webhooks/api.py).
     path("", include("whatsapp.webhooks.api")),
     # Contacts, groups and conversations (whatsapp/directory_api.py).
-    path("", include("whatsapp.directory_api")),
+    path("", include("whatsapp.conversations.api")),
     # Blocked numbers and the pacing policy (whatsapp/sending_api.py).
-    path("", include("whatsapp.sending_api")),
+    path("", include("whatsapp.messaging.policy_api")),
 ]
 
 urlpatterns = [
@@ -66,10 +66,10 @@ urlpatterns = [
     path("dashboard/api-keys/", accounts_views.api_keys, name="api_keys"),
     path("dashboard/api-keys/<int:key_id>/revoke", accounts_views.revoke_api_key, name="revoke_api_key"),
     path("billing/", include("billing.urls")),
-    path("sessions/", include("whatsapp.urls")),
-    path("conversations/", include("whatsapp.conversation_urls")),
+    path("sessions/", include("whatsapp.sessions.urls")),
+    path("conversations/", include("whatsapp.conversations.urls")),
     path("webhooks/", include("whatsapp.webhooks.urls")),
-    path("sending/", include("whatsapp.sending_urls")),
+    path("sending/", include("whatsapp.messaging.urls")),
     path("switch/<int:tenant_id>", tenants_views.switch_tenant, name="switch_tenant"),
     path("platform/", tenants_views.platform_approvals, name="platform_approvals"),
     path("platform/tenants/", tenants_views.platform_tenants, name="platform_tenants"),

@@ -5,25 +5,23 @@ from django.utils import timezone
 from django.utils.text import slugify
 
 from accounts import audit
-from billing import actions as billing_actions
 from accounts.models import Membership
-from config.api import ApiError
+from billing import actions as billing_actions
+from core.errors import DomainError
 
 from . import notify, pool
+from .errors import TenantError
 from .models import Domain, Plan, Tenant
 from .schemas import in_public_schema
 
 RESERVED_SLUGS = {"www", "api", "admin", "static", "media", "ws", "app", "mail", "status", "health"}
 
 
-class TenantStateError(ApiError):
+class TenantStateError(DomainError):
     def __init__(self, tenant, action):
-        super().__init__(
-            409,
-            "invalid_tenant_state",
-            f"Cannot {action} a tenant that is {tenant.get_status_display().lower()}.",
-            {"status": tenant.status},
-        )
+        super().__init__(TenantError.INVALID_TENANT_STATE,
+                         f"Cannot {action} a tenant that is {tenant.get_status_display().lower()}.",
+                         {"status": tenant.status})
 
 
 def snapshot(tenant):
@@ -38,11 +36,11 @@ def snapshot(tenant):
 def slug_for(name):
     slug = slugify(name)[:63]
     if not slug:
-        raise ApiError(400, "invalid_name", "Use letters or digits in the business name.")
+        raise DomainError(TenantError.INVALID_NAME, "Use letters or digits in the business name.")
     if slug in RESERVED_SLUGS:
-        raise ApiError(400, "reserved_slug", f"'{slug}' is reserved; choose another name or slug.")
+        raise DomainError(TenantError.RESERVED_SLUG, f"'{slug}' is reserved; choose another name or slug.")
     if Tenant.objects.filter(slug=slug).exists():
-        raise ApiError(409, "slug_taken", f"A business with the slug '{slug}' is already registered.")
+        raise DomainError(TenantError.SLUG_TAKEN, f"A business with the slug '{slug}' is already registered.")
     return slug
 
 
@@ -169,7 +167,7 @@ def retry_provisioning(tenant, *, acting_user):
 def reject_tenant(tenant, *, acting_user, reason):
     reason = (reason or "").strip()
     if not reason:
-        raise ApiError(400, "reason_required", "Give the applicant a reason for the rejection.")
+        raise DomainError(TenantError.REASON_REQUIRED, "Give the applicant a reason for the rejection.")
     tenant = Tenant.objects.select_for_update().get(pk=tenant.pk)
     if tenant.status != Tenant.Status.PENDING:
         raise TenantStateError(tenant, "reject")

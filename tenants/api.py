@@ -7,8 +7,11 @@ from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from accounts.models import ApiKey
+from core.api import PageLimitPagination
+from core.errors import DomainError
 
 from . import actions
+from .errors import TenantError
 from .models import Tenant
 from .serializers import (
     ApproveSerializer,
@@ -18,7 +21,6 @@ from .serializers import (
     TenantSettingsSerializer,
     TenantUpdateSerializer,
 )
-from config.api import ApiError, PageLimitPagination
 
 
 class IsPlatformAdmin(permissions.BasePermission):
@@ -56,8 +58,8 @@ class TenantListView(PlatformAdminView):
         wanted = request.query_params.get("status")
         if wanted:
             if wanted not in Tenant.Status.values or wanted == Tenant.Status.POOLED:
-                raise ApiError(400, "invalid_status", f"Unknown status '{wanted}'.",
-                               {"allowed": [s for s in Tenant.Status.values if s != "pooled"]})
+                raise DomainError(TenantError.INVALID_STATUS, f"Unknown status '{wanted}'.",
+                                  {"allowed": [s for s in Tenant.Status.values if s != "pooled"]})
             tenants = tenants.filter(status=wanted)
         paginator = PageLimitPagination()
         page = paginator.paginate_queryset(tenants, request, view=self)

@@ -8,7 +8,7 @@ from django.utils.http import url_has_allowed_host_and_scheme
 from django.views.decorators.http import require_POST
 
 from billing.decorators import billing_access_required
-from config.api import ApiError
+from core.errors import DomainError
 
 from . import actions, notify
 from .decorators import active_tenant_required, platform_admin_required
@@ -108,8 +108,8 @@ def switch_tenant(request, tenant_id):
 def _run_admin_action(request, func, success, **kwargs):
     try:
         func(acting_user=request.user, **kwargs)
-    except ApiError as exc:
-        messages.error(request, str(exc.detail))
+    except DomainError as exc:
+        messages.error(request, exc.message)
     else:
         messages.success(request, success)
 

@@ -1,11 +1,11 @@
-"""config.api.CopiedFieldsSerializer validates exactly as DRF's Serializer does with the same fields (it only
+"""core.api.CopiedFieldsSerializer validates exactly as DRF's Serializer does with the same fields (it only
 copies them more cheaply), and serializers made from it never share a bound field."""
 import threading
 
 import pytest
 from rest_framework import serializers
 
-from whatsapp.messages_api import SendMessageSerializer
+from whatsapp.messaging.api import SendMessageSerializer
 
 
 class PlainSendMessageSerializer(serializers.Serializer):

@@ -27,8 +27,9 @@ from django.utils import timezone
 from django_tenants.utils import tenant_context
 
 from billing.models import Subscription
-from whatsapp import messaging, sending
 from whatsapp.host.models import SessionLease
+from whatsapp.messaging import actions as messaging
+from whatsapp.messaging import drain as sending
 from whatsapp.models import Message, WhatsAppSession
 from whatsapp.providers import simulator_outbox
 

@@ -1,17 +1,17 @@
 """Live updates of messages and conversations for open pages (Channels groups carrying the schema).
 
-messages_changed runs inside the transaction that changed the messages (whatsapp.messaging, whatsapp.sending)
+messages_changed runs inside the transaction that changed the messages (whatsapp.messaging.actions, whatsapp.messaging.drain)
 and sends once it commits, so a page never shows a state that was rolled back. A batch of messages (the session
 host sends and records them in batches) costs one group message per conversation and one for the list page,
 whatever its size. The payloads are built from the objects already in memory; when nobody listens the cost is
 the channel layer's group lookup.
 
-Group messages (see whatsapp.conversation_consumers, which hand each item to the browser as one
+Group messages (see whatsapp.conversations.consumers, which hand each item to the browser as one
 {"type": "message.update", "data": …}):
   {"type": "messages.update", "data": [message_payload + {"conversation": summary or {"id"}}, …]}
     to t.<schema>.conversation.<id> (that conversation's messages) and t.<schema>.conversations (all of them).
   {"type": "contacts.synced", "data": {session_id, ok, contacts, contacts_created, groups, … | error}}
-    to t.<schema>.conversations (whatsapp.conversations.sync_on_host).
+    to t.<schema>.conversations (whatsapp.conversations.actions.sync_on_host).
 """
 import asyncio
 import logging
@@ -75,7 +75,7 @@ def messages_changed(messages, *, conversations=None, payloads=None):
     `conversations`: {id: Conversation (contact and group loaded)} whose list row moves with these messages
     (its summary goes along); for the others the list page only learns which row changed. `payloads`: the
     messages' message_payload, when the caller built them already (for webhooks)."""
-    from .messaging import message_payload
+    from whatsapp.messaging.payloads import message_payload
 
     updates = {}
     for index, message in enumerate(messages):

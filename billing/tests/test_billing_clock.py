@@ -113,11 +113,11 @@ def test_paying_twice_extends_from_the_end_of_the_paid_period(named):
 
 @pytest.mark.parametrize("amount", ["0", "-5", "abc", "", "NaN", "Infinity", "1e20"])
 def test_manual_payment_rejects_bad_amounts_without_rows(named, amount):
-    from config.api import ApiError
+    from core.errors import DomainError
 
-    with pytest.raises(ApiError) as error:
+    with pytest.raises(DomainError) as error:
         actions.record_manual_payment(named.acme, acting_user=named.admin, amount=amount, interval="monthly")
-    assert error.value.error_code == "invalid_amount"
+    assert error.value.code == "invalid_amount"
     assert not Payment.objects.exists() and subscription(named.acme).status == S.TRIALING
 
 
@@ -128,12 +128,12 @@ def test_upgrade_applies_at_once_and_downgrade_below_usage_is_refused(named, api
     assert me["plan"]["code"] == "pro" and me["limits"]["max_sessions"] == 20
     assert Tenant.objects.get(pk=named.acme.pk).plan == plans["pro"]
 
-    from config.api import ApiError
+    from core.errors import DomainError
 
-    with pytest.raises(ApiError) as error:
+    with pytest.raises(DomainError) as error:
         actions.change_plan(named.acme, acting_user=named.admin, plan=plans["free"])
-    assert error.value.error_code == "downgrade_blocked"
-    assert "you have 2 team members and Free allows 1: remove 1 first" in str(error.value.detail)
+    assert error.value.code == "downgrade_blocked"
+    assert "you have 2 team members and Free allows 1: remove 1 first" in error.value.message
     assert subscription(named.acme).plan == plans["pro"]
 
     Membership.objects.filter(user=named.bob, tenant=named.acme).delete()

@@ -11,8 +11,9 @@ from django.utils import timezone
 
 from accounts.models import ApiKey, AuditLog
 from billing import actions, stripe_gateway
+from billing.errors import BillingError
 from billing.models import Customer, Interval, Payment, Price, Subscription
-from config.api import ApiError
+from core.errors import DomainError
 from tenants.models import Notification, Tenant
 
 S = Subscription.Status
@@ -113,7 +114,7 @@ def test_checkout_redirects_to_stripe(client, named, stripe_mode, monkeypatch):
 
 def test_checkout_and_portal_errors_are_page_messages(client, named, stripe_mode, monkeypatch):
     def refuse(*args, **kwargs):
-        raise ApiError(400, "no_price", "The Pro plan has no yearly price yet.")
+        raise DomainError(BillingError.NO_PRICE, "The Pro plan has no yearly price yet.")
 
     monkeypatch.setattr(stripe_gateway, "start_checkout", refuse)
     monkeypatch.setattr(stripe_gateway, "open_portal", refuse)

@@ -10,7 +10,7 @@ from django.utils import timezone
 from accounts.models import AuditLog
 from billing import stripe_gateway
 from billing.models import Customer, Interval, Price, Subscription
-from config.api import ApiError
+from core.errors import DomainError
 
 from .stripe_fake import PRICE_IDS, SECRET_KEY, stripe_api  # noqa: F401 (fixture)
 
@@ -20,7 +20,7 @@ PORTAL = "/v1/billing_portal/sessions"
 
 
 def api_error(call):
-    with pytest.raises(ApiError) as caught:
+    with pytest.raises(DomainError) as caught:
         call()
     return caught.value
 
@@ -126,12 +126,12 @@ def test_another_choice_or_a_stale_session_opens_a_new_one_and_expires_the_old(n
 def test_a_plan_without_a_price_is_bad_input(named, stripe_api, plans):
     error = api_error(lambda: stripe_gateway.start_checkout(named.acme, user=named.alice, plan=plans["enterprise"],
                                                             interval="yearly"))
-    assert (error.status_code, error.error_code) == (400, "no_price")
-    assert "Enterprise" in str(error.detail) and "yearly" in str(error.detail)
+    assert (error.status, error.code) == (400, "no_price")
+    assert "Enterprise" in error.message and "yearly" in error.message
 
     error = api_error(lambda: stripe_gateway.start_checkout(named.acme, user=named.alice, plan=plans["pro"],
                                                             interval="weekly"))
-    assert (error.status_code, error.error_code) == (400, "invalid_interval")
+    assert (error.status, error.code) == (400, "invalid_interval")
     assert stripe_api.requests == []
 
 
@@ -152,12 +152,12 @@ def test_only_owners_do_billing(named, stripe_api):
         lambda: stripe_gateway.open_portal(named.acme, user=named.bob),
     ):
         error = api_error(call)
-        assert (error.status_code, error.error_code) == (403, "owner_required")
+        assert (error.status, error.code) == (403, "owner_required")
 
     # Another tenant's owner: that billing is not there at all.
     error = api_error(lambda: stripe_gateway.start_checkout(named.acme, user=named.carol, plan=named.acme.plan,
                                                             interval="monthly"))
-    assert error.status_code == 404
+    assert error.status == 404
     assert stripe_api.requests == []
     assert not Customer.objects.filter(tenant=named.acme).exclude(stripe_customer_id=None).exists()
 
@@ -166,14 +166,14 @@ def test_downgrade_below_usage_is_refused_before_stripe(named, stripe_api, plans
     # Acme has two people (alice, bob); Free allows one.
     error = api_error(lambda: stripe_gateway.start_checkout(named.acme, user=named.alice, plan=plans["free"],
                                                             interval="monthly"))
-    assert (error.status_code, error.error_code) == (409, "downgrade_blocked")
-    assert "remove 1 first" in str(error.detail)
+    assert (error.status, error.code) == (409, "downgrade_blocked")
+    assert "remove 1 first" in error.message
     assert stripe_api.requests == []
 
 
 def test_portal_needs_a_customer_then_opens(named, stripe_api):
     error = api_error(lambda: stripe_gateway.open_portal(named.acme, user=named.alice))
-    assert (error.status_code, error.error_code) == (409, "no_customer")
+    assert (error.status, error.code) == (409, "no_customer")
 
     stripe_gateway.start_checkout(named.acme, user=named.alice, plan=named.acme.plan, interval="monthly")
     url = stripe_gateway.open_portal(named.acme, user=named.alice)
@@ -188,8 +188,8 @@ def test_stripe_errors_are_502_and_keep_nothing_half_done(named, stripe_api, set
     stripe_api.fail_with = 500
     error = api_error(lambda: stripe_gateway.start_checkout(named.acme, user=named.alice, plan=named.acme.plan,
                                                             interval="monthly"))
-    assert (error.status_code, error.error_code) == (502, "stripe_unavailable")
-    assert "try again" in str(error.detail)
+    assert (error.status, error.code) == (502, "stripe_unavailable")
+    assert "try again" in error.message
     customer = Customer.objects.get(tenant=named.acme)
     assert customer.checkout_session_url == "" and customer.stripe_customer_id is None
 
@@ -202,7 +202,7 @@ def test_stripe_errors_are_502_and_keep_nothing_half_done(named, stripe_api, set
 
     stripe_api._route = customers_only
     assert api_error(lambda: stripe_gateway.start_checkout(named.acme, user=named.alice, plan=named.acme.plan,
-                                                           interval="monthly")).status_code == 502
+                                                           interval="monthly")).status == 502
     customer.refresh_from_db()
     assert customer.stripe_customer_id and customer.checkout_session_url == ""
     stripe_api._route = original
@@ -218,7 +218,7 @@ def test_stripe_errors_are_502_and_keep_nothing_half_done(named, stripe_api, set
         closed_port = probe.getsockname()[1]
     settings.STRIPE_API_BASE = f"http://127.0.0.1:{closed_port}"
     error = api_error(lambda: stripe_gateway.open_portal(named.acme, user=named.alice))
-    assert (error.status_code, error.error_code) == (502, "stripe_unavailable")
+    assert (error.status, error.code) == (502, "stripe_unavailable")
 
 
 def test_without_stripe_keys_billing_is_offline(named, settings):
@@ -226,7 +226,7 @@ def test_without_stripe_keys_billing_is_offline(named, settings):
     assert not stripe_gateway.stripe_enabled()
     error = api_error(lambda: stripe_gateway.start_checkout(named.acme, user=named.alice, plan=named.acme.plan,
                                                             interval="monthly"))
-    assert (error.status_code, error.error_code) == (409, "stripe_not_configured")
+    assert (error.status, error.code) == (409, "stripe_not_configured")
 
 
 def test_a_tenant_with_a_live_stripe_subscription_goes_to_the_portal(named, stripe_api):
@@ -234,7 +234,7 @@ def test_a_tenant_with_a_live_stripe_subscription_goes_to_the_portal(named, stri
                                                           status=Subscription.Status.ACTIVE)
     error = api_error(lambda: stripe_gateway.start_checkout(named.acme, user=named.alice, plan=named.acme.plan,
                                                             interval="monthly"))
-    assert (error.status_code, error.error_code) == (409, "already_subscribed")
+    assert (error.status, error.code) == (409, "already_subscribed")
 
     Subscription.objects.filter(tenant=named.acme).update(status=Subscription.Status.CANCELED)
     assert stripe_gateway.start_checkout(named.acme, user=named.alice, plan=named.acme.plan, interval="monthly")

@@ -1,4 +1,4 @@
-"""django-tenants' Postgres backend, with the connection pool's health check of config.db.
+"""django-tenants' Postgres backend, with the connection pool's health check of core.db.
 
 Django builds the psycopg pool itself and, with CONN_HEALTH_CHECKS, gives it psycopg_pool's stock check: a round
 trip to Postgres every time a connection is lent, i.e. on every request. check_pooled_connection skips it for a
@@ -7,7 +7,7 @@ option for the check, so the pool Django made gets ours before first use.
 """
 from django_tenants.postgresql_backend.base import DatabaseWrapper as TenantDatabaseWrapper
 
-from config.db import check_pooled_connection
+from core.db import check_pooled_connection
 
 
 class DatabaseWrapper(TenantDatabaseWrapper):

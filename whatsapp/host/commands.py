@@ -2,10 +2,12 @@
 and its own `whatsapp.host.<host id>` queue (commands for the sessions it runs)."""
 from django.utils import timezone
 
-from config.api import ApiError
+from core.errors import DomainError
 
+from .errors import HostError
 from .models import SessionLease
 from .queues import SHARED_QUEUE, host_queue
+from .tasks import session_command, sync_now
 
 ACTIONS = {"drain", "restart", "logout", "pairing_code", "simulate_scan", "simulate_inbound", "simulate_disconnect",
            "simulate_logout", "sync_contacts"}
@@ -13,8 +15,6 @@ ACTIONS = {"drain", "restart", "logout", "pairing_code", "simulate_scan", "simul
 
 def wake_hosts():
     """Ask a host to claim free leases now instead of at its next heartbeat (a session was just started)."""
-    from .tasks import sync_now
-
     sync_now.apply_async(queue=SHARED_QUEUE)
 
 
@@ -27,10 +27,8 @@ def holder(schema_name, session_id):
 
 def send(schema_name, session_id, action, **kwargs):
     """Queue `action` for the host that runs this session. 409 session_not_running if none does."""
-    from .tasks import session_command
-
     assert action in ACTIONS, action
     host_id = holder(schema_name, session_id)
     if host_id is None:
-        raise ApiError(409, "session_not_running", "This session is not running on any host; start it first.")
+        raise DomainError(HostError.SESSION_NOT_RUNNING, "This session is not running on any host; start it first.")
     session_command.apply_async(args=[f"{schema_name}:{session_id}", action, kwargs], queue=host_queue(host_id))

@@ -14,20 +14,19 @@ import time
 import uuid
 from dataclasses import dataclass, field
 
+from django.conf import settings
 from django.db import close_old_connections, connections
-from django_tenants.utils import schema_context
 
-from whatsapp.models import SessionActivity, WhatsAppSession
-from whatsapp.providers.base import DeviceIdentity, ProviderSettings
+from whatsapp.providers.base import EventKind, ProviderError, ProviderEvent, ProviderSettings
 
-from . import events, leases
+from . import handlers, leases
 
 log = logging.getLogger(__name__)
 
 # A client we believe connected that reports it is not, without saying why, for this long is restarted. The
 # lease loop checks every heartbeat (15 s), so a silent death is acted on within ~90 s.
 ZOMBIE_AFTER_SECONDS = 60
-# A receipt that arrived before its send was recorded (events.Applied.early_receipt_ids) is tried again every
+# A receipt that arrived before its send was recorded (handlers.Applied.early_receipt_ids) is tried again every
 # EARLY_RECEIPT_RETRY_SECONDS, for up to EARLY_RECEIPT_KEEP_SECONDS.
 EARLY_RECEIPT_RETRY_SECONDS = 0.2
 EARLY_RECEIPT_KEEP_SECONDS = 30
@@ -55,8 +54,6 @@ def provider_class_for(name):
 
         # WHATSAPP_SIMULATOR_QR_SECONDS=N (demos, browser tests): every QR code lives N s instead of WhatsApp's
         # 60 s for the first and 20 s for the next, so a rotation can be watched without waiting a minute.
-        from django.conf import settings
-
         qr_seconds = settings.WHATSAPP_SIMULATOR_QR_SECONDS
         if qr_seconds:
             timing = SimulatorTiming(first_qr_s=float(qr_seconds), qr_rotation_s=float(qr_seconds))
@@ -72,7 +69,7 @@ def provider_class_for(name):
 @dataclass
 class _Sender:
     """One session's drain on this host: whether one runs, whether another was asked for meanwhile, and the
-    measured send rate that sizes its claims (whatsapp.sending.SendWindow)."""
+    measured send rate that sizes its claims (whatsapp.messaging.drain.SendWindow)."""
     mutex: threading.Lock = field(default_factory=threading.Lock)
     running: bool = False
     again: bool = False
@@ -154,8 +151,6 @@ class SessionHost:
 
     def watchdog(self, now=None):
         """Restart clients that died silently: believed connected, not connected, and no event said why."""
-        from whatsapp.providers.base import EventKind, ProviderEvent
-
         now = time.monotonic() if now is None else now
         with self._lock:
             for key, provider in list(self.providers.items()):
@@ -179,23 +174,15 @@ class SessionHost:
 
     def _start_provider(self, key):
         schema_name, session_id = key.split(":", 1)
-        with schema_context(schema_name):
-            session = WhatsAppSession.objects.filter(pk=int(session_id)).first()
-            if session is None or not session.should_run:
-                leases.want_stopped(schema_name, int(session_id))
-                return
-            identity = DeviceIdentity(session.jid_user, session.jid_device) if session.jid_user else None
-            WhatsAppSession.objects.filter(pk=session.pk).update(
-                status=WhatsAppSession.Status.STARTING,
-                status_detail="Resuming the linked device…" if identity else "Starting…",
-            )
-            SessionActivity.objects.create(session=session, kind=SessionActivity.Kind.RESTARTED,
-                                           message=f"Started on host {self.host_id}")
+        start = handlers.start(schema_name, int(session_id), self.host_id)
+        if start is None:  # deleted, or no longer wanted
+            leases.want_stopped(schema_name, int(session_id))
+            return
         provider = self.provider_class(key, emit=self.events.put, settings=self.settings,
-                                       store_dir=self.store_dir, identity=identity)
+                                       store_dir=self.store_dir, identity=start.identity)
         self.providers[key] = provider
         try:
-            provider.start(pairing_phone=None if identity else (session.pairing_phone or None))
+            provider.start(pairing_phone=None if start.identity else start.pairing_phone)
         except Exception as exc:  # one broken client must never take the host (or its neighbours) down
             log.exception("session %s failed to start", key)
             self.providers.pop(key, None)
@@ -220,19 +207,16 @@ class SessionHost:
     def command(self, key, action, **kwargs):
         """send(message_id) | restart | logout | pairing_code(phone) | simulate_*(…). Errors become session
         events (or, for send, the message's failure), never raise."""
-        from whatsapp.providers.base import EventKind, ProviderEvent, ProviderError
-
         if action == "drain":
             self.drain(key)
             return
-        if action == "sync_contacts":  # outside the host lock: reading a phone's address book may take a while
-            from whatsapp import conversations
-
+        work = handlers.command(action)
+        if work is not None:  # outside the host lock: reading a phone's address book may take a while
             schema_name, session_id = key.split(":", 1)
             try:
-                conversations.sync_on_host(schema_name, int(session_id), self.provider(key))
+                work(schema_name, int(session_id), self.provider(key))
             except Exception:
-                log.exception("session %s: contact sync failed", key)
+                log.exception("session %s: %s failed", key, action)
                 close_old_connections()
             return
         with self._lock:
@@ -257,13 +241,12 @@ class SessionHost:
                                                                      "fatal": False}))
 
     def drain(self, key):
-        """Send the session's due messages (whatsapp.sending.drain) on the calling thread. One drain per session
+        """Send the session's due messages (the registered sender) on the calling thread. One drain per session
         at a time, so its messages go in order: asked for while one runs, that one goes round once more instead
         (a drain that found the queue empty may have looked just before the new rows committed)."""
-        from whatsapp import sending
-
+        sending = handlers.sender()
         with self._lock:
-            sender = self._senders.setdefault(key, _Sender(window=sending.SendWindow()))
+            sender = self._senders.setdefault(key, _Sender(window=sending.new_window()))
         with sender.mutex:
             if sender.running:
                 sender.again = True
@@ -305,8 +288,6 @@ class SessionHost:
     def handle_many(self, batch):
         """Apply events in order; a run of receipts between other events is applied as one receipt per session
         and status (in the order each first appeared: a message's delivered before its read)."""
-        from whatsapp.providers.base import EventKind
-
         receipts = {}
         for event in batch:
             if event.kind == EventKind.RECEIPT and event.data.get("status") in ("delivered", "read"):
@@ -319,20 +300,16 @@ class SessionHost:
         self._handle_receipts(receipts)
 
     def _handle_receipts(self, receipts):
-        from whatsapp.providers.base import ProviderEvent
-
         for first, ids in receipts.values():
             self.handle(ProviderEvent(first.session_key, first.kind, {**first.data, "ids": ids}, at=first.at))
 
     def handle(self, event):
-        from whatsapp.providers.base import EventKind
-
         if event.kind == EventKind.CONNECTED:
             self.believed_connected.add(event.session_key)
         elif event.kind in (EventKind.DISCONNECTED, EventKind.LOGGED_OUT, EventKind.QR, EventKind.ERROR):
             self.believed_connected.discard(event.session_key)
         try:
-            applied = events.apply(event)
+            applied = handlers.apply(event)
         except Exception:
             log.exception("event %s for %s could not be applied", event.kind, event.session_key)
             close_old_connections()
@@ -344,16 +321,12 @@ class SessionHost:
                 self._stop_provider(event.session_key)
 
     def _keep_early_receipt(self, event, ids, give_up_at=None):
-        from whatsapp.providers.base import ProviderEvent
-
         retry = ProviderEvent(event.session_key, event.kind, {**event.data, "ids": list(ids)}, at=event.at)
         self.early_receipts.append((retry, give_up_at or time.monotonic() + EARLY_RECEIPT_KEEP_SECONDS))
 
     def retry_early_receipts(self):
         """Apply the kept early receipts again (together, per session and status); those still early are kept
         until they give up (then the message stays `sent`, as when WhatsApp sends no receipt)."""
-        from whatsapp.providers.base import ProviderEvent
-
         pending, self.early_receipts = self.early_receipts, []
         now = time.monotonic()
         groups = {}
@@ -364,7 +337,7 @@ class SessionHost:
         for (key, _), (first, give_up) in groups.items():
             event = ProviderEvent(key, first.kind, {**first.data, "ids": list(give_up)}, at=first.at)
             try:
-                applied = events.apply(event)
+                applied = handlers.apply(event)
             except Exception:
                 log.exception("early receipt for %s could not be applied", key)
                 close_old_connections()
@@ -381,6 +354,4 @@ class SessionHost:
 
 
 def provider_error(key, exc):
-    from whatsapp.providers.base import EventKind, ProviderEvent
-
     return ProviderEvent(key, EventKind.ERROR, {"code": "start_failed", "message": str(exc), "fatal": True})

@@ -75,7 +75,7 @@ def link_session(client, session_host, clock, name="front-desk", phone="+1415555
 
 
 class Accepting:
-    """A provider that accepts every message it is handed (by whatsapp.sending.drain in a test): WhatsApp's ids
+    """A provider that accepts every message it is handed (by whatsapp.messaging.drain.drain in a test): WhatsApp's ids
     SIM1, SIM2, … in order."""
 
     def __init__(self):

@@ -5,7 +5,7 @@ import json
 from django.db import connection, transaction
 from django.utils import timezone
 
-from config import rows
+from core import rows
 from whatsapp.models import WebhookDelivery, WebhookEndpoint
 
 from . import EVENTS
@@ -46,7 +46,7 @@ def emit_events(event_type, items, *, now=None):
     if not items:
         return []
     now = wire.current_time(now)
-    # On every batch of messages the host sends or hears about: written out, not compiled each time (config.rows).
+    # On every batch of messages the host sends or hears about: written out, not compiled each time (core.rows).
     endpoints = rows.select(WebhookEndpoint, "e", "WHERE e.enabled AND e.events @> %s::jsonb",
                             [json.dumps([event_type])])
     if not endpoints:

@@ -12,11 +12,13 @@ from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from accounts.api import CanWrite, HasActiveTenant, require_owner_or_admin
-from config.api import ApiError, PageLimitPagination
+from core.api import PageLimitPagination
+from core.errors import CommonError, DomainError
 from whatsapp.models import WebhookDelivery, WebhookEndpoint
 
 from . import EVENTS, actions
 from . import delivery as wire
+from .errors import WebhookError
 
 TAGS = ["webhooks"]
 
@@ -52,22 +54,22 @@ def _validated(request, *, partial):
     if not serializer.is_valid():
         errors = serializer.errors
         if "url" in errors:
-            raise ApiError(400, "invalid_url", "url: give the http(s) URL that receives the events.", errors)
+            raise DomainError(WebhookError.INVALID_URL, "url: give the http(s) URL that receives the events.", errors)
         if "events" in errors:
-            raise ApiError(400, "invalid_events", "events: give a list of event names.", errors)
-        raise ApiError(400, "validation_error", "Invalid request.", errors)
+            raise DomainError(WebhookError.INVALID_EVENTS, "events: give a list of event names.", errors)
+        raise DomainError(CommonError.VALIDATION_ERROR, "Invalid request.", errors)
     data = dict(serializer.validated_data)
     if "events" in data:
         unknown = [e for e in data["events"] if e not in EVENTS]
         if unknown:
-            raise ApiError(400, "unknown_event", f"Unknown event '{unknown[0]}'.", {"allowed": EVENTS})
+            raise DomainError(WebhookError.UNKNOWN_EVENT, f"Unknown event '{unknown[0]}'.", {"allowed": EVENTS})
         data["events"] = list(dict.fromkeys(data["events"]))
     if "url" in data:
         data["url"] = data["url"].strip()
         try:
             wire.check_target(data["url"])
         except wire.TargetError as exc:
-            raise ApiError(400, exc.code, exc.message, {"url": data["url"]}) from exc
+            raise DomainError(exc.code, exc.message, {"url": data["url"]}) from exc
     return data
 
 
@@ -137,8 +139,8 @@ class DeliveryListView(WebhookView):
         wanted = request.query_params.get("status")
         if wanted:
             if wanted not in WebhookDelivery.Status.values:
-                raise ApiError(400, "invalid_status", f"Unknown status '{wanted}'.",
-                               {"allowed": WebhookDelivery.Status.values})
+                raise DomainError(WebhookError.INVALID_STATUS, f"Unknown status '{wanted}'.",
+                                  {"allowed": WebhookDelivery.Status.values})
             deliveries = deliveries.filter(status=wanted)
         paginator = PageLimitPagination()
         page = paginator.paginate_queryset(deliveries, request, view=self)
@@ -153,7 +155,8 @@ class ReplayView(WebhookView):
         try:
             delivery = actions.replay_delivery(delivery)
         except actions.EndpointDisabled as exc:
-            raise ApiError(409, "endpoint_disabled", f"The endpoint is disabled: {exc} Enable it first.") from exc
+            raise DomainError(WebhookError.ENDPOINT_DISABLED,
+                              f"The endpoint is disabled: {exc} Enable it first.") from exc
         return Response(WebhookDeliverySerializer(delivery).data, status=202)
 
 

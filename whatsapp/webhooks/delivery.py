@@ -2,11 +2,9 @@
 (and the sweeper) can pass a clock of their own."""
 import base64
 import hashlib
-import ipaddress
 import json
 import random
 import secrets
-import socket
 import time
 import uuid
 from datetime import timedelta
@@ -19,6 +17,8 @@ from django.core.serializers.json import DjangoJSONEncoder
 from django.db import transaction
 from django.utils import timezone
 from standardwebhooks import Webhook
+
+from core.net import TargetError, check_target, resolve_target  # noqa: F401  (check_target: the forms' and API's)
 
 # Waits after the 1st, 2nd, … failed attempt; after the last one the delivery is dead-lettered.
 RETRY_SCHEDULE = [timedelta(seconds=5), timedelta(minutes=5), timedelta(minutes=30), timedelta(hours=2),
@@ -33,6 +33,14 @@ ERROR_CHARS = 500
 
 def current_time(now=None):
     return now or timezone.now()
+
+
+class SecretUnreadable(Exception):
+    """The endpoint's stored secret no longer decrypts: the attempt fails with this message."""
+
+    @property
+    def message(self):
+        return str(self)
 
 
 # --- secrets --------------------------------------------------------------------------------------------------------
@@ -56,65 +64,8 @@ def decrypt_secret(token):
     try:
         return _fernet().decrypt(token.encode()).decode()
     except InvalidToken as exc:
-        raise TargetError("secret_unreadable", "The endpoint's secret cannot be decrypted (was the encryption key "
+        raise SecretUnreadable("The endpoint's secret cannot be decrypted (was the encryption key "
                           "changed?); recreate the endpoint.") from exc
-
-
-# --- targets --------------------------------------------------------------------------------------------------------
-
-
-class TargetError(Exception):
-    def __init__(self, code, message):
-        self.code, self.message = code, message
-        super().__init__(message)
-
-
-def _refused(ip):
-    ip = ip.ipv4_mapped or ip if ip.version == 6 else ip
-    return (ip.is_private or ip.is_loopback or ip.is_link_local or ip.is_multicast or ip.is_reserved
-            or ip.is_unspecified or not ip.is_global)
-
-
-def _parse(url):
-    parts = urlsplit(url)
-    if parts.scheme not in ("http", "https") or not parts.hostname:
-        raise TargetError("invalid_url", "Use an http:// or https:// URL with a host.")
-    if parts.username or parts.password:
-        raise TargetError("invalid_url", "Credentials in the URL are not allowed; check the signature instead.")
-    try:
-        port = parts.port or (443 if parts.scheme == "https" else 80)
-    except ValueError as exc:
-        raise TargetError("invalid_url", "The URL's port is not valid.") from exc
-    return parts, port
-
-
-def resolve_target(url):
-    """Check url like check_target and return the addresses it resolved to, in the resolver's order: the only
-    addresses a delivery may connect to (resolving again when connecting would let a DNS answer with a short TTL
-    swap a checked public address for a private one). Resolves even when private targets are allowed."""
-    parts, port = _parse(url)
-    try:
-        infos = socket.getaddrinfo(parts.hostname, port, proto=socket.IPPROTO_TCP)
-    except (socket.gaierror, UnicodeError) as exc:
-        raise TargetError("unresolvable_host", f"The host '{parts.hostname}' does not resolve.") from exc
-    addresses = list(dict.fromkeys(ipaddress.ip_address(info[4][0].split("%")[0]) for info in infos))
-    if not settings.WEBHOOK_ALLOW_PRIVATE_TARGETS:
-        for ip in addresses:
-            if _refused(ip):
-                raise TargetError("private_target", f"'{parts.hostname}' resolves to {ip}, a private, loopback or "
-                                  "link-local address; webhooks go to public addresses only.")
-    if not addresses:
-        raise TargetError("unresolvable_host", f"The host '{parts.hostname}' does not resolve.")
-    return addresses
-
-
-def check_target(url, *, resolve=True):
-    """Raise TargetError unless url is an http(s) URL whose host resolves only to public addresses (every address
-    is checked; WEBHOOK_ALLOW_PRIVATE_TARGETS lets private ones through)."""
-    _parse(url)
-    if settings.WEBHOOK_ALLOW_PRIVATE_TARGETS or not resolve:
-        return
-    resolve_target(url)
 
 
 # --- signing and attempts -------------------------------------------------------------------------------------------
@@ -225,7 +176,7 @@ def attempt(delivery, *, now=None):
         # refuse ones more than 5 minutes off), while `now` decides the schedule.
         headers = signed_headers(decrypt_secret(endpoint.secret_encrypted), delivery.webhook_id, body,
                                  timezone.now())
-    except TargetError as exc:
+    except (TargetError, SecretUnreadable) as exc:
         code, excerpt, error, duration = None, "", exc.message, 0
     else:
         code, excerpt, error, duration = _post(endpoint.url, body, headers, addresses)

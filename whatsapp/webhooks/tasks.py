@@ -1,4 +1,4 @@
-"""Webhook tasks (imported by whatsapp.tasks so that Celery's autodiscovery registers them)."""
+"""Webhook tasks (imported by whatsapp.messaging.tasks so that Celery's autodiscovery registers them)."""
 from celery import shared_task
 from django.utils.dateparse import parse_datetime
 

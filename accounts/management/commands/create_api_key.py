@@ -2,7 +2,7 @@ from django.contrib.auth import get_user_model
 from django.core.management.base import BaseCommand, CommandError
 
 from accounts.actions import create_api_key
-from config.api import ApiError
+from core.errors import DomainError
 from tenants.models import Tenant
 
 
@@ -30,8 +30,8 @@ class Command(BaseCommand):
             tenant_obj = tenants[0] if tenants else None
         try:
             key, raw = create_api_key(user=user, tenant=tenant_obj, name=name)
-        except ApiError as exc:
-            raise CommandError(str(exc.detail))
+        except DomainError as exc:
+            raise CommandError(exc.message)
         scope = f"tenant {tenant_obj.slug}" if tenant_obj else "platform admin (no tenant)"
         self.stderr.write(f"API key '{key.name}' ({key.prefix}) for {email}, {scope}. Shown once:")
         self.stdout.write(raw)

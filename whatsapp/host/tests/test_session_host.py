@@ -1,0 +1,258 @@
+"""The session host with the simulator: events become database state and live updates; sessions come back
+after a restart without a new scan; two hosts never run the same session; a dead host's sessions move."""
+import asyncio
+from datetime import timedelta
+
+import pytest
+from asgiref.sync import async_to_sync
+from channels.layers import get_channel_layer
+from django.db import connection
+from django.utils import timezone
+from django_tenants.utils import schema_context
+
+from whatsapp.host import leases
+from whatsapp.host.models import SessionLease
+from whatsapp.host.runtime import SessionHost
+from whatsapp.models import SessionActivity, WhatsAppSession
+from whatsapp.providers.base import ProviderSettings
+from whatsapp.providers.simulator import SimulatorProvider
+from whatsapp.sessions.events import session_group
+
+pytestmark = pytest.mark.django_db(transaction=True)
+SCHEMA = "t_test_acme"
+
+
+@pytest.fixture
+def provider_class(clock):
+    return type("TestSimulator", (SimulatorProvider,), {"scheduler": clock})
+
+
+@pytest.fixture
+def make_host(provider_class, tmp_path):
+    hosts = []
+
+    def build(host_id):
+        host = SessionHost(provider_class, store_dir=str(tmp_path / "stores"), host_id=host_id,
+                           settings=ProviderSettings(max_qr_attempts=3, reconnect_delay_ms=10))
+        hosts.append(host)
+        return host
+
+    yield build
+    for host in hosts:
+        host.stop(release=True)
+
+
+def wanted_session(name, **fields):
+    with schema_context(SCHEMA):
+        session = WhatsAppSession.objects.create(name=name, should_run=True, **fields)
+    leases.want_running(SCHEMA, session.pk)
+    return session
+
+
+def reload(session):
+    with schema_context(SCHEMA):
+        return WhatsAppSession.objects.get(pk=session.pk)
+
+
+def drain(host):
+    while not host.events.empty():
+        host.handle(host.events.get())
+
+
+def activity(session):
+    with schema_context(SCHEMA):
+        return list(SessionActivity.objects.filter(session_id=session.pk).order_by("id")
+                    .values_list("kind", flat=True))
+
+
+def test_qr_scan_and_connected_reach_the_database(named, make_host, clock):
+    session = wanted_session("front-desk")
+    host = make_host("host-a")
+    assert host.sync() == {f"{SCHEMA}:{session.pk}"}
+    assert reload(session).status == "starting"
+    clock.advance(1)
+    drain(host)
+    qr = reload(session)
+    assert qr.status == "qr" and qr.qr_code.startswith("2@") and qr.qr_expires_at > timezone.now()
+    first_code = qr.qr_code
+    clock.advance(60)
+    drain(host)
+    assert reload(session).qr_code != first_code  # rotated, no new activity row per rotation
+    host.provider(f"{SCHEMA}:{session.pk}").simulate_scan("+6281234567890", push_name="Front Desk")
+    clock.advance(1)
+    drain(host)
+    connected = reload(session)
+    assert connected.status == "connected" and connected.phone == "+6281234567890"
+    assert connected.jid_user == "6281234567890" and connected.qr_code == ""
+    assert connected.status_detail == "Connected as +6281234567890 (Front Desk)"
+    assert activity(session) == ["restarted", "qr_issued", "connected"]
+
+
+def test_a_restarted_host_brings_linked_sessions_back_without_a_scan(named, make_host, clock):
+    session = wanted_session("front-desk")
+    first = make_host("host-a")
+    first.sync()
+    clock.advance(1)
+    drain(first)
+    first.provider(f"{SCHEMA}:{session.pk}").simulate_scan("+14155550123")
+    clock.advance(1)
+    drain(first)
+    assert reload(session).status == "connected"
+    first.stop(release=True)  # the whatsapp process restarts
+
+    second = make_host("host-b")
+    second.sync()
+    clock.advance(1)
+    drain(second)
+    resumed = reload(session)
+    assert resumed.status == "connected" and resumed.phone == "+14155550123"
+    assert "qr_issued" not in activity(session)[3:]
+
+
+def test_two_hosts_never_run_the_same_session(named, make_host):
+    sessions = [wanted_session(f"s{i}") for i in range(4)]
+    a, b = make_host("host-a"), make_host("host-b")
+    held_a, held_b = a.sync(), b.sync()
+    assert len(held_a) == 4 and held_b == set()
+    assert set(a.providers) == held_a and b.providers == {}
+    assert len(sessions) == SessionLease.objects.filter(host_id="host-a").count()
+
+
+def test_a_dead_hosts_sessions_are_taken_over_and_the_old_host_lets_go(named, make_host, clock):
+    session = wanted_session("front-desk")
+    a, b = make_host("host-a"), make_host("host-b")
+    now = timezone.now()
+    a.sync(now=now)
+    later = now + leases.LEASE_TTL + timedelta(seconds=1)  # host-a stopped heartbeating
+    assert b.sync(now=later) == {f"{SCHEMA}:{session.pk}"}
+    assert f"{SCHEMA}:{session.pk}" in b.providers
+    assert a.sync(now=later) == set() and a.providers == {}  # it was only paused: it stops its copy
+
+
+def test_logout_from_the_phone_stops_the_session_and_frees_its_lease(named, make_host, clock):
+    session = wanted_session("front-desk")
+    host = make_host("host-a")
+    host.sync()
+    clock.advance(1)
+    drain(host)
+    key = f"{SCHEMA}:{session.pk}"
+    host.provider(key).simulate_scan("+14155550123")
+    clock.advance(1)
+    drain(host)
+    host.provider(key).simulate_logout()
+    drain(host)
+    logged_out = reload(session)
+    assert logged_out.status == "logged_out" and not logged_out.should_run and logged_out.jid_user == ""
+    assert key not in host.providers
+    assert not SessionLease.objects.exists()
+
+
+def test_qr_expiry_stops_the_session_with_a_clear_message(named, make_host, clock):
+    session = wanted_session("front-desk")
+    host = make_host("host-a")
+    host.sync()
+    clock.advance(1 + 60 + 20 + 20 + 1)
+    drain(host)
+    expired = reload(session)
+    assert expired.status == "stopped" and "Restart the session" in expired.status_detail
+    assert not expired.should_run and not SessionLease.objects.exists()
+
+
+def test_a_session_deleted_or_unwanted_is_not_started(named, make_host):
+    session = wanted_session("front-desk")
+    with schema_context(SCHEMA):
+        WhatsAppSession.objects.filter(pk=session.pk).update(should_run=False)
+    host = make_host("host-a")
+    assert host.sync() == {f"{SCHEMA}:{session.pk}"}
+    assert host.providers == {} and not SessionLease.objects.exists()
+
+
+def test_one_broken_client_does_not_stop_its_neighbours(named, make_host, clock, monkeypatch):
+    broken = wanted_session("broken")
+    healthy = wanted_session("healthy")
+    host = make_host("host-a")
+    original = SimulatorProvider.start
+
+    def start(self, **kwargs):
+        if self.session_key.endswith(f":{broken.pk}"):
+            raise RuntimeError("store is unreadable")
+        return original(self, **kwargs)
+
+    monkeypatch.setattr(SimulatorProvider, "start", start)
+    host.sync()
+    clock.advance(1)
+    drain(host)
+    assert reload(broken).status == "error" and "store is unreadable" in reload(broken).status_detail
+    assert reload(healthy).status == "qr"
+
+
+def test_live_updates_go_to_the_sessions_group_of_its_tenant(named, make_host, clock, private_layer):
+    session = wanted_session("front-desk")
+    layer = get_channel_layer()
+    channel = async_to_sync(layer.new_channel)()
+    async_to_sync(layer.group_add)(session_group(SCHEMA, session.pk), channel)
+    host = make_host("host-a")
+    host.sync()
+    clock.advance(1)
+    drain(host)
+
+    async def receive():
+        return await asyncio.wait_for(layer.receive(channel), timeout=2)
+
+    message = async_to_sync(receive)()
+    assert message["type"] == "session.update"
+    assert message["data"]["status"] == "qr" and message["data"]["qr_code"].startswith("2@")
+
+
+def test_the_threaded_host_runs_end_to_end(named, provider_class, tmp_path):
+    """No manual clock: the real lease and publisher threads and the simulator's own clock thread."""
+    from whatsapp.providers.simulator import SimulatorTiming
+
+    fast = type("FastSimulator", (SimulatorProvider,), {
+        "timing": SimulatorTiming(connect_s=0.05, first_qr_s=60, qr_rotation_s=20)})
+    session = wanted_session("front-desk")
+    host = SessionHost(fast, store_dir=str(tmp_path), host_id="host-threads", heartbeat_seconds=0.2,
+                       settings=ProviderSettings())
+    host.start()
+    try:
+        deadline = timezone.now() + timedelta(seconds=10)
+        while reload(session).status != "qr" and timezone.now() < deadline:
+            connection.close()
+            import time
+
+            time.sleep(0.05)
+        assert reload(session).status == "qr"
+    finally:
+        host.stop(release=True)
+    assert SessionLease.objects.get().host_id == ""
+
+
+def test_a_silently_dead_connection_is_restarted_and_logged(named, make_host, clock):
+    from whatsapp.host.runtime import ZOMBIE_AFTER_SECONDS
+
+    session = wanted_session("front-desk")
+    host = make_host("host-a")
+    host.sync()
+    clock.advance(1)
+    drain(host)
+    key = f"{SCHEMA}:{session.pk}"
+    host.provider(key).simulate_scan("+14155550123")
+    clock.advance(1)
+    drain(host)
+    zombie = host.provider(key)
+    zombie.simulate_silence()
+    assert reload(session).status == "connected"  # nothing was said
+
+    host.watchdog(now=1000.0)  # first noticed
+    host.watchdog(now=1000.0 + ZOMBIE_AFTER_SECONDS - 1)
+    assert host.provider(key) is zombie
+    host.watchdog(now=1000.0 + ZOMBIE_AFTER_SECONDS)
+    assert host.provider(key) is not zombie  # a fresh client for the same linked device
+    clock.advance(1)
+    drain(host)
+    restored = reload(session)
+    assert restored.status == "connected"
+    with schema_context(SCHEMA):
+        messages = list(SessionActivity.objects.filter(session_id=session.pk).values_list("kind", "message"))
+    assert any(kind == "reconnecting" and "No answer from WhatsApp" in message for kind, message in messages)
+    assert [kind for kind, _ in messages][:3] == ["connected", "restarted", "reconnecting"]

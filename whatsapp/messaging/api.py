@@ -1,0 +1,256 @@
+"""Messages over the API: POST/GET /api/v1/messages, GET /api/v1/messages/{id}.
+
+The request runs in the caller's tenant schema, so another tenant's message id is a 404 like an unknown one.
+Sending needs a paying tenant (402 payment_required while read-only). Every type of whatsapp.messaging.types
+goes through POST (JSON, or multipart with the media as `file`); GET /api/v1/messages/{id}/media serves a
+message's stored media to its own tenant.
+"""
+import hashlib
+import os
+
+from django.http import FileResponse
+from django.urls import path
+from drf_spectacular.utils import OpenApiParameter, extend_schema, inline_serializer
+from rest_framework import exceptions, parsers, permissions, serializers, status
+from rest_framework.response import Response
+from rest_framework.views import APIView
+
+from accounts.api import CanWrite, HasActiveTenant
+from core.api import CopiedFieldsSerializer, PageLimitPagination, first_message
+from core.errors import CommonError, DomainError
+from whatsapp.models import Message
+
+from . import actions as messaging
+from . import media
+from .errors import MessagingError
+from .payloads import message_payload
+
+TAGS = ["messages"]
+M = Message
+
+
+class SendMessageSerializer(CopiedFieldsSerializer):
+    session = serializers.CharField(max_length=64, help_text="The session's name.")
+    to = serializers.CharField(max_length=120, help_text="E.164 number (+14155550123) or a group JID (…@g.us).")
+    type = serializers.CharField(max_length=20, required=False, default="text",
+                                 help_text="text | image | document | audio | video | location | contact | reaction")
+    text = serializers.CharField(required=False, allow_blank=True, trim_whitespace=False,
+                                 help_text="text: the message (at most 4096 characters); location: its name.")
+    media_url = serializers.CharField(required=False, allow_blank=True, max_length=2000,
+                                      help_text="image/document/audio/video: a public http(s) URL fetched now.")
+    file = serializers.FileField(required=False, allow_empty_file=True, help_text="image/document/audio/video: the file itself "
+                                 "(multipart/form-data), instead of media_url.")
+    caption = serializers.CharField(required=False, allow_blank=True, trim_whitespace=False,
+                                    help_text="image/document/video: at most 1024 characters.")
+    filename = serializers.CharField(required=False, allow_blank=True, max_length=255,
+                                     help_text="The file name shown for a document (default: from the URL/upload).")
+    latitude = serializers.FloatField(required=False, help_text="location: -90 … 90.")
+    longitude = serializers.FloatField(required=False, help_text="location: -180 … 180.")
+    contact = serializers.JSONField(required=False, help_text='contact: {"name", "phone"} or a vCard string.')
+    reply_to = serializers.CharField(required=False, allow_blank=True, max_length=128,
+                                     help_text="Quote a message: one of our message ids (integer) or a WhatsApp "
+                                               "message id. reaction: the message reacted to.")
+    reaction = serializers.CharField(required=False, allow_blank=True, trim_whitespace=False, max_length=32,
+                                     help_text='reaction: one emoji; "" removes your reaction.')
+
+
+MessageSerializer = inline_serializer("Message", {
+    "id": serializers.IntegerField(), "session": serializers.CharField(), "direction": serializers.CharField(),
+    "to": serializers.CharField(), "from": serializers.CharField(), "chat": serializers.CharField(),
+    "sender_unresolved": serializers.BooleanField(), "type": serializers.CharField(),
+    "text": serializers.CharField(), "caption": serializers.CharField(),
+    "media": inline_serializer("MessageMedia", {
+        "url": serializers.URLField(allow_null=True), "mimetype": serializers.CharField(),
+        "size": serializers.IntegerField(allow_null=True), "filename": serializers.CharField(),
+        "stored": serializers.BooleanField(), "error": serializers.CharField(allow_null=True)}, allow_null=True),
+    "location": inline_serializer("MessageLocation", {
+        "latitude": serializers.FloatField(), "longitude": serializers.FloatField(),
+        "name": serializers.CharField()}, allow_null=True),
+    "contact_card": serializers.JSONField(allow_null=True), "reply_to": serializers.CharField(allow_null=True),
+    "reaction": serializers.CharField(allow_null=True), "conversation_id": serializers.IntegerField(allow_null=True),
+    "contact_id": serializers.IntegerField(allow_null=True),
+    "status": serializers.CharField(), "failure_reason": serializers.CharField(),
+    "paced_until": serializers.DateTimeField(allow_null=True, help_text="Queued, waiting for its pacing slot."),
+    "paced_reason": serializers.ChoiceField(["interval", "daily_cap"], allow_null=True),
+    "provider_message_id": serializers.CharField(allow_null=True), "attempts": serializers.IntegerField(),
+    "created_at": serializers.DateTimeField(), "sent_at": serializers.DateTimeField(allow_null=True),
+    "delivered_at": serializers.DateTimeField(allow_null=True), "read_at": serializers.DateTimeField(allow_null=True),
+})
+
+
+def _sha256(upload):
+    digest = hashlib.sha256()
+    for chunk in upload.chunks():
+        digest.update(chunk)
+    upload.seek(0)
+    return f"sha256:{digest.hexdigest()}"
+
+
+def _idempotency_key(request):
+    key = (request.headers.get("Idempotency-Key") or "").strip() or None
+    if key and len(key) > 240:  # a batch's messages store it with "#<index>" after it, in 255 characters
+        raise DomainError(MessagingError.INVALID_IDEMPOTENCY_KEY, "Idempotency-Key holds at most 240 characters.")
+    return key
+
+
+def _contact_filter(value):
+    """?contact=: a contact's id, or a phone number written with its "+" (the messages to and from it)."""
+    from django import forms
+    from django.db.models import Q
+
+    from accounts.forms import normalize_phone
+
+    value = value.strip()
+    if value.isdigit():
+        return Q(contact_id=int(value))
+    try:
+        phone = normalize_phone(value)
+    except forms.ValidationError:
+        raise DomainError(MessagingError.INVALID_CONTACT, f"'{value}' is neither a contact id nor a +phone number.")
+    return Q(to_phone=phone) | Q(from_phone=phone)
+
+
+class MessageListView(APIView):
+    permission_classes = [permissions.IsAuthenticated, HasActiveTenant, CanWrite]
+    parser_classes = [parsers.JSONParser, parsers.MultiPartParser, parsers.FormParser]
+
+    @extend_schema(tags=TAGS, operation_id="messages_list", parameters=[
+        OpenApiParameter("session", str, description="Only this session's messages (its name)."),
+        OpenApiParameter("direction", str, enum=M.Direction.values),
+        OpenApiParameter("status", str, enum=M.Status.values),
+        OpenApiParameter("contact", str, description="A contact's id, or a phone number with its + "
+                         "(+14155550123): the messages to and from it."),
+        OpenApiParameter("page", int),
+        OpenApiParameter("limit", int),
+    ], responses=MessageSerializer)
+    def get(self, request):
+        """The tenant's messages, newest first."""
+        messages = Message.objects.select_related("session")
+        params = request.query_params
+        if params.get("session"):
+            messages = messages.filter(session__name=params["session"])
+        for field, allowed in (("direction", M.Direction.values), ("status", M.Status.values)):
+            wanted = params.get(field)
+            if wanted:
+                if wanted not in allowed:
+                    raise DomainError(MessagingError(f"invalid_{field}"), f"Unknown {field} '{wanted}'.",
+                                      {"allowed": allowed})
+                messages = messages.filter(**{field: wanted})
+        if params.get("contact"):
+            messages = messages.filter(_contact_filter(params["contact"]))
+        paginator = PageLimitPagination()
+        page = paginator.paginate_queryset(messages, request, view=self)
+        return paginator.get_paginated_response([message_payload(m) for m in page])
+
+    @extend_schema(tags=TAGS, operation_id="messages_send", request=SendMessageSerializer, parameters=[
+        OpenApiParameter("Idempotency-Key", str, OpenApiParameter.HEADER,
+                         description="Send the same request again with the same key to get the same message."),
+    ], responses={202: MessageSerializer, 200: MessageSerializer})
+    def post(self, request):
+        """Queue a message: 202 {id, status: "queued"}, then follow it to sent, delivered, read or failed.
+        JSON, or multipart/form-data with the media as `file`. Codes: 404 not_found (session); 409
+        session_not_connected (details.status); 400 validation_error, unsupported_type (details.supported),
+        missing_text, text_too_long, caption_too_long, unexpected_caption, unexpected_media, missing_media,
+        media_url_and_file, invalid_media_url, media_url_forbidden (private address), empty_media,
+        invalid_location, invalid_contact, missing_reaction, invalid_reaction, missing_reply_to, invalid_reply_to,
+        unknown_reply_to, invalid_recipient, blocked_recipient; 413 media_too_large; 415 unsupported_media_type;
+        422 media_unreachable (details.reason: DNS, connection refused, timeout, HTTP status); 409
+        idempotency_conflict (the key was used with another body or file); a replay with the same key and body
+        answers 200 with the first message."""
+        serializer = SendMessageSerializer(data=request.data)
+        if not serializer.is_valid():
+            raise exceptions.ValidationError(serializer.errors)
+        key = _idempotency_key(request)
+        body = {k: request.data.get(k) for k in messaging.message_types.REQUEST_FIELDS}
+        body["file"] = _sha256(request.FILES["file"]) if "file" in request.FILES else None
+        message, created = messaging.queue_message(request._request.tenant, body=body, files=request.FILES,
+                                                   idempotency_key=key)
+        response = Response(message_payload(message),
+                            status=status.HTTP_202_ACCEPTED if created else status.HTTP_200_OK)
+        if not created:
+            response["Idempotent-Replayed"] = "true"
+        return response
+
+
+class SendBatchSerializer(serializers.Serializer):
+    messages = SendMessageSerializer(many=True, help_text=f"1 to {messaging.BATCH_MAX} messages, each as for POST "
+                                                          "/api/v1/messages (media by media_url: no uploads here).")
+
+
+def _check_shape(body):
+    """One message of a batch, checked as POST /api/v1/messages checks a request's fields."""
+    if body.get("file") is not None:
+        raise DomainError(MessagingError.UNEXPECTED_FILE,
+                          "A batch takes media by media_url; upload files one message at a time.")
+    serializer = SendMessageSerializer(data=body)
+    if not serializer.is_valid():
+        raise DomainError(CommonError.VALIDATION_ERROR, first_message(serializer.errors), serializer.errors)
+
+
+class MessageBatchView(APIView):
+    permission_classes = [permissions.IsAuthenticated, HasActiveTenant, CanWrite]
+    parser_classes = [parsers.JSONParser]
+
+    @extend_schema(tags=TAGS, operation_id="messages_send_batch", request=SendBatchSerializer, parameters=[
+        OpenApiParameter("Idempotency-Key", str, OpenApiParameter.HEADER,
+                         description="Send the same batch again with the same key to get the same messages."),
+    ], responses={202: inline_serializer("MessageBatch", {"messages": type(MessageSerializer)(many=True)})})
+    def post(self, request):
+        """Queue up to 100 messages at once (a campaign, a burst): 202 {messages: [{id, status: "queued"}, …]} in
+        the order sent. All or nothing: when any message is invalid nothing is queued and the answer is 400 (or
+        the one status every error shares: 404, 409 …) invalid_messages with details.errors = [{index, status,
+        code, message, details}] for every invalid message. 400 missing_messages, batch_too_large (details.max),
+        batch_over_rate_limit; 429 rate_limited counts every message of the batch; 409 idempotency_conflict."""
+        bodies = request.data.get("messages") if isinstance(request.data, dict) else None
+        key = _idempotency_key(request)
+        messages, created = messaging.queue_messages(request._request.tenant, bodies=bodies, idempotency_key=key,
+                                                     check=_check_shape)
+        response = Response({"messages": [message_payload(m) for m in messages]},
+                            status=status.HTTP_202_ACCEPTED if created else status.HTTP_200_OK)
+        if not created:
+            response["Idempotent-Replayed"] = "true"
+        return response
+
+
+class MessageDetailView(APIView):
+    permission_classes = [permissions.IsAuthenticated, HasActiveTenant]
+
+    @extend_schema(tags=TAGS, parameters=[OpenApiParameter("id", int, OpenApiParameter.PATH)],
+                   responses=MessageSerializer)
+    def get(self, request, pk):
+        message = Message.objects.select_related("session").filter(pk=pk).first()
+        if message is None:
+            raise exceptions.NotFound("No such message.")
+        return Response(message_payload(message))
+
+
+class MessageMediaView(APIView):
+    permission_classes = [permissions.IsAuthenticated, HasActiveTenant]
+
+    @extend_schema(tags=TAGS, operation_id="messages_media", parameters=[
+        OpenApiParameter("id", int, OpenApiParameter.PATH)],
+        responses={(200, "application/octet-stream"): bytes})
+    def get(self, request, pk):
+        """The message's stored media file (sent or received), with its Content-Type, as an attachment.
+        404 not_found when the message is not this tenant's, has no stored media, or the file is gone."""
+        message = Message.objects.filter(pk=pk).exclude(media_file="").first()
+        if message is None:
+            raise exceptions.NotFound("This message has no stored media.")
+        try:
+            handle = open(media.absolute_path(message.media_file), "rb")
+        except (OSError, ValueError):
+            raise exceptions.NotFound("This message's media file is missing.") from None
+        extension = os.path.splitext(message.media_file)[1]
+        response = FileResponse(handle, as_attachment=True,
+                                filename=message.media_filename or f"message-{message.pk}{extension}",
+                                content_type=message.media_mimetype or "application/octet-stream")
+        response["X-Content-Type-Options"] = "nosniff"
+        return response
+
+
+urlpatterns = [
+    path("messages", MessageListView.as_view(), name="api_messages"),
+    path("messages/batch", MessageBatchView.as_view(), name="api_messages_batch"),
+    path("messages/<int:pk>", MessageDetailView.as_view(), name="api_message"),
+    path("messages/<int:pk>/media", MessageMediaView.as_view(), name="api_message_media"),
+]

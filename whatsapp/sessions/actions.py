@@ -1,0 +1,174 @@
+"""State changes of WhatsApp sessions, called by the API and pages with the tenant's schema active.
+
+The session host does the talking to WhatsApp; these only record what the tenant wants (should_run) and
+hand the session to a host through its lease.
+"""
+import re
+
+from django.conf import settings
+from django.db import connection, transaction
+
+from accounts import audit
+from billing import entitlements
+from core.errors import DomainError
+from whatsapp.host import commands, leases
+from whatsapp.models import SessionActivity, WhatsAppSession
+
+from . import events
+from .errors import SessionError
+
+NAME_RE = re.compile(r"^[a-zA-Z0-9_-]{1,64}$")
+
+
+def _announce_on_commit(session_id):
+    """Open pages learn about changes made here; changes made on a host are announced by the host."""
+    schema_name = connection.schema_name
+    transaction.on_commit(lambda: events.announce(schema_name, session_id))
+
+
+def count_sessions(tenant):
+    """Plan usage counter for max_sessions (registered with billing.entitlements by WhatsappConfig.ready)."""
+    from django_tenants.utils import tenant_context
+
+    with tenant_context(tenant):
+        return WhatsAppSession.objects.count()
+
+
+def _global_limit_reached():
+    from whatsapp.host.models import SessionLease
+
+    limit = settings.WHATSAPP_MAX_SESSIONS
+    return limit >= 0 and SessionLease.objects.count() >= limit
+
+
+def create_session(tenant, *, acting_user, name, label=""):
+    name = (name or "").strip()
+    if not NAME_RE.match(name):
+        raise DomainError(SessionError.INVALID_NAME, "Session names use 1–64 letters, digits, '-' or '_'.")
+    entitlements.require_write(tenant)
+    entitlements.require_within_limit(tenant, "max_sessions")
+    with transaction.atomic():
+        if WhatsAppSession.objects.filter(name=name).exists():
+            raise DomainError(SessionError.DUPLICATE_NAME, f"A session named '{name}' already exists.")
+        session = WhatsAppSession.objects.create(name=name, label=(label or "").strip()[:120])
+        SessionActivity.objects.create(session=session, kind=SessionActivity.Kind.CREATED,
+                                       message=f"Created by {acting_user.email}" if acting_user else "Created")
+        audit.record("whatsapp.session_created", actor=acting_user, target=session, after={"name": name},
+                     tenant=tenant)
+        _announce_on_commit(session.pk)
+    return session
+
+
+def start_session(tenant, session, *, acting_user, by_qr=False):
+    """The tenant wants it running: a host claims its lease within a heartbeat and starts the client.
+    With `by_qr`, a session last linked by phone number shows a QR code this time (the host pairs by code
+    whenever pairing_phone is set)."""
+    entitlements.require_write(tenant)
+    if session.should_run and session.status not in (WhatsAppSession.Status.ERROR,
+                                                      WhatsAppSession.Status.LOGGED_OUT,
+                                                      WhatsAppSession.Status.STOPPED):
+        raise DomainError(SessionError.ALREADY_RUNNING, "This session is already running.", {"status": session.status})
+    if _global_limit_reached():
+        raise DomainError(SessionError.CAPACITY_REACHED,
+                          "This installation runs its maximum number of sessions; try later "
+                          "or ask the operator to raise WHATSAPP_MAX_SESSIONS.")
+    with transaction.atomic():
+        WhatsAppSession.objects.filter(pk=session.pk).update(
+            should_run=True, status=WhatsAppSession.Status.STARTING, status_detail="Waiting for a session host…",
+            **({"pairing_phone": ""} if by_qr else {}))
+        schema_name, session_id = connection.schema_name, session.pk
+        transaction.on_commit(lambda: leases.want_running(schema_name, session_id))
+        transaction.on_commit(commands.wake_hosts)
+        _announce_on_commit(session_id)
+    session.refresh_from_db()
+    return session
+
+
+def stop_session(tenant, session, *, acting_user):
+    with transaction.atomic():
+        WhatsAppSession.objects.filter(pk=session.pk).update(
+            should_run=False, status=WhatsAppSession.Status.STOPPED, status_detail="Stopped.",
+            qr_code="", qr_expires_at=None, pair_code="")
+        SessionActivity.objects.create(session=session, kind=SessionActivity.Kind.STOPPED,
+                                       message=f"Stopped by {acting_user.email}" if acting_user else "Stopped")
+        schema_name, session_id = connection.schema_name, session.pk
+        transaction.on_commit(lambda: leases.want_stopped(schema_name, session_id))
+        _announce_on_commit(session_id)
+    session.refresh_from_db()
+    return session
+
+
+def _running_on_a_host(session):
+    return commands.holder(connection.schema_name, session.pk) is not None
+
+
+def restart_session(tenant, session, *, acting_user):
+    """Restart the client where it runs; a session that is not running is started."""
+    entitlements.require_write(tenant)
+    if not _running_on_a_host(session):
+        if session.should_run:  # wanted but not (yet) claimed: make sure a host looks now
+            commands.wake_hosts()
+            return session
+        return start_session(tenant, session, acting_user=acting_user)
+    SessionActivity.objects.create(session=session, kind=SessionActivity.Kind.RESTARTED,
+                                   message=f"Restart requested by {acting_user.email}" if acting_user else "Restart")
+    commands.send(connection.schema_name, session.pk, "restart")
+    return session
+
+
+def link_with_phone(tenant, session, *, acting_user, phone):
+    """Pair by an 8-character code typed on the phone instead of scanning a QR code."""
+    from django import forms
+
+    from accounts.forms import normalize_phone
+
+    try:
+        phone = normalize_phone(phone)
+    except forms.ValidationError as exc:
+        raise DomainError(SessionError.INVALID_PHONE, exc.messages[0])
+    entitlements.require_write(tenant)
+    if session.is_linked:
+        raise DomainError(SessionError.ALREADY_LINKED, "This session is already linked to a phone; log it out first.")
+    WhatsAppSession.objects.filter(pk=session.pk).update(pairing_phone=phone)
+    session.pairing_phone = phone
+    if _running_on_a_host(session):
+        commands.send(connection.schema_name, session.pk, "pairing_code", phone=phone)
+        return session
+    if session.should_run:
+        WhatsAppSession.objects.filter(pk=session.pk).update(should_run=False)
+        session.should_run = False
+    return start_session(tenant, session, acting_user=acting_user)
+
+
+def logout_session(tenant, session, *, acting_user):
+    """Unlink the device on WhatsApp's side. A session that is not running is forgotten here; the phone then
+    shows the device until WhatsApp drops it (or the user removes it under Linked devices)."""
+    if _running_on_a_host(session):
+        commands.send(connection.schema_name, session.pk, "logout")
+        return session
+    with transaction.atomic():
+        WhatsAppSession.objects.filter(pk=session.pk).update(
+            should_run=False, status=WhatsAppSession.Status.LOGGED_OUT, jid_user="", jid_device=0,
+            qr_code="", qr_expires_at=None, pair_code="", pairing_phone="",
+            status_detail="Logged out. Start the session and scan again to relink.")
+        SessionActivity.objects.create(session=session, kind=SessionActivity.Kind.LOGGED_OUT,
+                                       message=f"Logged out by {acting_user.email}" if acting_user else "Logged out")
+        schema_name, session_id = connection.schema_name, session.pk
+        transaction.on_commit(lambda: leases.want_stopped(schema_name, session_id))
+        _announce_on_commit(session_id)
+    session.refresh_from_db()
+    return session
+
+
+def delete_session(tenant, session, *, acting_user):
+    """Delete the session and its activity; a running, linked client is logged out first."""
+    if _running_on_a_host(session) and session.is_linked:
+        commands.send(connection.schema_name, session.pk, "logout")
+    with transaction.atomic():
+        schema_name, session_id = connection.schema_name, session.pk
+        audit.record("whatsapp.session_deleted", actor=acting_user, target=session,
+                     before={"name": session.name, "phone": session.phone}, tenant=tenant)
+        name = session.name
+        session.delete()
+        transaction.on_commit(lambda: leases.want_stopped(schema_name, session_id))
+        transaction.on_commit(lambda: events.announce_deleted(schema_name, session_id, name))

@@ -1,0 +1,432 @@
+"""Sessions over the API: /api/v1/sessions… and, with the simulator, /api/v1/test-helpers/sessions/{name}/….
+
+The tenant comes from the principal (API key or logged-in user) and the request runs in its schema, so a session
+name only ever finds the caller's own sessions: another tenant's name is a 404 like an unknown one.
+Roles: any member may read, start, restart and link a session; creating, deleting and logging out (which unlinks
+the phone) are for owners and admins. Writes that need a paying tenant (create, start, restart, pairing code)
+answer 402 payment_required while it is read-only; delete and logout stay possible, as taking things away is.
+"""
+import base64
+import binascii
+import time
+
+from django.conf import settings
+from django.db import connection
+from django.urls import path
+from drf_spectacular.openapi import AutoSchema
+from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema
+from rest_framework import exceptions, permissions, status
+from rest_framework.response import Response
+from rest_framework.views import APIView
+
+from accounts.api import CanWrite, HasActiveTenant, require_owner_or_admin
+from core.api import PageLimitPagination
+from core.errors import DomainError
+from whatsapp.host import commands
+from whatsapp.models import SessionActivity, WhatsAppSession
+
+from . import actions
+from .errors import SessionError
+from .qr import qr_svg
+from .serializers import (
+    PairingCodeSerializer,
+    QrCodeSerializer,
+    SessionActivitySerializer,
+    SessionCreateSerializer,
+    SessionStartSerializer,
+    SimulatedInboundSerializer,
+    SimulatedScanSerializer,
+    WhatsAppSessionSerializer,
+)
+
+S = WhatsAppSession.Status
+ACTIVITY_DEFAULT_LIMIT, ACTIVITY_MAX_LIMIT = 50, 200
+PAIR_CODE_WAIT_SECONDS, PAIR_CODE_POLL_SECONDS = 5.0, 0.25
+TAGS = ["sessions"]
+
+
+def _session(name):
+    session = WhatsAppSession.objects.filter(name=name).first()
+    if session is None:
+        raise exceptions.NotFound(f"No session named '{name}'.")
+    return session
+
+
+def _payload(session):
+    return WhatsAppSessionSerializer(session).data
+
+
+def _validated(serializer_class, data):
+    serializer = serializer_class(data=data)
+    serializer.is_valid(raise_exception=True)
+    return serializer.validated_data
+
+
+def _tenant(request):
+    return request._request.tenant
+
+
+def _is_running(session):
+    # The rule of actions.start_session: wanted running and not in a state that needs a new start.
+    return session.should_run and session.status not in (S.ERROR, S.LOGGED_OUT, S.STOPPED)
+
+
+class SessionApiView(APIView):
+    permission_classes = [permissions.IsAuthenticated, HasActiveTenant]
+
+
+class SessionWriteView(SessionApiView):
+    """POSTs here need a paying tenant (402 payment_required while read-only)."""
+
+    permission_classes = [*SessionApiView.permission_classes, CanWrite]
+
+
+NAME_PARAMETER = OpenApiParameter("name", str, OpenApiParameter.PATH, description="The session's name.")
+
+
+class SessionListView(SessionWriteView):
+    @extend_schema(
+        tags=TAGS,
+        parameters=[
+            OpenApiParameter("status", str, enum=S.values, description="Only sessions in this status."),
+            OpenApiParameter("page", int),
+            OpenApiParameter("limit", int),
+        ],
+        responses=WhatsAppSessionSerializer(many=True),
+    )
+    def get(self, request):
+        """The tenant's sessions, oldest first."""
+        sessions = WhatsAppSession.objects.all()
+        wanted = request.query_params.get("status")
+        if wanted:
+            if wanted not in S.values:
+                raise DomainError(SessionError.INVALID_STATUS, f"Unknown status '{wanted}'.", {"allowed": S.values})
+            sessions = sessions.filter(status=wanted)
+        paginator = PageLimitPagination()
+        page = paginator.paginate_queryset(sessions, request, view=self)
+        return paginator.get_paginated_response(WhatsAppSessionSerializer(page, many=True).data)
+
+    @extend_schema(tags=TAGS, request=SessionCreateSerializer, responses={201: WhatsAppSessionSerializer})
+    def post(self, request):
+        """Create a session (owner or admin), within the plan's session limit: 402 plan_limit_reached at the
+        limit, 409 duplicate_name, 400 invalid_name."""
+        require_owner_or_admin(request, "create sessions")
+        serializer = SessionCreateSerializer(data=request.data)
+        if not serializer.is_valid():
+            if "name" in serializer.errors:
+                raise DomainError(SessionError.INVALID_NAME, "Session names use 1–64 letters, digits, '-' or '_'.",
+                                  serializer.errors)
+            raise exceptions.ValidationError(serializer.errors)
+        session = actions.create_session(_tenant(request), acting_user=request.user,
+                                         name=serializer.validated_data["name"],
+                                         label=serializer.validated_data["label"])
+        return Response(_payload(session), status=status.HTTP_201_CREATED)
+
+
+class SessionDetailView(SessionApiView):
+    @extend_schema(tags=TAGS, parameters=[NAME_PARAMETER], responses=WhatsAppSessionSerializer)
+    def get(self, request, name):
+        return Response(_payload(_session(name)))
+
+    @extend_schema(tags=TAGS, parameters=[NAME_PARAMETER], responses={204: None})
+    def delete(self, request, name):
+        """Delete the session and its activity (owner or admin); a linked, running one is logged out first."""
+        session = _session(name)
+        require_owner_or_admin(request, "delete sessions")
+        actions.delete_session(_tenant(request), session, acting_user=request.user)
+        return Response(status=status.HTTP_204_NO_CONTENT)
+
+
+class SessionStartView(SessionWriteView):
+    @extend_schema(tags=TAGS, parameters=[NAME_PARAMETER], request=SessionStartSerializer,
+                   responses={202: WhatsAppSessionSerializer})
+    def post(self, request, name):
+        """Start the session: a session host picks it up within seconds and shows a QR code (or, with
+        use_pairing_code, a pairing code for `phone`). 409 already_running; 400 invalid_phone."""
+        session = _session(name)
+        data = _validated(SessionStartSerializer, request.data)
+        use_pairing_code = data["use_pairing_code"]
+        if use_pairing_code is None:
+            use_pairing_code = settings.WHATSAPP_USE_PAIRING_CODE
+        tenant = _tenant(request)
+        if use_pairing_code:
+            if _is_running(session):  # link_with_phone would switch a running session to a code instead
+                raise DomainError(SessionError.ALREADY_RUNNING, "This session is already running.",
+                                  {"status": session.status})
+            session = actions.link_with_phone(tenant, session, acting_user=request.user, phone=data["phone"])
+        else:
+            session = actions.start_session(tenant, session, acting_user=request.user, by_qr=True)
+        session.refresh_from_db()
+        return Response(_payload(session), status=status.HTTP_202_ACCEPTED)
+
+
+class SessionRestartView(SessionWriteView):
+    @extend_schema(tags=TAGS, parameters=[NAME_PARAMETER], request=None, responses={202: WhatsAppSessionSerializer})
+    def post(self, request, name):
+        """Restart the client where it runs (a linked session resumes without a scan); a stopped one starts."""
+        session = actions.restart_session(_tenant(request), _session(name), acting_user=request.user)
+        session.refresh_from_db()
+        return Response(_payload(session), status=status.HTTP_202_ACCEPTED)
+
+
+class SessionLogoutView(SessionApiView):
+    @extend_schema(tags=TAGS, parameters=[NAME_PARAMETER], request=None, responses={202: WhatsAppSessionSerializer})
+    def post(self, request, name):
+        """Unlink the phone (owner or admin). Relinking needs a new scan or pairing code."""
+        session = _session(name)
+        require_owner_or_admin(request, "log sessions out")
+        session = actions.logout_session(_tenant(request), session, acting_user=request.user)
+        session.refresh_from_db()
+        return Response(_payload(session), status=status.HTTP_202_ACCEPTED)
+
+
+NO_QR_MESSAGES = {
+    S.NEW: "This session is not started; start it to get a QR code.",
+    S.STARTING: "The session is starting; the QR code follows in a moment.",
+    S.PAIRING: "This session is linking with a pairing code, not a QR code.",
+    S.CONNECTED: "This session is already linked and connected.",
+    S.RECONNECTING: "This session is linked and reconnecting; it needs no QR code.",
+}
+
+
+class SessionQrView(SessionApiView):
+    @extend_schema(tags=TAGS, parameters=[NAME_PARAMETER], responses={
+        200: QrCodeSerializer,
+        409: OpenApiResponse(description="no_qr: no QR code is waiting for a scan (details.status says why)."),
+    })
+    def get(self, request, name):
+        """The QR code waiting for a scan. It rotates: fetch it again after expires_at."""
+        session = _session(name)
+        if session.status != S.QR or not session.qr_code:
+            message = NO_QR_MESSAGES.get(session.status, "No QR code is waiting for a scan; start the session.")
+            raise DomainError(SessionError.NO_QR,
+                              message, {"status": session.status, "status_detail": session.status_detail})
+        return Response({"qr": session.qr_code, "svg": qr_svg(session.qr_code), "expires_at": session.qr_expires_at})
+
+
+def _pause(seconds):
+    time.sleep(seconds)
+
+
+def _wait_for_pair_code(session, previous_code, seconds):
+    """The host reports the code a moment later (from another process): poll the row briefly for it."""
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        session.refresh_from_db()
+        if session.pair_code and session.pair_code != previous_code:
+            break
+        if session.status in (S.ERROR, S.STOPPED, S.LOGGED_OUT, S.CONNECTED):
+            break
+        _pause(PAIR_CODE_POLL_SECONDS)
+    session.refresh_from_db()
+    return session
+
+
+class SessionPairingCodeView(SessionWriteView):
+    @extend_schema(tags=TAGS, parameters=[NAME_PARAMETER], request=PairingCodeSerializer,
+                   responses={202: WhatsAppSessionSerializer})
+    def post(self, request, name):
+        """Link by phone number: WhatsApp issues an 8-character code to type on the phone (WhatsApp → Linked
+        devices → Link with phone number). A stopped session is started. The code comes in pair_code, in this
+        answer when it arrives within a few seconds, else in the session's payload (GET) and live page.
+        400 invalid_phone; 409 already_linked."""
+        session = _session(name)
+        data = _validated(PairingCodeSerializer, request.data)
+        previous_code = session.pair_code
+        session = actions.link_with_phone(_tenant(request), session, acting_user=request.user, phone=data["phone"])
+        session = _wait_for_pair_code(session, previous_code, PAIR_CODE_WAIT_SECONDS if data["wait"] else 0)
+        return Response(_payload(session), status=status.HTTP_202_ACCEPTED)
+
+
+class SessionActivityView(SessionApiView):
+    @extend_schema(tags=TAGS, parameters=[
+        NAME_PARAMETER,
+        OpenApiParameter("limit", int, description=f"Default {ACTIVITY_DEFAULT_LIMIT}, at most {ACTIVITY_MAX_LIMIT}."),
+    ], responses=SessionActivitySerializer(many=True))
+    def get(self, request, name):
+        """What happened to the session (QR issued, connected, disconnected, reconnecting, logged out, errors),
+        newest first."""
+        session = _session(name)
+        raw = request.query_params.get("limit")
+        limit = ACTIVITY_DEFAULT_LIMIT
+        if raw not in (None, ""):
+            try:
+                limit = int(raw)
+            except ValueError:
+                limit = 0
+            if limit < 1:
+                raise DomainError(SessionError.INVALID_LIMIT,
+                                  f"limit must be a whole number from 1 to {ACTIVITY_MAX_LIMIT}.")
+            limit = min(limit, ACTIVITY_MAX_LIMIT)
+        rows = SessionActivity.objects.filter(session=session).order_by("-created_at", "-id")[:limit]
+        return Response(SessionActivitySerializer(rows, many=True).data)
+
+
+# --- simulator test helpers ---------------------------------------------------------------------------------------
+
+
+def _simulator_active():
+    return settings.WHATSAPP_PROVIDER == "simulator"
+
+
+class SimulatorOnlySchema(AutoSchema):
+    def is_excluded(self):
+        return not _simulator_active() or super().is_excluded()
+
+
+class SimulatorControlView(SessionApiView):
+    """What WhatsApp's side does (a scan, an inbound message, a dropped connection, a logout on the phone),
+    on demand, for demos and tests. Mounted always, answered only while WHATSAPP_PROVIDER=simulator (decided per
+    request, so a settings change applies at once): with any other provider these URLs are 404 like unknown ones.
+    The control runs on the host that runs the session: 409 session_not_running when none does."""
+
+    schema = SimulatorOnlySchema()
+    command = None  # what the host does (whatsapp.host.commands.ACTIONS)
+    request_serializer = None
+
+    def initial(self, request, *args, **kwargs):
+        if not _simulator_active():
+            raise exceptions.NotFound()
+        super().initial(request, *args, **kwargs)
+
+    def command_kwargs(self, data):
+        """The command's arguments from the validated body; 400 for what the simulator would refuse."""
+        return {}
+
+    def check_state(self, session, kwargs):
+        """Refuse at once what the simulator would refuse later on the host (where nobody would see it)."""
+
+    def post(self, request, name):
+        session = _session(name)
+        kwargs = self.command_kwargs(_validated(self.request_serializer, request.data)
+                                     if self.request_serializer else {})
+        if commands.holder(connection.schema_name, session.pk) is None:
+            raise DomainError(SessionError.SESSION_NOT_RUNNING,
+                              "This session is not running on any host; start it first.",
+                              {"status": session.status})
+        self.check_state(session, kwargs)
+        commands.send(connection.schema_name, session.pk, self.command, **kwargs)
+        return Response(_payload(session), status=status.HTTP_202_ACCEPTED)
+
+
+def _phone(value):
+    from django import forms
+
+    from accounts.forms import normalize_phone
+
+    try:
+        return normalize_phone(value)
+    except forms.ValidationError as exc:
+        raise DomainError(SessionError.INVALID_PHONE, exc.messages[0])
+
+
+def _refuse_unless(condition, code, message, session):
+    if not condition:
+        raise DomainError(code, message, {"status": session.status})
+
+
+SIMULATOR_TAGS = ["test helpers (simulator)"]
+
+
+class SimulateScanView(SimulatorControlView):
+    command = "simulate_scan"
+    request_serializer = SimulatedScanSerializer
+
+    def command_kwargs(self, data):
+        return {"phone": _phone(data["phone"]), "push_name": data["push_name"]}
+
+    def check_state(self, session, kwargs):
+        _refuse_unless(session.status in (S.QR, S.PAIRING), SessionError.NOT_PAIRING,
+                       "No QR code or pairing code is waiting for a scan.", session)
+        _refuse_unless(session.status != S.PAIRING or not session.pairing_phone
+                       or kwargs["phone"] == session.pairing_phone,
+                       SessionError.WRONG_PHONE, f"The pairing code was issued for {session.pairing_phone}.", session)
+
+    @extend_schema(tags=SIMULATOR_TAGS, parameters=[NAME_PARAMETER], request=SimulatedScanSerializer,
+                   responses={202: WhatsAppSessionSerializer})
+    def post(self, request, name):
+        """The phone scans the QR code (or enters the pairing code): the session links to `phone`."""
+        return super().post(request, name)
+
+
+class SimulateInboundView(SimulatorControlView):
+    command = "simulate_inbound"
+    request_serializer = SimulatedInboundSerializer
+
+    def command_kwargs(self, data):
+        kind = data["type"]
+        kwargs = {"from_phone": _phone(data["from"]), "text": data["text"], "type": kind}
+        if kind == "text" and not data["text"].strip():
+            raise DomainError(SessionError.MISSING_TEXT, "A text message needs a non-empty 'text'.")
+        if kind == "location":
+            if data.get("latitude") is None or data.get("longitude") is None:
+                raise DomainError(SessionError.INVALID_LOCATION, "A location needs 'latitude' and 'longitude'.")
+            kwargs.update(latitude=data["latitude"], longitude=data["longitude"])
+        elif kind != "text":
+            try:
+                media = base64.b64decode(data["media"], validate=True)
+            except (binascii.Error, ValueError):
+                media = b""
+            if not media:
+                raise DomainError(SessionError.MISSING_MEDIA,
+                                  f"An inbound {kind} needs 'media': the file, base64-encoded.")
+            # base64 text, not bytes: the command crosses the broker as JSON
+            kwargs.update(media=data["media"], mimetype=data["mimetype"], filename=data["filename"],
+                          caption=data["caption"])
+        return kwargs
+
+    def check_state(self, session, kwargs):
+        _refuse_unless(session.status == S.CONNECTED, SessionError.NOT_CONNECTED, "The session is not connected.",
+                       session)
+
+    @extend_schema(tags=SIMULATOR_TAGS, parameters=[NAME_PARAMETER], request=SimulatedInboundSerializer,
+                   responses={202: WhatsAppSessionSerializer})
+    def post(self, request, name):
+        """A contact sends the linked number a message: text (default), a media file (base64 `media`) or a
+        location."""
+        return super().post(request, name)
+
+
+class SimulateDisconnectView(SimulatorControlView):
+    command = "simulate_disconnect"
+
+    def check_state(self, session, kwargs):
+        _refuse_unless(session.status == S.CONNECTED, SessionError.NOT_CONNECTED, "The session is not connected.",
+                       session)
+
+    @extend_schema(tags=SIMULATOR_TAGS, parameters=[NAME_PARAMETER], request=None,
+                   responses={202: WhatsAppSessionSerializer})
+    def post(self, request, name):
+        """The connection drops; the session reconnects by itself."""
+        return super().post(request, name)
+
+
+class SimulateLogoutView(SimulatorControlView):
+    command = "simulate_logout"
+
+    def check_state(self, session, kwargs):
+        _refuse_unless(session.is_linked, SessionError.NOT_LINKED, "The session is not linked to a phone.", session)
+
+    @extend_schema(tags=SIMULATOR_TAGS, parameters=[NAME_PARAMETER], request=None,
+                   responses={202: WhatsAppSessionSerializer})
+    def post(self, request, name):
+        """The device is removed under Linked devices on the phone: the session is logged out."""
+        return super().post(request, name)
+
+
+# Included under /api/v1/ by config/urls.py.
+urlpatterns = [
+    path("sessions", SessionListView.as_view(), name="api_sessions"),
+    path("sessions/<str:name>", SessionDetailView.as_view(), name="api_session"),
+    path("sessions/<str:name>/start", SessionStartView.as_view(), name="api_session_start"),
+    path("sessions/<str:name>/restart", SessionRestartView.as_view(), name="api_session_restart"),
+    path("sessions/<str:name>/logout", SessionLogoutView.as_view(), name="api_session_logout"),
+    path("sessions/<str:name>/qr", SessionQrView.as_view(), name="api_session_qr"),
+    path("sessions/<str:name>/pairing-code", SessionPairingCodeView.as_view(), name="api_session_pairing_code"),
+    path("sessions/<str:name>/activity", SessionActivityView.as_view(), name="api_session_activity"),
+    path("test-helpers/sessions/<str:name>/scan", SimulateScanView.as_view(), name="api_simulate_scan"),
+    path("test-helpers/sessions/<str:name>/inbound", SimulateInboundView.as_view(), name="api_simulate_inbound"),
+    path("test-helpers/sessions/<str:name>/disconnect", SimulateDisconnectView.as_view(),
+         name="api_simulate_disconnect"),
+    path("test-helpers/sessions/<str:name>/logout", SimulateLogoutView.as_view(), name="api_simulate_logout"),
+]

@@ -1,0 +1,58 @@
+"""Where a tenant wants events POSTed, and every delivery of every event (tenant schema)."""
+from django.core.serializers.json import DjangoJSONEncoder
+from django.db import models
+from django.utils import timezone
+
+
+class WebhookEndpoint(models.Model):
+    """Where a tenant wants events POSTed (whatsapp.webhooks). The signing secret is kept encrypted (Fernet, key
+    derived from WEBHOOK_ENCRYPTION_KEY or SECRET_KEY) and shown once, when the endpoint is created."""
+
+    url = models.URLField(max_length=2000)
+    description = models.CharField(max_length=200, blank=True)
+    events = models.JSONField(default=list, help_text="Event names this endpoint receives.")
+    secret_encrypted = models.TextField(help_text="The whsec_ secret, Fernet-encrypted.")
+    enabled = models.BooleanField(default=True)
+    disabled_reason = models.CharField(max_length=500, blank=True)
+    disabled_at = models.DateTimeField(null=True, blank=True)
+    created_at = models.DateTimeField(default=timezone.now)
+
+    class Meta:
+        ordering = ["created_at", "id"]
+
+    def __str__(self):
+        return self.url
+
+
+class WebhookDelivery(models.Model):
+    """One event for one endpoint: stored first, then attempted on commit and on the retry schedule by the
+    sweeper (next_attempt_at), until it succeeds or is dead-lettered. `attempt_log` keeps every attempt."""
+
+    class Status(models.TextChoices):
+        PENDING = "pending", "Pending"
+        SUCCEEDED = "succeeded", "Succeeded"
+        FAILED = "failed", "Failed, will retry"
+        DEAD = "dead", "Dead (no more retries)"
+
+    endpoint = models.ForeignKey(WebhookEndpoint, on_delete=models.CASCADE, related_name="deliveries")
+    event_type = models.CharField(max_length=40)
+    payload = models.JSONField(encoder=DjangoJSONEncoder)
+    webhook_id = models.CharField(max_length=40, unique=True,
+                                  help_text="The webhook-id header (msg_…), same on retries.")
+    status = models.CharField(max_length=20, choices=Status.choices, default=Status.PENDING)
+    attempts = models.PositiveIntegerField(default=0)
+    next_attempt_at = models.DateTimeField(null=True, blank=True)
+    last_status_code = models.PositiveIntegerField(null=True, blank=True)
+    last_error = models.CharField(max_length=500, blank=True)
+    last_duration_ms = models.PositiveIntegerField(null=True, blank=True)
+    attempt_log = models.JSONField(default=list, encoder=DjangoJSONEncoder,
+                                   help_text="[{at, status_code, duration_ms, error, response}] oldest first")
+    created_at = models.DateTimeField(default=timezone.now)
+    succeeded_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["-created_at", "-id"]
+        indexes = [models.Index(fields=["status", "next_attempt_at"], name="whatsapp_wh_due_idx")]
+
+    def __str__(self):
+        return f"{self.event_type} → {self.endpoint_id} ({self.status})"
