@@ -23,10 +23,11 @@ run: setup ## set up, then start web, worker, whatsapp and beat (Procfile) with 
 	echo "Switchboard: $$(scripts/env-get SITE_URL http://localhost:8000)  (Ctrl-C stops every process)"; \
 	exec $(VENV)/bin/honcho start -f Procfile -e var/runtime.env -p "$$port"
 
-test: ## set up venv and services, then run pytest (make test ARGS="-k foo")
+test: ## set up venv and services, then run pytest (make test ARGS="-k foo"); Redis database TEST_REDIS_DB (15)
 	@scripts/bootstrap.sh --test
 	@$(WITH_RUNTIME_ENV); \
-	export REDIS_URL="$$($(VENV)/bin/python scripts/services.py redis-db "$$REDIS_URL" 15)"; \
+	export TEST_REDIS_DB="$${TEST_REDIS_DB:-15}"; \
+	export REDIS_URL="$$($(VENV)/bin/python scripts/services.py redis-db "$$REDIS_URL" "$$TEST_REDIS_DB")"; \
 	exec $(VENV)/bin/pytest $(ARGS)
 
 bench: ## set up venv and services, then run every bench/*.py (not _*.py), or only bench/$(NAME).py

@@ -31,7 +31,9 @@ def _test_failed(request):
 def _live_redis_db():
     worker = os.environ.get("PYTEST_XDIST_WORKER", "gw0")
     index = int(worker[2:]) if worker.startswith("gw") and worker[2:].isdigit() else 0
-    return live.LIVE_REDIS_DB - index
+    db = live.LIVE_REDIS_DB - index
+    assert db >= 1, f"TEST_REDIS_DB leaves no Redis database for browser test worker {worker}: raise it"
+    return db
 
 
 def _reset_broker_connections(app):

@@ -29,9 +29,10 @@ import pytest
 from conftest import PASSWORD
 
 ROOT = Path(__file__).resolve().parent.parent
-# Databases 0 (dev) and 15 (`make test`) are taken; browser tests use 14. Under pytest-xdist each worker
-# gets its own, counting down, so parallel browser tests never share a broker or channel layer.
-LIVE_REDIS_DB = 14
+# `make test` runs the suite on Redis database TEST_REDIS_DB (15; 0 is the dev system's); browser tests use the one
+# below it, and under pytest-xdist each worker its own, counting down, so parallel browser tests never share a broker
+# or channel layer. Two suites on one Redis: give each its own TEST_REDIS_DB, far enough apart (and TEST_DATABASE_NAME).
+LIVE_REDIS_DB = int(os.environ.get("TEST_REDIS_DB", "15")) - 1
 CHROMIUM = "/usr/bin/chromium"
 CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
                  "--disable-sync", "--no-first-run"]
