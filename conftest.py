@@ -44,14 +44,30 @@ def _fast_password_hashing(request, settings):
     settings.PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
 
 
+@pytest.fixture(scope="session", autouse=True)
+def _a_cache_of_its_own(worker_id):
+    """pytest-xdist workers share one Redis: each keeps its cache entries under its own key prefix, so one worker
+    clearing its login counters never clears another's mid-test."""
+    from asgiref.local import Local
+    from django.conf import settings
+    from django.core.cache import caches
+
+    settings.CACHES["default"]["KEY_PREFIX"] = f"sb-test-{worker_id}"
+    caches._settings = None  # rebuilt from the setting on next use (what Django's setting_changed does)
+    caches.__dict__.pop("settings", None)
+    caches._connections = Local(caches.thread_critical)
+    yield
+
+
 @pytest.fixture(autouse=True)
-def _forget_login_rate_limits():
+def _forget_login_rate_limits(_a_cache_of_its_own):
     """Every test client comes from 127.0.0.1: clear allauth's per-IP counters (only those keys) in Redis."""
     from django.conf import settings
     from redis import Redis
 
     redis = Redis.from_url(settings.REDIS_URL)
-    for key in redis.scan_iter(match="*allauth:rl:*", count=500):
+    prefix = settings.CACHES["default"]["KEY_PREFIX"]
+    for key in redis.scan_iter(match=f"{prefix}:*allauth:rl:*", count=500):
         redis.delete(key)
     yield
 

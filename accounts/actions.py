@@ -6,11 +6,14 @@ from django.contrib.auth import get_user_model
 from django.db import transaction
 from django.utils import timezone
 
+from audit import actions as audit
 from core.errors import CommonError, DomainError
+from tenants import actions as tenant_actions
+from tenants import notify as tenant_notify
+from tenants.schemas import in_public_schema
 
-from . import audit
 from .errors import AccountError
-from .models import ApiKey, hash_api_key
+from .models import ApiKey, Membership, hash_api_key
 
 
 @transaction.atomic
@@ -55,3 +58,30 @@ def ensure_platform_admin(email=None, password=None):
     EmailAddress.objects.create(user=user, email=email, verified=True, primary=True)
     audit.record("user.platform_admin_created", actor=None, target=user, after={"email": email})
     return user, password
+
+
+@in_public_schema
+@transaction.atomic
+def register_business(*, user, business_name, plan, phone="", slug=None, acting_user=None):
+    """A sign-up: a pending tenant with `user` as its owner. The schema comes at approval."""
+    tenant = tenant_actions.create_pending_tenant(business_name=business_name, plan=plan, phone=phone, slug=slug,
+                                                  acting_user=acting_user or user)
+    Membership.objects.create(user=user, tenant=tenant, role=Membership.Role.OWNER)
+    return tenant
+
+
+@in_public_schema
+def create_tenant(*, acting_user, name, plan, owner_email, owner_name="", slug=None):
+    """A platform admin opens a tenant directly: it is registered and approved in one step."""
+    User = get_user_model()
+    with transaction.atomic():
+        owner = User.objects.filter(email__iexact=owner_email).first()
+        invite = owner is None
+        if invite:
+            owner = User.objects.create_user(email=owner_email, password=None, full_name=owner_name)
+        tenant = register_business(user=owner, business_name=name, plan=plan, slug=slug,
+                                   acting_user=acting_user)
+        tenant = tenant_actions.approve_tenant(tenant, acting_user=acting_user)
+        if invite:
+            transaction.on_commit(lambda: tenant_notify.owner_invited(owner, tenant))
+    return tenant

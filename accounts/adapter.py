@@ -2,6 +2,8 @@ from allauth.account.adapter import DefaultAccountAdapter
 from django.db import transaction
 from django.urls import reverse
 
+from core.tasks import send_email
+
 
 class AccountAdapter(DefaultAccountAdapter):
     def save_user(self, request, user, form, commit=True):
@@ -20,7 +22,6 @@ class AccountAdapter(DefaultAccountAdapter):
 
     def send_mail(self, template_prefix, email, context):
         """allauth's emails leave through the worker, and only once the sign-up (or other change) committed."""
-        from .tasks import send_email
 
         message = self.render_mail(template_prefix, email, context)
         body = message.body

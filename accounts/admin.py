@@ -1,7 +1,7 @@
 from django.contrib import admin
 from django.contrib.auth.admin import UserAdmin as BaseUserAdmin
 
-from .models import ApiKey, AuditLog, Membership, User
+from .models import ApiKey, Membership, User
 
 
 @admin.register(User)
@@ -27,16 +27,3 @@ class MembershipAdmin(admin.ModelAdmin):
 class ApiKeyAdmin(admin.ModelAdmin):
     list_display = ["prefix", "name", "user", "tenant", "created_at", "last_used_at", "revoked_at"]
     readonly_fields = ["prefix", "key_hash", "user", "tenant", "created_at", "last_used_at"]
-
-
-@admin.register(AuditLog)
-class AuditLogAdmin(admin.ModelAdmin):
-    list_display = ["created_at", "actor", "action", "target_type", "target_id", "tenant"]
-    list_filter = ["action"]
-    readonly_fields = [f.name for f in AuditLog._meta.fields]
-
-    def has_add_permission(self, request):
-        return False
-
-    def has_change_permission(self, request, obj=None):
-        return False

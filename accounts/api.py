@@ -1,37 +1,21 @@
+from django.shortcuts import get_object_or_404
 from drf_spectacular.utils import extend_schema, inline_serializer
 from rest_framework import permissions, serializers
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from billing.entitlements import access_for, limits_for, plan_of, subscription_of
+from billing.permissions import CanWrite
+from core.api import PageLimitPagination
 from core.errors import DomainError
-from tenants.errors import TenantError
+from tenants import api as tenants_api
 from tenants.models import Tenant
-from tenants.serializers import PlanSerializer
+from tenants.permissions import HasActiveTenant
+from tenants.serializers import PlanSerializer, TenantCreateSerializer, TenantSerializer
 
+from .actions import create_api_key, create_tenant, revoke_api_key
 from .errors import AccountError
-
-INACTIVE_TENANT_ERRORS = {
-    Tenant.Status.PENDING: (TenantError.TENANT_PENDING, "Your business is awaiting approval by the platform team."),
-    Tenant.Status.PROVISIONING: (TenantError.TENANT_PROVISIONING,
-                                 "Your workspace is being prepared; try again shortly."),
-    Tenant.Status.REJECTED: (TenantError.TENANT_REJECTED, "Your application was rejected."),
-    Tenant.Status.SUSPENDED: (TenantError.TENANT_SUSPENDED,
-                              "Your business is suspended. Contact support to reactivate it."),
-}
-
-
-class HasActiveTenant(permissions.BasePermission):
-    """Tenant-scoped endpoints: the principal's tenant must exist and be active."""
-
-    def has_permission(self, request, view):
-        tenant = getattr(request._request, "tenant", None)
-        if tenant is None:
-            raise DomainError(TenantError.NO_TENANT, "This user does not belong to any business.")
-        if tenant.status != Tenant.Status.ACTIVE:
-            code, message = INACTIVE_TENANT_ERRORS[tenant.status]
-            raise DomainError(code, message, {"status": tenant.status})
-        return True
+from .models import ApiKey
 
 
 def require_owner_or_admin(request, doing):
@@ -84,22 +68,8 @@ class MeView(APIView):
         })
 
 
-class CanWrite(permissions.BasePermission):
-    """Writes need a tenant in good standing: read-only (unpaid) tenants get 402 payment_required."""
-
-    def has_permission(self, request, view):
-        if request.method in permissions.SAFE_METHODS:
-            return True
-        from billing.entitlements import require_write
-
-        require_write(request._request.tenant)
-        return True
-
-
 class ApiKeySerializer(serializers.ModelSerializer):
     class Meta:
-        from .models import ApiKey
-
         model = ApiKey
         fields = ["id", "name", "prefix", "created_at", "last_used_at", "revoked_at"]
 
@@ -115,9 +85,6 @@ class ApiKeyListView(APIView):
 
     @extend_schema(responses=ApiKeySerializer(many=True))
     def get(self, request):
-        from core.api import PageLimitPagination
-
-        from .models import ApiKey
 
         keys = ApiKey.objects.filter(user=request.user, tenant=request._request.tenant)
         paginator = PageLimitPagination()
@@ -129,8 +96,6 @@ class ApiKeyListView(APIView):
         "key": serializers.CharField(help_text="Shown once; only its hash is stored."),
     })})
     def post(self, request):
-        from .actions import create_api_key
-
         serializer = ApiKeyCreateSerializer(data=request.data)
         serializer.is_valid(raise_exception=True)
         key, raw = create_api_key(user=request.user, tenant=request._request.tenant,
@@ -144,11 +109,17 @@ class ApiKeyDetailView(APIView):
     @extend_schema(responses={204: None})
     def delete(self, request, pk):
         """Revoke one of your keys (allowed while read-only: taking access away is always possible)."""
-        from django.shortcuts import get_object_or_404
-
-        from .actions import revoke_api_key
-        from .models import ApiKey
-
         key = get_object_or_404(ApiKey, pk=pk, user=request.user, tenant=request._request.tenant)
         revoke_api_key(key, acting_user=request.user)
         return Response(status=204)
+
+
+class TenantListView(tenants_api.TenantListView):
+    """GET /api/v1/tenants lists (tenants.api); POST opens a tenant with its owner, whose account is made here."""
+
+    @extend_schema(request=TenantCreateSerializer, responses={201: TenantSerializer})
+    def post(self, request):
+        serializer = TenantCreateSerializer(data=request.data)
+        serializer.is_valid(raise_exception=True)
+        tenant = create_tenant(acting_user=request.user, **serializer.validated_data)
+        return Response(TenantSerializer(Tenant.objects.get(pk=tenant.pk)).data, status=201)

@@ -6,10 +6,12 @@ from drf_spectacular.extensions import OpenApiAuthenticationExtension
 from rest_framework import exceptions
 from rest_framework.authentication import BaseAuthentication
 
+from billing.models import Subscription
 from core import rows
+from tenants.models import Plan, Tenant
 from tenants.resolution import TenantNotSelectable, check_key_selector, selector_from_headers
 
-from .models import ApiKey, hash_api_key
+from .models import ApiKey, Membership, User, hash_api_key
 
 LAST_USED_RESOLUTION = timedelta(seconds=60)
 
@@ -26,10 +28,6 @@ def principal_of(key_hash):
     tenant with the plan and subscription (billing.entitlements reads them once per request: this tenant object
     lives as long as the request) and the user's membership of that tenant (key.tenant_membership, None once the
     user left it). Written out (core.rows): the ORM spent ~2 ms of CPU compiling this join on every request."""
-    from billing.models import Subscription
-    from tenants.models import Plan, Tenant
-
-    from .models import Membership, User
 
     t = rows.table
     found = rows.select(

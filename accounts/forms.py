@@ -1,22 +1,11 @@
-import phonenumbers
 from django import forms
 
 from core.errors import DomainError
-from tenants.actions import register_business, slug_for
+from core.phones import normalize_phone
+from tenants.actions import slug_for
 from tenants.models import Plan
 
-
-def normalize_phone(value):
-    """E.164 or a ValidationError that says how to write the number."""
-    value = (value or "").strip()
-    hint = "Enter the number in international format, with the country code, e.g. +14155550123."
-    try:
-        number = phonenumbers.parse(value, None)
-    except phonenumbers.NumberParseException:
-        raise forms.ValidationError(hint, code="invalid_phone")
-    if not phonenumbers.is_valid_number(number):
-        raise forms.ValidationError(f"That is not a valid phone number. {hint}", code="invalid_phone")
-    return phonenumbers.format_number(number, phonenumbers.PhoneNumberFormat.E164)
+from .actions import register_business
 
 
 class BusinessSignupForm(forms.Form):
@@ -39,7 +28,10 @@ class BusinessSignupForm(forms.Form):
         return name
 
     def clean_phone(self):
-        return normalize_phone(self.cleaned_data["phone"])
+        try:
+            return normalize_phone(self.cleaned_data["phone"])
+        except DomainError as exc:
+            raise forms.ValidationError(exc.message, code="invalid_phone") from None
 
     def signup(self, request, user):
         register_business(

@@ -6,6 +6,9 @@ from django.contrib.auth.models import AbstractBaseUser, BaseUserManager, Permis
 from django.db import models
 from django.utils import timezone
 
+from core import permissions
+from core.permissions import Role
+
 
 class UserManager(BaseUserManager):
     use_in_migrations = True
@@ -54,10 +57,7 @@ class User(AbstractBaseUser, PermissionsMixin):
 
 
 class Membership(models.Model):
-    class Role(models.TextChoices):
-        OWNER = "owner", "Owner"
-        ADMIN = "admin", "Admin"
-        MEMBER = "member", "Member"
+    Role = Role
 
     user = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="memberships")
     tenant = models.ForeignKey("tenants.Tenant", on_delete=models.CASCADE, related_name="memberships")
@@ -73,7 +73,7 @@ class Membership(models.Model):
 
     @property
     def can_manage(self):
-        return self.role in (self.Role.OWNER, self.Role.ADMIN)
+        return permissions.can_manage(self.role)
 
 
 API_KEY_PREFIX_LEN = 8
@@ -121,26 +121,3 @@ class ApiKey(models.Model):
     @property
     def is_revoked(self):
         return self.revoked_at is not None
-
-
-class AuditLog(models.Model):
-    """Who did what, when, with the state before and after. Written by actions, never edited."""
-
-    actor = models.ForeignKey(
-        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
-    )
-    tenant = models.ForeignKey(
-        "tenants.Tenant", null=True, blank=True, on_delete=models.SET_NULL, related_name="audit_logs"
-    )
-    action = models.CharField(max_length=60, db_index=True)
-    target_type = models.CharField(max_length=60)
-    target_id = models.CharField(max_length=64)
-    before = models.JSONField(default=dict, blank=True)
-    after = models.JSONField(default=dict, blank=True)
-    created_at = models.DateTimeField(default=timezone.now, db_index=True)
-
-    class Meta:
-        ordering = ["-created_at", "-id"]
-
-    def __str__(self):
-        return f"{self.created_at:%Y-%m-%d %H:%M} {self.actor} {self.action} {self.target_type}#{self.target_id}"

@@ -6,8 +6,23 @@ from billing.decorators import billing_access_required
 from core.errors import DomainError
 from tenants.decorators import active_tenant_required
 
-from . import actions
+from . import actions, dashboard
 from .models import ApiKey
+
+
+@billing_access_required
+def dashboard_page(request):
+    """The workspace's home for its members: the business, its plan and billing, and what the features add."""
+    tenant = request.tenant
+    return render(request, "tenants/dashboard.html", {
+        "tenant": tenant,
+        "plan": tenant.plan,
+        "trial_days_left": tenant.trial_days_left(),
+        "member_count": tenant.memberships.count(),
+        "memberships": request.user.memberships.select_related("tenant").exclude(tenant__status="pooled"),
+        "notices": dashboard.notices(request),
+        "cards": dashboard.cards(request),
+    })
 
 
 @billing_access_required

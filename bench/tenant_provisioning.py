@@ -48,8 +48,8 @@ def purge_redis(prefix):
 
 
 def make_pending(index, plan):
+    from accounts.actions import register_business
     from accounts.models import User
-    from tenants.actions import register_business
 
     owner = User.objects.create_user(email=f"owner{index}@bench.test", password=None, full_name=f"Owner {index}")
     return register_business(user=owner, business_name=f"Bench Business {index}", plan=plan)
@@ -60,7 +60,7 @@ def approve_default_path(tenant, *, acting_user):
     from django.db import transaction
     from django.utils import timezone
 
-    from accounts import audit
+    from audit import actions as audit
     from tenants.actions import _announce, snapshot
     from tenants.models import Domain, Tenant
 

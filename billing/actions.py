@@ -10,9 +10,9 @@ from django.conf import settings
 from django.db import transaction
 from django.utils import timezone
 
-from accounts import audit
+from audit import actions as audit
 from core.errors import DomainError
-from tenants.models import Tenant
+from tenants.models import Plan, Tenant
 
 from . import entitlements
 from .errors import BillingError
@@ -41,9 +41,12 @@ def _locked(tenant):
     return Subscription.objects.select_for_update().select_related("plan", "tenant").get(tenant=tenant)
 
 
+def on_tenant_approved(sender, *, tenant, **kwargs):
+    start_trial(tenant)
+
+
 def start_trial(tenant):
     """Called by approval, inside its transaction: the trial the tenant row already carries becomes billing's."""
-    from tenants.models import Plan
 
     if tenant.plan is None:
         tenant.plan = Plan.objects.order_by("sort_order", "id").first()

@@ -5,9 +5,8 @@ from rest_framework import permissions, serializers
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from accounts.api import HasActiveTenant
-from tenants.api import IsPlatformAdmin
 from tenants.models import Plan, Tenant
+from tenants.permissions import HasActiveTenant, IsPlatformAdmin
 
 from . import actions, entitlements
 from .models import Interval, Payment

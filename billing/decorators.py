@@ -4,6 +4,7 @@ from django.contrib import messages
 from django.core.exceptions import PermissionDenied
 from django.shortcuts import redirect
 
+from core.permissions import Role
 from tenants.decorators import active_tenant_required
 
 from . import entitlements
@@ -35,7 +36,7 @@ def billing_owner_required(view):
 
     @functools.wraps(view)
     def wrapper(request, *args, **kwargs):
-        if request.membership is None or request.membership.role != "owner":
+        if request.membership is None or request.membership.role != Role.OWNER:
             raise PermissionDenied("Only an owner can change billing.")
         return view(request, *args, **kwargs)
 

@@ -10,6 +10,7 @@ from core.errors import CommonError, DomainError
 from tenants.errors import TenantError
 
 from .errors import BillingError
+from .models import Subscription
 
 FULL, READ_ONLY, SUSPENDED, NONE = "full", "read_only", "suspended", "none"
 
@@ -31,7 +32,6 @@ class Access:
 
 
 def subscription_of(tenant):
-    from .models import Subscription
 
     try:
         return tenant.subscription
@@ -40,7 +40,6 @@ def subscription_of(tenant):
 
 
 def access_for(tenant):
-    from .models import Subscription
 
     if tenant is None:
         return Access(NONE, TenantError.NO_TENANT, "This user does not belong to any business.")

@@ -2,6 +2,7 @@
 from django.conf import settings
 from django.db import transaction
 
+from core.tasks import send_email
 from tenants.models import Notification
 
 
@@ -14,7 +15,6 @@ def tell_tenant(tenant, kind, message, *, subject=None):
     body = f"{message}\n\nBilling: {settings.SITE_URL}/billing/\n\n— The Switchboard team\n"
 
     def send():
-        from accounts.tasks import send_email
 
         for email in owners:
             send_email.delay(to=email, subject=f"[Switchboard] {subject}", body=body)

@@ -1,4 +1,4 @@
-"""What a verified, stored Stripe event does to billing. Run by billing.tasks.process_stripe_event.
+"""Stripe events: stored once as they arrive (receive), then applied to billing by process_stripe_event.
 
 Each event is processed in one transaction with its StripeEvent row locked: either every change it makes is
 committed together with `processed_at`, or none is and the error text is stored instead (in its own
@@ -9,10 +9,12 @@ import traceback
 from datetime import UTC, datetime
 from decimal import Decimal
 
+from celery import shared_task
+from celery.utils.time import get_exponential_backoff_interval
 from django.db import transaction
 from django.utils import timezone
 
-from accounts import audit
+from audit import actions as audit
 from tenants.models import Tenant
 
 from . import actions, entitlements
@@ -30,6 +32,35 @@ ZERO_DECIMAL = {"bif", "clp", "djf", "gnf", "jpy", "kmf", "krw", "mga", "pyg", "
 
 class UnknownCustomer(Exception):
     """The event names no tenant of ours: stored and flagged, not an error."""
+
+
+def receive(event_id, event_type, payload):
+    """A verified event from Stripe's webhook: stored once, processed by the worker once the row commits.
+    Returns the stored event; one already processed (a redelivery) is returned as it is, queued again if it was
+    stored but never processed."""
+    with transaction.atomic():
+        event, _ = StripeEvent.objects.get_or_create(event_id=event_id,
+                                                     defaults={"type": event_type, "payload": payload})
+        if event.processed_at is None:
+            transaction.on_commit(lambda: process_stripe_event.delay(event.pk))
+    return event
+
+
+@shared_task(name="billing.tasks.process_stripe_event", bind=True, acks_late=True, max_retries=12)
+def process_stripe_event(self, event_pk):
+    """Apply a stored Stripe event (billing.stripe_events), retried with exponential backoff while it fails.
+
+    Each attempt is all-or-nothing and stores its error on the StripeEvent. Run eagerly (inside the webhook
+    request, or in tests) it does not retry in-process: the error propagates, the webhook answers 500 and
+    Stripe delivers the event again."""
+    try:
+        return process_event(event_pk)
+    except Exception as exc:
+        if self.request.is_eager or self.request.called_directly:
+            raise
+        countdown = get_exponential_backoff_interval(factor=30, retries=self.request.retries, maximum=3600,
+                                                     full_jitter=True)
+        raise self.retry(exc=exc, countdown=countdown)
 
 
 def process_event(event_pk):

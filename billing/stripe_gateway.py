@@ -12,9 +12,10 @@ from django.conf import settings
 from django.db import transaction
 from django.utils import timezone
 
-from accounts import audit
-from accounts.models import Membership
+from audit import actions as audit
 from core.errors import CommonError, DomainError
+from core.permissions import Role
+from tenants.models import Plan
 
 from . import actions
 from .errors import BillingError
@@ -70,13 +71,13 @@ def price_for(plan, interval):
     if not price.stripe_price_id:
         raise DomainError(BillingError.NO_PRICE,
                           f"The {plan.name} plan has no {interval} price yet. Choose another plan "
-                          "or interval, or ask the platform team to set one.", {"plan": plan.code, "interval": interval})
+                          "or interval, or ask the platform team to set one.",
+                          {"plan": plan.code, "interval": interval})
     return price
 
 
 def plan_for_stripe_price(stripe_price_id):
     """(plan, interval) that a Stripe price id stands for, or (None, None) if it is not one of ours."""
-    from tenants.models import Plan
 
     if not stripe_price_id:
         return None, None
@@ -95,10 +96,10 @@ def plan_for_stripe_price(stripe_price_id):
 # --- who may pay -------------------------------------------------------------------------------------
 
 def _require_owner(tenant, user):
-    role = Membership.objects.filter(tenant=tenant, user=user).values_list("role", flat=True).first()
+    role = tenant.memberships.filter(user=user).values_list("role", flat=True).first()
     if role is None:
         raise DomainError(CommonError.NOT_FOUND, "Not found.")  # another tenant's billing is not even there
-    if role != Membership.Role.OWNER:
+    if role != Role.OWNER:
         raise DomainError(BillingError.OWNER_REQUIRED,
                           f"Only an owner of {tenant.name} can change billing. Ask an owner "
                           "to choose the plan or update the card.")

@@ -8,12 +8,12 @@ from django.contrib import messages
 from django.http import JsonResponse
 from django.shortcuts import get_object_or_404, redirect, render
 from django.urls import reverse
-from django.utils import timezone
 from django.utils.http import url_has_allowed_host_and_scheme
 from django.views.decorators.http import require_POST
 
-from accounts.models import AuditLog
+from audit.models import AuditLog
 from core.errors import DomainError
+from tenants import actions as tenant_actions
 from tenants.decorators import active_tenant_required, platform_admin_required
 from tenants.models import Tenant
 
@@ -159,7 +159,7 @@ def suspended(request):
 @active_tenant_required
 @require_POST
 def notifications_read(request):
-    request.tenant.notifications.filter(read_at__isnull=True).update(read_at=timezone.now())
+    tenant_actions.mark_notifications_read(request.tenant, acting_user=request.user)
     next_url = request.POST.get("next", "")
     if not url_has_allowed_host_and_scheme(next_url, allowed_hosts={request.get_host()}):
         next_url = reverse("dashboard")

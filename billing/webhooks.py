@@ -19,8 +19,7 @@ from django.http import JsonResponse
 from django.views.decorators.csrf import csrf_exempt
 from django.views.decorators.http import require_POST
 
-from .models import StripeEvent
-from .tasks import process_stripe_event
+from . import stripe_events
 
 logger = logging.getLogger(__name__)
 
@@ -57,22 +56,19 @@ def stripe_webhook(request):
         return _error(400, "invalid_payload", "The body is not a Stripe event.")
 
     try:
-        with transaction.atomic():
-            event, created = StripeEvent.objects.get_or_create(
-                event_id=event_id, defaults={"type": event_type, "payload": data})
-            if event.processed_at is not None:
-                return _answer("duplicate")
-            # Processing starts once the row is committed, so the worker always finds it.
-            transaction.on_commit(lambda: process_stripe_event.delay(event.pk))
+        event = stripe_events.receive(event_id, event_type, data)
     except Exception:
         logger.exception("Stripe event %s was not processed", event_id)
         return _error(500, "processing_failed", "The event could not be processed now; it is kept and will be "
                       "processed when Stripe delivers it again.")
 
+    was_processed = event.processed_at is not None
     event.refresh_from_db(fields=["processed_at", "error"])
+    if was_processed:
+        return _answer("duplicate")
     if event.processed_at is not None:
         return _answer("processed")
-    if process_stripe_event.app.conf.task_always_eager:
+    if stripe_events.process_stripe_event.app.conf.task_always_eager:
         # Ran in this request without raising (eager, errors not propagated) and still not processed.
         return _error(500, "processing_failed", "The event could not be processed now; it is kept and will be "
                       "processed when Stripe delivers it again.")

@@ -7,6 +7,8 @@ from rest_framework import permissions
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
+from config.celery import app
+
 
 def liveness(request):
     """GET /health: the process answers. No dependencies checked, so a load balancer never flaps on Redis."""
@@ -38,7 +40,6 @@ def _redis():
 
 
 def _celery():
-    from config.celery import app
 
     replies = app.control.ping(timeout=1.0)
     workers = sorted(name for reply in replies for name in reply)

@@ -3,7 +3,7 @@ from django.urls import path
 from tenants.consumers import TenantStatusConsumer
 
 # Conversation sockets are listed in whatsapp/conversation_routing.py.
-from whatsapp.conversations.routing import websocket_urlpatterns as conversation_websockets
+from whatsapp.inbox.routing import websocket_urlpatterns as conversation_websockets
 from whatsapp.sessions.consumers import SessionConsumer, SessionListConsumer
 
 websocket_urlpatterns = [

@@ -40,6 +40,8 @@ SHARED_APPS = [
     "django.contrib.messages",
     "django.contrib.staticfiles",
     "django.contrib.humanize",
+    "core",
+    "audit",
     "accounts",
     "billing",
     "whatsapp.host",

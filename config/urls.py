@@ -21,7 +21,7 @@ api_v1 = [
     path("api-keys", accounts_api.ApiKeyListView.as_view(), name="api_api_keys"),
     path("api-keys/<int:pk>", accounts_api.ApiKeyDetailView.as_view(), name="api_api_key"),
     path("health/detailed", DetailedHealthView.as_view(), name="api_health_detailed"),
-    path("tenants", tenants_api.TenantListView.as_view(), name="api_tenants"),
+    path("tenants", accounts_api.TenantListView.as_view(), name="api_tenants"),
     path("tenants/<int:pk>", tenants_api.TenantDetailView.as_view(), name="api_tenant"),
     path("tenants/<int:pk>/stats", tenants_api.TenantStatsView.as_view(), name="api_tenant_stats"),
     path("tenants/<int:pk>/settings", tenants_api.TenantSettingsView.as_view(), name="api_tenant_settings"),
@@ -44,6 +44,7 @@ api_v1 = [
     path("", include("whatsapp.webhooks.api")),
     # Contacts, groups and conversations (whatsapp/directory_api.py).
     path("", include("whatsapp.conversations.api")),
+    path("", include("whatsapp.inbox.api")),
     # Blocked numbers and the pacing policy (whatsapp/sending_api.py).
     path("", include("whatsapp.messaging.policy_api")),
 ]
@@ -62,12 +63,12 @@ urlpatterns = [
     path("rejected/", tenants_views.rejected, name="rejected"),
     path("suspended/", tenants_views.suspended, name="suspended"),
     path("status.json", tenants_views.tenant_status_json, name="tenant_status_json"),
-    path("dashboard/", tenants_views.dashboard, name="dashboard"),
+    path("dashboard/", accounts_views.dashboard_page, name="dashboard"),
     path("dashboard/api-keys/", accounts_views.api_keys, name="api_keys"),
     path("dashboard/api-keys/<int:key_id>/revoke", accounts_views.revoke_api_key, name="revoke_api_key"),
     path("billing/", include("billing.urls")),
     path("sessions/", include("whatsapp.sessions.urls")),
-    path("conversations/", include("whatsapp.conversations.urls")),
+    path("conversations/", include("whatsapp.inbox.urls")),
     path("webhooks/", include("whatsapp.webhooks.urls")),
     path("sending/", include("whatsapp.messaging.urls")),
     path("switch/<int:tenant_id>", tenants_views.switch_tenant, name="switch_tenant"),

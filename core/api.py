@@ -3,6 +3,7 @@ import copy
 
 from django.core.exceptions import PermissionDenied
 from django.http import Http404
+from drf_spectacular.utils import OpenApiParameter
 from rest_framework import exceptions, serializers, status
 from rest_framework.exceptions import APIException
 from rest_framework.pagination import PageNumberPagination
@@ -130,3 +131,13 @@ class CopiedFieldsSerializer(serializers.Serializer):
             prototypes = copy.deepcopy(self._declared_fields)
             type(self)._prototype_fields = prototypes
         return {name: copy.copy(field) for name, field in prototypes.items()}
+
+
+PAGE_PARAMETERS = [OpenApiParameter("page", int), OpenApiParameter("limit", int, description="At most 100.")]
+
+
+def paginated(request, view, queryset, to_payload):
+    """One page of `queryset` (page/limit) in the envelope, each row through `to_payload`."""
+    paginator = PageLimitPagination()
+    page = paginator.paginate_queryset(queryset, request, view=view)
+    return paginator.get_paginated_response([to_payload(row) for row in page])

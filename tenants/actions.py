@@ -1,15 +1,13 @@
 """State changes of tenants. One transaction each; emails, tasks and live updates go out on commit."""
-from django.contrib.auth import get_user_model
+from celery import shared_task
 from django.db import transaction
 from django.utils import timezone
 from django.utils.text import slugify
 
-from accounts import audit
-from accounts.models import Membership
-from billing import actions as billing_actions
+from audit import actions as audit
 from core.errors import DomainError
 
-from . import notify, pool
+from . import notify, pool, signals
 from .errors import TenantError
 from .models import Domain, Plan, Tenant
 from .schemas import in_public_schema
@@ -46,8 +44,9 @@ def slug_for(name):
 
 @in_public_schema
 @transaction.atomic
-def register_business(*, user, business_name, plan, phone="", slug=None):
-    """A sign-up: a pending tenant with the user as owner. The schema comes at approval."""
+def create_pending_tenant(*, business_name, plan, phone="", slug=None, acting_user=None):
+    """A pending tenant (no schema until approval). A sign-up calls this through accounts.actions.register_business,
+    which makes the user its owner in the same transaction."""
     tenant = Tenant.objects.create(
         name=business_name,
         slug=slug_for(slug or business_name),
@@ -56,8 +55,7 @@ def register_business(*, user, business_name, plan, phone="", slug=None):
         plan=plan,
         contact_phone=phone,
     )
-    Membership.objects.create(user=user, tenant=tenant, role=Membership.Role.OWNER)
-    audit.record("tenant.registered", actor=user, target=tenant, after=snapshot(tenant), tenant=tenant)
+    audit.record("tenant.registered", actor=acting_user, target=tenant, after=snapshot(tenant), tenant=tenant)
     _announce(tenant, "registered")
     return tenant
 
@@ -86,7 +84,7 @@ def approve_tenant(tenant, *, acting_user, plan=None):
             tenant.plan = plan
         tenant.approved_at = now
         tenant.start_trial(now)
-        billing_actions.start_trial(tenant)
+        signals.tenant_approved.send(sender=Tenant, tenant=tenant)
         pooled_schema = pool.take_pooled_schema()
         if pooled_schema:
             tenant.schema_name = pooled_schema
@@ -101,8 +99,6 @@ def approve_tenant(tenant, *, acting_user, plan=None):
         # The owner's email goes out when the workspace is usable: now, or when provisioning finishes.
         _announce(tenant, "approved" if pooled_schema else "status")
         if not pooled_schema:
-            from .tasks import provision_tenant
-
             transaction.on_commit(lambda: provision_tenant.delay(tenant.pk))
         transaction.on_commit(_refill_pool_later)
     return tenant
@@ -137,6 +133,20 @@ def finish_provisioning(tenant_id, on_progress=None):
     return tenant
 
 
+@shared_task(name="tenants.tasks.provision_tenant", acks_late=True)
+def provision_tenant(tenant_id):
+    """Fallback when approval found the pool empty. Failures stay visible on the tenant for an admin to retry."""
+    tenant = Tenant.objects.get(pk=tenant_id)
+
+    def on_progress(applied, total):
+        percent = int(100 * applied / total) if total else 100
+        Tenant.objects.filter(pk=tenant_id).update(provisioning_progress=min(percent, 99))
+        tenant.provisioning_progress = min(percent, 99)
+        notify.provisioning_progress(tenant, applied, total)
+
+    finish_provisioning(tenant_id, on_progress=on_progress)
+
+
 @in_public_schema
 def retry_provisioning(tenant, *, acting_user):
     with transaction.atomic():
@@ -156,8 +166,6 @@ def retry_provisioning(tenant, *, acting_user):
                      after=snapshot(tenant), tenant=tenant)
         _announce(tenant, "provisioned" if pooled_schema else "status")
         if not pooled_schema:
-            from .tasks import provision_tenant
-
             transaction.on_commit(lambda: provision_tenant.delay(tenant.pk))
     return tenant
 
@@ -243,22 +251,6 @@ def update_tenant_settings(tenant, *, acting_user, **changes):
 
 
 @in_public_schema
-def create_tenant(*, acting_user, name, plan, owner_email, owner_name="", slug=None):
-    """A platform admin opens a tenant directly: it is registered and approved in one step."""
-    User = get_user_model()
-    with transaction.atomic():
-        owner = User.objects.filter(email__iexact=owner_email).first()
-        invite = owner is None
-        if invite:
-            owner = User.objects.create_user(email=owner_email, password=None, full_name=owner_name)
-        tenant = register_business(user=owner, business_name=name, plan=plan, slug=slug)
-        tenant = approve_tenant(tenant, acting_user=acting_user)
-        if invite:
-            transaction.on_commit(lambda: notify.owner_invited(owner, tenant))
-    return tenant
-
-
-@in_public_schema
 def delete_tenant(tenant, *, acting_user):
     """Remove a tenant row and drop its schema. Irreversible; the audit row survives with the tenant unset."""
     with transaction.atomic():
@@ -274,17 +266,20 @@ def delete_tenant(tenant, *, acting_user):
 
 
 def _announce(tenant, event):
-    from .tasks import announce_tenant_change
 
     tenant_id = tenant.pk
-    transaction.on_commit(lambda: announce_tenant_change.delay(tenant_id, event))
+    transaction.on_commit(lambda: notify.announce_tenant_change.delay(tenant_id, event))
 
 
 def _refill_pool_later():
-    from .tasks import refill_tenant_pool
 
-    refill_tenant_pool.delay()
+    pool.refill_tenant_pool.delay()
 
 
 def default_plan():
     return Plan.objects.filter(is_public=True).order_by("sort_order").first()
+
+
+def mark_notifications_read(tenant, *, acting_user):
+    """The member saw the tenant's notifications: none is unread any more. Returns how many were."""
+    return tenant.notifications.filter(read_at__isnull=True).update(read_at=timezone.now())

@@ -2,32 +2,24 @@
 from django.db import connection
 from django.shortcuts import get_object_or_404
 from drf_spectacular.utils import OpenApiParameter, extend_schema
-from rest_framework import permissions, status
+from rest_framework import status
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from accounts.models import ApiKey
 from core.api import PageLimitPagination
 from core.errors import DomainError
 
-from . import actions
+from . import actions, stats
 from .errors import TenantError
 from .models import Tenant
+from .permissions import IsPlatformAdmin
 from .serializers import (
     ApproveSerializer,
     ReasonSerializer,
-    TenantCreateSerializer,
     TenantSerializer,
     TenantSettingsSerializer,
     TenantUpdateSerializer,
 )
-
-
-class IsPlatformAdmin(permissions.BasePermission):
-    message = "Only platform admins may manage tenants."
-
-    def has_permission(self, request, view):
-        return bool(request.user and request.user.is_authenticated and request.user.is_platform_admin)
 
 
 def _tenant(pk):
@@ -45,6 +37,8 @@ class PlatformAdminView(APIView):
 
 
 class TenantListView(PlatformAdminView):
+    """The platform's tenants. Creating one (POST) makes its owner's account too: accounts.api.TenantListView."""
+
     @extend_schema(
         parameters=[
             OpenApiParameter("status", str, enum=[s for s in Tenant.Status.values if s != "pooled"]),
@@ -64,12 +58,6 @@ class TenantListView(PlatformAdminView):
         paginator = PageLimitPagination()
         page = paginator.paginate_queryset(tenants, request, view=self)
         return paginator.get_paginated_response(TenantSerializer(page, many=True).data)
-
-    @extend_schema(request=TenantCreateSerializer, responses={201: TenantSerializer})
-    def post(self, request):
-        data = _validated(TenantCreateSerializer, request.data)
-        tenant = actions.create_tenant(acting_user=request.user, **data)
-        return Response(TenantSerializer(Tenant.objects.get(pk=tenant.pk)).data, status=status.HTTP_201_CREATED)
 
 
 class TenantDetailView(PlatformAdminView):
@@ -107,11 +95,10 @@ class TenantStatsView(PlatformAdminView):
             "tenant_id": tenant.pk,
             "status": tenant.status,
             "members": tenant.memberships.count(),
-            "api_keys_active": ApiKey.objects.active().filter(tenant=tenant).count(),
-            "api_keys_total": ApiKey.objects.filter(tenant=tenant).count(),
             "schema_bytes": schema_bytes,
             "trial_days_left": tenant.trial_days_left(),
             "limits": tenant.plan.limits() if tenant.plan_id else None,
+            **stats.of(tenant),
         })
 
 

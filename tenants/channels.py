@@ -4,11 +4,12 @@ Consumers must run every database call under tenant_context(scope["tenant"]) and
 the schema (t.<schema>.…). A connection naming a tenant the user does not belong to gets no tenant and is
 closed by the consumer.
 """
+from urllib.parse import parse_qs
+
 from channels.auth import AuthMiddlewareStack
 from channels.db import database_sync_to_async
 from channels.middleware import BaseMiddleware
 from django.http.request import HttpHeaders
-from urllib.parse import parse_qs
 
 from .resolution import SESSION_KEY, TenantNotSelectable, select_membership, selector_from_headers
 

@@ -2,6 +2,7 @@ from channels.db import database_sync_to_async
 from channels.generic.websocket import AsyncJsonWebsocketConsumer
 
 from . import notify
+from .models import Tenant
 
 
 class TenantStatusConsumer(AsyncJsonWebsocketConsumer):
@@ -27,7 +28,6 @@ class TenantStatusConsumer(AsyncJsonWebsocketConsumer):
 
     @database_sync_to_async
     def _current(self, tenant_id):
-        from .models import Tenant
 
         return notify.status_payload(Tenant.objects.get(pk=tenant_id))
 

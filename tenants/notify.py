@@ -6,9 +6,14 @@ approving stays a short transaction and a slow mail server or Redis never holds 
 import logging
 
 from asgiref.sync import async_to_sync
+from celery import shared_task
 from channels.layers import get_channel_layer
 from django.conf import settings
 from django.template.loader import render_to_string
+
+from core.tasks import send_email
+
+from .models import Tenant
 
 log = logging.getLogger(__name__)
 
@@ -57,7 +62,6 @@ def _status_message(tenant, **extra):
 
 
 def _pending_message():
-    from .models import Tenant
 
     count = Tenant.objects.filter(status=Tenant.Status.PENDING).count()
     return PLATFORM_GROUP, {"type": "platform.pending", "data": {"pending": count}}
@@ -75,9 +79,13 @@ def pending_count_changed():
     _send(_pending_message())
 
 
+@shared_task(name="tenants.tasks.announce_tenant_change", acks_late=True)
+def announce_tenant_change(tenant_id, event):
+    announce(tenant_id, event)
+
+
 def announce(tenant_id, event):
     """Tell the tenant's open pages, the platform admins' badge and (for some events) the owners by email."""
-    from .models import Tenant
 
     tenant = Tenant.objects.select_related("plan").filter(pk=tenant_id).first()
     if tenant is None:
@@ -90,7 +98,6 @@ def announce(tenant_id, event):
 
 
 def _email_owners(tenant, template, subject):
-    from accounts.tasks import send_email
 
     for membership in tenant.memberships.select_related("user").filter(role="owner"):
         owner = membership.user
@@ -100,7 +107,6 @@ def _email_owners(tenant, template, subject):
 
 
 def owner_invited(user, tenant):
-    from accounts.tasks import send_email
 
     body = render_to_string("emails/owner_invited.txt", {"tenant": tenant, "user": user,
                                                           "site_url": settings.SITE_URL})

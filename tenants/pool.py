@@ -10,6 +10,7 @@ import io
 import logging
 import re
 
+from celery import shared_task
 from django.conf import settings
 from django.core.management import call_command
 from django.db import connection, transaction
@@ -21,6 +22,11 @@ from .models import Tenant
 log = logging.getLogger(__name__)
 POOL_LOCK_ID = 0x5B_0001  # pg advisory lock key: one refill at a time across all workers
 _APPLYING = re.compile(r"Applying (\S+)\.\.\.")
+
+
+@shared_task(name="tenants.tasks.refill_tenant_pool", acks_late=True)
+def refill_tenant_pool():
+    return fill_pool()
 
 
 def pooled_count():

@@ -7,11 +7,10 @@ from django.urls import reverse
 from django.utils.http import url_has_allowed_host_and_scheme
 from django.views.decorators.http import require_POST
 
-from billing.decorators import billing_access_required
 from core.errors import DomainError
 
 from . import actions, notify
-from .decorators import active_tenant_required, platform_admin_required
+from .decorators import platform_admin_required
 from .models import Plan, Tenant
 from .resolution import SESSION_KEY
 
@@ -71,26 +70,6 @@ def tenant_status_json(request):
         raise Http404
     tenant = Tenant.objects.get(pk=request.tenant.pk)
     return JsonResponse({**notify.status_payload(tenant), "next": reverse(STATUS_PAGES[tenant.status])})
-
-
-@billing_access_required
-def dashboard(request):
-    tenant = request.tenant
-    return render(request, "tenants/dashboard.html", {
-        "tenant": tenant,
-        "plan": tenant.plan,
-        "trial_days_left": tenant.trial_days_left(),
-        "member_count": tenant.memberships.count(),
-        "memberships": request.user.memberships.select_related("tenant").exclude(tenant__status="pooled"),
-        "dead_webhooks": _dead_webhook_deliveries(),
-    })
-
-
-def _dead_webhook_deliveries():
-    """Dead-lettered webhook deliveries in the current tenant's schema: events the tenant's software never got."""
-    from whatsapp.models import WebhookDelivery
-
-    return WebhookDelivery.objects.filter(status=WebhookDelivery.Status.DEAD).count()
 
 
 @login_required

@@ -135,7 +135,8 @@ def test_signup_confirm_approval_and_live_dashboard(live_system, launch_chromium
 
 
 def test_rejected_applicant_sees_the_reason(live_system, launch_chromium, plans):
-    from tenants.actions import register_business, reject_tenant
+    from accounts.actions import register_business
+    from tenants.actions import reject_tenant
 
     run = secrets.token_hex(3)
     applicant_email = f"applicant-{run}@shady.test"

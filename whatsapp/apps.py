@@ -6,14 +6,20 @@ class WhatsappConfig(AppConfig):
 
     def ready(self):
         # Imported here: AppConfig.ready() runs once the models are loaded, which these modules need.
+        from accounts import dashboard
         from billing import entitlements
         from whatsapp.conversations import actions as conversations
         from whatsapp.host import handlers
         from whatsapp.messaging import events as messaging_events
-        from whatsapp.messaging import recipients  # noqa: F401  (registers the WHATSAPP_ALLOWED_PHONE_PATTERN check)
+        from whatsapp.messaging import (
+            pacing,
+            recipients,  # noqa: F401  (registers the WHATSAPP_ALLOWED_PHONE_PATTERN check)
+        )
         from whatsapp.providers.base import EventKind
         from whatsapp.sessions import events as session_events
+        from whatsapp.sessions import panels
         from whatsapp.sessions.actions import count_sessions
+        from whatsapp.webhooks import selectors as webhook_selectors
 
         entitlements.USAGE_COUNTERS["max_sessions"] = ("WhatsApp session", count_sessions)
 
@@ -24,3 +30,12 @@ class WhatsappConfig(AppConfig):
         handlers.on_events((EventKind.CONNECTED,), messaging_events.on_connected)
         handlers.set_sender(messaging_events.Sender)
         handlers.on_command("sync_contacts", conversations.sync_on_host)
+
+        # The session page shows the number's sending queue (its card, its live refresh).
+        panels.register(panels.Panel("whatsapp/_session_queue_card.html",
+                                     lambda session: {"queue": pacing.queue_stats(session)},
+                                     scripts=("js/session_queue.js",)))
+
+        # The dashboard tells the tenant about webhook deliveries that gave up.
+        dashboard.add_notice(dashboard.Part("whatsapp/webhooks/_dead_notice.html",
+                                            webhook_selectors.dead_deliveries_notice))

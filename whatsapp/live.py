@@ -1,12 +1,11 @@
 """Live updates of messages and conversations for open pages (Channels groups carrying the schema).
 
-messages_changed runs inside the transaction that changed the messages (whatsapp.messaging.actions, whatsapp.messaging.drain)
-and sends once it commits, so a page never shows a state that was rolled back. A batch of messages (the session
-host sends and records them in batches) costs one group message per conversation and one for the list page,
-whatever its size. The payloads are built from the objects already in memory; when nobody listens the cost is
+whatsapp.messaging.payloads.messages_changed runs inside the transaction that changed the messages and sends once it
+commits, so a page never shows a state that was rolled back. A batch of messages (the session host sends and records
+them in batches) costs one group message per conversation and one for the list page, whatever its size. The payloads are built from the objects already in memory; when nobody listens the cost is
 the channel layer's group lookup.
 
-Group messages (see whatsapp.conversations.consumers, which hand each item to the browser as one
+Group messages (see whatsapp.inbox.consumers, which hand each item to the browser as one
 {"type": "message.update", "data": …}):
   {"type": "messages.update", "data": [message_payload + {"conversation": summary or {"id"}}, …]}
     to t.<schema>.conversation.<id> (that conversation's messages) and t.<schema>.conversations (all of them).
@@ -19,7 +18,6 @@ import os
 import threading
 
 from channels.layers import get_channel_layer
-from django.db import connection, transaction
 
 log = logging.getLogger(__name__)
 
@@ -68,31 +66,6 @@ def conversation_summary(conversation, session_name=None):
         "last_message_preview": conversation.last_message_preview,
         "unread_count": conversation.unread_count,
     }
-
-
-def messages_changed(messages, *, conversations=None, payloads=None):
-    """Tell open conversation pages about new or changed messages, once the transaction commits.
-    `conversations`: {id: Conversation (contact and group loaded)} whose list row moves with these messages
-    (its summary goes along); for the others the list page only learns which row changed. `payloads`: the
-    messages' message_payload, when the caller built them already (for webhooks)."""
-    from whatsapp.messaging.payloads import message_payload
-
-    updates = {}
-    for index, message in enumerate(messages):
-        if not message.conversation_id:
-            continue
-        try:
-            data = dict(payloads[index]) if payloads is not None else message_payload(message)
-            conversation = (conversations or {}).get(message.conversation_id)
-            data["conversation"] = (conversation_summary(conversation, data["session"]) if conversation is not None
-                                    else {"id": message.conversation_id})
-        except Exception:  # a live page missing an update must never fail a send or a receipt
-            log.warning("live payload for message %s failed", message.pk, exc_info=True)
-            continue
-        updates.setdefault(message.conversation_id, []).append(data)
-    if updates:
-        schema_name = connection.schema_name
-        transaction.on_commit(lambda: publish(schema_name, updates))
 
 
 PUBLISH_TIMEOUT = 5.0  # seconds; a stuck Redis costs a live update, never a send

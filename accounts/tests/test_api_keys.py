@@ -6,9 +6,9 @@ from io import StringIO
 import pytest
 from django.core.management import CommandError, call_command
 from django.db import connection
-from django.utils import timezone
 
-from accounts.models import ApiKey, AuditLog
+from accounts.models import ApiKey
+from audit.models import AuditLog
 from tenants.models import Tenant
 
 

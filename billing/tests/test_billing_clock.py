@@ -6,7 +6,8 @@ from decimal import Decimal
 import pytest
 from django.core import mail
 
-from accounts.models import AuditLog, Membership
+from accounts.models import Membership
+from audit.models import AuditLog
 from billing import actions
 from billing.entitlements import access_for
 from billing.models import Payment, Subscription

@@ -9,7 +9,8 @@ from decimal import Decimal
 import pytest
 from django.utils import timezone
 
-from accounts.models import ApiKey, AuditLog
+from accounts.models import ApiKey
+from audit.models import AuditLog
 from billing import actions, stripe_gateway
 from billing.errors import BillingError
 from billing.models import Customer, Interval, Payment, Price, Subscription

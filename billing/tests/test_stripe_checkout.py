@@ -7,7 +7,7 @@ import pytest
 from django.db import connection
 from django.utils import timezone
 
-from accounts.models import AuditLog
+from audit.models import AuditLog
 from billing import stripe_gateway
 from billing.models import Customer, Interval, Price, Subscription
 from core.errors import DomainError

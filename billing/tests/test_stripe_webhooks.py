@@ -14,7 +14,7 @@ from django.urls import path
 from django.utils import timezone
 
 import config.urls
-from accounts.models import AuditLog
+from audit.models import AuditLog
 from billing import entitlements, stripe_events, stripe_gateway, webhooks
 from billing.models import Customer, Payment, StripeEvent, Subscription
 from billing.tasks import process_stripe_event

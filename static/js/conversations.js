@@ -197,11 +197,27 @@
     }
   }
 
+  // --- read -------------------------------------------------------------------------------------------------
+  // The open conversation was seen: on load and whenever an inbound message arrives while the page is visible.
+  // A POST, never the page's GET (a GET changes nothing).
+  var readPending = false;
+  function markRead() {
+    var form = document.querySelector("form[data-mark-read]");
+    if (!form || readPending || document.visibilityState === "hidden" || !window.fetch) return;
+    readPending = true;
+    fetch(window.location.pathname, {
+      method: "POST", body: new FormData(form), credentials: "same-origin", headers: { "Accept": "application/json" }
+    }).catch(function () {}).then(function () { readPending = false; });
+  }
+  document.addEventListener("visibilitychange", markRead);
+  if (document.readyState === "loading") document.addEventListener("DOMContentLoaded", markRead); else markRead();
+
   // --- the websocket -----------------------------------------------------------------------------------------
   function onMessage(msg) {
     if (msg.type === "message.update") {
       upsertMessage(msg.data);
       applySummary(msg.data.conversation);
+      if (msg.data.direction === "in") markRead();
     } else if (msg.type === "conversation.snapshot") {
       (msg.data.messages || []).forEach(upsertMessage);
     } else if (msg.type === "conversations.snapshot") {

@@ -1,10 +1,10 @@
 """Platform admin API over tenants, including non-admin and cross-tenant access."""
 import pytest
 
-from accounts.models import AuditLog
-from tenants.actions import register_business
-from tenants.models import Tenant
+from accounts.actions import register_business
+from audit.models import AuditLog
 from conftest import make_user
+from tenants.models import Tenant
 
 
 def error(response):

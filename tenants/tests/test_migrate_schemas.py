@@ -8,8 +8,9 @@ from django.db import connection
 from django.test.utils import CaptureQueriesContext
 from django_tenants.utils import schema_exists
 
+from accounts.actions import register_business
 from conftest import make_user
-from tenants.actions import register_business, reject_tenant
+from tenants.actions import reject_tenant
 from tenants.migration_state import is_up_to_date, schemas_behind
 from tenants.models import Tenant
 from tenants.pool import create_and_migrate_schema, drop_schema

@@ -15,9 +15,10 @@ from asgiref.sync import async_to_sync
 from django.db import IntegrityError, connection
 from django_tenants.utils import schema_exists
 
+from accounts.actions import register_business
 from conftest import make_user
 from tenants import pool
-from tenants.actions import approve_tenant, register_business, retry_provisioning
+from tenants.actions import approve_tenant, retry_provisioning
 from tenants.migration_state import schemas_behind
 from tenants.models import Domain, Tenant
 

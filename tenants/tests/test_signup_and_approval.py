@@ -6,7 +6,8 @@ from allauth.account.models import EmailAddress
 from django.contrib.auth import get_user_model
 from django.core import mail
 
-from accounts.models import AuditLog, Membership
+from accounts.models import Membership
+from audit.models import AuditLog
 from conftest import PASSWORD, make_user
 from tenants.models import Domain, Tenant
 
@@ -92,7 +93,7 @@ def test_a_failure_after_the_user_row_leaves_no_partial_rows(client, plans, monk
 
 @pytest.fixture
 def pending(plans):
-    from tenants.actions import register_business
+    from accounts.actions import register_business
 
     owner = make_user("dewi@kopi.test", full_name="Dewi Owner")
     tenant = register_business(user=owner, business_name="Kopi Kenangan", plan=plans["basic"], phone="+6281234567890")

@@ -76,8 +76,8 @@ async def test_anonymous_is_refused(named):
 
 
 async def test_platform_admin_gets_the_pending_count_live(client, named, plans):
+    from accounts.actions import register_business
     from conftest import make_user
-    from tenants.actions import register_business
 
     cookie = await _sync(session_cookie)(client, named.admin)
     ws = communicator(cookie)

@@ -16,28 +16,35 @@ from channels.layers import get_channel_layer
 from django.db import connection, transaction
 from django.db.models import F, Q
 from django.utils import timezone
+from django_tenants.utils import schema_context
 
-from accounts import audit
+from audit import actions as audit
 from core import rows
 from core.errors import DomainError
-from whatsapp.models import Contact, Conversation, Group, Message, SessionActivity, WhatsAppSession
+from whatsapp.host import commands
+from whatsapp.live import conversations_group
+from whatsapp.providers.base import ProviderError
+from whatsapp.sessions import events as session_events
+from whatsapp.sessions.models import SessionActivity, WhatsAppSession
 
 from .errors import ConversationError
+from .models import Contact, Conversation, Group
 
 log = logging.getLogger(__name__)
 
 PREVIEW_LENGTH = 200
 PHONE_SERVER = "s.whatsapp.net"
+# Message types (the API's values) shown in a conversation's preview when the message has no text.
 TYPE_PREVIEWS = {
-    Message.Type.IMAGE: "📷 Photo",
-    Message.Type.DOCUMENT: "📄 Document",
-    Message.Type.AUDIO: "🎤 Audio",
-    Message.Type.VIDEO: "🎥 Video",
-    Message.Type.LOCATION: "📍 Location",
-    Message.Type.CONTACT: "👤 Contact",
-    Message.Type.REACTION: "Reaction",
-    Message.Type.STICKER: "Sticker",
-    Message.Type.OTHER: "Message",
+    "image": "📷 Photo",
+    "document": "📄 Document",
+    "audio": "🎤 Audio",
+    "video": "🎥 Video",
+    "location": "📍 Location",
+    "contact": "👤 Contact",
+    "reaction": "Reaction",
+    "sticker": "Sticker",
+    "other": "Message",
 }
 
 
@@ -75,14 +82,14 @@ def _e164(phone):
 
 def preview_of(message):
     text = message.text or message.caption
-    if message.type == Message.Type.REACTION and message.reaction:
+    if message.type == "reaction" and message.reaction:
         text = f"Reacted {message.reaction}"
-    elif message.type == Message.Type.LOCATION:
+    elif message.type == "location":
         text = f"📍 {message.location_name or 'Location'}"
-    elif message.type == Message.Type.CONTACT:
+    elif message.type == "contact":
         name = (message.contact_card or {}).get("name") if isinstance(message.contact_card, dict) else None
         text = f"👤 {name or text or 'Contact'}"
-    elif message.type != Message.Type.TEXT:
+    elif message.type != "text":
         label = TYPE_PREVIEWS.get(message.type, "Message")
         text = f"{label}: {text}" if text else label
     return (text or "").replace("\n", " ")[:PREVIEW_LENGTH]
@@ -119,9 +126,8 @@ def _absorb_lid_contact(session, lid, contact):
         return
     for stale in Contact.objects.filter(session=session, jid=lid).exclude(pk=contact.pk):
         if contact.phone:  # what they sent while hidden now shows who sent it
-            Message.objects.filter(contact=stale, sender_unresolved=True).update(from_phone=contact.phone,
-                                                                                 sender_unresolved=False)
-        Message.objects.filter(contact=stale).update(contact=contact)
+            stale.messages.filter(sender_unresolved=True).update(from_phone=contact.phone, sender_unresolved=False)
+        stale.messages.update(contact=contact)
         Conversation.objects.filter(contact=stale).update(contact=contact)
         if not contact.push_name and stale.push_name:
             contact.push_name = stale.push_name
@@ -285,8 +291,6 @@ def delete_contact(contact, *, acting_user=None, tenant=None):
 def request_sync(session):
     """Ask the host running `session` to read the phone's contacts and groups (apply_sync records them).
     409 session_not_connected unless connected; 409 session_not_running when no host runs it."""
-    from whatsapp.host import commands
-
     if session.status != WhatsAppSession.Status.CONNECTED:
         raise DomainError(ConversationError.SESSION_NOT_CONNECTED,
                           f"The session '{session.name}' is not connected; contacts sync from a linked, connected phone.",
@@ -338,8 +342,6 @@ def apply_sync(schema_name, session_id, contacts, groups):
 def sync_on_host(schema_name, session_id, provider):
     """On the session host: read the phone's address book through `provider`, record it, tell open pages.
     A provider error becomes an activity row (and a live notice), never an exception."""
-    from whatsapp.providers.base import ProviderError
-
     try:
         if provider is None:
             raise ProviderError("session_not_running", "This session is not running on this host.")
@@ -355,24 +357,18 @@ def sync_on_host(schema_name, session_id, provider):
 
 
 def _sync_failed(schema_name, session_id, reason):
-    from django_tenants.utils import schema_context
-
-    from whatsapp.sessions import events
-
     with schema_context(schema_name):
         session = WhatsAppSession.objects.filter(pk=session_id).first()
         if session is None:
             return
         SessionActivity.objects.create(session=session, kind=SessionActivity.Kind.ERROR,
                                        message=f"Contact sync failed ({reason})"[:500])
-    events.announce(schema_name, session_id)
+    session_events.announce(schema_name, session_id)
     _announce(schema_name, {"type": "contacts.synced", "data": {"session_id": session_id, "ok": False,
                                                                  "error": reason[:500]}})
 
 
 def _announce(schema_name, message):
-    from whatsapp.live import conversations_group
-
     try:
         async_to_sync(get_channel_layer().group_send)(conversations_group(schema_name), message)
     except Exception:  # the page shows the synced rows on its next load anyway

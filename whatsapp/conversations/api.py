@@ -1,7 +1,7 @@
 """Contacts, groups and conversations over the API (included under /api/v1/ by config/urls.py):
 
-GET contacts, POST contacts/sync, DELETE contacts/{id}, GET groups, GET groups/{id}, GET conversations,
-GET conversations/{id}/messages.
+GET contacts, POST contacts/sync, DELETE contacts/{id}, GET groups, GET groups/{id}, GET conversations
+(a conversation's messages: whatsapp.inbox.api).
 
 The request runs in the caller's tenant schema, so another tenant's ids and session names are 404 like unknown
 ones. Any member reads and asks for a sync; deleting a contact is for owners and admins. A sync needs a paying
@@ -14,16 +14,17 @@ from rest_framework import exceptions, permissions, serializers, status
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from accounts.api import CanWrite, HasActiveTenant, require_owner_or_admin
-from core.api import PageLimitPagination
+from accounts.api import require_owner_or_admin
+from billing.permissions import CanWrite
+from core.api import PAGE_PARAMETERS, paginated
 from core.errors import CommonError, DomainError
+from tenants.permissions import HasActiveTenant
 from whatsapp.live import conversation_summary
-from whatsapp.messaging.api import MessageSerializer
-from whatsapp.messaging.payloads import message_payload
-from whatsapp.models import Contact, Conversation, Group, Message, WhatsAppSession
+from whatsapp.sessions.models import WhatsAppSession
 
 from . import actions as conversations
 from .errors import ConversationError
+from .models import Contact, Conversation, Group
 
 SEARCH_MAX = 100
 
@@ -109,7 +110,6 @@ SyncAcceptedSerializer = inline_serializer("ContactSyncAccepted", {
     "status": serializers.CharField(help_text='"syncing"'), "session": serializers.CharField(),
 })
 
-PAGE_PARAMETERS = [OpenApiParameter("page", int), OpenApiParameter("limit", int, description="At most 100.")]
 SESSION_FILTER = OpenApiParameter("session", str, description="Only this session's (its name).")
 ID_PARAMETER = OpenApiParameter("id", int, OpenApiParameter.PATH)
 
@@ -124,12 +124,6 @@ def _session_named(name):
 def _by_session(queryset, request):
     name = request.query_params.get("session")
     return queryset.filter(session=_session_named(name)) if name else queryset
-
-
-def _paginated(request, view, queryset, to_payload):
-    paginator = PageLimitPagination()
-    page = paginator.paginate_queryset(queryset, request, view=view)
-    return paginator.get_paginated_response([to_payload(row) for row in page])
 
 
 class DirectoryView(APIView):
@@ -154,7 +148,7 @@ class ContactListView(DirectoryView):
             if digits:
                 match |= Q(phone__contains=digits)
             contacts = contacts.filter(match)
-        return _paginated(request, self, contacts, contact_payload)
+        return paginated(request, self, contacts, contact_payload)
 
 
 class ContactSyncView(DirectoryView):
@@ -202,7 +196,7 @@ class GroupListView(DirectoryView):
     def get(self, request):
         """The groups the sessions' phones are in (synced, or seen in a message), by name."""
         groups = _by_session(Group.objects.select_related("session"), request)
-        return _paginated(request, self, groups, group_payload)
+        return paginated(request, self, groups, group_payload)
 
 
 class GroupDetailView(DirectoryView):
@@ -224,20 +218,7 @@ class ConversationListView(DirectoryView):
         preview and how many inbound messages nobody has looked at yet."""
         rows = _by_session(Conversation.objects.select_related("session", "contact", "group"), request)
         rows = rows.order_by(F("last_message_at").desc(nulls_last=True), "-id")
-        return _paginated(request, self, rows, conversation_summary)
-
-
-class ConversationMessagesView(DirectoryView):
-    @extend_schema(tags=["conversations"], parameters=[ID_PARAMETER, *PAGE_PARAMETERS],
-                   responses=serializers.ListSerializer(child=MessageSerializer))
-    def get(self, request, pk):
-        """One conversation's messages, newest first."""
-        conversation = Conversation.objects.filter(pk=pk).first()
-        if conversation is None:
-            raise exceptions.NotFound("No such conversation.")
-        rows = Message.objects.select_related("session").filter(conversation=conversation).order_by(
-            "-created_at", "-id")
-        return _paginated(request, self, rows, message_payload)
+        return paginated(request, self, rows, conversation_summary)
 
 
 urlpatterns = [
@@ -247,5 +228,4 @@ urlpatterns = [
     path("groups", GroupListView.as_view(), name="api_groups"),
     path("groups/<int:pk>", GroupDetailView.as_view(), name="api_group"),
     path("conversations", ConversationListView.as_view(), name="api_conversations"),
-    path("conversations/<int:pk>/messages", ConversationMessagesView.as_view(), name="api_conversation_messages"),
 ]

@@ -20,6 +20,7 @@ class SessionHostStep(bootsteps.StartStopStep):
         queues = {queue.name for queue in consumer.task_consumer.queues} if consumer.task_consumer else set()
         if SHARED_QUEUE not in queues:
             return
+        # Imported when the worker starts: Celery loads this module while it is configured, before Django is set up.
         from django.conf import settings
 
         from . import runtime
@@ -39,7 +40,7 @@ class SessionHostStep(bootsteps.StartStopStep):
     def _shutdown(self):
         if self.host is None:
             return
-        from . import runtime
+        from . import runtime  # imported late, as in start()
 
         log.info("session host %s stopping", self.host.host_id)
         self.host.stop(release=True)

@@ -50,6 +50,7 @@ def set_current_host(host):
 def provider_class_for(name):
     """Imported here, lazily: neonize must only ever load inside the process that hosts sessions."""
     if name == "simulator":
+        # Only the provider in use is imported, in the process that hosts sessions (neonize loads a Go runtime).
         from whatsapp.providers.simulator import SimulatorProvider, SimulatorTiming
 
         # WHATSAPP_SIMULATOR_QR_SECONDS=N (demos, browser tests): every QR code lives N s instead of WhatsApp's
@@ -60,6 +61,7 @@ def provider_class_for(name):
             return type("SimulatorProvider", (SimulatorProvider,), {"timing": timing})
         return SimulatorProvider
     if name == "neonize":
+        # neonize must never be imported before a fork (NEONIZE.md): only here, in the session host.
         from whatsapp.providers.neonize import NeonizeProvider
 
         return NeonizeProvider

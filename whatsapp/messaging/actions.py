@@ -20,12 +20,14 @@ from billing import entitlements
 from core import rows
 from core.errors import CommonError, DomainError
 from whatsapp.conversations import actions as conversations
-from whatsapp.models import Message, WhatsAppSession
+from whatsapp.conversations.models import Contact, Conversation
+from whatsapp.sessions.models import WhatsAppSession
 
 from . import drain as sending
 from . import media, ratelimit, recipients
 from . import types as message_types
 from .errors import MessagingError
+from .models import BlockedNumber, Message
 
 S = Message.Status
 RANK = {S.QUEUED: 0, S.SENT: 1, S.DELIVERED: 2, S.READ: 3}
@@ -75,7 +77,6 @@ class Prepared:
 def _lookup(name, phone, chat_jid):
     """(session or None, its conversation with `chat_jid` or None, that conversation's contact or None, whether
     the tenant blocked `phone`): the hot path of the API in one statement, written out (core.rows)."""
-    from whatsapp.models import BlockedNumber, Contact, Conversation
 
     found = rows.select(
         WhatsAppSession, "s",

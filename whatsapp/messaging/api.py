@@ -8,6 +8,7 @@ message's stored media to its own tenant.
 import hashlib
 import os
 
+from django.db.models import Q
 from django.http import FileResponse
 from django.urls import path
 from drf_spectacular.utils import OpenApiParameter, extend_schema, inline_serializer
@@ -15,14 +16,16 @@ from rest_framework import exceptions, parsers, permissions, serializers, status
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from accounts.api import CanWrite, HasActiveTenant
+from billing.permissions import CanWrite
 from core.api import CopiedFieldsSerializer, PageLimitPagination, first_message
 from core.errors import CommonError, DomainError
-from whatsapp.models import Message
+from core.phones import normalize_phone
+from tenants.permissions import HasActiveTenant
 
 from . import actions as messaging
 from . import media
 from .errors import MessagingError
+from .models import Message
 from .payloads import message_payload
 
 TAGS = ["messages"]
@@ -95,18 +98,14 @@ def _idempotency_key(request):
 
 def _contact_filter(value):
     """?contact=: a contact's id, or a phone number written with its "+" (the messages to and from it)."""
-    from django import forms
-    from django.db.models import Q
-
-    from accounts.forms import normalize_phone
-
     value = value.strip()
     if value.isdigit():
         return Q(contact_id=int(value))
     try:
         phone = normalize_phone(value)
-    except forms.ValidationError:
-        raise DomainError(MessagingError.INVALID_CONTACT, f"'{value}' is neither a contact id nor a +phone number.")
+    except DomainError:
+        raise DomainError(MessagingError.INVALID_CONTACT,
+                          f"'{value}' is neither a contact id nor a +phone number.") from None
     return Q(to_phone=phone) | Q(from_phone=phone)
 
 

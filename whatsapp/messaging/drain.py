@@ -40,7 +40,6 @@ from redis.exceptions import RedisError
 from core import rows
 from core.errors import DomainError
 from core.redis import client
-from whatsapp import live
 from whatsapp.conversations import actions as conversations
 from whatsapp.host import commands, runtime
 from whatsapp.host.errors import HostError
@@ -52,7 +51,7 @@ from whatsapp.webhooks.actions import emit_events
 from . import pacing
 from . import types as message_types
 from .models import Message
-from .payloads import message_payload
+from .payloads import message_payload, messages_changed
 
 log = logging.getLogger(__name__)
 S = Message.Status
@@ -260,7 +259,7 @@ def claim(session, policy, now, limit):
             claimed.append(message)
         if waiting:
             conversations.note_outgoing(waiting)
-            live.messages_changed(waiting, conversations=conversations.of_messages(waiting))
+            messages_changed(waiting, conversations=conversations.of_messages(waiting))
     return claimed
 
 
@@ -343,7 +342,7 @@ def tell(session, event_type, messages, *, conversations=None):
         return
     payloads = [message_payload(message, session.name) for message in messages]
     emit_events(event_type, payloads)
-    live.messages_changed(messages, conversations=conversations, payloads=payloads)
+    messages_changed(messages, conversations=conversations, payloads=payloads)
 
 
 # --- no host ----------------------------------------------------------------------------------------------------

@@ -20,6 +20,10 @@ from django.db import transaction
 from django.db.models import Q
 from django.utils import timezone
 
+from whatsapp.sessions.models import WhatsAppSession
+
+from .models import Message, PacingPolicy
+
 FIELDS = ("min_interval_ms", "jitter_ms", "daily_cap", "warmup_days", "warmup_daily_cap")
 # Bounds of the policy fields (whatsapp.messaging.policy.update_pacing_policy validates against these).
 BOUNDS = {
@@ -68,7 +72,6 @@ def installation_defaults():
 
 def stored_policy():
     """This schema's PacingPolicy row, or None when the tenant never changed anything."""
-    from whatsapp.models import PacingPolicy
 
     return PacingPolicy.objects.order_by("pk").first()
 
@@ -105,7 +108,6 @@ def day_start(moment):
 def used_on_day(session_id, start, exclude_message_id=None):
     """Messages of the session that take a place in the day [start, start + 1 day): sent that day, or queued /
     sending with their (next) attempt in it: reserved slots count before they are sent."""
-    from whatsapp.models import Message
 
     end = start + DAY
     rows = Message.objects.filter(session_id=session_id, direction=Message.Direction.OUT).filter(
@@ -128,7 +130,6 @@ def _ensure_linked_at(session, now):
 def reserve_slot(session_id, now, *, message_id=None, rng=None):
     """Reserve the next send slot of this session; returns the time the message may be sent (now = at once).
     `message_id` is the message the slot is for (it does not count against its own day)."""
-    from whatsapp.models import WhatsAppSession
 
     policy = current_policy()
     if not policy.enabled:
@@ -152,7 +153,6 @@ def reserve_slot(session_id, now, *, message_id=None, rng=None):
 
 def queue_stats(session, now=None):
     """What the session page and GET /api/v1/sessions/{name} show about the session's queue."""
-    from whatsapp.models import Message
 
     now = now or timezone.now()
     policy = current_policy()

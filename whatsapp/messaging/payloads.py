@@ -1,5 +1,13 @@
 """A message as the API, the webhooks and the live pages show it."""
+import logging
+
+from django.db import connection, transaction
+
+from whatsapp import live
+
 from .models import Message
+
+log = logging.getLogger(__name__)
 
 
 def _iso(value):
@@ -46,3 +54,26 @@ def _media_payload(message):
     return {"url": message.media_url or None, "mimetype": message.media_mimetype, "size": message.media_size,
             "filename": message.media_filename, "stored": bool(message.media_file),
             "error": message.media_error or None}
+
+
+def messages_changed(messages, *, conversations=None, payloads=None):
+    """Tell open conversation pages about new or changed messages, once the transaction commits.
+    `conversations`: {id: Conversation (contact and group loaded)} whose list row moves with these messages
+    (its summary goes along); for the others the list page only learns which row changed. `payloads`: the
+    messages' message_payload, when the caller built them already (for webhooks)."""
+    updates = {}
+    for index, message in enumerate(messages):
+        if not message.conversation_id:
+            continue
+        try:
+            data = dict(payloads[index]) if payloads is not None else message_payload(message)
+            conversation = (conversations or {}).get(message.conversation_id)
+            data["conversation"] = (live.conversation_summary(conversation, data["session"]) if conversation is not None
+                                    else {"id": message.conversation_id})
+        except Exception:  # a live page missing an update must never fail a send or a receipt
+            log.warning("live payload for message %s failed", message.pk, exc_info=True)
+            continue
+        updates.setdefault(message.conversation_id, []).append(data)
+    if updates:
+        schema_name = connection.schema_name
+        transaction.on_commit(lambda: live.publish(schema_name, updates))

@@ -1,28 +1,23 @@
 """The tenant's sending policy: numbers it never sends to, and its pacing (whatsapp.messaging.recipients and
 whatsapp.messaging.pacing read it)."""
-from django.db import transaction
+from django.db import IntegrityError, transaction
+from django.utils import timezone
 
-from accounts import audit
+from audit import actions as audit
 from billing import entitlements
 from core.errors import DomainError
+from core.phones import normalize_phone
 
+from . import pacing
 from .errors import MessagingError
+from .models import BlockedNumber, PacingPolicy
 
 
 def block_number(tenant, *, acting_user, phone, reason=""):
     """Never send to `phone` (E.164, or digits with the country code) from this tenant. 400 invalid_phone,
     409 already_blocked."""
-    from django import forms
-    from django.db import IntegrityError
-
-    from accounts.forms import normalize_phone
-    from whatsapp.models import BlockedNumber
-
-    raw = str(phone or "").strip()
-    try:  # digits with the country code, as recipients are written in the API
-        phone = normalize_phone(raw if raw.startswith("+") or not raw[:1].isdigit() else f"+{raw}")
-    except forms.ValidationError as exc:
-        raise DomainError(MessagingError.INVALID_PHONE, exc.messages[0])
+    # digits with the country code, as recipients are written in the API
+    phone = normalize_phone(phone, code=MessagingError.INVALID_PHONE, digits_mean_international=True)
     entitlements.require_write(tenant)
     reason = str(reason or "").strip()[:255]
     with transaction.atomic():
@@ -51,12 +46,6 @@ def unblock_number(tenant, blocked, *, acting_user):
 def update_pacing_policy(tenant, *, acting_user, changes):
     """Change this tenant's pacing policy. `changes` holds any of enabled and pacing.FIELDS (None = the
     installation's default); 400 invalid_pacing for a value out of pacing.BOUNDS, nothing changed then."""
-    from django.utils import timezone
-
-    from whatsapp.models import PacingPolicy
-
-    from . import pacing
-
     unknown = sorted(set(changes) - {"enabled", *pacing.FIELDS})
     if unknown:
         raise DomainError(MessagingError.INVALID_PACING,

@@ -11,13 +11,17 @@ from rest_framework import exceptions, permissions, serializers, status
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from accounts.api import CanWrite, HasActiveTenant, require_owner_or_admin
+from accounts.api import require_owner_or_admin
+from accounts.models import User
+from billing.permissions import CanWrite
 from core.api import PageLimitPagination
 from core.errors import DomainError
-from whatsapp.models import BlockedNumber, WhatsAppSession
+from tenants.permissions import HasActiveTenant
+from whatsapp.sessions.models import WhatsAppSession
 
 from . import pacing, policy
 from .errors import MessagingError
+from .models import BlockedNumber
 
 TAGS = ["sending policy"]
 
@@ -30,7 +34,6 @@ class BlockedNumberSerializer(serializers.ModelSerializer):
         fields = ["id", "phone", "reason", "created_by", "created_at"]
 
     def get_created_by(self, blocked) -> str | None:
-        from accounts.models import User
 
         if not blocked.created_by_id:
             return None

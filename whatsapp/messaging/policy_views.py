@@ -14,9 +14,10 @@ from django.views.decorators.cache import never_cache
 
 from billing.decorators import billing_access_required
 from core.errors import DomainError
-from whatsapp.models import BlockedNumber, WhatsAppSession
+from whatsapp.sessions.models import WhatsAppSession
 
 from . import pacing, policy
+from .models import BlockedNumber
 
 MANAGER_ROLES = ("owner", "admin")
 LABELS = {

@@ -14,6 +14,7 @@ from django.conf import settings
 
 from billing import entitlements
 from core.errors import CommonError, DomainError
+from core.redis import client
 
 from .errors import MessagingError
 
@@ -44,7 +45,6 @@ _script = None
 
 
 def _redis():
-    from core.redis import client
 
     return client()
 

@@ -5,14 +5,15 @@ the pattern and the blocks do not apply to them."""
 import functools
 import re
 
-from django import forms
 from django.conf import settings
 from django.core import checks
 
-from accounts.forms import normalize_phone
+from core import rows
 from core.errors import DomainError
+from core.phones import normalize_phone
 
 from .errors import MessagingError
+from .models import BlockedNumber
 
 GROUP_JID_RE = re.compile(r"^[0-9]+(-[0-9]+)?@g\.us$")
 
@@ -21,8 +22,8 @@ def blocked_numbers():
     numbers = set()
     for raw in settings.WHATSAPP_BLOCKED_NUMBERS:
         try:
-            numbers.add(normalize_phone(raw if raw.strip().startswith("+") else f"+{raw.strip()}"))
-        except forms.ValidationError:
+            numbers.add(normalize_phone(raw, digits_mean_international=True))
+        except DomainError:
             continue
     return numbers
 
@@ -65,8 +66,7 @@ def check_allowed_phone_pattern(app_configs=None, **kwargs):
 def blocked_by_tenant(phone):
     from django.db import connection
 
-    from core import rows
-    from whatsapp.models import BlockedNumber
+
 
     with connection.cursor() as cursor:  # on every send: written out rather than compiled each time (core.rows)
         cursor.execute(f"SELECT 1 FROM {rows.table(BlockedNumber)} WHERE phone = %s LIMIT 1", [phone])
@@ -100,11 +100,7 @@ def parse_recipient(to):
         if server != "s.whatsapp.net" or not user.isdigit():
             raise DomainError(MessagingError.INVALID_RECIPIENT, f"'{raw}' is not a phone number or a WhatsApp address.")
         raw = user
-    candidate = raw if raw.startswith("+") else f"+{raw}"
-    try:
-        phone = normalize_phone(candidate)
-    except forms.ValidationError as exc:
-        raise DomainError(MessagingError.INVALID_RECIPIENT, exc.messages[0])
+    phone = normalize_phone(raw, code=MessagingError.INVALID_RECIPIENT, digits_mean_international=True)
     return phone, f"{phone[1:]}@s.whatsapp.net"
 
 

@@ -10,11 +10,11 @@ import json
 import re
 
 from core.errors import DomainError
-from whatsapp.models import Message
 from whatsapp.providers.base import OutgoingMessage, ProviderError
 
 from . import media, recipients
 from .errors import MessagingError
+from .models import Message
 
 T = Message.Type
 SUPPORTED_TYPES = (T.TEXT, T.IMAGE, T.DOCUMENT, T.AUDIO, T.VIDEO, T.LOCATION, T.CONTACT, T.REACTION)

@@ -7,15 +7,18 @@ import re
 
 from django.conf import settings
 from django.db import connection, transaction
+from django_tenants.utils import tenant_context
 
-from accounts import audit
+from audit import actions as audit
 from billing import entitlements
 from core.errors import DomainError
+from core.phones import normalize_phone
 from whatsapp.host import commands, leases
-from whatsapp.models import SessionActivity, WhatsAppSession
+from whatsapp.host.models import SessionLease
 
 from . import events
 from .errors import SessionError
+from .models import SessionActivity, WhatsAppSession
 
 NAME_RE = re.compile(r"^[a-zA-Z0-9_-]{1,64}$")
 
@@ -28,15 +31,11 @@ def _announce_on_commit(session_id):
 
 def count_sessions(tenant):
     """Plan usage counter for max_sessions (registered with billing.entitlements by WhatsappConfig.ready)."""
-    from django_tenants.utils import tenant_context
-
     with tenant_context(tenant):
         return WhatsAppSession.objects.count()
 
 
 def _global_limit_reached():
-    from whatsapp.host.models import SessionLease
-
     limit = settings.WHATSAPP_MAX_SESSIONS
     return limit >= 0 and SessionLease.objects.count() >= limit
 
@@ -52,11 +51,22 @@ def create_session(tenant, *, acting_user, name, label=""):
             raise DomainError(SessionError.DUPLICATE_NAME, f"A session named '{name}' already exists.")
         session = WhatsAppSession.objects.create(name=name, label=(label or "").strip()[:120])
         SessionActivity.objects.create(session=session, kind=SessionActivity.Kind.CREATED,
-                                       message=f"Created by {acting_user.email}" if acting_user else "Created")
+                                       message=_by(acting_user, "Created"))
         audit.record("whatsapp.session_created", actor=acting_user, target=session, after={"name": name},
                      tenant=tenant)
         _announce_on_commit(session.pk)
     return session
+
+
+def _by(acting_user, verb):
+    return f"{verb} by {acting_user.email}" if getattr(acting_user, "email", None) else verb
+
+
+def _command_on_commit(session, action, **kwargs):
+    """Queue `action` for the host running the session once the transaction commits (nothing is asked of a host
+    for a change that rolled back)."""
+    schema_name, session_id = connection.schema_name, session.pk
+    transaction.on_commit(lambda: commands.send(schema_name, session_id, action, **kwargs))
 
 
 def start_session(tenant, session, *, acting_user, by_qr=False):
@@ -67,7 +77,8 @@ def start_session(tenant, session, *, acting_user, by_qr=False):
     if session.should_run and session.status not in (WhatsAppSession.Status.ERROR,
                                                       WhatsAppSession.Status.LOGGED_OUT,
                                                       WhatsAppSession.Status.STOPPED):
-        raise DomainError(SessionError.ALREADY_RUNNING, "This session is already running.", {"status": session.status})
+        raise DomainError(SessionError.ALREADY_RUNNING, "This session is already running.",
+                          {"status": session.status})
     if _global_limit_reached():
         raise DomainError(SessionError.CAPACITY_REACHED,
                           "This installation runs its maximum number of sessions; try later "
@@ -76,6 +87,9 @@ def start_session(tenant, session, *, acting_user, by_qr=False):
         WhatsAppSession.objects.filter(pk=session.pk).update(
             should_run=True, status=WhatsAppSession.Status.STARTING, status_detail="Waiting for a session host…",
             **({"pairing_phone": ""} if by_qr else {}))
+        audit.record("whatsapp.session_started", actor=acting_user, target=session,
+                     before={"status": session.status}, after={"status": WhatsAppSession.Status.STARTING},
+                     tenant=tenant)
         schema_name, session_id = connection.schema_name, session.pk
         transaction.on_commit(lambda: leases.want_running(schema_name, session_id))
         transaction.on_commit(commands.wake_hosts)
@@ -90,7 +104,10 @@ def stop_session(tenant, session, *, acting_user):
             should_run=False, status=WhatsAppSession.Status.STOPPED, status_detail="Stopped.",
             qr_code="", qr_expires_at=None, pair_code="")
         SessionActivity.objects.create(session=session, kind=SessionActivity.Kind.STOPPED,
-                                       message=f"Stopped by {acting_user.email}" if acting_user else "Stopped")
+                                       message=_by(acting_user, "Stopped"))
+        audit.record("whatsapp.session_stopped", actor=acting_user, target=session,
+                     before={"status": session.status}, after={"status": WhatsAppSession.Status.STOPPED},
+                     tenant=tenant)
         schema_name, session_id = connection.schema_name, session.pk
         transaction.on_commit(lambda: leases.want_stopped(schema_name, session_id))
         _announce_on_commit(session_id)
@@ -110,49 +127,50 @@ def restart_session(tenant, session, *, acting_user):
             commands.wake_hosts()
             return session
         return start_session(tenant, session, acting_user=acting_user)
-    SessionActivity.objects.create(session=session, kind=SessionActivity.Kind.RESTARTED,
-                                   message=f"Restart requested by {acting_user.email}" if acting_user else "Restart")
-    commands.send(connection.schema_name, session.pk, "restart")
+    with transaction.atomic():
+        SessionActivity.objects.create(session=session, kind=SessionActivity.Kind.RESTARTED,
+                                       message=_by(acting_user, "Restart requested"))
+        audit.record("whatsapp.session_restarted", actor=acting_user, target=session, tenant=tenant)
+        _command_on_commit(session, "restart")
     return session
 
 
 def link_with_phone(tenant, session, *, acting_user, phone):
     """Pair by an 8-character code typed on the phone instead of scanning a QR code."""
-    from django import forms
-
-    from accounts.forms import normalize_phone
-
-    try:
-        phone = normalize_phone(phone)
-    except forms.ValidationError as exc:
-        raise DomainError(SessionError.INVALID_PHONE, exc.messages[0])
+    phone = normalize_phone(phone, code=SessionError.INVALID_PHONE)
     entitlements.require_write(tenant)
     if session.is_linked:
-        raise DomainError(SessionError.ALREADY_LINKED, "This session is already linked to a phone; log it out first.")
-    WhatsAppSession.objects.filter(pk=session.pk).update(pairing_phone=phone)
-    session.pairing_phone = phone
-    if _running_on_a_host(session):
-        commands.send(connection.schema_name, session.pk, "pairing_code", phone=phone)
-        return session
-    if session.should_run:
-        WhatsAppSession.objects.filter(pk=session.pk).update(should_run=False)
-        session.should_run = False
-    return start_session(tenant, session, acting_user=acting_user)
+        raise DomainError(SessionError.ALREADY_LINKED,
+                          "This session is already linked to a phone; log it out first.")
+    with transaction.atomic():
+        WhatsAppSession.objects.filter(pk=session.pk).update(pairing_phone=phone)
+        session.pairing_phone = phone
+        audit.record("whatsapp.session_pairing_requested", actor=acting_user, target=session,
+                     after={"pairing_phone": phone}, tenant=tenant)
+        if _running_on_a_host(session):
+            _command_on_commit(session, "pairing_code", phone=phone)
+            return session
+        if session.should_run:
+            WhatsAppSession.objects.filter(pk=session.pk).update(should_run=False)
+            session.should_run = False
+        return start_session(tenant, session, acting_user=acting_user)
 
 
 def logout_session(tenant, session, *, acting_user):
     """Unlink the device on WhatsApp's side. A session that is not running is forgotten here; the phone then
     shows the device until WhatsApp drops it (or the user removes it under Linked devices)."""
-    if _running_on_a_host(session):
-        commands.send(connection.schema_name, session.pk, "logout")
-        return session
     with transaction.atomic():
+        audit.record("whatsapp.session_logged_out", actor=acting_user, target=session,
+                     before={"phone": session.phone, "status": session.status}, tenant=tenant)
+        if _running_on_a_host(session):
+            _command_on_commit(session, "logout")
+            return session
         WhatsAppSession.objects.filter(pk=session.pk).update(
             should_run=False, status=WhatsAppSession.Status.LOGGED_OUT, jid_user="", jid_device=0,
             qr_code="", qr_expires_at=None, pair_code="", pairing_phone="",
             status_detail="Logged out. Start the session and scan again to relink.")
         SessionActivity.objects.create(session=session, kind=SessionActivity.Kind.LOGGED_OUT,
-                                       message=f"Logged out by {acting_user.email}" if acting_user else "Logged out")
+                                       message=_by(acting_user, "Logged out"))
         schema_name, session_id = connection.schema_name, session.pk
         transaction.on_commit(lambda: leases.want_stopped(schema_name, session_id))
         _announce_on_commit(session_id)
@@ -161,13 +179,14 @@ def logout_session(tenant, session, *, acting_user):
 
 
 def delete_session(tenant, session, *, acting_user):
-    """Delete the session and its activity; a running, linked client is logged out first."""
-    if _running_on_a_host(session) and session.is_linked:
-        commands.send(connection.schema_name, session.pk, "logout")
+    """Delete the session and its activity; a running, linked client is logged out first (on commit, before its
+    lease goes)."""
     with transaction.atomic():
         schema_name, session_id = connection.schema_name, session.pk
         audit.record("whatsapp.session_deleted", actor=acting_user, target=session,
                      before={"name": session.name, "phone": session.phone}, tenant=tenant)
+        if _running_on_a_host(session) and session.is_linked:
+            _command_on_commit(session, "logout")
         name = session.name
         session.delete()
         transaction.on_commit(lambda: leases.want_stopped(schema_name, session_id))

@@ -11,7 +11,6 @@ import binascii
 import time
 
 from django.conf import settings
-from django.db import connection
 from django.urls import path
 from drf_spectacular.openapi import AutoSchema
 from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema
@@ -19,14 +18,16 @@ from rest_framework import exceptions, permissions, status
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from accounts.api import CanWrite, HasActiveTenant, require_owner_or_admin
+from accounts.api import require_owner_or_admin
+from billing.permissions import CanWrite
 from core.api import PageLimitPagination
 from core.errors import DomainError
-from whatsapp.host import commands
-from whatsapp.models import SessionActivity, WhatsAppSession
+from core.phones import normalize_phone
+from tenants.permissions import HasActiveTenant
 
-from . import actions
+from . import actions, simulator
 from .errors import SessionError
+from .models import SessionActivity, WhatsAppSession
 from .qr import qr_svg
 from .serializers import (
     PairingCodeSerializer,
@@ -265,153 +266,94 @@ class SessionActivityView(SessionApiView):
 # --- simulator test helpers ---------------------------------------------------------------------------------------
 
 
-def _simulator_active():
-    return settings.WHATSAPP_PROVIDER == "simulator"
-
-
 class SimulatorOnlySchema(AutoSchema):
     def is_excluded(self):
-        return not _simulator_active() or super().is_excluded()
-
-
-class SimulatorControlView(SessionApiView):
-    """What WhatsApp's side does (a scan, an inbound message, a dropped connection, a logout on the phone),
-    on demand, for demos and tests. Mounted always, answered only while WHATSAPP_PROVIDER=simulator (decided per
-    request, so a settings change applies at once): with any other provider these URLs are 404 like unknown ones.
-    The control runs on the host that runs the session: 409 session_not_running when none does."""
-
-    schema = SimulatorOnlySchema()
-    command = None  # what the host does (whatsapp.host.commands.ACTIONS)
-    request_serializer = None
-
-    def initial(self, request, *args, **kwargs):
-        if not _simulator_active():
-            raise exceptions.NotFound()
-        super().initial(request, *args, **kwargs)
-
-    def command_kwargs(self, data):
-        """The command's arguments from the validated body; 400 for what the simulator would refuse."""
-        return {}
-
-    def check_state(self, session, kwargs):
-        """Refuse at once what the simulator would refuse later on the host (where nobody would see it)."""
-
-    def post(self, request, name):
-        session = _session(name)
-        kwargs = self.command_kwargs(_validated(self.request_serializer, request.data)
-                                     if self.request_serializer else {})
-        if commands.holder(connection.schema_name, session.pk) is None:
-            raise DomainError(SessionError.SESSION_NOT_RUNNING,
-                              "This session is not running on any host; start it first.",
-                              {"status": session.status})
-        self.check_state(session, kwargs)
-        commands.send(connection.schema_name, session.pk, self.command, **kwargs)
-        return Response(_payload(session), status=status.HTTP_202_ACCEPTED)
-
-
-def _phone(value):
-    from django import forms
-
-    from accounts.forms import normalize_phone
-
-    try:
-        return normalize_phone(value)
-    except forms.ValidationError as exc:
-        raise DomainError(SessionError.INVALID_PHONE, exc.messages[0])
-
-
-def _refuse_unless(condition, code, message, session):
-    if not condition:
-        raise DomainError(code, message, {"status": session.status})
+        return not simulator.active() or super().is_excluded()
 
 
 SIMULATOR_TAGS = ["test helpers (simulator)"]
 
 
+class SimulatorControlView(SessionApiView):
+    """What WhatsApp's side does, on demand, for demos and tests (whatsapp.sessions.simulator). Mounted always,
+    answered only while WHATSAPP_PROVIDER=simulator: with any other provider these URLs are 404 like unknown ones.
+    The control runs on the host that runs the session: 409 session_not_running when none does."""
+
+    schema = SimulatorOnlySchema()
+
+    def initial(self, request, *args, **kwargs):
+        if not simulator.active():
+            raise exceptions.NotFound()
+        super().initial(request, *args, **kwargs)
+
+    def accepted(self, session):
+        return Response(_payload(session), status=status.HTTP_202_ACCEPTED)
+
+
 class SimulateScanView(SimulatorControlView):
-    command = "simulate_scan"
-    request_serializer = SimulatedScanSerializer
-
-    def command_kwargs(self, data):
-        return {"phone": _phone(data["phone"]), "push_name": data["push_name"]}
-
-    def check_state(self, session, kwargs):
-        _refuse_unless(session.status in (S.QR, S.PAIRING), SessionError.NOT_PAIRING,
-                       "No QR code or pairing code is waiting for a scan.", session)
-        _refuse_unless(session.status != S.PAIRING or not session.pairing_phone
-                       or kwargs["phone"] == session.pairing_phone,
-                       SessionError.WRONG_PHONE, f"The pairing code was issued for {session.pairing_phone}.", session)
-
     @extend_schema(tags=SIMULATOR_TAGS, parameters=[NAME_PARAMETER], request=SimulatedScanSerializer,
                    responses={202: WhatsAppSessionSerializer})
     def post(self, request, name):
         """The phone scans the QR code (or enters the pairing code): the session links to `phone`."""
-        return super().post(request, name)
+        session = _session(name)
+        data = _validated(SimulatedScanSerializer, request.data)
+        simulator.scan(session, phone=data["phone"], push_name=data["push_name"])
+        return self.accepted(session)
+
+
+def _inbound_message(data):
+    """The simulated message from the validated body; 400 for what the simulator would refuse."""
+    kind = data["type"]
+    message = {"from_phone": normalize_phone(data["from"], code=SessionError.INVALID_PHONE), "text": data["text"],
+               "type": kind}
+    if kind == "text" and not data["text"].strip():
+        raise DomainError(SessionError.MISSING_TEXT, "A text message needs a non-empty 'text'.")
+    if kind == "location":
+        if data.get("latitude") is None or data.get("longitude") is None:
+            raise DomainError(SessionError.INVALID_LOCATION, "A location needs 'latitude' and 'longitude'.")
+        message.update(latitude=data["latitude"], longitude=data["longitude"])
+    elif kind != "text":
+        try:
+            media = base64.b64decode(data["media"], validate=True)
+        except (binascii.Error, ValueError):
+            media = b""
+        if not media:
+            raise DomainError(SessionError.MISSING_MEDIA, f"An inbound {kind} needs 'media': the file, base64-encoded.")
+        # base64 text, not bytes: the command crosses the broker as JSON
+        message.update(media=data["media"], mimetype=data["mimetype"], filename=data["filename"],
+                       caption=data["caption"])
+    return message
 
 
 class SimulateInboundView(SimulatorControlView):
-    command = "simulate_inbound"
-    request_serializer = SimulatedInboundSerializer
-
-    def command_kwargs(self, data):
-        kind = data["type"]
-        kwargs = {"from_phone": _phone(data["from"]), "text": data["text"], "type": kind}
-        if kind == "text" and not data["text"].strip():
-            raise DomainError(SessionError.MISSING_TEXT, "A text message needs a non-empty 'text'.")
-        if kind == "location":
-            if data.get("latitude") is None or data.get("longitude") is None:
-                raise DomainError(SessionError.INVALID_LOCATION, "A location needs 'latitude' and 'longitude'.")
-            kwargs.update(latitude=data["latitude"], longitude=data["longitude"])
-        elif kind != "text":
-            try:
-                media = base64.b64decode(data["media"], validate=True)
-            except (binascii.Error, ValueError):
-                media = b""
-            if not media:
-                raise DomainError(SessionError.MISSING_MEDIA,
-                                  f"An inbound {kind} needs 'media': the file, base64-encoded.")
-            # base64 text, not bytes: the command crosses the broker as JSON
-            kwargs.update(media=data["media"], mimetype=data["mimetype"], filename=data["filename"],
-                          caption=data["caption"])
-        return kwargs
-
-    def check_state(self, session, kwargs):
-        _refuse_unless(session.status == S.CONNECTED, SessionError.NOT_CONNECTED, "The session is not connected.",
-                       session)
-
     @extend_schema(tags=SIMULATOR_TAGS, parameters=[NAME_PARAMETER], request=SimulatedInboundSerializer,
                    responses={202: WhatsAppSessionSerializer})
     def post(self, request, name):
         """A contact sends the linked number a message: text (default), a media file (base64 `media`) or a
         location."""
-        return super().post(request, name)
+        session = _session(name)
+        simulator.inbound(session, **_inbound_message(_validated(SimulatedInboundSerializer, request.data)))
+        return self.accepted(session)
 
 
 class SimulateDisconnectView(SimulatorControlView):
-    command = "simulate_disconnect"
-
-    def check_state(self, session, kwargs):
-        _refuse_unless(session.status == S.CONNECTED, SessionError.NOT_CONNECTED, "The session is not connected.",
-                       session)
-
     @extend_schema(tags=SIMULATOR_TAGS, parameters=[NAME_PARAMETER], request=None,
                    responses={202: WhatsAppSessionSerializer})
     def post(self, request, name):
         """The connection drops; the session reconnects by itself."""
-        return super().post(request, name)
+        session = _session(name)
+        simulator.disconnect(session)
+        return self.accepted(session)
 
 
 class SimulateLogoutView(SimulatorControlView):
-    command = "simulate_logout"
-
-    def check_state(self, session, kwargs):
-        _refuse_unless(session.is_linked, SessionError.NOT_LINKED, "The session is not linked to a phone.", session)
-
     @extend_schema(tags=SIMULATOR_TAGS, parameters=[NAME_PARAMETER], request=None,
                    responses={202: WhatsAppSessionSerializer})
     def post(self, request, name):
         """The device is removed under Linked devices on the phone: the session is logged out."""
-        return super().post(request, name)
+        session = _session(name)
+        simulator.logout(session)
+        return self.accepted(session)
 
 
 # Included under /api/v1/ by config/urls.py.

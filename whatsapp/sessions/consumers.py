@@ -17,10 +17,10 @@ from channels.generic.websocket import AsyncJsonWebsocketConsumer
 from django_tenants.utils import tenant_context
 
 from billing import entitlements
-from whatsapp.models import SessionActivity, WhatsAppSession
 
 from .actions import NAME_RE
 from .events import session_group, session_payload, sessions_group
+from .models import SessionActivity, WhatsAppSession
 
 NOT_FOUND = 4404  # unknown or another tenant's session, no tenant, not logged in
 FORBIDDEN = 4403  # the tenant is suspended

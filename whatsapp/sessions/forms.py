@@ -2,7 +2,8 @@
 from django import forms
 from django.utils.text import slugify
 
-from accounts.forms import normalize_phone
+from core.errors import DomainError
+from core.phones import normalize_phone
 
 from .actions import NAME_RE
 
@@ -38,7 +39,10 @@ class PhoneForm(forms.Form):
                                                           "placeholder": "+14155550123"}))
 
     def clean_phone(self):
-        return normalize_phone(self.cleaned_data["phone"])
+        try:
+            return normalize_phone(self.cleaned_data["phone"])
+        except DomainError as exc:
+            raise forms.ValidationError(exc.message, code="invalid_phone") from None
 
 
 class SimulateScanForm(PhoneForm):

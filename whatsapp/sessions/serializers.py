@@ -1,7 +1,7 @@
 """What the sessions API reads and writes."""
 from rest_framework import serializers
 
-from whatsapp.models import SessionActivity, WhatsAppSession
+from .models import SessionActivity, WhatsAppSession
 
 
 class WhatsAppSessionSerializer(serializers.ModelSerializer):

@@ -12,7 +12,6 @@ application/json` and gets JSON back instead of a redirect, so the live page nev
 import logging
 from dataclasses import dataclass, field
 
-from django.conf import settings
 from django.contrib import messages
 from django.core.exceptions import PermissionDenied
 from django.db import connection
@@ -25,12 +24,11 @@ from billing import entitlements
 from billing.decorators import billing_access_required
 from core.errors import DomainError
 from whatsapp.host import commands
-from whatsapp.messaging import pacing
-from whatsapp.models import SessionActivity, WhatsAppSession
 
-from . import actions
+from . import actions, panels, simulator
 from .events import session_payload
 from .forms import PhoneForm, SessionCreateForm, SimulateScanForm
+from .models import SessionActivity, WhatsAppSession
 from .qr import qr_svg
 
 log = logging.getLogger(__name__)
@@ -83,7 +81,7 @@ def _wants_json(request):
 def _page_context(request):
     return {
         "can_manage": _can_manage(request),
-        "simulator": settings.WHATSAPP_PROVIDER == "simulator",
+        "simulator": simulator.active(),
         "start_statuses": START_STATUSES,
         "no_logout_statuses": NO_LOGOUT_STATUSES,
         "linkable_statuses": LINKABLE_STATUSES,
@@ -122,8 +120,6 @@ def _perform(request, session, action):
     label = str(session)
     if action in ("logout", "delete") and not _can_manage(request):
         return Outcome(False, "Only an owner or admin can log out or delete a session.", 403, "permission_denied")
-    if action == "simulate_scan" and settings.WHATSAPP_PROVIDER != "simulator":
-        return Outcome(False, "Simulated scans are only available with the simulator.", 404, "not_found")
     handed_to_host = _on_host(session)
     try:
         if action == "start":
@@ -152,8 +148,7 @@ def _perform(request, session, action):
             form = SimulateScanForm(request.POST, prefix="scan")
             if not form.is_valid():
                 return Outcome(False, next(iter(form.errors.values()))[0], 400, "invalid_phone", errors=form.errors)
-            commands.send(connection.schema_name, session.pk, "simulate_scan", phone=form.cleaned_data["phone"],
-                          push_name=form.cleaned_data["push_name"])
+            simulator.scan(session, phone=form.cleaned_data["phone"], push_name=form.cleaned_data["push_name"])
             message = f"Simulated phone {form.cleaned_data['phone']} is scanning…"
         else:
             return Outcome(False, "Unknown action.", 400, "unknown_action")
@@ -239,7 +234,7 @@ def session_detail(request, name):
         "next_step_text": NEXT_STEP.get(session.status, ""),
         "phone_form": PhoneForm(prefix="link", initial={"phone": session.pairing_phone}),
         "scan_form": SimulateScanForm(prefix="scan"),
-        "queue": pacing.queue_stats(session),
+        "panels": panels.render(request, session),
     })
 
 

@@ -4,12 +4,17 @@ import json
 
 from django.db import connection, transaction
 from django.utils import timezone
+from django_tenants.utils import schema_context
 
+from audit import actions as audit
 from core import rows
-from whatsapp.models import WebhookDelivery, WebhookEndpoint
+from core.errors import DomainError
 
 from . import EVENTS
 from . import delivery as wire
+from .errors import WebhookError
+from .models import WebhookDelivery, WebhookEndpoint
+from .tasks import deliver_webhook
 
 S = WebhookDelivery.Status
 
@@ -21,10 +26,6 @@ def _enqueue_on_commit(delivery_ids):
     schema = connection.schema_name
 
     def send():
-        from django_tenants.utils import schema_context
-
-        from .tasks import deliver_webhook
-
         with schema_context(schema):
             for delivery_id in delivery_ids:
                 deliver_webhook.delay(delivery_id)
@@ -62,46 +63,72 @@ def emit_events(event_type, items, *, now=None):
     return deliveries
 
 
-def create_endpoint(*, url, events, description=""):
+def _snapshot(endpoint):
+    return {"url": endpoint.url, "events": list(endpoint.events), "description": endpoint.description,
+            "enabled": endpoint.enabled}
+
+
+def create_endpoint(tenant, *, acting_user, url, events, description="", enabled=True):
     """Returns (endpoint, secret): the secret is only ever available here."""
     secret = wire.new_secret()
-    endpoint = WebhookEndpoint.objects.create(url=url, events=list(events), description=description,
-                                              secret_encrypted=wire.encrypt_secret(secret))
+    with transaction.atomic():
+        endpoint = WebhookEndpoint.objects.create(url=url, events=list(events), description=description,
+                                                  secret_encrypted=wire.encrypt_secret(secret))
+        if not enabled:
+            _set_enabled(endpoint, False)
+            endpoint.save()
+        audit.record("webhook.endpoint_created", actor=acting_user, target=endpoint, after=_snapshot(endpoint),
+                     tenant=tenant)
     return endpoint, secret
 
 
-def update_endpoint(endpoint, **changes):
+def _set_enabled(endpoint, enabled):
+    endpoint.enabled = enabled
+    if enabled:
+        endpoint.disabled_reason, endpoint.disabled_at = "", None
+    else:
+        endpoint.disabled_reason, endpoint.disabled_at = "Disabled by the tenant.", timezone.now()
+
+
+def update_endpoint(tenant, endpoint, *, acting_user, **changes):
     """Change url, events, description or enabled. Re-enabling clears the reason it was disabled; due deliveries
     then go out with the next sweep."""
-    for field in ("url", "events", "description"):
-        if field in changes:
-            setattr(endpoint, field, changes[field])
-    if "enabled" in changes and changes["enabled"] != endpoint.enabled:
-        endpoint.enabled = changes["enabled"]
-        if endpoint.enabled:
-            endpoint.disabled_reason, endpoint.disabled_at = "", None
-        else:
-            endpoint.disabled_reason, endpoint.disabled_at = "Disabled by the tenant.", timezone.now()
-    endpoint.save()
+    with transaction.atomic():
+        before = _snapshot(endpoint)
+        for field in ("url", "events", "description"):
+            if field in changes:
+                setattr(endpoint, field, changes[field])
+        if "enabled" in changes and changes["enabled"] != endpoint.enabled:
+            _set_enabled(endpoint, changes["enabled"])
+        endpoint.save()
+        audit.record("webhook.endpoint_updated", actor=acting_user, target=endpoint, before=before,
+                     after=_snapshot(endpoint), tenant=tenant)
     return endpoint
 
 
-def delete_endpoint(endpoint):
-    endpoint.delete()  # its deliveries go with it
+def delete_endpoint(tenant, endpoint, *, acting_user):
+    """The endpoint goes with its deliveries."""
+    with transaction.atomic():
+        audit.record("webhook.endpoint_deleted", actor=acting_user, target=endpoint, before=_snapshot(endpoint),
+                     tenant=tenant)
+        endpoint.delete()
 
 
-class EndpointDisabled(Exception):
-    pass
+def _require_enabled(endpoint):
+    if not endpoint.enabled:
+        raise DomainError(WebhookError.ENDPOINT_DISABLED,
+                          f"The endpoint is disabled: {endpoint.disabled_reason or 'disabled'} Enable it first.")
 
 
-def replay_delivery(delivery, *, now=None):
+def replay_delivery(tenant, delivery, *, acting_user, now=None):
     """A new attempt now, whatever the delivery's status (dead ones too), with the same webhook-id. If it fails,
-    the schedule continues from the delivery's attempt count (dead again once exhausted)."""
-    if not delivery.endpoint.enabled:
-        raise EndpointDisabled(delivery.endpoint.disabled_reason or "The endpoint is disabled.")
+    the schedule continues from the delivery's attempt count (dead again once exhausted). 409 endpoint_disabled."""
+    _require_enabled(delivery.endpoint)
     now = wire.current_time(now)
     with transaction.atomic():
         WebhookDelivery.objects.filter(pk=delivery.pk).update(status=S.PENDING, next_attempt_at=now)
+        audit.record("webhook.delivery_replayed", actor=acting_user, target=delivery,
+                     before={"status": delivery.status}, after={"status": S.PENDING}, tenant=tenant)
         _enqueue_on_commit([delivery.pk])
     delivery.refresh_from_db()
     return delivery
@@ -111,14 +138,17 @@ def replay_delivery(delivery, *, now=None):
 REPLAY_ENQUEUE_LIMIT = 100
 
 
-def replay_dead(endpoint, *, now=None):
-    """Every dead-lettered delivery of the endpoint is due again now (same webhook-ids). Returns how many."""
-    if not endpoint.enabled:
-        raise EndpointDisabled(endpoint.disabled_reason or "The endpoint is disabled.")
+def replay_dead(tenant, endpoint, *, acting_user, now=None):
+    """Every dead-lettered delivery of the endpoint is due again now (same webhook-ids). Returns how many.
+    409 endpoint_disabled."""
+    _require_enabled(endpoint)
     now = wire.current_time(now)
     with transaction.atomic():
         dead = endpoint.deliveries.filter(status=S.DEAD)
         ids = list(dead.order_by("created_at", "id").values_list("id", flat=True))
         WebhookDelivery.objects.filter(pk__in=ids).update(status=S.PENDING, next_attempt_at=now)
+        if ids:
+            audit.record("webhook.dead_replayed", actor=acting_user, target=endpoint, after={"replayed": len(ids)},
+                         tenant=tenant)
         _enqueue_on_commit(ids[:REPLAY_ENQUEUE_LIMIT])
     return len(ids)

@@ -11,14 +11,16 @@ from rest_framework import permissions, serializers
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from accounts.api import CanWrite, HasActiveTenant, require_owner_or_admin
+from accounts.api import require_owner_or_admin
+from billing.permissions import CanWrite
 from core.api import PageLimitPagination
 from core.errors import CommonError, DomainError
-from whatsapp.models import WebhookDelivery, WebhookEndpoint
+from tenants.permissions import HasActiveTenant
 
 from . import EVENTS, actions
 from . import delivery as wire
 from .errors import WebhookError
+from .models import WebhookDelivery, WebhookEndpoint
 
 TAGS = ["webhooks"]
 
@@ -98,10 +100,9 @@ class EndpointListView(WebhookView):
         unresolvable_host. The response holds the signing secret, once."""
         require_owner_or_admin(request, "manage webhooks")
         data = _validated(request, partial=False)
-        endpoint, secret = actions.create_endpoint(url=data["url"], events=data["events"],
-                                                   description=data.get("description", ""))
-        if data.get("enabled") is False:
-            actions.update_endpoint(endpoint, enabled=False)
+        endpoint, secret = actions.create_endpoint(request._request.tenant, acting_user=request.user, url=data["url"],
+                                                   events=data["events"], description=data.get("description", ""),
+                                                   enabled=data.get("enabled", True))
         return Response({"endpoint": WebhookEndpointSerializer(endpoint).data, "secret": secret}, status=201)
 
 
@@ -115,7 +116,8 @@ class EndpointDetailView(WebhookView):
         """Change url, events, description or enabled (owner or admin); enabling clears disabled_reason."""
         endpoint = get_object_or_404(WebhookEndpoint, pk=pk)
         require_owner_or_admin(request, "manage webhooks")
-        endpoint = actions.update_endpoint(endpoint, **_validated(request, partial=True))
+        endpoint = actions.update_endpoint(request._request.tenant, endpoint, acting_user=request.user,
+                                           **_validated(request, partial=True))
         return Response(WebhookEndpointSerializer(endpoint).data)
 
     @extend_schema(tags=TAGS, responses={204: None})
@@ -123,7 +125,7 @@ class EndpointDetailView(WebhookView):
         """Delete the endpoint and its deliveries (owner or admin)."""
         endpoint = get_object_or_404(WebhookEndpoint, pk=pk)
         require_owner_or_admin(request, "manage webhooks")
-        actions.delete_endpoint(endpoint)
+        actions.delete_endpoint(request._request.tenant, endpoint, acting_user=request.user)
         return Response(status=204)
 
 
@@ -152,11 +154,7 @@ class ReplayView(WebhookView):
     def post(self, request, pk):
         """Attempt the delivery again now, whatever its status (dead too), same webhook-id. 409 endpoint_disabled."""
         delivery = get_object_or_404(WebhookDelivery.objects.select_related("endpoint"), pk=pk)
-        try:
-            delivery = actions.replay_delivery(delivery)
-        except actions.EndpointDisabled as exc:
-            raise DomainError(WebhookError.ENDPOINT_DISABLED,
-                              f"The endpoint is disabled: {exc} Enable it first.") from exc
+        delivery = actions.replay_delivery(request._request.tenant, delivery, acting_user=request.user)
         return Response(WebhookDeliverySerializer(delivery).data, status=202)
 
 

@@ -20,6 +20,8 @@ from standardwebhooks import Webhook
 
 from core.net import TargetError, check_target, resolve_target  # noqa: F401  (check_target: the forms' and API's)
 
+from .models import WebhookDelivery
+
 # Waits after the 1st, 2nd, … failed attempt; after the last one the delivery is dead-lettered.
 RETRY_SCHEDULE = [timedelta(seconds=5), timedelta(minutes=5), timedelta(minutes=30), timedelta(hours=2),
                   timedelta(hours=5), timedelta(hours=10), timedelta(hours=10)]
@@ -143,7 +145,6 @@ def claim(delivery_id, *, now=None, lease=None):
     """Take the delivery for one attempt: lock it, check it is still ours to try, and move next_attempt_at out by
     CLAIM_SECONDS so that a sweep finds it again only if this attempt dies. `lease` is the next_attempt_at a
     sweeper set when it claimed the row (its task then owns it); without one the delivery must be due."""
-    from whatsapp.models import WebhookDelivery
 
     S = WebhookDelivery.Status
     now = current_time(now)
@@ -164,7 +165,6 @@ def claim(delivery_id, *, now=None, lease=None):
 
 def attempt(delivery, *, now=None):
     """POST the delivery once, record the attempt and decide what happens next. Returns the delivery."""
-    from whatsapp.models import WebhookDelivery
 
     S = WebhookDelivery.Status
     now = current_time(now)
@@ -211,7 +211,6 @@ def attempt(delivery, *, now=None):
 def claim_due(*, now=None, limit=100):
     """In the current schema: claim up to `limit` due deliveries of enabled endpoints (FOR UPDATE SKIP LOCKED, so
     concurrent sweepers split them) and return [(id, lease)] for the tasks that attempt them."""
-    from whatsapp.models import WebhookDelivery
 
     S = WebhookDelivery.Status
     now = current_time(now)

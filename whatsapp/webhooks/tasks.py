@@ -2,6 +2,8 @@
 from celery import shared_task
 from django.utils.dateparse import parse_datetime
 
+from tenants.models import Tenant
+
 from . import delivery as wire
 
 
@@ -21,7 +23,6 @@ def deliver_due_webhooks(now=None):
     """Beat, every few seconds: in every active tenant's schema, claim the due deliveries and send one task each."""
     from django_tenants.utils import schema_context
 
-    from tenants.models import Tenant
 
     clock = parse_datetime(now) if isinstance(now, str) else now
     claimed = 0

@@ -19,11 +19,13 @@ from django.utils.dateparse import parse_datetime
 from django.views.decorators.cache import never_cache
 
 from billing.decorators import billing_access_required
-from whatsapp.models import WebhookDelivery, WebhookEndpoint
+from core import once
+from core.errors import DomainError
 
 from . import actions
 from . import delivery as wire
 from .forms import EndpointForm
+from .models import WebhookDelivery, WebhookEndpoint
 
 S = WebhookDelivery.Status
 DELIVERIES_PER_PAGE = 25
@@ -88,13 +90,13 @@ def webhook_list(request):
         _require_manager(request)
         form = EndpointForm(request.POST)
         if form.is_valid():
-            endpoint, secret = actions.create_endpoint(url=form.cleaned_data["url"],
+            endpoint, secret = actions.create_endpoint(request.tenant, acting_user=request.user,
+                                                       url=form.cleaned_data["url"],
                                                        events=form.cleaned_data["events"],
                                                        description=form.cleaned_data["description"])
             messages.success(request, "Endpoint added. Copy its signing secret now: it is not shown again.")
-            # The secret is only ever in this response (never stored readable, never in the session).
-            return render(request, "whatsapp/webhooks/detail.html",
-                          _detail_context(request, endpoint, new_secret=secret), status=201)
+            once.keep(request, f"webhook_secret:{endpoint.pk}", secret)
+            return redirect("webhook", pk=endpoint.pk)
         status = 400
     return render(request, "whatsapp/webhooks/list.html", {
         "endpoints": _endpoints(),
@@ -110,7 +112,8 @@ def webhook_detail(request, pk):
     endpoint = get_object_or_404(WebhookEndpoint, pk=pk)  # another tenant's id is not in this schema: 404
     back = request.get_full_path()
     if request.method != "POST":
-        return render(request, "whatsapp/webhooks/detail.html", _detail_context(request, endpoint))
+        secret = once.take(request, f"webhook_secret:{endpoint.pk}")
+        return render(request, "whatsapp/webhooks/detail.html", _detail_context(request, endpoint, new_secret=secret))
 
     action = request.POST.get("action", "")
     if action == "update":
@@ -119,7 +122,7 @@ def webhook_detail(request, pk):
         if not form.is_valid():
             return render(request, "whatsapp/webhooks/detail.html",
                           _detail_context(request, endpoint, form=form), status=400)
-        actions.update_endpoint(endpoint, **form.cleaned_data)
+        actions.update_endpoint(request.tenant, endpoint, acting_user=request.user, **form.cleaned_data)
         messages.success(request, "Endpoint saved." if endpoint.enabled else
                          "Endpoint saved. It is disabled: it gets no new events until you enable it.")
     elif action == "delete":
@@ -127,7 +130,7 @@ def webhook_detail(request, pk):
         if request.POST.get("confirm") != "yes":
             messages.error(request, "Tick the box to confirm that the endpoint and its delivery history go.")
             return redirect(back)
-        actions.delete_endpoint(endpoint)
+        actions.delete_endpoint(request.tenant, endpoint, acting_user=request.user)
         messages.success(request, f"Endpoint {endpoint.url} deleted with its delivery history.")
         return redirect("webhooks")
     elif action == "replay":
@@ -135,16 +138,16 @@ def webhook_detail(request, pk):
         delivery = get_object_or_404(WebhookDelivery, pk=int(delivery_id) if delivery_id.isdigit() else 0,
                                      endpoint=endpoint)
         try:
-            actions.replay_delivery(delivery)
-        except actions.EndpointDisabled as exc:
-            messages.error(request, f"The endpoint is disabled: {exc} Enable it first.")
+            actions.replay_delivery(request.tenant, delivery, acting_user=request.user)
+        except DomainError as exc:
+            messages.error(request, exc.message)
         else:
             messages.success(request, f"Delivery {delivery.webhook_id} is being sent again (same webhook-id).")
     elif action == "replay_dead":
         try:
-            replayed = actions.replay_dead(endpoint)
-        except actions.EndpointDisabled as exc:
-            messages.error(request, f"The endpoint is disabled: {exc} Enable it first.")
+            replayed = actions.replay_dead(request.tenant, endpoint, acting_user=request.user)
+        except DomainError as exc:
+            messages.error(request, exc.message)
         else:
             messages.success(request, f"{replayed} dead deliver{'y is' if replayed == 1 else 'ies are'} being "
                                       "sent again." if replayed else "No dead deliveries to replay.")

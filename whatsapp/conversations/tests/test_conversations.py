@@ -7,7 +7,7 @@ import pytest
 from django.utils import timezone
 from django_tenants.utils import tenant_context
 
-from accounts.models import AuditLog
+from audit.models import AuditLog
 from core.errors import DomainError
 from whatsapp.conversations import actions as conversations
 from whatsapp.messaging import actions as messaging
@@ -241,7 +241,11 @@ def test_the_pages_list_show_and_send_for_members(named, acme, client, monkeypat
     page = client.get(f"/conversations/{conversation.pk}/")
     assert page.status_code == 200 and b"Hello from Budi" in page.content
     with tenant_context(named.acme):  # a request leaves the connection on the public schema
-        assert Conversation.objects.get().unread_count == 0  # opening it read it
+        assert Conversation.objects.get().unread_count == 1  # a GET changes nothing
+    read = client.post(f"/conversations/{conversation.pk}/", {"action": "mark_read"}, HTTP_ACCEPT="application/json")
+    assert read.status_code == 200 and read.json()["ok"] is True
+    with tenant_context(named.acme):
+        assert Conversation.objects.get().unread_count == 0  # the open page said it was seen
 
     sent = client.post(f"/conversations/{conversation.pk}/", {"action": "send", "text": "Hi Budi"},
                        HTTP_ACCEPT="application/json")

@@ -6,7 +6,8 @@ import pytest
 from django.utils import timezone
 from django_tenants.utils import tenant_context
 
-from accounts.models import AuditLog, Membership
+from accounts.models import Membership
+from audit.models import AuditLog
 from billing.models import Subscription
 from whatsapp.models import BlockedNumber, PacingPolicy, WhatsAppSession
 from whatsapp.tests.support import error, ok

@@ -13,7 +13,6 @@ import pytest
 from django.utils import timezone
 from django_tenants.utils import tenant_context
 
-from whatsapp.messaging import media
 from whatsapp.messaging.tests.test_message_types import (
     BASE,
     MP3,

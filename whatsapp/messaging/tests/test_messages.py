@@ -57,7 +57,8 @@ def hooks(settings, monkeypatch):
 
 def subscribe(tenant):
     with tenant_context(tenant):
-        endpoint, _ = webhook_actions.create_endpoint(url="http://127.0.0.1:9/hook", events=EVENTS)
+        endpoint, _ = webhook_actions.create_endpoint(tenant, acting_user=None, url="http://127.0.0.1:9/hook",
+                                                      events=EVENTS)
     return endpoint
 
 

@@ -29,8 +29,10 @@ def host(named, clock, tmp_path):
 def endpoints(named, receiver):
     """`subscribed` gets every session.* event, `other` only message.received (so never a session event)."""
     with schema_context(SCHEMA):
-        subscribed, secret = actions.create_endpoint(url=receiver.url, events=SESSION_EVENTS)
-        other, _ = actions.create_endpoint(url=receiver.url + "/other", events=["message.received"])
+        subscribed, secret = actions.create_endpoint(named.acme, acting_user=None, url=receiver.url,
+                                                     events=SESSION_EVENTS)
+        other, _ = actions.create_endpoint(named.acme, acting_user=None, url=receiver.url + "/other",
+                                           events=["message.received"])
     receiver.secret = secret
     return subscribed, other
 
@@ -120,7 +122,8 @@ def test_each_session_event_is_one_signed_delivery_for_subscribed_endpoints_only
 
 def test_an_endpoint_subscribed_to_one_session_event_gets_only_that_one(named, receiver, host, clock):
     with schema_context(SCHEMA):
-        only_connected, receiver.secret = actions.create_endpoint(url=receiver.url, events=["session.connected"])
+        only_connected, receiver.secret = actions.create_endpoint(named.acme, acting_user=None, url=receiver.url,
+                                                                  events=["session.connected"])
     session, provider = start(host, clock)
     provider.simulate_scan("+14155550123")
     clock.advance(1)

@@ -28,7 +28,7 @@ def endpoints(tenant):
 
 def make_endpoint(tenant, receiver, events=("message.received",)):
     with tenant_context(tenant):
-        endpoint, receiver.secret = actions.create_endpoint(url=receiver.url, events=list(events))
+        endpoint, receiver.secret = actions.create_endpoint(tenant, acting_user=None, url=receiver.url, events=list(events))
     return endpoint
 
 
@@ -54,10 +54,15 @@ def test_owner_adds_an_endpoint_and_sees_the_secret_once(as_user, named, receive
     assert page.status_code == 200 and b"No endpoints yet" in page.content
     assert b'data-testid="create-endpoint"' in page.content and b'value="session.qr"' in page.content
 
-    response = client.post("/webhooks/", {"url": receiver.url, "description": "CRM",
-                                          "events": ["message.received", "session.connected"]})
-    assert response.status_code == 201
+    created = client.post("/webhooks/", {"url": receiver.url, "description": "CRM",
+                                         "events": ["message.received", "session.connected"]})
     [endpoint] = endpoints(named.acme)
+    # POST → redirect → GET: the secret rides the session to the endpoint's page, never the URL.
+    assert created.status_code == 302 and created["Location"] == f"/webhooks/{endpoint.pk}/"
+    assert "whsec_" not in created["Location"]
+    response = client.get(created["Location"])
+    assert response.status_code == 200
+    assert "no-store" in response["Cache-Control"]
     assert endpoint.events == ["message.received", "session.connected"] and endpoint.description == "CRM"
     secret = response.context["new_secret"]
     html = response.content.decode()

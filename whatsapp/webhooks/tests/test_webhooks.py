@@ -14,6 +14,7 @@ from django.db import connection
 from django.utils import timezone
 from django_tenants.utils import tenant_context
 
+from audit.models import AuditLog
 from billing.models import Subscription
 from whatsapp.models import WebhookDelivery, WebhookEndpoint
 from whatsapp.tests import webhook_support
@@ -78,6 +79,20 @@ def test_update_and_delete(named, clients, receiver, django_capture_on_commit_ca
     error(clients["alice"].get(f"{V1}/webhooks/{pk}"), 404, "not_found")
     with tenant_context(named.acme):
         assert not WebhookDelivery.objects.exists()
+
+
+def test_every_endpoint_change_is_audited_with_who_and_what(named, clients, receiver):
+    pk = register(clients["alice"], receiver)
+    ok(clients["alice"].patch(f"{V1}/webhooks/{pk}", {"events": ["message.sent"]}, format="json"))
+    assert clients["alice"].delete(f"{V1}/webhooks/{pk}").status_code == 204
+    rows = list(AuditLog.objects.filter(tenant=named.acme, action__startswith="webhook.").order_by("id"))
+    assert [(row.action, row.actor, row.target_id) for row in rows] == [
+        ("webhook.endpoint_created", named.alice, str(pk)), ("webhook.endpoint_updated", named.alice, str(pk)),
+        ("webhook.endpoint_deleted", named.alice, str(pk))]
+    created, updated, deleted = rows
+    assert created.after["url"] == receiver.url and "secret" not in json.dumps(created.after)
+    assert (updated.before["events"], updated.after["events"]) == (["message.received"], ["message.sent"])
+    assert deleted.before["url"] == receiver.url
 
 
 @pytest.mark.parametrize("body, code", [
@@ -146,7 +161,7 @@ def test_deliveries_are_signed_and_verified_by_the_receiver(named, clients, rece
                                                             django_capture_on_commit_callbacks):
     register(clients["alice"], receiver, events=["message.received"])
     with tenant_context(named.acme):  # subscribed to another event: gets nothing
-        actions.create_endpoint(url=receiver.url, events=["message.sent"])
+        actions.create_endpoint(named.acme, acting_user=None, url=receiver.url, events=["message.sent"])
     [delivery] = emit(named.acme, django_capture_on_commit_callbacks, data={"id": 7, "text": "héllo"})
     assert delivery.status == "succeeded" and delivery.attempts == 1
     assert delivery.webhook_id.startswith("msg_") and delivery.last_status_code == 200

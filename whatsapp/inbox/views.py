@@ -2,7 +2,7 @@
 with search and delete) and one conversation (/conversations/<id>/: history, live statuses, a test send box).
 
 Views parse and check; whatsapp.conversations.actions and whatsapp.messaging.actions change state; whatsapp.live and the
-consumers of whatsapp.conversations.consumers keep open pages current. Who may do what follows the API: every
+consumers of whatsapp.inbox.consumers keep open pages current. Who may do what follows the API: every
 member reads, syncs and sends (members send through the API with their own keys too); only owners and admins
 delete contacts. Forms post to the page they are on; conversations.js sends them with `Accept:
 application/json` and gets JSON back, so the live page never reloads.
@@ -17,12 +17,13 @@ from django.views.decorators.cache import never_cache
 
 from billing.decorators import billing_access_required
 from core.errors import DomainError
+from whatsapp.conversations import actions as conversations
+from whatsapp.conversations.models import Contact, Conversation
 from whatsapp.live import conversation_summary
 from whatsapp.messaging import actions as messaging
+from whatsapp.messaging.models import Message
 from whatsapp.messaging.payloads import message_payload
-from whatsapp.models import Contact, Conversation, Message, WhatsAppSession
-
-from . import actions as conversations
+from whatsapp.sessions.models import WhatsAppSession
 
 MANAGER_ROLES = ("owner", "admin")
 CONVERSATIONS_SHOWN = 200
@@ -151,12 +152,15 @@ def conversation_detail(request, pk):
     conversation = (Conversation.objects.select_related("session", "contact", "group").filter(pk=pk).first())
     if conversation is None:  # another tenant's conversation is not in this schema: the same 404
         raise Http404("No such conversation")
+    back = reverse("conversation", kwargs={"pk": pk})
     if request.method == "POST":
-        if request.POST.get("action") != "send":
-            return _respond(request, False, "Unknown action.", status=400, code="unknown_action",
-                            back=reverse("conversation", kwargs={"pk": pk}))
-        return _send(request, conversation)
-    conversations.mark_read(conversation)
+        action = request.POST.get("action")
+        if action == "send":
+            return _send(request, conversation)
+        if action == "mark_read":  # the open page says it was seen (on load, and as messages arrive)
+            conversations.mark_read(conversation)
+            return _respond(request, True, "Read.", back=back)
+        return _respond(request, False, "Unknown action.", status=400, code="unknown_action", back=back)
     rows = list(Message.objects.filter(conversation=conversation).order_by("-created_at", "-id")[:MESSAGES_SHOWN])
     rows.reverse()
     name = conversation.session.name

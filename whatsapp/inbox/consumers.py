@@ -11,8 +11,10 @@ from channels.db import database_sync_to_async
 from django.db.models import F
 from django_tenants.utils import tenant_context
 
+from whatsapp.conversations.models import Conversation
 from whatsapp.live import conversation_group, conversation_summary, conversations_group
-from whatsapp.models import Conversation, Message
+from whatsapp.messaging.models import Message
+from whatsapp.messaging.payloads import message_payload
 from whatsapp.sessions.consumers import _tenant_usable, _TenantConsumer
 
 SNAPSHOT_CONVERSATIONS = 100
@@ -65,8 +67,6 @@ class ConversationConsumer(_TenantConsumer):
             return True if _tenant_usable(tenant) else False
 
     def _snapshot(self):
-        from whatsapp.messaging.payloads import message_payload
-
         with tenant_context(self.tenant):
             conversation = (Conversation.objects.select_related("session", "contact", "group")
                             .filter(pk=self.conversation_id).first())

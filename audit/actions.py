@@ -1,3 +1,4 @@
+"""Writing the audit log: call record() inside the action's transaction."""
 from .models import AuditLog
 
 

@@ -1,0 +1,7 @@
+from django.apps import AppConfig
+
+
+class CoreConfig(AppConfig):
+    """No models: an app so that its tasks are discovered."""
+
+    name = "core"

@@ -1,0 +1,8 @@
+from django.urls import path
+
+from . import views
+
+urlpatterns = [
+    path("", views.conversation_list, name="conversations"),
+    path("<int:pk>/", views.conversation_detail, name="conversation"),
+]
