@@ -86,3 +86,9 @@ def test_the_installations_blocked_numbers_say_so(named, clients, settings):
     err = error(send(clients["carol"], "+6281234567890"), 400, "blocked_recipient")
     assert err["message"] == "Messages to this number are blocked on this installation."
     assert count(named.globex) == 0
+
+
+@pytest.mark.parametrize("to", ["+1415abc0123", "1415abc0123", "+1-800-FLOWERS", "1415abc0123@s.whatsapp.net"])
+def test_a_recipient_with_letters_is_refused_not_dialled_on_a_keypad(named, clients, to):
+    error(send(clients["alice"], to), 400, "invalid_recipient")
+    assert count(named.acme) == 0
