@@ -70,6 +70,7 @@ DATABASE_ROUTERS = ("django_tenants.routers.TenantSyncRouter",)
 TENANT_LIMIT_SET_CALLS = env.bool("TENANT_LIMIT_SET_CALLS", default=True)
 
 MIDDLEWARE = [
+    "config.errors.RequestGuardMiddleware",  # first: request ids, NUL bytes, /api/ errors in the envelope
     "django.middleware.security.SecurityMiddleware",
     "whitenoise.middleware.WhiteNoiseMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
