@@ -6,7 +6,7 @@ from rest_framework.views import APIView
 
 from billing.entitlements import access_for, limits_for, plan_of, subscription_of
 from billing.permissions import CanWrite
-from core.api import PageLimitPagination
+from core.api import PageLimitPagination, StrictModelSerializer, StrictSerializer
 from core.errors import DomainError
 from tenants import api as tenants_api
 from tenants.models import Tenant
@@ -68,13 +68,13 @@ class MeView(APIView):
         })
 
 
-class ApiKeySerializer(serializers.ModelSerializer):
+class ApiKeySerializer(StrictModelSerializer):
     class Meta:
         model = ApiKey
         fields = ["id", "name", "prefix", "created_at", "last_used_at", "revoked_at"]
 
 
-class ApiKeyCreateSerializer(serializers.Serializer):
+class ApiKeyCreateSerializer(StrictSerializer):
     name = serializers.CharField(max_length=80)
 
 

@@ -5,14 +5,16 @@ from rest_framework import permissions, serializers
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from tenants.models import Plan, Tenant
+from core.api import StrictModelSerializer, StrictSerializer, field_with_schema
+from tenants.models import Tenant
 from tenants.permissions import HasActiveTenant, IsPlatformAdmin
+from tenants.serializers import PlanCodeField
 
 from . import actions, entitlements
 from .models import Interval, Payment
 
 
-class PaymentSerializer(serializers.ModelSerializer):
+class PaymentSerializer(StrictModelSerializer):
     class Meta:
         model = Payment
         fields = ["id", "source", "status", "amount", "currency", "receipt_url", "period_start", "period_end",
@@ -56,20 +58,22 @@ def _tenant(pk):
     return get_object_or_404(Tenant.objects.filter(status__in=["active", "suspended"]), pk=pk)
 
 
-class ManualPaymentSerializer(serializers.Serializer):
-    amount = serializers.CharField(help_text="Decimal amount, e.g. 150000 or 49.90")
-    currency = serializers.CharField(max_length=3, required=False)
+class ManualPaymentSerializer(StrictSerializer):
+    amount = field_with_schema(serializers.CharField, {"type": "string", "pattern": r"^[0-9]{1,15}(\.[0-9]{1,2})?$"},
+                               help_text="Decimal amount, e.g. 150000 or 49.90 (more than zero).")
+    currency = field_with_schema(serializers.CharField, {"type": "string", "pattern": "^[A-Za-z]{3}$"},
+                                 max_length=3, required=False, help_text="ISO 4217, e.g. IDR (default: the plan's).")
     interval = serializers.ChoiceField(choices=Interval.values)
-    plan = serializers.SlugRelatedField(slug_field="code", queryset=Plan.objects.all(), required=False)
+    plan = PlanCodeField(required=False)
     reference = serializers.CharField(max_length=200, required=False, default="", allow_blank=True)
 
 
-class ExtendTrialSerializer(serializers.Serializer):
+class ExtendTrialSerializer(StrictSerializer):
     days = serializers.IntegerField(min_value=1, max_value=365)
 
 
-class PlanSerializer(serializers.Serializer):
-    plan = serializers.SlugRelatedField(slug_field="code", queryset=Plan.objects.all())
+class PlanSerializer(StrictSerializer):
+    plan = PlanCodeField()
     interval = serializers.ChoiceField(choices=Interval.values, required=False)
 
 
@@ -115,6 +119,13 @@ class AdminBillingActionView(APIView):
 
 
 def admin_action(verb, request_serializer):
-    view = type(f"Admin{verb.title().replace('-', '')}View", (AdminBillingActionView,), {"verb": verb})
-    view.post = extend_schema(request=request_serializer, responses=dict)(view.post)
+    """A view for one verb, with its own post (each with its own schema: decorating the shared method would give
+    every verb the last one's body)."""
+    def post(self, request, pk):
+        return AdminBillingActionView.post(self, request, pk)
+
+    post.__doc__ = f"{verb}: see the body."
+    documented = extend_schema(request=request_serializer, responses={201 if verb == "payments" else 200: dict})(post)
+    view = type(f"Admin{verb.title().replace('-', '')}View", (AdminBillingActionView,), {"verb": verb,
+                                                                                          "post": documented})
     return view.as_view()

@@ -10,11 +10,14 @@ app.config_from_object("django.conf:settings", namespace="CELERY")
 app.autodiscover_tasks()
 
 
-def _add_session_host_step():
-    # Imported lazily by the step itself; adding it here costs nothing in workers that don't serve "whatsapp".
+def _add_worker_steps():
+    # Imported lazily by the steps themselves; the session host's costs nothing in workers that don't serve
+    # "whatsapp".
+    from config.heartbeat import WorkerHeartbeatStep
     from whatsapp.host.bootstep import SessionHostStep
 
+    app.steps["consumer"].add(WorkerHeartbeatStep)
     app.steps["consumer"].add(SessionHostStep)
 
 
-_add_session_host_step()
+_add_worker_steps()

@@ -6,7 +6,8 @@ logs and in a 500's details), refuses a NUL byte in the path or the query (Postg
 view should have to check), and turns what escapes a view under /api/ into the envelope: a body over
 DATA_UPLOAD_MAX_MEMORY_SIZE is 413 request_too_large, anything unexpected 500 internal_error. The handlers below
 are Django's handler400/403/404/500 (config.urls). With DEBUG on (a development machine) Django answers an address
-that matches no URL with its technical page, listing every route: the guard answers those itself.
+that matches no URL (or a view's Http404) with its technical page, listing every route: the guard answers those
+with the branded page (JSON under /api/) instead.
 """
 import logging
 import uuid
@@ -16,7 +17,6 @@ from django.core.exceptions import PermissionDenied, RequestDataTooBig, Suspicio
 from django.http import Http404, HttpResponseServerError, JsonResponse
 from django.shortcuts import render
 from django.template import loader
-from django.urls import Resolver404, resolve
 
 from core.api import error_body
 
@@ -42,10 +42,11 @@ class RequestGuardMiddleware:
         query = request.META.get("QUERY_STRING", "")
         if "\x00" in request.path_info or "%00" in query or "\x00" in query:
             response = self._refuse_nul(request)
-        elif settings.DEBUG and not _resolves(request.path_info):
-            response = not_found(request)
         else:
             response = self.get_response(request)
+            if settings.DEBUG and response.status_code == 404 and response.get("Content-Type", "").startswith(
+                    "text/html") and getattr(response, "technical_404", True):
+                response = not_found(request)  # Django's technical page lists every route
         response["X-Request-ID"] = request.id
         return response
 
@@ -71,14 +72,6 @@ class RequestGuardMiddleware:
         return server_error(request)
 
 
-def _resolves(path):
-    try:
-        resolve(path)
-    except Resolver404:
-        return False
-    return True
-
-
 def bad_request(request, exception=None):
     if is_api(request):
         return api_error(request, 400, "invalid_request", "The request could not be understood.")
@@ -95,7 +88,9 @@ def not_found(request, exception=None):
     if is_api(request):
         return api_error(request, 404, "not_found",
                          f"Nothing at {request.path}: see /api/docs/ for the endpoints.")
-    return render(request, "errors/404.html", {}, status=404)
+    response = render(request, "errors/404.html", {}, status=404)
+    response.technical_404 = False  # ours: the guard leaves it as it is
+    return response
 
 
 def server_error(request):

@@ -1,61 +1,96 @@
+"""Health. GET /health: the process answers (for load balancers; nothing checked, so they never flap on Redis).
+GET /api/v1/health/detailed: Postgres and Redis answer, and the workers and session hosts are alive by their
+heartbeats (core.heartbeats, written by config.heartbeat in every Celery worker): milliseconds, no broker round
+trip. 200 "ok", or 503 "degraded" with what is missing; platform admins see the details."""
 import time
 
+from django.conf import settings
 from django.db import connection
 from django.http import JsonResponse
-from drf_spectacular.utils import extend_schema
-from rest_framework import permissions
+from django.utils import timezone
+from drf_spectacular.utils import OpenApiResponse, extend_schema, inline_serializer
+from rest_framework import permissions, serializers
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from config.celery import app
+from core import heartbeats
+from core.errors import CommonError, DomainError
+from core.redis import client
+from whatsapp.host.models import SessionLease
+from whatsapp.host.queues import SHARED_QUEUE
+
+DEFAULT_QUEUE = "default"
 
 
 def liveness(request):
-    """GET /health: the process answers. No dependencies checked, so a load balancer never flaps on Redis."""
     return JsonResponse({"status": "ok"})
 
 
 def _timed(check):
     started = time.perf_counter()
     try:
-        detail = check()
-        ok = True
+        detail, problem = check()
     except Exception as exc:  # each dependency reports its own failure instead of failing the endpoint
-        detail, ok = f"{type(exc).__name__}: {exc}", False
-    return {"ok": ok, "latency_ms": round((time.perf_counter() - started) * 1000, 1), "detail": detail}
+        detail, problem = None, f"{type(exc).__name__}: {exc}"
+    return {"ok": problem is None, "latency_ms": round((time.perf_counter() - started) * 1000, 1),
+            "detail": detail if problem is None else problem}
 
 
 def _database():
     with connection.cursor() as cursor:
         cursor.execute("SELECT 1")
-    return "reachable"
+    return "reachable", None
 
 
 def _redis():
-    from django.conf import settings
-    from redis import Redis
-
-    Redis.from_url(settings.REDIS_URL, socket_timeout=2, socket_connect_timeout=2).ping()
-    return "reachable"
+    client().ping()
+    return "reachable", None
 
 
-def _celery():
+def _workers():
+    """Workers by the queues they consume: at least one for the default queue and one for the session hosts'."""
+    workers = heartbeats.alive("worker")
+    serving = {queue: [w["name"] for w in workers if queue in w.get("queues", [])]
+               for queue in (DEFAULT_QUEUE, SHARED_QUEUE)}
+    depth = dict(zip(serving, client().pipeline().llen(DEFAULT_QUEUE).llen(SHARED_QUEUE).execute()))
+    detail = {"workers": [{"name": w["name"], "queues": w.get("queues", []),
+                           "seen_seconds_ago": round(time.time() - w.get("at", 0), 1)} for w in workers],
+              "queue_depth": depth}
+    missing = [queue for queue, names in serving.items() if not names]
+    return detail, (f"no live worker consumes {', '.join(missing)}" if missing else None)
 
-    replies = app.control.ping(timeout=1.0)
-    workers = sorted(name for reply in replies for name in reply)
-    if not workers:
-        raise RuntimeError("no Celery worker answered within 1 s")
-    return {"workers": workers}
+
+def _session_hosts():
+    now = timezone.now()
+    fresh = SessionLease.objects.exclude(host_id="").filter(lease_expires_at__gte=now)
+    waiting = SessionLease.objects.filter(host_id="").count() + SessionLease.objects.filter(
+        lease_expires_at__lt=now).count()
+    hosts = sorted(set(fresh.values_list("host_id", flat=True)))
+    return {"hosts": hosts, "sessions_running": fresh.count(), "sessions_waiting_for_a_host": waiting,
+            "max_sessions": settings.WHATSAPP_MAX_SESSIONS}, None
+
+
+CHECKS = {"database": _database, "redis": _redis, "workers": _workers, "session_hosts": _session_hosts}
+
+HealthSerializer = inline_serializer("Health", {
+    "status": serializers.ChoiceField(["ok", "degraded"]),
+    "checks": serializers.DictField(required=False, help_text="Platform admins only: each check's ok, latency_ms "
+                                                              "and detail (workers, queue depth, session hosts)."),
+})
 
 
 class DetailedHealthView(APIView):
     permission_classes = [permissions.AllowAny]
 
-    @extend_schema(responses=dict)
+    @extend_schema(responses={200: HealthSerializer, 503: OpenApiResponse(
+        description="unavailable: a dependency is down or no live worker serves a queue (details.status degraded; "
+                    "details.checks for platform admins)")})
     def get(self, request):
-        checks = {"database": _timed(_database), "redis": _timed(_redis), "celery": _timed(_celery)}
-        healthy = all(c["ok"] for c in checks.values())
-        body = {"status": "ok" if healthy else "degraded"}
+        checks = {name: _timed(check) for name, check in CHECKS.items()}
+        body = {"status": "ok" if all(c["ok"] for c in checks.values()) else "degraded"}
         if request.user.is_authenticated and request.user.is_platform_admin:
             body["checks"] = checks
-        return Response(body, status=200 if healthy else 503)
+        if body["status"] == "ok":
+            return Response(body)
+        failing = [f"{name}: {check['detail']}" for name, check in checks.items() if not check["ok"]]
+        raise DomainError(CommonError.UNAVAILABLE, "Degraded. " + "; ".join(failing), body)

@@ -291,11 +291,12 @@ REST_FRAMEWORK = {
     ],
     "DEFAULT_PERMISSION_CLASSES": ["rest_framework.permissions.IsAuthenticated"],
     "DEFAULT_RENDERER_CLASSES": ["core.api.EnvelopeJSONRenderer"],
-    "DEFAULT_PARSER_CLASSES": ["rest_framework.parsers.JSONParser"],
+    "DEFAULT_PARSER_CLASSES": ["core.api.StrictJSONParser"],
     "DEFAULT_PAGINATION_CLASS": "core.api.PageLimitPagination",
     "EXCEPTION_HANDLER": "core.api.envelope_exception_handler",
     "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
     "UNAUTHENTICATED_USER": "django.contrib.auth.models.AnonymousUser",
+    "STRICT_JSON": True,  # NaN and Infinity are not JSON
 }
 SPECTACULAR_SETTINGS = {
     "TITLE": "Switchboard API",
@@ -303,9 +304,14 @@ SPECTACULAR_SETTINGS = {
     "VERSION": "1.0.0",
     "SERVE_INCLUDE_SCHEMA": False,
     "COMPONENT_SPLIT_REQUEST": True,
+    # A PATCH body is its serializer's (fields left out keep their value: every PATCH serializer's fields are
+    # optional), not a copy with every field made optional: a change of plan needs its plan.
+    "COMPONENT_SPLIT_PATCH": False,
     # Swagger UI served from our own static files: no CDN.
     "SWAGGER_UI_DIST": "SIDECAR",
     "SWAGGER_UI_FAVICON_HREF": "SIDECAR",
+    # The envelope and the error answers of every operation (core.schema).
+    "POSTPROCESSING_HOOKS": ["drf_spectacular.hooks.postprocess_schema_enums", "core.schema.envelope_and_errors"],
 }
 
 # --- background work ----------------------------------------------------------------------------

@@ -2,15 +2,16 @@
 import copy
 
 from django.core.exceptions import PermissionDenied
-from django.http import Http404
-from drf_spectacular.utils import OpenApiParameter
+from django.http import Http404, QueryDict
+from drf_spectacular.utils import OpenApiParameter, extend_schema_field
 from rest_framework import exceptions, serializers, status
 from rest_framework.exceptions import APIException
 from rest_framework.pagination import PageNumberPagination
+from rest_framework.parsers import JSONParser, MultiPartParser
 from rest_framework.renderers import JSONRenderer
 from rest_framework.response import Response
 
-from .errors import DomainError
+from .errors import CommonError, DomainError
 
 
 def first_message(detail):
@@ -74,6 +75,57 @@ def envelope_exception_handler(exc, context):
     return response
 
 
+MAX_JSON_DEPTH = 32
+
+
+class StrictJSONParser(JSONParser):
+    """JSON bodies as every view may take them: nested at most MAX_JSON_DEPTH deep (a contact card 3,000 levels
+    deep was a RecursionError), no NUL character (Postgres stores none) and no unpaired surrogate (not Unicode) in
+    any key or string, no NaN or Infinity. Each is 400 invalid_request."""
+
+    def parse(self, stream, media_type=None, parser_context=None):
+        try:
+            data = super().parse(stream, media_type, parser_context)
+        except RecursionError:
+            raise exceptions.ParseError(f"JSON nested deeper than {MAX_JSON_DEPTH} levels.") from None
+        problem = _json_problem(data, 1)
+        if problem:
+            raise exceptions.ParseError(problem)
+        return data
+
+
+class StrictMultiPartParser(MultiPartParser):
+    """multipart/form-data with StrictJSONParser's rule for text: no NUL, no unpaired surrogate (400)."""
+
+    def parse(self, stream, media_type=None, parser_context=None):
+        parsed = super().parse(stream, media_type, parser_context)
+        for key, values in parsed.data.lists():
+            problem = _json_problem(key, 1) or next(filter(None, (_json_problem(v, 1) for v in values)), None)
+            if problem:
+                raise exceptions.ParseError(problem)
+        return parsed
+
+
+def _json_problem(value, depth):
+    if depth > MAX_JSON_DEPTH and isinstance(value, dict | list):
+        return f"JSON nested deeper than {MAX_JSON_DEPTH} levels."
+    if isinstance(value, str):
+        if "\x00" in value:
+            return "A string holds a NUL character (\\u0000), which no value here may contain."
+        try:
+            value.encode("utf-8")
+        except UnicodeEncodeError:
+            return "A string holds an unpaired surrogate: it is not valid Unicode."
+        return None
+    items = value.items() if isinstance(value, dict) else enumerate(value) if isinstance(value, list) else ()
+    for key, item in items:
+        problem = _json_problem(key, depth) if isinstance(key, str) else None
+        problem = problem or _json_problem(item, depth + 1)
+        if problem:
+            return problem
+    return None
+
+
 class EnvelopeJSONRenderer(JSONRenderer):
     def render(self, data, accepted_media_type=None, renderer_context=None):
         response = (renderer_context or {}).get("response")
@@ -85,11 +137,49 @@ class EnvelopeJSONRenderer(JSONRenderer):
         return super().render(data, accepted_media_type, renderer_context)
 
 
+def whole_number_param(request, name, *, low, high, default, code=CommonError.VALIDATION_ERROR):
+    """A query parameter that must be a whole number from low to high when given (400 otherwise, never a silent
+    default for a value the schema forbids)."""
+    raw = request.query_params.get(name)
+    if raw is None:
+        return default
+    if not raw.isascii() or not raw.isdigit() or not low <= int(raw) <= high:
+        raise DomainError(code, f"{name} must be a whole number from {low} to {high}.",
+                          {name: [f"A whole number from {low} to {high}."]})
+    return int(raw)
+
+
+def choice_param(request, name, allowed, code):
+    """A query parameter that, when given, must be one of `allowed` (an empty value too is refused: 400 `code`)."""
+    wanted = request.query_params.get(name)
+    if wanted is not None and wanted not in allowed:
+        raise DomainError(code, f"Unknown {name} '{wanted}'.", {"allowed": list(allowed)})
+    return wanted
+
+
 class PageLimitPagination(PageNumberPagination):
+    """page (from 1) and limit (1 to max_page_size, default page_size). A page past the last is empty, not 404."""
+
     page_size = 20
     page_query_param = "page"
     page_size_query_param = "limit"
     max_page_size = 100
+    max_page = 1_000_000
+
+    def get_page_size(self, request):
+        return whole_number_param(request, self.page_size_query_param, low=1, high=self.max_page_size,
+                                  default=self.page_size)
+
+    def paginate_queryset(self, queryset, request, view=None):
+        self.request = request
+        size = self.get_page_size(request)
+        number = whole_number_param(request, self.page_query_param, low=1, high=self.max_page, default=1)
+        paginator = self.django_paginator_class(queryset, size)
+        self.page = paginator.page(min(number, max(paginator.num_pages, 1)))
+        self.number = number
+        if number > paginator.num_pages:
+            return []
+        return list(self.page)
 
     def get_paginated_response(self, data):
         return Response(
@@ -97,7 +187,7 @@ class PageLimitPagination(PageNumberPagination):
                 "success": True,
                 "data": data,
                 "pagination": {
-                    "page": self.page.number,
+                    "page": self.number,
                     "limit": self.get_page_size(self.request),
                     "total": self.page.paginator.count,
                     "pages": self.page.paginator.num_pages,
@@ -108,22 +198,83 @@ class PageLimitPagination(PageNumberPagination):
     def get_paginated_response_schema(self, schema):
         return {
             "type": "object",
+            "required": ["success", "data", "pagination"],
             "properties": {
-                "success": {"type": "boolean"},
+                "success": {"type": "boolean", "enum": [True]},
                 "data": schema,
                 "pagination": {
                     "type": "object",
-                    "properties": {k: {"type": "integer"} for k in ("page", "limit", "total", "pages")},
+                    "required": ["page", "limit", "total", "pages"],
+                    "properties": {"page": {"type": "integer", "minimum": 1},
+                                   "limit": {"type": "integer", "minimum": 1, "maximum": self.max_page_size},
+                                   "total": {"type": "integer", "minimum": 0},
+                                   "pages": {"type": "integer", "minimum": 0}},
                 },
             },
         }
 
+    def get_schema_operation_parameters(self, view):
+        return page_parameters(self.max_page_size, self.max_page)
 
-class CopiedFieldsSerializer(serializers.Serializer):
-    """A Serializer for request bodies on hot paths (every message sent). DRF deep-copies the declared fields for
-    every serializer it makes, which builds each field anew, validators and all: half the cost of validating a
-    message. Here the declared fields are deep-copied once per class, and each serializer gets shallow copies
-    of them (its own objects to bind, sharing only what DRF never changes: validators, error messages)."""
+
+def _expected_json_type(field):
+    """(python types, words) a JSON value for `field` must have, or None when any goes. Checked before DRF's own
+    validation, which would take 0 for a string ("0") or 0 for a boolean (false): what the schema forbids."""
+    if isinstance(field, serializers.BooleanField):
+        return (bool,), "true or false"
+    if isinstance(field, serializers.IntegerField):
+        return (int,), "a whole number"
+    if isinstance(field, serializers.FloatField | serializers.DecimalField):
+        return (int, float), "a number"
+    if isinstance(field, serializers.CharField | serializers.DateTimeField | serializers.DateField):
+        return (str,), "a string"
+    if isinstance(field, serializers.ChoiceField) and all(isinstance(key, str) for key in field.choices):
+        return (str,), "a string"
+    if isinstance(field, serializers.ListField | serializers.ListSerializer | serializers.MultipleChoiceField):
+        return (list,), "a list"
+    if isinstance(field, serializers.DictField | serializers.Serializer):
+        return (dict,), "an object"
+    return None
+
+
+def field_with_schema(field_class, schema, **kwargs):
+    """A `field_class` field whose OpenAPI schema is `schema`: for a rule the domain code enforces with its own
+    error code (a text's length: text_too_long), stated in the schema without DRF enforcing it first with
+    another."""
+    documented = extend_schema_field(schema)(type(f"Documented{field_class.__name__}", (field_class,), {}))
+    return documented(**kwargs)
+
+
+# A request body's values must have the JSON type the schema gives them: a string where a string goes, true/false
+# for a boolean, a number (never a boolean) for a number; a field the schema does not name is refused (the schema
+# says additionalProperties: false). Form posts (all strings) keep DRF's coercion. (A comment, not a docstring:
+# drf-spectacular would make a docstring every request component's description.)
+class StrictSerializer(serializers.Serializer):
+    def to_internal_value(self, data):
+        if isinstance(data, dict) and not isinstance(data, QueryDict):
+            errors = {name: ["Unknown field."] for name in data if name not in self.fields}
+            for field in self._writable_fields:
+                value = data.get(field.field_name, serializers.empty)
+                if value is serializers.empty or value is None:
+                    continue  # missing and null: DRF's required/allow_null rules answer
+                expected = _expected_json_type(field)
+                if expected and (not isinstance(value, expected[0]) or (isinstance(value, bool)
+                                                                         and bool not in expected[0])):
+                    errors[field.field_name] = [f"Must be {expected[1]}."]
+            if errors:
+                raise exceptions.ValidationError(errors)
+        return super().to_internal_value(data)
+
+
+class StrictModelSerializer(StrictSerializer, serializers.ModelSerializer):
+    pass
+
+
+# A Serializer for request bodies on hot paths (every message sent). DRF deep-copies the declared fields for every
+# serializer it makes, which builds each field anew, validators and all: half the cost of validating a message.
+# Here the declared fields are deep-copied once per class, and each serializer gets shallow copies of them (its own
+# objects to bind, sharing only what DRF never changes: validators, error messages).
+class CopiedFieldsSerializer(StrictSerializer):
 
     def get_fields(self):
         prototypes = type(self).__dict__.get("_prototype_fields")
@@ -133,7 +284,22 @@ class CopiedFieldsSerializer(serializers.Serializer):
         return {name: copy.copy(field) for name, field in prototypes.items()}
 
 
-PAGE_PARAMETERS = [OpenApiParameter("page", int), OpenApiParameter("limit", int, description="At most 100.")]
+def page_parameters(max_limit=100, max_page=1_000_000):
+    """The page and limit query parameters as the schema states them (PageLimitPagination enforces the same)."""
+    return [
+        {"name": "page", "in": "query", "required": False, "description": "Page number, from 1.",
+         "schema": {"type": "integer", "minimum": 1, "maximum": max_page}},
+        {"name": "limit", "in": "query", "required": False, "description": "Items per page (default 20).",
+         "schema": {"type": "integer", "minimum": 1, "maximum": max_limit}},
+    ]
+
+
+PAGE_PARAMETERS = [
+    OpenApiParameter("page", {"type": "integer", "minimum": 1, "maximum": 1_000_000},
+                     description="Page number, from 1."),
+    OpenApiParameter("limit", {"type": "integer", "minimum": 1, "maximum": 100},
+                     description="Items per page (default 20)."),
+]
 
 
 def paginated(request, view, queryset, to_payload):

@@ -8,6 +8,9 @@ from django.conf import settings
 
 from .errors import DomainError, ErrorCode
 
+# An http(s) URL with a host, as the OpenAPI schema states it (check_target answers what a pattern cannot).
+HTTP_URL_PATTERN = r"^https?://[^\s/?#@]+([/?#]\S*)?$"
+
 
 class NetError(ErrorCode):
     INVALID_URL = "invalid_url", 400

@@ -11,6 +11,9 @@ from .errors import DomainError, ErrorCode
 
 HINT = "Enter the number in international format, with the country code, e.g. +14155550123."
 _WRITTEN = re.compile(r"^\+?[0-9][0-9 ().\-]*$")
+# What the OpenAPI schema says a number looks like: 7 to 17 digits with the usual separators, a "+" in front, blanks
+# around. A number that looks so but exists nowhere (phonenumbers says) is still refused, with its own code.
+PATTERN = r"^\s*\+?[0-9](?:[ ().\-]*[0-9]){6,16}\s*$"
 
 
 class PhoneError(ErrorCode):

@@ -6,8 +6,7 @@ from rest_framework import status
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from core.api import PageLimitPagination
-from core.errors import DomainError
+from core.api import PAGE_PARAMETERS, PageLimitPagination, choice_param
 
 from . import actions, stats
 from .errors import TenantError
@@ -16,6 +15,7 @@ from .permissions import IsPlatformAdmin
 from .serializers import (
     ApproveSerializer,
     ReasonSerializer,
+    RejectSerializer,
     TenantSerializer,
     TenantSettingsSerializer,
     TenantUpdateSerializer,
@@ -42,18 +42,15 @@ class TenantListView(PlatformAdminView):
     @extend_schema(
         parameters=[
             OpenApiParameter("status", str, enum=[s for s in Tenant.Status.values if s != "pooled"]),
-            OpenApiParameter("page", int),
-            OpenApiParameter("limit", int),
+            *PAGE_PARAMETERS,
         ],
         responses=TenantSerializer(many=True),
     )
     def get(self, request):
         tenants = Tenant.objects.exclude(status=Tenant.Status.POOLED).select_related("plan").order_by("-created_at")
-        wanted = request.query_params.get("status")
-        if wanted:
-            if wanted not in Tenant.Status.values or wanted == Tenant.Status.POOLED:
-                raise DomainError(TenantError.INVALID_STATUS, f"Unknown status '{wanted}'.",
-                                  {"allowed": [s for s in Tenant.Status.values if s != "pooled"]})
+        wanted = choice_param(request, "status", [s for s in Tenant.Status.values if s != Tenant.Status.POOLED],
+                              TenantError.INVALID_STATUS)
+        if wanted is not None:
             tenants = tenants.filter(status=wanted)
         paginator = PageLimitPagination()
         page = paginator.paginate_queryset(tenants, request, view=self)
@@ -141,7 +138,9 @@ class ApproveView(TenantTransitionView):
 
 
 class RejectView(TenantTransitionView):
-    @extend_schema(request=ReasonSerializer, responses=TenantSerializer)
+    request_serializer = RejectSerializer
+
+    @extend_schema(request=RejectSerializer, responses=TenantSerializer)
     def post(self, request, pk):
         return super().post(request, pk)
 

@@ -2,16 +2,29 @@ import zoneinfo
 
 from rest_framework import serializers
 
+from core.api import StrictModelSerializer, StrictSerializer, field_with_schema
+from core.net import HTTP_URL_PATTERN, check_target
+from core.schema import DYNAMIC_ENUM
+
 from .models import Plan, Tenant
 
 
-class PlanSerializer(serializers.ModelSerializer):
+def PlanCodeField(**kwargs):  # noqa: N802  (a field, named like one)
+    """A plan by its code; the schema lists the codes that exist when it is generated (tenants' dynamic enum)."""
+    return field_with_schema(serializers.SlugRelatedField, {"type": "string", DYNAMIC_ENUM: "plans"},
+                             slug_field="code", queryset=Plan.objects.all(), **kwargs)
+
+
+TIME_ZONES = sorted(zoneinfo.available_timezones())
+
+
+class PlanSerializer(StrictModelSerializer):
     class Meta:
         model = Plan
         fields = ["code", "name", "max_sessions", "max_users", "messages_per_minute", "features"]
 
 
-class TenantSerializer(serializers.ModelSerializer):
+class TenantSerializer(StrictModelSerializer):
     plan = PlanSerializer(read_only=True)
     trial_days_left = serializers.SerializerMethodField()
 
@@ -27,23 +40,31 @@ class TenantSerializer(serializers.ModelSerializer):
         return tenant.trial_days_left()
 
 
-class TenantCreateSerializer(serializers.Serializer):
+class TenantCreateSerializer(StrictSerializer):
     name = serializers.CharField(max_length=120)
     slug = serializers.SlugField(max_length=63, required=False)
-    plan = serializers.SlugRelatedField(slug_field="code", queryset=Plan.objects.all())
+    plan = PlanCodeField()
     owner_email = serializers.EmailField()
     owner_name = serializers.CharField(max_length=120, required=False, default="")
 
 
-class TenantUpdateSerializer(serializers.Serializer):
+class TenantUpdateSerializer(StrictSerializer):
     name = serializers.CharField(max_length=120, required=False)
-    plan = serializers.SlugRelatedField(slug_field="code", queryset=Plan.objects.all(), required=False)
+    plan = PlanCodeField(required=False)
     trial_ends_at = serializers.DateTimeField(required=False, allow_null=True)
 
 
-class TenantSettingsSerializer(serializers.Serializer):
-    webhook_url = serializers.URLField(max_length=500, required=False, allow_blank=True)
-    timezone = serializers.CharField(max_length=64, required=False)
+class TenantSettingsSerializer(StrictSerializer):
+    webhook_url = field_with_schema(serializers.CharField, {"type": "string", "maxLength": 500, "anyOf": [
+        {"pattern": HTTP_URL_PATTERN}, {"maxLength": 0}]}, max_length=500, required=False, allow_blank=True,
+        help_text="Where new webhook endpoints point by default; empty for none.")
+
+    def validate_webhook_url(self, value):
+        if value:
+            check_target(value, resolve=False)  # DomainError invalid_url (a rule beyond the schema)
+        return value
+    timezone = field_with_schema(serializers.CharField, {"type": "string", "enum": TIME_ZONES}, max_length=64,
+                                 required=False, help_text="An IANA time zone, e.g. Asia/Jakarta.")
 
     def validate_timezone(self, value):
         if value not in zoneinfo.available_timezones():
@@ -51,9 +72,16 @@ class TenantSettingsSerializer(serializers.Serializer):
         return value
 
 
-class ApproveSerializer(serializers.Serializer):
-    plan = serializers.SlugRelatedField(slug_field="code", queryset=Plan.objects.all(), required=False)
+class ApproveSerializer(StrictSerializer):
+    plan = PlanCodeField(required=False)
 
 
-class ReasonSerializer(serializers.Serializer):
+class ReasonSerializer(StrictSerializer):
     reason = serializers.CharField(max_length=2000, required=False, allow_blank=True, default="")
+
+
+class RejectSerializer(StrictSerializer):
+    # The applicant reads it: something to read (reject_tenant answers reason_required otherwise).
+    reason = field_with_schema(serializers.CharField, {"type": "string", "minLength": 1, "maxLength": 2000,
+                                                       "pattern": r"\S"}, max_length=2000,
+                               help_text="Why, for the applicant.")

@@ -3,6 +3,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 from django.conf import settings
 
 ROOT = Path(settings.BASE_DIR)
@@ -13,28 +14,53 @@ def test_liveness_needs_nothing(client):
     assert response.status_code == 200 and response.json() == {"status": "ok"}
 
 
-def test_detailed_health_shows_details_to_platform_admins_only(client, named, api_as):
-    anonymous = client.get("/api/v1/health/detailed").json()["data"]
-    assert set(anonymous) == {"status"}
-    member = api_as(named.alice).get("/api/v1/health/detailed").json()["data"]
-    assert set(member) == {"status"}
-    response = api_as(named.admin).get("/api/v1/health/detailed")
-    checks = response.json()["data"]["checks"]
-    assert checks["database"]["ok"] is True and checks["redis"]["ok"] is True
-    # Whether a worker answers depends on what else runs on this Redis; either way the answer is explicit.
-    celery = checks["celery"]
-    if celery["ok"]:
-        assert celery["detail"]["workers"]
-        assert response.status_code == 200 and response.json()["data"]["status"] == "ok"
-    else:
-        assert "no Celery worker" in celery["detail"]
-        assert response.status_code == 503 and response.json()["data"]["status"] == "degraded"
+@pytest.fixture
+def workers():
+    """Heartbeats as the project's Celery workers write them (config.heartbeat), removed afterwards."""
+    from core import heartbeats
+
+    written = []
+
+    def alive(name, *queues):
+        heartbeats.beat("worker", name, queues=list(queues), pid=1, host="test")
+        written.append(name)
+
+    yield alive
+    for name in written:
+        heartbeats.forget("worker", name)
+
+
+def test_detailed_health_is_ok_from_heartbeats_and_shows_details_to_platform_admins_only(client, named, api_as,
+                                                                                          workers):
+    workers("test-default", "default")
+    workers("test-host", "whatsapp", "whatsapp.host.x")
+    anonymous = client.get("/api/v1/health/detailed")
+    assert anonymous.status_code == 200 and anonymous.json()["data"] == {"status": "ok"}
+    assert api_as(named.alice).get("/api/v1/health/detailed").json()["data"] == {"status": "ok"}
+    checks = api_as(named.admin).get("/api/v1/health/detailed").json()["data"]["checks"]
+    assert checks["database"]["ok"] and checks["redis"]["ok"] and checks["session_hosts"]["ok"]
+    names = {w["name"]: w["queues"] for w in checks["workers"]["detail"]["workers"]}
+    assert names["test-default"] == ["default"] and "whatsapp" in names["test-host"]
+    assert set(checks["workers"]["detail"]["queue_depth"]) == {"default", "whatsapp"}
+
+
+def test_without_a_live_worker_for_a_queue_health_is_503_and_says_which(client, named, api_as, workers):
+    from core import heartbeats
+
+    for worker in heartbeats.alive("worker"):  # what a dev system on this Redis may have written
+        heartbeats.forget("worker", worker["name"])
+    workers("test-default", "default")
+    response = client.get("/api/v1/health/detailed")
+    error = response.json()["error"]
+    assert response.status_code == 503 and error["code"] == "unavailable"
+    assert "no live worker consumes whatsapp" in error["message"] and error["details"] == {"status": "degraded"}
 
 
 def test_detailed_health_reports_an_unreachable_redis(client, named, api_as, settings):
     settings.REDIS_URL = "redis://127.0.0.1:1/0"
     response = api_as(named.admin).get("/api/v1/health/detailed")
-    checks = response.json()["data"]["checks"]
+    checks = response.json()["error"]["details"]["checks"]
+    assert response.status_code == 503
     assert checks["redis"]["ok"] is False and "Connection" in checks["redis"]["detail"]
 
 

@@ -20,7 +20,8 @@ from core.api import PAGE_PARAMETERS, paginated
 from core.errors import CommonError, DomainError
 from tenants.permissions import HasActiveTenant
 from whatsapp.live import conversation_summary
-from whatsapp.sessions.models import WhatsAppSession
+from whatsapp.sessions import selectors as session_selectors
+from whatsapp.sessions.actions import NAME_PATTERN
 
 from . import actions as conversations
 from .errors import ConversationError
@@ -110,20 +111,14 @@ SyncAcceptedSerializer = inline_serializer("ContactSyncAccepted", {
     "status": serializers.CharField(help_text='"syncing"'), "session": serializers.CharField(),
 })
 
-SESSION_FILTER = OpenApiParameter("session", str, description="Only this session's (its name).")
+SESSION_FILTER = OpenApiParameter("session", {"type": "string", "pattern": NAME_PATTERN},
+                                  description="Only this session's (its name).")
 ID_PARAMETER = OpenApiParameter("id", int, OpenApiParameter.PATH)
 
 
-def _session_named(name):
-    session = WhatsAppSession.objects.filter(name=str(name)).first()
-    if session is None:
-        raise exceptions.NotFound(f"No session named '{name}'.")
-    return session
-
-
 def _by_session(queryset, request):
-    name = request.query_params.get("session")
-    return queryset.filter(session=_session_named(name)) if name else queryset
+    session = session_selectors.from_filter(request)
+    return queryset.filter(session=session) if session is not None else queryset
 
 
 class DirectoryView(APIView):
@@ -133,7 +128,8 @@ class DirectoryView(APIView):
 class ContactListView(DirectoryView):
     @extend_schema(tags=["contacts"], parameters=[
         SESSION_FILTER,
-        OpenApiParameter("search", str, description="Part of the name, WhatsApp name or phone number."),
+        OpenApiParameter("search", {"type": "string", "maxLength": SEARCH_MAX},
+                         description="Part of the name, WhatsApp name or phone number."),
         *PAGE_PARAMETERS,
     ], responses=serializers.ListSerializer(child=ContactSerializer))
     def get(self, request):
@@ -163,7 +159,7 @@ class ContactSyncView(DirectoryView):
         if not name or not isinstance(name, str):
             raise DomainError(CommonError.VALIDATION_ERROR, "session: This field is required.",
                               {"session": ["This field is required."]})
-        session = _session_named(name)
+        session = session_selectors.named(name)
         conversations.request_sync(session)
         return Response({"status": "syncing", "session": session.name}, status=status.HTTP_202_ACCEPTED)
 

@@ -11,19 +11,32 @@ import os
 from django.db.models import Q
 from django.http import FileResponse
 from django.urls import path
-from drf_spectacular.utils import OpenApiParameter, extend_schema, inline_serializer
-from rest_framework import exceptions, parsers, permissions, serializers, status
+from drf_spectacular.utils import OpenApiParameter, extend_schema, extend_schema_field, inline_serializer
+from rest_framework import exceptions, permissions, serializers, status
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from billing.permissions import CanWrite
-from core.api import CopiedFieldsSerializer, PageLimitPagination, first_message
+from core.api import (
+    PAGE_PARAMETERS,
+    CopiedFieldsSerializer,
+    PageLimitPagination,
+    StrictJSONParser,
+    StrictMultiPartParser,
+    StrictSerializer,
+    choice_param,
+    field_with_schema,
+    first_message,
+)
 from core.errors import CommonError, DomainError
+from core.phones import PATTERN as PHONE_PATTERN
 from core.phones import normalize_phone
 from tenants.permissions import HasActiveTenant
+from whatsapp.sessions import selectors as session_selectors
+from whatsapp.sessions.actions import NAME_PATTERN as SESSION_NAME_PATTERN
 
 from . import actions as messaging
-from . import media
+from . import media, types
 from .errors import MessagingError
 from .models import Message
 from .payloads import message_payload
@@ -32,29 +45,88 @@ TAGS = ["messages"]
 M = Message
 
 
+CONTACT_FILTER_PATTERN = r"^([0-9]{1,18}|\s*\+[0-9](?:[ ().\-]*[0-9]){6,16}\s*)$"
+RECIPIENT_PATTERN = (r"^(\s*\+?[0-9](?:[ ().\-]*[0-9]){6,16}\s*|\s*[0-9]{7,17}@s\.whatsapp\.net\s*"
+                     r"|\s*[0-9]{1,30}(-[0-9]{1,20})?@g\.us\s*)$")
+CONTACT_CARD_SCHEMA = {"oneOf": [
+    {"type": "object", "required": ["name", "phone"], "additionalProperties": False,
+     "properties": {"name": {"type": "string", "minLength": 1, "maxLength": types.MAX_CONTACT_NAME},
+                    "phone": {"type": "string", "pattern": PHONE_PATTERN}}},
+    {"type": "string", "minLength": 1, "maxLength": 10000, "description": "A vCard (BEGIN:VCARD … END:VCARD)."},
+]}
+
+
+class ContactCardField(serializers.Field):
+    """An object or a string, passed on as it is: whatsapp.messaging.types checks the card (invalid_contact)."""
+
+    default_error_messages = {"invalid": "Give an object {{\"name\", \"phone\"}} or a vCard string."}
+
+    def to_internal_value(self, data):
+        if not isinstance(data, dict | str):
+            self.fail("invalid")
+        return data
+
+    def to_representation(self, value):
+        return value
+
+
+class ReplyToField(serializers.Field):
+    """One of our message ids (a number) or WhatsApp's id (a string), passed on as it is to
+    whatsapp.messaging.types (invalid_reply_to, unknown_reply_to)."""
+
+    default_error_messages = {"invalid": "Give a message id (a number) or a WhatsApp message id (a string)."}
+
+    def to_internal_value(self, data):
+        if isinstance(data, bool) or not isinstance(data, int | str) or (isinstance(data, str) and len(data) > 128):
+            self.fail("invalid")
+        return data
+
+    def to_representation(self, value):
+        return value
+
+
 class SendMessageSerializer(CopiedFieldsSerializer):
-    session = serializers.CharField(max_length=64, help_text="The session's name.")
-    to = serializers.CharField(max_length=120, help_text="E.164 number (+14155550123) or a group JID (…@g.us).")
-    type = serializers.CharField(max_length=20, required=False, default="text",
-                                 help_text="text | image | document | audio | video | location | contact | reaction")
-    text = serializers.CharField(required=False, allow_blank=True, trim_whitespace=False,
-                                 help_text="text: the message (at most 4096 characters); location: its name.")
+    """A message as JSON. Rules that depend on the type (text needs `text`, media a URL, …) are checked with
+    their own codes (whatsapp.messaging.types); the schema states each field's shape."""
+
+    session = field_with_schema(serializers.CharField, {"type": "string", "pattern": SESSION_NAME_PATTERN},
+                                max_length=64, help_text="The session's name.")
+    to = field_with_schema(serializers.CharField, {"type": "string", "pattern": RECIPIENT_PATTERN},
+                           max_length=120, help_text="E.164 number (+14155550123) or a group JID (…@g.us).")
+    # The enum is the schema's; an unknown type is answered unsupported_type by whatsapp.messaging.types.
+    type = field_with_schema(serializers.CharField, {"type": "string", "enum": list(types.SUPPORTED_TYPES),
+                                                     "default": "text"}, max_length=20, required=False,
+                             default="text", help_text="What the message is; each type takes the fields its help "
+                                                       "names.")
+    text = field_with_schema(serializers.CharField, {"type": "string", "maxLength": types.MAX_TEXT_LENGTH},
+                             required=False, allow_blank=True, trim_whitespace=False,
+                             help_text="text: the message; location: its name.")
     media_url = serializers.CharField(required=False, allow_blank=True, max_length=2000,
                                       help_text="image/document/audio/video: a public http(s) URL fetched now.")
-    file = serializers.FileField(required=False, allow_empty_file=True, help_text="image/document/audio/video: the file itself "
-                                 "(multipart/form-data), instead of media_url.")
-    caption = serializers.CharField(required=False, allow_blank=True, trim_whitespace=False,
-                                    help_text="image/document/video: at most 1024 characters.")
+    caption = field_with_schema(serializers.CharField, {"type": "string", "maxLength": types.MAX_CAPTION_LENGTH},
+                                required=False, allow_blank=True, trim_whitespace=False,
+                                help_text="image/document/video: shown under the media.")
     filename = serializers.CharField(required=False, allow_blank=True, max_length=255,
                                      help_text="The file name shown for a document (default: from the URL/upload).")
-    latitude = serializers.FloatField(required=False, help_text="location: -90 … 90.")
-    longitude = serializers.FloatField(required=False, help_text="location: -180 … 180.")
-    contact = serializers.JSONField(required=False, help_text='contact: {"name", "phone"} or a vCard string.')
-    reply_to = serializers.CharField(required=False, allow_blank=True, max_length=128,
-                                     help_text="Quote a message: one of our message ids (integer) or a WhatsApp "
-                                               "message id. reaction: the message reacted to.")
+    latitude = field_with_schema(serializers.FloatField, {"type": "number", "minimum": -90, "maximum": 90},
+                                 required=False, help_text="location")
+    longitude = field_with_schema(serializers.FloatField, {"type": "number", "minimum": -180, "maximum": 180},
+                                  required=False, help_text="location")
+    contact = field_with_schema(ContactCardField, CONTACT_CARD_SCHEMA, required=False,
+                                help_text='contact: {"name", "phone"} or a vCard string.')
+    reply_to = field_with_schema(ReplyToField, {"oneOf": [{"type": "integer", "minimum": 1},
+                                                          {"type": "string", "maxLength": 128}]},
+                                 required=False, help_text="Quote a message: one of our message ids or a WhatsApp "
+                                                           "message id. reaction: the message reacted to.")
     reaction = serializers.CharField(required=False, allow_blank=True, trim_whitespace=False, max_length=32,
                                      help_text='reaction: one emoji; "" removes your reaction.')
+
+
+class SendMessageUploadSerializer(SendMessageSerializer):
+    """The same as multipart/form-data, with the media as an upload."""
+
+    file = serializers.FileField(required=False, allow_empty_file=True,
+                                 help_text="image/document/audio/video: the file itself, instead of media_url.")
 
 
 MessageSerializer = inline_serializer("Message", {
@@ -111,37 +183,37 @@ def _contact_filter(value):
 
 class MessageListView(APIView):
     permission_classes = [permissions.IsAuthenticated, HasActiveTenant, CanWrite]
-    parser_classes = [parsers.JSONParser, parsers.MultiPartParser, parsers.FormParser]
+    parser_classes = [StrictJSONParser, StrictMultiPartParser]
 
     @extend_schema(tags=TAGS, operation_id="messages_list", parameters=[
-        OpenApiParameter("session", str, description="Only this session's messages (its name)."),
+        OpenApiParameter("session", {"type": "string", "pattern": SESSION_NAME_PATTERN},
+                         description="Only this session's messages (its name)."),
         OpenApiParameter("direction", str, enum=M.Direction.values),
         OpenApiParameter("status", str, enum=M.Status.values),
-        OpenApiParameter("contact", str, description="A contact's id, or a phone number with its + "
-                         "(+14155550123): the messages to and from it."),
-        OpenApiParameter("page", int),
-        OpenApiParameter("limit", int),
-    ], responses=MessageSerializer)
+        OpenApiParameter("contact", {"type": "string", "pattern": CONTACT_FILTER_PATTERN},
+                         description="A contact's id, or a phone number with its + (+14155550123): the messages to "
+                                     "and from it."),
+        *PAGE_PARAMETERS,
+    ], responses=type(MessageSerializer)(many=True))
     def get(self, request):
         """The tenant's messages, newest first."""
         messages = Message.objects.select_related("session")
         params = request.query_params
-        if params.get("session"):
-            messages = messages.filter(session__name=params["session"])
+        session = session_selectors.from_filter(request)
+        if session is not None:
+            messages = messages.filter(session=session)
         for field, allowed in (("direction", M.Direction.values), ("status", M.Status.values)):
-            wanted = params.get(field)
-            if wanted:
-                if wanted not in allowed:
-                    raise DomainError(MessagingError(f"invalid_{field}"), f"Unknown {field} '{wanted}'.",
-                                      {"allowed": allowed})
+            wanted = choice_param(request, field, allowed, MessagingError(f"invalid_{field}"))
+            if wanted is not None:
                 messages = messages.filter(**{field: wanted})
-        if params.get("contact"):
+        if "contact" in params:
             messages = messages.filter(_contact_filter(params["contact"]))
         paginator = PageLimitPagination()
         page = paginator.paginate_queryset(messages, request, view=self)
         return paginator.get_paginated_response([message_payload(m) for m in page])
 
-    @extend_schema(tags=TAGS, operation_id="messages_send", request=SendMessageSerializer, parameters=[
+    @extend_schema(tags=TAGS, operation_id="messages_send", request={
+        "application/json": SendMessageSerializer, "multipart/form-data": SendMessageUploadSerializer}, parameters=[
         OpenApiParameter("Idempotency-Key", str, OpenApiParameter.HEADER,
                          description="Send the same request again with the same key to get the same message."),
     ], responses={202: MessageSerializer, 200: MessageSerializer})
@@ -156,7 +228,8 @@ class MessageListView(APIView):
         422 media_unreachable (details.reason: DNS, connection refused, timeout, HTTP status); 409
         idempotency_conflict (the key was used with another body or file); a replay with the same key and body
         answers 200 with the first message."""
-        serializer = SendMessageSerializer(data=request.data)
+        upload = request.content_type.startswith("multipart/")
+        serializer = (SendMessageUploadSerializer if upload else SendMessageSerializer)(data=request.data)
         if not serializer.is_valid():
             raise exceptions.ValidationError(serializer.errors)
         key = _idempotency_key(request)
@@ -171,9 +244,16 @@ class MessageListView(APIView):
         return response
 
 
-class SendBatchSerializer(serializers.Serializer):
-    messages = SendMessageSerializer(many=True, help_text=f"1 to {messaging.BATCH_MAX} messages, each as for POST "
-                                                          "/api/v1/messages (media by media_url: no uploads here).")
+@extend_schema_field({"type": "array", "minItems": 1, "maxItems": messaging.BATCH_MAX,
+                      "items": {"$ref": "#/components/schemas/SendMessageRequest"}})
+class MessageList(serializers.ListSerializer):
+    pass
+
+
+class SendBatchSerializer(StrictSerializer):
+    messages = MessageList(child=SendMessageSerializer(), min_length=1, max_length=messaging.BATCH_MAX,
+                                     help_text=f"1 to {messaging.BATCH_MAX} messages, each as for POST "
+                                               "/api/v1/messages (media by media_url: no uploads here).")
 
 
 def _check_shape(body):
@@ -188,7 +268,7 @@ def _check_shape(body):
 
 class MessageBatchView(APIView):
     permission_classes = [permissions.IsAuthenticated, HasActiveTenant, CanWrite]
-    parser_classes = [parsers.JSONParser]
+    parser_classes = [StrictJSONParser]
 
     @extend_schema(tags=TAGS, operation_id="messages_send_batch", request=SendBatchSerializer, parameters=[
         OpenApiParameter("Idempotency-Key", str, OpenApiParameter.HEADER,

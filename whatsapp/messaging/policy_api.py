@@ -14,8 +14,9 @@ from rest_framework.views import APIView
 from accounts.api import require_owner_or_admin
 from accounts.models import User
 from billing.permissions import CanWrite
-from core.api import PageLimitPagination
+from core.api import PAGE_PARAMETERS, PageLimitPagination, StrictModelSerializer, StrictSerializer, field_with_schema
 from core.errors import DomainError
+from core.phones import PATTERN as PHONE_PATTERN
 from tenants.permissions import HasActiveTenant
 from whatsapp.sessions.models import WhatsAppSession
 
@@ -26,7 +27,7 @@ from .models import BlockedNumber
 TAGS = ["sending policy"]
 
 
-class BlockedNumberSerializer(serializers.ModelSerializer):
+class BlockedNumberSerializer(StrictModelSerializer):
     created_by = serializers.SerializerMethodField()
 
     class Meta:
@@ -41,8 +42,10 @@ class BlockedNumberSerializer(serializers.ModelSerializer):
         return user.email if user else None
 
 
-class BlockNumberSerializer(serializers.Serializer):
-    phone = serializers.CharField(max_length=40, help_text="E.164, e.g. +14155550123")
+class BlockNumberSerializer(StrictSerializer):
+    phone = field_with_schema(serializers.CharField, {"type": "string", "pattern": PHONE_PATTERN},
+                              help_text="International format (E.164), e.g. +14155550123; digits with the country code "
+                                        "are read as one.")
     reason = serializers.CharField(max_length=255, required=False, allow_blank=True, default="")
 
 
@@ -52,7 +55,7 @@ def _policy_value(name):
                                     help_text=f"{low}–{high}; null = the installation's default")
 
 
-class PacingUpdateSerializer(serializers.Serializer):
+class PacingUpdateSerializer(StrictSerializer):
     enabled = serializers.BooleanField(required=False)
     min_interval_ms = _policy_value("min_interval_ms")
     jitter_ms = _policy_value("jitter_ms")
@@ -84,7 +87,7 @@ class SendingPolicyView(APIView):
 
 
 class BlockedNumberListView(SendingPolicyView):
-    @extend_schema(tags=TAGS, parameters=[OpenApiParameter("page", int), OpenApiParameter("limit", int)],
+    @extend_schema(tags=TAGS, parameters=PAGE_PARAMETERS,
                    responses=BlockedNumberSerializer(many=True))
     def get(self, request):
         """The numbers this business never sends to (on top of the installation's), by number."""

@@ -20,7 +20,8 @@ from . import events
 from .errors import SessionError
 from .models import SessionActivity, WhatsAppSession
 
-NAME_RE = re.compile(r"^[a-zA-Z0-9_-]{1,64}$")
+NAME_PATTERN = r"^[a-zA-Z0-9_-]{1,64}$"
+NAME_RE = re.compile(NAME_PATTERN)
 
 
 def _announce_on_commit(session_id):

@@ -20,7 +20,7 @@ from rest_framework.views import APIView
 
 from accounts.api import require_owner_or_admin
 from billing.permissions import CanWrite
-from core.api import PageLimitPagination
+from core.api import PAGE_PARAMETERS, PageLimitPagination, choice_param, whole_number_param
 from core.errors import DomainError
 from core.phones import normalize_phone
 from tenants.permissions import HasActiveTenant
@@ -82,7 +82,8 @@ class SessionWriteView(SessionApiView):
     permission_classes = [*SessionApiView.permission_classes, CanWrite]
 
 
-NAME_PARAMETER = OpenApiParameter("name", str, OpenApiParameter.PATH, description="The session's name.")
+NAME_PARAMETER = OpenApiParameter("name", {"type": "string", "pattern": actions.NAME_PATTERN}, OpenApiParameter.PATH,
+                                  description="The session's name.")
 
 
 class SessionListView(SessionWriteView):
@@ -90,18 +91,15 @@ class SessionListView(SessionWriteView):
         tags=TAGS,
         parameters=[
             OpenApiParameter("status", str, enum=S.values, description="Only sessions in this status."),
-            OpenApiParameter("page", int),
-            OpenApiParameter("limit", int),
+            *PAGE_PARAMETERS,
         ],
         responses=WhatsAppSessionSerializer(many=True),
     )
     def get(self, request):
         """The tenant's sessions, oldest first."""
         sessions = WhatsAppSession.objects.all()
-        wanted = request.query_params.get("status")
-        if wanted:
-            if wanted not in S.values:
-                raise DomainError(SessionError.INVALID_STATUS, f"Unknown status '{wanted}'.", {"allowed": S.values})
+        wanted = choice_param(request, "status", S.values, SessionError.INVALID_STATUS)
+        if wanted is not None:
             sessions = sessions.filter(status=wanted)
         paginator = PageLimitPagination()
         page = paginator.paginate_queryset(sessions, request, view=self)
@@ -242,23 +240,15 @@ class SessionPairingCodeView(SessionWriteView):
 class SessionActivityView(SessionApiView):
     @extend_schema(tags=TAGS, parameters=[
         NAME_PARAMETER,
-        OpenApiParameter("limit", int, description=f"Default {ACTIVITY_DEFAULT_LIMIT}, at most {ACTIVITY_MAX_LIMIT}."),
+        OpenApiParameter("limit", {"type": "integer", "minimum": 1, "maximum": ACTIVITY_MAX_LIMIT},
+                         description=f"Default {ACTIVITY_DEFAULT_LIMIT}, at most {ACTIVITY_MAX_LIMIT}."),
     ], responses=SessionActivitySerializer(many=True))
     def get(self, request, name):
         """What happened to the session (QR issued, connected, disconnected, reconnecting, logged out, errors),
         newest first."""
         session = _session(name)
-        raw = request.query_params.get("limit")
-        limit = ACTIVITY_DEFAULT_LIMIT
-        if raw not in (None, ""):
-            try:
-                limit = int(raw)
-            except ValueError:
-                limit = 0
-            if limit < 1:
-                raise DomainError(SessionError.INVALID_LIMIT,
-                                  f"limit must be a whole number from 1 to {ACTIVITY_MAX_LIMIT}.")
-            limit = min(limit, ACTIVITY_MAX_LIMIT)
+        limit = whole_number_param(request, "limit", low=1, high=ACTIVITY_MAX_LIMIT, default=ACTIVITY_DEFAULT_LIMIT,
+                                   code=SessionError.INVALID_LIMIT)
         rows = SessionActivity.objects.filter(session=session).order_by("-created_at", "-id")[:limit]
         return Response(SessionActivitySerializer(rows, many=True).data)
 

@@ -1,10 +1,14 @@
 """What the sessions API reads and writes."""
 from rest_framework import serializers
 
+from core.api import StrictModelSerializer, StrictSerializer, field_with_schema
+from core.phones import PATTERN as PHONE_PATTERN
+from whatsapp.sessions.actions import NAME_PATTERN
+
 from .models import SessionActivity, WhatsAppSession
 
 
-class WhatsAppSessionSerializer(serializers.ModelSerializer):
+class WhatsAppSessionSerializer(StrictModelSerializer):
     status_display = serializers.CharField(source="get_status_display", read_only=True)
     linked = serializers.BooleanField(source="is_linked", read_only=True,
                                       help_text="Linked to a phone: restarts resume it without a new scan.")
@@ -26,7 +30,7 @@ class WhatsAppSessionSerializer(serializers.ModelSerializer):
         return session.status == WhatsAppSession.Status.QR and bool(session.qr_code)
 
 
-class SessionActivitySerializer(serializers.ModelSerializer):
+class SessionActivitySerializer(StrictModelSerializer):
     kind_display = serializers.CharField(source="get_kind_display", read_only=True)
 
     class Meta:
@@ -35,13 +39,14 @@ class SessionActivitySerializer(serializers.ModelSerializer):
         read_only_fields = fields
 
 
-class SessionCreateSerializer(serializers.Serializer):
-    name = serializers.CharField(max_length=64, help_text="^[a-zA-Z0-9_-]{1,64}$; how the API names the session.")
+class SessionCreateSerializer(StrictSerializer):
+    name = field_with_schema(serializers.CharField, {"type": "string", "pattern": NAME_PATTERN},
+                             help_text="1–64 letters, digits, '-' or '_'; how the API names the session.")
     label = serializers.CharField(max_length=120, required=False, default="", allow_blank=True,
                                   help_text='Shown on the dashboard, e.g. "Front desk".')
 
 
-class SessionStartSerializer(serializers.Serializer):
+class SessionStartSerializer(StrictSerializer):
     use_pairing_code = serializers.BooleanField(
         required=False, allow_null=True, default=None,
         help_text="Link by an 8-character code typed on the phone instead of a QR scan. "
@@ -50,27 +55,27 @@ class SessionStartSerializer(serializers.Serializer):
                                   help_text="With use_pairing_code: the number to link, in international format.")
 
 
-class PairingCodeSerializer(serializers.Serializer):
-    phone = serializers.CharField(required=False, default="", allow_blank=True, max_length=32,
-                                  help_text="The number to link, in international format, e.g. +14155550123.")
+class PairingCodeSerializer(StrictSerializer):
+    phone = field_with_schema(serializers.CharField, {"type": "string", "pattern": PHONE_PATTERN},
+                              help_text="The number to link, in international format, e.g. +14155550123.")
     wait = serializers.BooleanField(
         required=False, default=True,
         help_text="Wait up to a few seconds for the code and return it in pair_code (false: return at once).")
 
 
-class QrCodeSerializer(serializers.Serializer):
+class QrCodeSerializer(StrictSerializer):
     qr = serializers.CharField(help_text="What the QR code encodes; render it yourself or use svg.")
     svg = serializers.CharField(help_text="The QR code as inline SVG markup.")
     expires_at = serializers.DateTimeField(allow_null=True,
                                            help_text="When WhatsApp rotates it; fetch again after this.")
 
 
-class SimulatedScanSerializer(serializers.Serializer):
+class SimulatedScanSerializer(StrictSerializer):
     phone = serializers.CharField(max_length=32, help_text="The phone that scans, in international format.")
     push_name = serializers.CharField(max_length=120, required=False, default="Simulated user")
 
 
-class SimulatedInboundSerializer(serializers.Serializer):
+class SimulatedInboundSerializer(StrictSerializer):
     # "from" is a Python keyword: declared as from_ and renamed in get_fields.
     from_ = serializers.CharField(max_length=32, help_text="The sender's phone, in international format.")
     type = serializers.ChoiceField(choices=["text", "image", "document", "audio", "video", "sticker", "location"],

@@ -13,8 +13,16 @@ from rest_framework.views import APIView
 
 from accounts.api import require_owner_or_admin
 from billing.permissions import CanWrite
-from core.api import PageLimitPagination
+from core.api import (
+    PAGE_PARAMETERS,
+    PageLimitPagination,
+    StrictModelSerializer,
+    StrictSerializer,
+    choice_param,
+    field_with_schema,
+)
 from core.errors import CommonError, DomainError
+from core.net import HTTP_URL_PATTERN
 from tenants.permissions import HasActiveTenant
 
 from . import EVENTS, actions
@@ -25,14 +33,14 @@ from .models import WebhookDelivery, WebhookEndpoint
 TAGS = ["webhooks"]
 
 
-class WebhookEndpointSerializer(serializers.ModelSerializer):
+class WebhookEndpointSerializer(StrictModelSerializer):
     class Meta:
         model = WebhookEndpoint
         fields = ["id", "url", "description", "events", "enabled", "disabled_reason", "disabled_at", "created_at"]
         read_only_fields = fields
 
 
-class WebhookDeliverySerializer(serializers.ModelSerializer):
+class WebhookDeliverySerializer(StrictModelSerializer):
     attempts_log = serializers.JSONField(source="attempt_log", read_only=True,
                                          help_text="[{at, status_code, duration_ms, error, response}], oldest first")
 
@@ -44,9 +52,14 @@ class WebhookDeliverySerializer(serializers.ModelSerializer):
         read_only_fields = fields
 
 
-class EndpointWriteSerializer(serializers.Serializer):
-    url = serializers.CharField(max_length=2000)
-    events = serializers.ListField(child=serializers.CharField(max_length=40), allow_empty=False, max_length=20)
+class EndpointWriteSerializer(StrictSerializer):
+    url = field_with_schema(serializers.CharField, {"type": "string", "format": "uri", "maxLength": 2000,
+                                                    "pattern": HTTP_URL_PATTERN},
+                            max_length=2000, help_text="The http(s) URL that receives the events (a public address).")
+    # Unknown event names are answered unknown_event (below), so the enum is the schema's, not DRF's.
+    events = field_with_schema(serializers.ListField, {"type": "array", "minItems": 1, "maxItems": 20,
+                                                       "items": {"type": "string", "enum": list(EVENTS)}},
+                               child=serializers.CharField(max_length=40), allow_empty=False, max_length=20)
     description = serializers.CharField(max_length=200, required=False, allow_blank=True, default="")
     enabled = serializers.BooleanField(required=False)
 
@@ -86,7 +99,7 @@ NEW_ENDPOINT = inline_serializer("NewWebhookEndpoint", {
 
 
 class EndpointListView(WebhookView):
-    @extend_schema(tags=TAGS, parameters=[OpenApiParameter("page", int), OpenApiParameter("limit", int)],
+    @extend_schema(tags=TAGS, parameters=PAGE_PARAMETERS,
                    responses=WebhookEndpointSerializer(many=True))
     def get(self, request):
         """The tenant's webhook endpoints, oldest first (their secrets are never shown again)."""
@@ -132,17 +145,14 @@ class EndpointDetailView(WebhookView):
 class DeliveryListView(WebhookView):
     @extend_schema(tags=TAGS, parameters=[
         OpenApiParameter("status", str, enum=WebhookDelivery.Status.values),
-        OpenApiParameter("page", int), OpenApiParameter("limit", int),
+        *PAGE_PARAMETERS,
     ], responses=WebhookDeliverySerializer(many=True))
     def get(self, request, pk):
         """The endpoint's deliveries, newest first, each with its attempts (dead-lettered ones: status=dead)."""
         endpoint = get_object_or_404(WebhookEndpoint, pk=pk)
         deliveries = endpoint.deliveries.all()
-        wanted = request.query_params.get("status")
-        if wanted:
-            if wanted not in WebhookDelivery.Status.values:
-                raise DomainError(WebhookError.INVALID_STATUS, f"Unknown status '{wanted}'.",
-                                  {"allowed": WebhookDelivery.Status.values})
+        wanted = choice_param(request, "status", WebhookDelivery.Status.values, WebhookError.INVALID_STATUS)
+        if wanted is not None:
             deliveries = deliveries.filter(status=wanted)
         paginator = PageLimitPagination()
         page = paginator.paginate_queryset(deliveries, request, view=self)
