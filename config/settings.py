@@ -26,6 +26,9 @@ CSRF_TRUSTED_ORIGINS = env.list("CSRF_TRUSTED_ORIGINS", default=[])
 SITE_URL = env("SITE_URL", default="http://localhost:8000").rstrip("/")
 # Tenants may be selected by subdomain: <slug>.<TENANT_BASE_DOMAIN>. It never grants access.
 TENANT_BASE_DOMAIN = env("TENANT_BASE_DOMAIN", default="localhost")
+# The HTTP handler of config.asgi: "switchboard" (config.http's, one thread hop per request) or "stock" (Django's
+# own, kept so that bench/send_pipeline.py can measure what the single hop gains). Leave it "switchboard".
+ASGI_HANDLER = env("ASGI_HANDLER", default="switchboard")
 
 # --- applications -------------------------------------------------------------------------------
 SHARED_APPS = [
