@@ -61,8 +61,8 @@ def principal_of(key_hash):
 
 def _principal_by_orm(key_hash):
     """principal_of's statement and result, the statement compiled by the ORM on every call."""
-    key = (ApiKey.objects.annotate(tenant_membership=FilteredRelation(
-        "user__memberships", condition=Q(user__memberships__tenant=F("tenant"))))
+    membership = FilteredRelation("user__memberships", condition=Q(user__memberships__tenant=F("tenant")))
+    key = (ApiKey.objects.annotate(tenant_membership=membership)
            .select_related("user", "tenant__plan", "tenant__subscription__plan", "tenant_membership")
            .filter(key_hash=key_hash).first())
     if key is not None and "tenant_membership" not in key.__dict__:  # the ORM sets nothing for a missing row
