@@ -451,16 +451,21 @@ def variant_figures(runs):
     rows_vs_orm, handler = rate["default"] / rate["orm"], rate["default"] / rate["stock handler"]
     listed = "; ".join(f"{name} " + ", ".join(str(round(r["accept_per_s"])) for r in each)
                        for name, each in runs.items())
+    # The web process's CPU per message is the steadier figure on a shared machine: the rates also move with
+    # whatever else runs there.
+    orm_cpu, stock_cpu = web_cpu["orm"] / web_cpu["default"], web_cpu["stock handler"] / web_cpu["default"]
     log(f"speed path, accept alone, medians of {VARIANT_ROUNDS} rounds (a fresh web process each): core.rows "
         f"{rate['default']:.0f}/s vs ORM {rate['orm']:.0f}/s = {rows_vs_orm:.2f}x; config.http handler "
         f"{rate['default']:.0f}/s vs Django's stock handler {rate['stock handler']:.0f}/s = {handler:.2f}x; web CPU "
-        f"per message (ms): {', '.join(f'{name} {ms:.1f}' for name, ms in web_cpu.items())}; runs (/s): {listed}")
+        f"per message (ms): {', '.join(f'{name} {ms:.1f}' for name, ms in web_cpu.items())} (ORM / rows "
+        f"{orm_cpu:.2f}x, stock / config.http {stock_cpu:.2f}x); runs (/s): {listed}")
     return {"variant_rounds": VARIANT_ROUNDS,
             "accept_rows_per_s": round(rate["default"], 1), "accept_orm_per_s": round(rate["orm"], 1),
             "rows_vs_orm_ratio": round(rows_vs_orm, 3),
             "accept_custom_handler_per_s": round(rate["default"], 1),
             "accept_stock_handler_per_s": round(rate["stock handler"], 1), "handler_ratio": round(handler, 3),
             "web_cpu_ms_per_message": {name: round(ms, 2) for name, ms in web_cpu.items()},
+            "orm_vs_rows_web_cpu_ratio": round(orm_cpu, 3), "stock_vs_custom_web_cpu_ratio": round(stock_cpu, 3),
             "accept_runs_per_s": {name: [r["accept_per_s"] for r in each] for name, each in runs.items()}}
 
 
