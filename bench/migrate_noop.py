@@ -7,13 +7,19 @@ ours and for django-tenants' stock MigrateSchemasCommand at 100 tenants, and for
 1,000 is extrapolated from its measured per-tenant cost unless --stock-1000 is given. Ours is also timed
 once as a real `manage.py migrate_schemas` process (Django start-up and system checks included).
 
+The whole run is bounded (--timeout, default from the largest size): past it, every thread's traceback is printed
+and the bench fails (exit status 1) instead of hanging; making the tenants has a bound of its own.
+
 Usage: .venv/bin/python bench/migrate_noop.py [--tenants 100 1000] [--repeat 3] [--workers N] [--stock-1000]
+       [--timeout SECONDS]
 """
 import argparse
 import contextlib
+import faulthandler
 import io
 import multiprocessing
 import os
+import signal
 import statistics
 import subprocess
 import sys
@@ -21,30 +27,63 @@ import time
 
 from _common import BASE_DIR, bench_database, emit, quiet_logging
 
+# Making one tenant schema (CREATE SCHEMA + every tenant migration) took 1 to 3 s here (3 processes on 2 CPUs);
+# the bounds allow several times that, so only a stuck run reaches them.
+MAKE_TENANT_BOUND_SECONDS = 10
+SPAWN_BOUND_SECONDS = 120  # processes starting and setting Django up
+
+
+def _set_django_up():
+    """A spawned worker's start: Django set up afresh (DATABASE_URL, the bench database, comes in the environment)."""
+    import django
+
+    os.environ.setdefault("DJANGO_SETTINGS_MODULE", "config.settings")
+    django.setup()
+    quiet_logging()
+
 
 def _make_tenants(count):
     from django.db import connections
 
     from tenants import pool
 
-    connections.close_all()  # never share the parent's socket
-    for _ in range(count):
-        pool.create_pooled_tenant()
-    connections.close_all()
+    try:
+        for _ in range(count):
+            pool.create_pooled_tenant()
+    finally:
+        connections.close_all()
     return count
 
 
 def generate_tenants(count, workers):
-    """`count` more tenants with schemas migrated the normal way, split over `workers` forked processes."""
-    from django.db import connections
-
+    """`count` more tenants with schemas migrated the normal way, split over `workers` processes. The processes
+    are spawned, not forked: this one holds threads (the connection pool's), and a forked child inherits their
+    locks as they were, possibly held by a thread it does not have; forked workers hung on them for good. Fails
+    with TimeoutError if the tenants are not made in time."""
     if count <= 0:
         return
-    connections.close_all()
     shares = [count // workers + (1 if i < count % workers else 0) for i in range(workers)]
-    with multiprocessing.get_context("fork").Pool(workers) as processes:
-        made = sum(processes.map(_make_tenants, [s for s in shares if s]))
+    bound = SPAWN_BOUND_SECONDS + MAKE_TENANT_BOUND_SECONDS * max(shares)
+    with multiprocessing.get_context("spawn").Pool(workers, initializer=_set_django_up) as processes:
+        pending = processes.map_async(_make_tenants, [s for s in shares if s])
+        try:
+            made = sum(pending.get(timeout=bound))
+        except multiprocessing.TimeoutError:
+            raise TimeoutError(f"making {count} tenants in {workers} processes took more than {bound} s: stuck "
+                               f"(the workers are stopped)") from None
     assert made == count, made
+
+
+def fail_after(seconds):
+    """Past `seconds`, print every thread's traceback and raise TimeoutError in the main thread (the bench
+    database is still dropped on the way out)."""
+    def expired(signum, frame):
+        faulthandler.dump_traceback(all_threads=True)
+        raise TimeoutError(f"migrate_noop: still running after {seconds} s (--timeout); where each thread was is "
+                           f"printed above")
+
+    signal.signal(signal.SIGALRM, expired)
+    signal.alarm(seconds)
 
 
 def timed_command(command, repeat):
@@ -76,8 +115,11 @@ def main():
     parser.add_argument("--stock-repeat", type=int, default=1)
     parser.add_argument("--workers", type=int, default=max(2, (os.cpu_count() or 1) + 1))
     parser.add_argument("--stock-1000", action="store_true", help="also run the stock command at the largest size")
+    parser.add_argument("--timeout", type=int, default=None,
+                        help="seconds the whole run may take (default: 600 + 5 per tenant of the largest size)")
     options = parser.parse_args()
     sizes = sorted(options.tenants)
+    fail_after(options.timeout or 600 + 5 * sizes[-1])
 
     figures = {"bench": "migrate_noop"}
     with bench_database() as dbname:

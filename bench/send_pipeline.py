@@ -19,11 +19,17 @@ Figures, from C concurrent HTTP clients (asyncio + httpx, keep-alive), each phas
 - batch: the same through POST /api/v1/messages/batch, B messages a request: the pipeline's throughput end to
   end (target >= 500 messages/s);
 - CPU per message of each process in each phase (from /proc: web, the default worker, the whatsapp worker,
-  this client; the rest of the machine is Postgres, Redis and whatever else runs there).
+  this client; the rest of the machine is Postgres, Redis and whatever else runs there);
+- the speed path's switches, each gain measured again: the accept path alone (as in "apart") with a fresh web
+  process per run, as it runs by default (statements written out by core.rows, config.http's one-hop handler),
+  with SPEED_PATH_SQL=false (the ORM compiles those statements) and with ASGI_HANDLER=stock (Django's handler);
+  R rounds, the order turning each round; medians, the default's rate over each switch's (rows_vs_orm_ratio,
+  handler_ratio), and the web process's CPU per message.
 
 SEND_BENCH_MESSAGES (or argv[1]) sets N (default 2000), SEND_BENCH_CLIENTS sets C (default 16),
-SEND_BENCH_BATCH sets B (default 100), SEND_BENCH_BASELINE sets the requests per baseline (default 2000).
-Last line: one JSON object.
+SEND_BENCH_BATCH sets B (default 100), SEND_BENCH_BASELINE sets the requests per baseline (default 2000),
+SEND_BENCH_VARIANT_ROUNDS sets R (default 3; 0 skips the switches), SEND_BENCH_WARM_UP the messages a fresh web
+process accepts before it is measured (default 200). Last line: one JSON object.
 """
 import asyncio
 import os
@@ -45,6 +51,11 @@ MESSAGES = int(sys.argv[1]) if len(sys.argv) > 1 else int(os.environ.get("SEND_B
 CLIENTS = int(os.environ.get("SEND_BENCH_CLIENTS", "16"))
 BATCH = int(os.environ.get("SEND_BENCH_BATCH", "100"))
 BASELINE_REQUESTS = int(os.environ.get("SEND_BENCH_BASELINE", "2000"))
+VARIANT_ROUNDS = int(os.environ.get("SEND_BENCH_VARIANT_ROUNDS", "3"))
+WARM_UP = int(os.environ.get("SEND_BENCH_WARM_UP", "200"))
+# The web process's settings per variant of the accept path: as it runs by default, and with one speed-path switch
+# off each. "default" is the rows side of rows vs ORM and the custom side of custom vs stock handler.
+VARIANTS = {"default": {}, "orm": {"SPEED_PATH_SQL": "false"}, "stock handler": {"ASGI_HANDLER": "stock"}}
 # Not the dev broker (0), `make test` (15), browser tests (14 and down, one per xdist worker) or the QR bench (13).
 REDIS_DB = int(os.environ.get("SEND_BENCH_REDIS_DB", "8"))
 SCHEMA = "t_bench_send"
@@ -109,19 +120,21 @@ class Servers:
         }
         self.procs = {}
 
+    def _spawn(self, name, env):
+        if name == "web" and env.get("DATABASE_POOL", "true").lower() in ("false", "0", "no", "off"):
+            # Without the pool: under ASGI every request runs its sync part on a thread of its own (Django's
+            # ThreadSensitiveContext), so a persistent connection is never reused, only left open until its
+            # thread is collected: 16 clients exhaust Postgres' connections. One connection per request.
+            env = {**env, "DATABASE_CONN_MAX_AGE": "0"}
+        with open(Path(self.work_dir) / f"{name}.log", "ab") as out:
+            self.procs[name] = subprocess.Popen(self.argv[name], cwd=BASE_DIR, env=env, stdin=subprocess.DEVNULL,
+                                                stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
+
     def start(self, celery_app):
         import httpx
 
-        for name, argv in self.argv.items():
-            env = self.env
-            if name == "web" and env.get("DATABASE_POOL", "true").lower() in ("false", "0", "no", "off"):
-                # Without the pool: under ASGI every request runs its sync part on a thread of its own (Django's
-                # ThreadSensitiveContext), so a persistent connection is never reused, only left open until its
-                # thread is collected: 16 clients exhaust Postgres' connections. One connection per request.
-                env = {**env, "DATABASE_CONN_MAX_AGE": "0"}
-            with open(Path(self.work_dir) / f"{name}.log", "wb") as out:
-                self.procs[name] = subprocess.Popen(argv, cwd=BASE_DIR, env=env, stdin=subprocess.DEVNULL,
-                                                    stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
+        for name in self.argv:
+            self._spawn(name, self.env)
         deadline = time.monotonic() + 90
         ready = set()
         while ready != set(self.argv):
@@ -141,22 +154,50 @@ class Servers:
                     ready.add(name)
             time.sleep(0.2)
 
+    def restart_web(self, settings):
+        """The web process again, with `settings` ({env name: value}) over the others; returns once it answers."""
+        import httpx
+
+        _terminate(self.procs["web"])
+        _wait(self.procs["web"])
+        self._spawn("web", {**self.env, **settings})
+        deadline = time.monotonic() + 90
+        while True:
+            if self.procs["web"].poll() is not None:
+                raise RuntimeError(f"web exited with {self.procs['web'].returncode}:\n{self.log('web')}")
+            try:
+                if httpx.get(f"{self.url}/health", timeout=1).status_code == 200:
+                    return
+            except httpx.HTTPError:
+                pass
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"web not ready after 90 s with {settings}")
+            time.sleep(0.2)
+
     def log(self, name, last=40):
         text = (Path(self.work_dir) / f"{name}.log").read_text(errors="replace")
         return "\n".join(text.splitlines()[-last:])
 
     def stop(self):
         for proc in self.procs.values():
-            try:
-                os.killpg(proc.pid, signal.SIGTERM)
-            except ProcessLookupError:
-                pass
+            _terminate(proc)
         for proc in self.procs.values():
-            try:
-                proc.wait(timeout=15)
-            except subprocess.TimeoutExpired:
-                os.killpg(proc.pid, signal.SIGKILL)
-                proc.wait()
+            _wait(proc)
+
+
+def _terminate(proc):
+    try:
+        os.killpg(proc.pid, signal.SIGTERM)
+    except ProcessLookupError:
+        pass
+
+
+def _wait(proc):
+    try:
+        proc.wait(timeout=15)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()
 
 
 def _group_cpu_seconds(pgid):
@@ -354,13 +395,86 @@ def send_phase(servers, headers, tenant, label, batch=1, resume=None):
             "end_to_end_per_s": round(rate, 1), "cpu_ms_per_message": cpu, "receipts_lost": lost}
 
 
+def wait_until_idle(tenant):
+    """Until no outgoing message is queued or being sent, and none waits for its delivered receipt unless the
+    receipts stopped coming (a lost one is the phases' to report)."""
+    deadline = time.monotonic() + TIMEOUT
+    last, changed = None, time.monotonic()
+    while True:
+        _, by_status = count_delivered(tenant)
+        unsent = by_status.get("queued", 0) + by_status.get("sending", 0)
+        waiting = unsent + by_status.get("sent", 0)
+        if not waiting or (not unsent and waiting == last and time.monotonic() - changed > STALL_SECONDS):
+            return
+        if waiting != last:
+            last, changed = waiting, time.monotonic()
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"the pipeline is still busy after {TIMEOUT:.0f} s: {by_status}")
+        time.sleep(0.1)
+
+
+def accept_alone(app, servers, headers, tenant, label):
+    """send_phase while the session host does not consume the hosts' shared queue (where drain tasks go): the
+    accept path with the machine to itself; then the pipeline alone drains what was queued."""
+    from whatsapp.host.queues import SHARED_QUEUE
+
+    app.control.cancel_consumer(SHARED_QUEUE, destination=[servers.whatsapp_name], reply=True, timeout=5)
+    return send_phase(servers, headers, tenant, label, resume=lambda: app.control.add_consumer(
+        SHARED_QUEUE, destination=[servers.whatsapp_name], reply=True, timeout=5))
+
+
+def measure_variants(app, servers, headers, tenant):
+    """{variant: [accept_alone's figures per round]}: each round restarts the web process once per VARIANTS
+    entry (a different order each round, so drift on a shared machine does not favour one), warms it up with
+    WARM_UP messages and measures the accept path alone."""
+    names = list(VARIANTS)
+    runs = {name: [] for name in names}
+    for round_index in range(VARIANT_ROUNDS):
+        turn = round_index % len(names)
+        for name in names[turn:] + names[:turn]:
+            servers.restart_web(VARIANTS[name])
+            sends = [("POST", "/api/v1/messages", {"session": SESSION, "to": TO, "text": f"warm-up {i}"})
+                     for i in range(WARM_UP)]
+            _, _, statuses = asyncio.run(hammer(servers.url, headers, sends, CLIENTS))
+            assert set(statuses) == {202}, statuses
+            wait_until_idle(tenant)
+            runs[name].append(accept_alone(app, servers, headers, tenant, f"{name}, round {round_index + 1}"))
+    return runs
+
+
+def variant_figures(runs):
+    """The switches' figures (medians over the rounds) for the last line, and their readable line."""
+    if not VARIANT_ROUNDS:
+        return {}
+    rate = {name: statistics.median(r["accept_per_s"] for r in each) for name, each in runs.items()}
+    web_cpu = {name: statistics.median(r["cpu_ms_per_message"]["web"] for r in each) for name, each in runs.items()}
+    rows_vs_orm, handler = rate["default"] / rate["orm"], rate["default"] / rate["stock handler"]
+    listed = "; ".join(f"{name} " + ", ".join(str(round(r["accept_per_s"])) for r in each)
+                       for name, each in runs.items())
+    # The web process's CPU per message is the steadier figure on a shared machine: the rates also move with
+    # whatever else runs there.
+    orm_cpu, stock_cpu = web_cpu["orm"] / web_cpu["default"], web_cpu["stock handler"] / web_cpu["default"]
+    log(f"speed path, accept alone, medians of {VARIANT_ROUNDS} rounds (a fresh web process each): core.rows "
+        f"{rate['default']:.0f}/s vs ORM {rate['orm']:.0f}/s = {rows_vs_orm:.2f}x; config.http handler "
+        f"{rate['default']:.0f}/s vs Django's stock handler {rate['stock handler']:.0f}/s = {handler:.2f}x; web CPU "
+        f"per message (ms): {', '.join(f'{name} {ms:.1f}' for name, ms in web_cpu.items())} (ORM / rows "
+        f"{orm_cpu:.2f}x, stock / config.http {stock_cpu:.2f}x); runs (/s): {listed}")
+    return {"variant_rounds": VARIANT_ROUNDS,
+            "accept_rows_per_s": round(rate["default"], 1), "accept_orm_per_s": round(rate["orm"], 1),
+            "rows_vs_orm_ratio": round(rows_vs_orm, 3),
+            "accept_custom_handler_per_s": round(rate["default"], 1),
+            "accept_stock_handler_per_s": round(rate["stock handler"], 1), "handler_ratio": round(handler, 3),
+            "web_cpu_ms_per_message": {name: round(ms, 2) for name, ms in web_cpu.items()},
+            "orm_vs_rows_web_cpu_ratio": round(orm_cpu, 3), "stock_vs_custom_web_cpu_ratio": round(stock_cpu, 3),
+            "accept_runs_per_s": {name: [r["accept_per_s"] for r in each] for name, each in runs.items()}}
+
+
 def run(dbname):
     import httpx
     import redis
     from django.db import connection
 
     from config.celery import app
-    from whatsapp.host.queues import SHARED_QUEUE
 
     redis.Redis.from_url(os.environ["REDIS_URL"]).flushdb()  # this bench's private database: a clean broker
     app.conf.broker_url = os.environ["REDIS_URL"]
@@ -407,12 +521,8 @@ def run(dbname):
 
         # One message per request, accepted and sent at once as in production.
         single = send_phase(servers, headers, tenant, "single")
-        # Which side limits: single messages accepted while the session host does not consume the hosts' shared
-        # queue (where drain tasks go): the accept path with the machine to itself; then the pipeline alone
-        # drains what was queued.
-        app.control.cancel_consumer(SHARED_QUEUE, destination=[servers.whatsapp_name], reply=True, timeout=5)
-        alone = send_phase(servers, headers, tenant, "apart", resume=lambda: app.control.add_consumer(
-            SHARED_QUEUE, destination=[servers.whatsapp_name], reply=True, timeout=5))
+        # Which side limits: the accept path alone, then the pipeline alone.
+        alone = accept_alone(app, servers, headers, tenant, "apart")
         # Batches of BATCH: what a bulk sender does, and the pipeline's throughput end to end.
         batched = send_phase(servers, headers, tenant, "batch", batch=BATCH)
         log(f"accept path alone / GET /health = {alone['accept_per_s'] / health_rate:.0%} (target >= 50%), with the "
@@ -420,6 +530,8 @@ def run(dbname):
             f"{single['accept_per_s'] / read_rate:.0%}; end to end: batches {batched['end_to_end_per_s']:.0f}/s "
             f"(target >= 500/s), single requests {single['end_to_end_per_s']:.0f}/s; pipeline alone "
             f"{alone['end_to_end_per_s']:.0f}/s")
+        # The speed path's switches, last: each restarts the web process.
+        switches = variant_figures(measure_variants(app, servers, headers, tenant))
     except BaseException:
         for name in servers.procs:
             log(f"----- {name} -----\n{servers.log(name)}")
@@ -435,7 +547,8 @@ def run(dbname):
             "accept_alone_vs_health": round(alone["accept_per_s"] / health_rate, 3),
             "single_accept_vs_health": round(single["accept_per_s"] / health_rate, 3),
             "end_to_end_per_s": batched["end_to_end_per_s"], "single": single, "apart": alone, "batch": batched,
-            "receipts_lost": single["receipts_lost"] + batched["receipts_lost"] + alone["receipts_lost"]}
+            "receipts_lost": single["receipts_lost"] + batched["receipts_lost"] + alone["receipts_lost"],
+            **switches}
 
 
 if __name__ == "__main__":

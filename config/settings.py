@@ -26,6 +26,9 @@ CSRF_TRUSTED_ORIGINS = env.list("CSRF_TRUSTED_ORIGINS", default=[])
 SITE_URL = env("SITE_URL", default="http://localhost:8000").rstrip("/")
 # Tenants may be selected by subdomain: <slug>.<TENANT_BASE_DOMAIN>. It never grants access.
 TENANT_BASE_DOMAIN = env("TENANT_BASE_DOMAIN", default="localhost")
+# The HTTP handler of config.asgi: "switchboard" (config.http's, one thread hop per request) or "stock" (Django's
+# own, kept so that bench/send_pipeline.py can measure what the single hop gains). Leave it "switchboard".
+ASGI_HANDLER = env("ASGI_HANDLER", default="switchboard")
 
 # --- applications -------------------------------------------------------------------------------
 SHARED_APPS = [
@@ -115,6 +118,10 @@ DATABASES["default"]["CONN_HEALTH_CHECKS"] = True
 # connection are unknown on the next).
 if env.bool("DATABASE_PREPARED_STATEMENTS", default=True):
     DATABASES["default"].setdefault("OPTIONS", {}).update({"server_side_binding": True, "prepare_threshold": 5})
+# The API's accept path (an API key's principal; a message's session, conversation, contact and block) reads its
+# rows with statements written out once (core.rows), or, false, with the same statements compiled by the ORM on
+# every request: kept so that bench/send_pipeline.py can measure what writing them out gains. Leave it true.
+SPEED_PATH_SQL = env.bool("SPEED_PATH_SQL", default=True)
 # A connection pool per process (psycopg_pool through Django): under daphne every request runs on a thread of its
 # own, so a persistent connection (CONN_MAX_AGE) is never reused there and each request would open a new one.
 # Django refuses a pool together with persistent connections: CONN_MAX_AGE only applies without the pool.

@@ -4,7 +4,8 @@ A pooled connection keeps its session's `SET search_path` when it goes back to t
 pool one connection wide, so every request borrows the very connection the previous one used for another
 tenant, and check that each request sees only its own tenant's rows. Requests run as under daphne: each on a
 thread of its own, through Django's handler with its request_started/finished signals (which return the
-connection to the pool), not through the test client (which keeps one connection for the whole test).
+connection to the pool), not through the test client (which keeps one connection for the whole test). The last
+tests guard config/postgresql's override of the pool's private health check attribute (ConnectionPool._check).
 """
 import json
 import threading
@@ -176,3 +177,95 @@ def test_a_session_advisory_lock_does_not_outlive_the_borrower_that_took_it(one_
     with psycopg.connect(**connection.get_connection_params(), autocommit=True) as other:
         assert other.execute("SELECT pg_try_advisory_lock(4242)").fetchone()[0]
         other.execute("SELECT pg_advisory_unlock(4242)")
+
+
+# --- the health check override (config/postgresql/base.py) ------------------------------------------------------
+# It replaces psycopg_pool's private ConnectionPool._check. These tests were written against this psycopg_pool:
+# when it changes, re-read psycopg_pool/pool.py (ConnectionPool.__init__ storing `check` as _check, getconn →
+# _getconn_with_check_loop → _check_connection calling it before lending, a raise there discarding the connection,
+# the reset running when a connection comes back, check_connection) and core/db.py, then update the pin.
+PSYCOPG_POOL_READ = "3.3.3"
+
+
+def _guard(what):
+    import psycopg_pool
+
+    return (f"{what}: config/postgresql/base.py overrides psycopg_pool's private ConnectionPool._check with "
+            f"core.db.check_pooled_connection, read against psycopg_pool {PSYCOPG_POOL_READ}; installed: "
+            f"{psycopg_pool.__version__}. Re-read psycopg_pool's ConnectionPool (_check, _check_connection, "
+            f"getconn, reset, check_connection) before trusting the override.")
+
+
+@pytest.fixture
+def counted_checks(monkeypatch):
+    """Every call of core.db.check_pooled_connection by the pool (the connection it was given), and every health
+    check round trip it made (psycopg_pool's ConnectionPool.check_connection)."""
+    from psycopg_pool import ConnectionPool
+
+    from config.postgresql import base
+    from core.db import check_pooled_connection
+
+    checks, round_trips = [], []
+    stock_check = ConnectionPool.check_connection
+
+    def counting_check(conn):
+        checks.append(conn)
+        return check_pooled_connection(conn)
+
+    def counting_round_trip(conn):
+        round_trips.append(conn)
+        return stock_check(conn)
+
+    # The wrapper base.DatabaseWrapper.pool hands the pool (it sets _check on every access, so the pool Django
+    # built gets this one), calling through to ours, which calls psycopg_pool's check through the class.
+    monkeypatch.setattr(base, "check_pooled_connection", counting_check)
+    monkeypatch.setattr(ConnectionPool, "check_connection", staticmethod(counting_round_trip))
+    return checks, round_trips
+
+
+def test_psycopg_pool_is_the_version_whose_private_check_the_override_was_read_against():
+    import psycopg_pool
+
+    assert psycopg_pool.__version__ == PSYCOPG_POOL_READ, _guard("psycopg_pool changed")
+
+
+def test_the_pool_django_built_calls_our_check_with_each_connection_it_lends(one_connection_pool, counted_checks):
+    from psycopg_pool import ConnectionPool
+
+    from config.postgresql import base
+
+    checks, round_trips = counted_checks
+    connection.close()
+    connection.close_pool()  # a pool built by Django now, with the counting wrapper
+    pool = connection.pool
+    assert isinstance(pool, ConnectionPool), _guard("Django no longer builds a psycopg_pool ConnectionPool")
+    assert "_check" in vars(pool), _guard("ConnectionPool instances have no _check attribute")
+    assert pool._check is base.check_pooled_connection, _guard("the pool's _check is not ours")
+    lent = []
+    for _ in range(3):
+        connection.ensure_connection()
+        lent.append(connection.connection)
+        connection.close()  # back to the pool: reset, then lent again
+    assert len(checks) == 3 and checks == lent, _guard(f"our check ran {len(checks)} times for 3 lends")
+    assert lent[0] is lent[1] is lent[2]  # one connection wide: the same one each time
+    # A new connection was never reset: checked with a round trip. Lent again right after its reset: not checked.
+    assert round_trips == [lent[0]], _guard(f"{len(round_trips)} health check round trips for 3 lends, not 1")
+
+
+def test_a_connection_failing_our_check_is_not_lent_but_replaced(one_connection_pool, counted_checks, monkeypatch):
+    import psycopg
+
+    from core import db
+
+    checks, round_trips = counted_checks
+    connection.ensure_connection()
+    dead_pid = _backend_pid()
+    connection.close()
+    with psycopg.connect(**connection.get_connection_params(), autocommit=True) as other:
+        other.execute("SELECT pg_terminate_backend(%s)", [dead_pid])
+    monkeypatch.setattr(db, "RECENTLY_RESET_SECONDS", 0)  # its reset was just now: check it anyway
+    checks.clear()
+    round_trips.clear()
+    assert _backend_pid() != dead_pid, _guard("a connection that failed our check was lent")
+    assert len(checks) == len(round_trips) == 2, _guard(
+        f"{len(checks)} checks, {len(round_trips)} round trips: expected the dead connection's and its replacement's")

@@ -2,7 +2,8 @@
 
 scripts/web.py runs WEB_CONCURRENCY daphnes on one port (SO_REUSEPORT sockets): it answers, stops them all on
 SIGTERM, and exits with a failure, taking the others down, when one of them dies. config.http's handler runs the
-whole middleware chain and the view in one thread hop: no hop back to the event loop on the way.
+whole middleware chain and the view in one thread hop: no hop back to the event loop on the way; ASGI_HANDLER=stock
+runs Django's own instead (for bench/send_pipeline.py), which answers the same.
 """
 import os
 import signal
@@ -97,3 +98,46 @@ async def test_a_request_makes_no_hop_back_to_the_event_loop(monkeypatch):
     response = await HttpCommunicator(application, "GET", "/accounts/login/", headers=HOST).get_response()
     assert response["status"] == 200 and b"csrfmiddlewaretoken" in response["body"]  # a page with its middleware
     assert hops == []
+
+
+async def get(handler, path, headers=()):
+    response = await HttpCommunicator(handler, "GET", path, headers=[*HOST, *headers]).get_response()
+    return response["status"], response["body"]
+
+
+async def test_asgi_handler_stock_runs_djangos_own_handler_and_it_answers_the_same(settings, named, api_as,
+                                                                                   monkeypatch):
+    """ASGI_HANDLER=stock (kept for bench/send_pipeline.py to measure the single hop again) is Django's handler,
+    mixed chain and hops included; it answers what ours answers."""
+    from channels.db import database_sync_to_async
+    from django.core.handlers.asgi import ASGIHandler
+
+    from config import http
+
+    raw = (await database_sync_to_async(api_as)(named.alice)).raw_key
+    auth = [(b"authorization", f"Bearer {raw}".encode())]
+    hops = []
+    original = AsyncToSync.__call__
+    monkeypatch.setattr(AsyncToSync, "__call__", lambda self, *a, **k: hops.append(self) or original(self, *a, **k))
+    answers = {}
+    for name in ("switchboard", "stock"):
+        settings.ASGI_HANDLER = name
+        handler = http.application()
+        assert isinstance(handler, ASGIHandler)
+        assert isinstance(handler, http.SyncChainASGIHandler) == (name == "switchboard")
+        hops.clear()
+        answers[name] = [await get(handler, "/health"), await get(handler, "/api/v1/me", auth),
+                         await get(handler, "/api/v1/me")]
+        assert bool(hops) == (name == "stock")  # the stock chain hops back to the event loop on the way
+    assert answers["stock"] == answers["switchboard"]
+    assert [status for status, _ in answers["stock"]] == [200, 200, 401]
+
+
+def test_an_unknown_asgi_handler_is_refused(settings):
+    from django.core.exceptions import ImproperlyConfigured
+
+    from config import http
+
+    settings.ASGI_HANDLER = "gunicorn"
+    with pytest.raises(ImproperlyConfigured, match="use one of switchboard, stock"):
+        http.application()

@@ -1,7 +1,7 @@
 """How many SQL statements accepting one message costs (POST /api/v1/messages): a regression guard on the hot
 path of the API, not a timing. The budget is what the path needs: the API key with its user, tenant, plan and
 membership; the subscription; the session with the contact, conversation and blocked check; the message; plus the
-transaction's savepoints."""
+transaction's savepoints. The same with SPEED_PATH_SQL=false: the ORM compiles those statements, it adds none."""
 import pytest
 from django.db import connection
 from django.test.utils import CaptureQueriesContext
@@ -18,9 +18,11 @@ def accept(client, text):
     return client.post("/api/v1/messages", {"session": "front-desk", "to": TO, "text": text}, format="json")
 
 
-def test_accepting_a_message_costs_a_fixed_small_number_of_statements(named, clients, settings,
+@pytest.mark.parametrize("speed_path", [pytest.param(True, id="rows"), pytest.param(False, id="orm")])
+def test_accepting_a_message_costs_a_fixed_small_number_of_statements(named, clients, settings, speed_path,
                                                                      django_capture_on_commit_callbacks):
     settings.WHATSAPP_RATE_LIMIT_PER_COMPANY = -1
+    settings.SPEED_PATH_SQL = speed_path
     with tenant_context(named.acme):
         WhatsAppSession.objects.create(name="front-desk", phone="+14155550123", status="connected")
     client = clients["alice"]
