@@ -15,12 +15,13 @@ pytestmark = pytest.mark.django_db
 def test_the_endpoints_of_an_event_are_the_enabled_subscribed_ones_as_the_orm_reads_them(
         named, django_capture_on_commit_callbacks):
     with tenant_context(named.acme):
-        subscribed = [webhooks.create_endpoint(url=f"https://example.com/hook/{i}", events=events,
-                                               description=f"hook {i}")[0]
+        subscribed = [webhooks.create_endpoint(named.acme, acting_user=None, url=f"https://example.com/hook/{i}",
+                                               events=events, description=f"hook {i}")[0]
                       for i, events in enumerate([["message.sent"], ["message.received", "message.sent"]])]
-        webhooks.create_endpoint(url="https://example.com/hook/received", events=["message.received"])
+        webhooks.create_endpoint(named.acme, acting_user=None, url="https://example.com/hook/received",
+                                 events=["message.received"])
         WebhookEndpoint.objects.filter(pk=webhooks.create_endpoint(
-            url="https://example.com/hook/off", events=["message.sent"])[0].pk).update(
+            named.acme, acting_user=None, url="https://example.com/hook/off", events=["message.sent"])[0].pk).update(
             enabled=False, disabled_reason="gone", disabled_at=timezone.now())
         with django_capture_on_commit_callbacks(execute=False):
             deliveries = webhooks.emit_events("message.sent", [{"id": 1}, {"id": 2}])
