@@ -67,7 +67,8 @@ def _forget_login_rate_limits(_a_cache_of_its_own):
 
     redis = Redis.from_url(settings.REDIS_URL)
     prefix = settings.CACHES["default"]["KEY_PREFIX"]
-    for key in redis.scan_iter(match=f"{prefix}:*allauth:rl:*", count=500):
+    # django_tenants.cache.make_key puts the schema first: <schema>:<prefix>:<version>:<key>.
+    for key in redis.scan_iter(match=f"*:{prefix}:*allauth:rl:*", count=500):
         redis.delete(key)
     yield
 

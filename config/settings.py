@@ -26,6 +26,8 @@ CSRF_TRUSTED_ORIGINS = env.list("CSRF_TRUSTED_ORIGINS", default=[])
 SITE_URL = env("SITE_URL", default="http://localhost:8000").rstrip("/")
 # Tenants may be selected by subdomain: <slug>.<TENANT_BASE_DOMAIN>. It never grants access.
 TENANT_BASE_DOMAIN = env("TENANT_BASE_DOMAIN", default="localhost")
+# The product's name in emails and page titles.
+SITE_NAME = env("SITE_NAME", default="Switchboard")
 
 # --- applications -------------------------------------------------------------------------------
 SHARED_APPS = [
@@ -165,6 +167,8 @@ TRIAL_PERIOD_DAYS = env.int("TRIAL_PERIOD_DAYS", default=7)
 TENANT_POOL_SIZE = env.int("TENANT_POOL_SIZE", default=3)
 SWITCHBOARD_ADMIN_EMAIL = env("SWITCHBOARD_ADMIN_EMAIL", default="admin@switchboard.localhost")
 SWITCHBOARD_ADMIN_PASSWORD = env("SWITCHBOARD_ADMIN_PASSWORD", default="")
+# Who hears of each new sign-up by email: these addresses (comma-separated), or when empty every platform admin.
+ADMIN_EMAIL = env.list("ADMIN_EMAIL", default=[])
 
 # --- billing ------------------------------------------------------------------------------------
 # Without STRIPE_SECRET_KEY, Switchboard bills offline: the billing page explains how to pay and platform
@@ -265,7 +269,9 @@ ACCOUNT_LOGIN_ON_EMAIL_CONFIRMATION = True
 ACCOUNT_LOGIN_ON_PASSWORD_RESET = False
 ACCOUNT_SIGNUP_FORM_CLASS = "accounts.forms.BusinessSignupForm"
 ACCOUNT_ADAPTER = "accounts.adapter.AccountAdapter"
-ACCOUNT_EMAIL_SUBJECT_PREFIX = "[Switchboard] "
+ACCOUNT_EMAIL_SUBJECT_PREFIX = f"[{SITE_NAME}] "
+# allauth tells a user by email when their password, or an email address of theirs, changes.
+ACCOUNT_EMAIL_NOTIFICATIONS = True
 ACCOUNT_DEFAULT_HTTP_PROTOCOL = "http" if DEBUG else "https"
 # allauth's defaults, spelled out so they stay on: failed logins are limited per IP and per account.
 ACCOUNT_RATE_LIMITS = {
