@@ -108,10 +108,13 @@ def tenant_schemas(django_db_setup, django_db_blocker):
 
 @pytest.fixture
 def plans(db):
+    from billing.models import Price
+    from billing.prices import seed_prices
     from tenants.models import Plan
     from tenants.plans import seed_plans
 
     seed_plans(Plan)  # transactional tests flush the seeded rows: put them back
+    seed_prices(Price, Plan)
     return {plan.code: plan for plan in Plan.objects.all()}
 
 

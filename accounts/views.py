@@ -3,6 +3,7 @@ from django.shortcuts import get_object_or_404, redirect, render
 from django.views.decorators.cache import never_cache
 from django.views.decorators.http import require_POST
 
+from billing import selectors as billing_selectors
 from billing.decorators import billing_access_required
 from core import once
 from core.errors import DomainError
@@ -10,6 +11,11 @@ from tenants.decorators import active_tenant_required
 
 from . import actions, dashboard
 from .models import ApiKey
+
+
+def landing(request):
+    """The public front page: what the product does, the plans with their prices, the way to sign up."""
+    return render(request, "landing.html", {"offers": billing_selectors.plan_offers()})
 
 
 @billing_access_required

@@ -209,3 +209,13 @@ def test_panel_actions_never_redirect_off_site(client, named):
     assert response["Location"] == "/platform/"
     response = client.post(f"/platform/tenants/{named.acme.pk}/reactivate", {"next": "/platform/tenants/?status=active"})
     assert response["Location"] == "/platform/tenants/?status=active"
+
+
+def test_the_landing_page_shows_each_plan_with_its_price(client, plans):
+    html = client.get("/").content.decode()
+    assert "Price on request" not in html
+    free = html.split('data-testid="plan-free"', 1)[1].split("</article>", 1)[0]
+    assert "<strong>Free</strong>" in free
+    basic = html.split('data-testid="plan-basic"', 1)[1].split("</article>", 1)[0]
+    assert "<strong>USD 29</strong> / month" in basic and "<strong>USD 290</strong> / year" in basic
+    assert 'data-testid="plan-enterprise"' in html
