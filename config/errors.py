@@ -42,7 +42,8 @@ class RequestGuardMiddleware:
         query = request.META.get("QUERY_STRING", "")
         if "\x00" in request.path_info or "%00" in query or "\x00" in query:
             response = self._refuse_nul(request)
-        elif settings.DEBUG and not _resolves(request.path_info):
+        elif settings.DEBUG and not request.path_info.startswith(settings.STATIC_URL) and not _resolves(
+                request.path_info):  # static files are WhiteNoise's, further down: no route matches them
             response = not_found(request)
         else:
             response = self.get_response(request)

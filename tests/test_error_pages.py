@@ -61,3 +61,13 @@ def test_the_500_page_stands_alone_in_the_sites_look(client, db):
     assert response.status_code == 500 and 'data-testid="error-500"' in html
     assert_in_layout(html)
     assert f'data-testid="request-id">{response["X-Request-ID"]}<' in html
+
+
+@pytest.mark.parametrize("debug", [False, True])
+def test_static_files_are_served_whatever_debug_says(client, db, settings, debug):
+    """The guard answers an unmatched address itself with DEBUG on: never one of WhiteNoise's static files (the
+    pages would lose their stylesheet)."""
+    settings.DEBUG = debug
+    settings.WHITENOISE_USE_FINDERS = settings.WHITENOISE_AUTOREFRESH = True
+    response = client.get("/static/css/app.css")
+    assert response.status_code == 200 and b".topbar" in b"".join(response.streaming_content)
