@@ -787,7 +787,7 @@ class NeonizeProvider(SessionProvider):
             with self._mu:
                 run.terminal = "store"
             self.emit(EventKind.ERROR, code="store_corrupt", fatal=True,
-                      message=f"the device store is unreadable ({error}); unlink the phone and link it again")
+                      message=f"the device store is unreadable ({error}); unlink the phone and link again")
             return "terminal", "store", False
         run.last_error = error
         if announced:  # the DISCONNECTED for this retry is out already: keep the delay it announced
@@ -1238,7 +1238,7 @@ class NeonizeProvider(SessionProvider):
             with self._mu:
                 run.terminal = "store"
             self.emit(EventKind.ERROR, code="store_corrupt", fatal=True,
-                      message=f"the device store is unreadable ({exc}); unlink the phone and link it again")
+                      message=f"the device store is unreadable ({exc}); unlink the phone and link again")
             return "terminal", "store"
         with self._mu:
             identity = self.identity
