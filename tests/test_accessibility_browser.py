@@ -69,8 +69,9 @@ def pending_sign_up(plans):
 WIDEST = """() => Array.from(document.querySelectorAll('body *'))
   .filter(el => el.getBoundingClientRect().right > window.innerWidth + 1
                 && !Array.from(el.children).some(child => child.getBoundingClientRect().right > window.innerWidth + 1))
-  .slice(0, 3).map(el => el.tagName.toLowerCase() + (el.className ? '.' + String(el.className).split(' ').join('.') : '')
-                        + ' ' + Math.round(el.getBoundingClientRect().right) + 'px')"""
+  .slice(0, 3)
+  .map(el => el.tagName.toLowerCase() + (el.className ? '.' + String(el.className).split(' ').join('.') : '')
+             + ' ' + Math.round(el.getBoundingClientRect().right) + 'px')"""
 
 
 def blocking_violations(page):

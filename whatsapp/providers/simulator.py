@@ -531,7 +531,8 @@ class SimulatorProvider(SessionProvider):
         try:
             stored = self._read_store()
         except _StoreCorrupt as exc:
-            return self._fail("store_corrupt", f"the device store is unreadable ({exc}); unlink the phone and link again")
+            return self._fail("store_corrupt",
+                              f"the device store is unreadable ({exc}); unlink the phone and link again")
         if self._unreachable:
             return self._connection_lost("cannot reach WhatsApp", retries_done)
         if self.identity is None:

@@ -2,8 +2,8 @@
 
 The tenant comes from the principal (API key or logged-in user) and the request runs in its schema, so a session
 name only ever finds the caller's own sessions: another tenant's name is a 404 like an unknown one.
-Roles: any member may read, start, restart and link a session; creating, deleting and unlinking the phone (logout, which unlinks
-the phone) are for owners and admins. Writes that need a paying tenant (create, start, restart, pairing code)
+Roles: any member may read, start, restart and link a session; creating, deleting and unlinking the phone (logout)
+are for owners and admins. Writes that need a paying tenant (create, start, restart, pairing code)
 answer 402 payment_required while it is read-only; delete and unlinking stay possible, as taking things away is.
 """
 import base64

@@ -1,6 +1,7 @@
-"""The session pages: the list (create, start, restart, unlink the phone, delete) and one session's live page (QR code,
-pairing code, simulated scan, activity). Views parse and check; whatsapp.sessions.actions changes state; the session host
-reports what WhatsApp did through the channel layer (whatsapp.sessions.consumers), which these pages follow live.
+"""The session pages: the list (create, start, restart, unlink the phone, delete) and one session's live page (QR
+code, pairing code, simulated scan, activity). Views parse and check; whatsapp.sessions.actions changes state; the
+session host reports what WhatsApp did through the channel layer (whatsapp.sessions.consumers), which these pages
+follow live.
 
 Who may do what: every member of the tenant sees the sessions and may start, restart and link them (QR code,
 pairing code, simulated scan); only owners and admins create sessions, unlink their phones and delete them.
@@ -58,7 +59,7 @@ NEXT_STEP = {
                     "this device is still listed under Linked devices.",
     S.LOGGED_OUT: "This number is no longer linked. Press Start and scan the new QR code to link it again.",
     S.STOPPED: "Press Start to run it again.",
-    S.ERROR: "Press Start to try again. If the same error comes back, unlink the phone (Unlink phone) and link it again.",
+    S.ERROR: "Press Start to try again. If the same error comes back, press Unlink phone and link it again.",
 }
 
 
@@ -120,7 +121,8 @@ def _perform(request, session, action):
     tenant, user = request.tenant, request.user
     label = str(session)
     if action in ("logout", "delete") and not _can_manage(request):
-        return Outcome(False, "Only an owner or admin can unlink a phone or delete a session.", 403, "permission_denied")
+        return Outcome(False, "Only an owner or admin can unlink a phone or delete a session.", 403,
+                       "permission_denied")
     handed_to_host = _on_host(session)
     try:
         if action == "start":
