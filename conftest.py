@@ -67,7 +67,8 @@ def _forget_login_rate_limits(_a_cache_of_its_own):
 
     redis = Redis.from_url(settings.REDIS_URL)
     prefix = settings.CACHES["default"]["KEY_PREFIX"]
-    for key in redis.scan_iter(match=f"{prefix}:*allauth:rl:*", count=500):
+    # django_tenants.cache.make_key puts the schema first: <schema>:<prefix>:<version>:<key>.
+    for key in redis.scan_iter(match=f"*:{prefix}:*allauth:rl:*", count=500):
         redis.delete(key)
     yield
 
@@ -107,10 +108,13 @@ def tenant_schemas(django_db_setup, django_db_blocker):
 
 @pytest.fixture
 def plans(db):
+    from billing.models import Price
+    from billing.prices import seed_prices
     from tenants.models import Plan
     from tenants.plans import seed_plans
 
     seed_plans(Plan)  # transactional tests flush the seeded rows: put them back
+    seed_prices(Price, Plan)
     return {plan.code: plan for plan in Plan.objects.all()}
 
 

@@ -1,8 +1,26 @@
+from dataclasses import dataclass
+from urllib.parse import urlsplit
+
 from allauth.account.adapter import DefaultAccountAdapter
+from allauth.core import context as allauth_context
+from django.conf import settings
 from django.db import transaction
 from django.urls import reverse
 
 from core.tasks import send_email
+
+
+@dataclass(frozen=True)
+class Site:
+    """What allauth's email templates read as current_site. Without django.contrib.sites allauth would take the
+    request's host for both; the product's name is a setting and its domain that of SITE_URL."""
+
+    name: str
+    domain: str
+
+
+def current_site():
+    return Site(name=settings.SITE_NAME, domain=urlsplit(settings.SITE_URL).netloc)
 
 
 class AccountAdapter(DefaultAccountAdapter):
@@ -23,6 +41,7 @@ class AccountAdapter(DefaultAccountAdapter):
     def send_mail(self, template_prefix, email, context):
         """allauth's emails leave through the worker, and only once the sign-up (or other change) committed."""
 
+        context = {"request": allauth_context.request, "email": email, "current_site": current_site(), **context}
         message = self.render_mail(template_prefix, email, context)
         body = message.body
         transaction.on_commit(lambda: send_email.delay(to=email, subject=message.subject, body=body))

@@ -35,6 +35,12 @@ class PlanOffer:
     def priced(self):
         return self.monthly is not None or self.yearly is not None
 
+    @property
+    def free(self):
+        """Priced, and nothing to pay whichever the interval."""
+        amounts = [amount for amount in (self.monthly, self.yearly) if amount is not None]
+        return bool(amounts) and all(amount.value == 0 for amount in amounts)
+
 
 def days_left(until, now=None):
     """Whole days left, rounded up (6 days 23 hours is 7 days); 0 once `until` has passed."""

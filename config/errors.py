@@ -81,7 +81,18 @@ def bad_request(request, exception=None):
 def forbidden(request, exception=None):
     if is_api(request):
         return api_error(request, 403, "permission_denied", "You may not do this.")
-    return render(request, "errors/403.html", {}, status=403)
+    # Views refuse with a sentence written for the person (PermissionDenied("Only an owner can …")): say it.
+    reason = str(exception) if isinstance(exception, PermissionDenied) and exception.args else ""
+    return render(request, "errors/403.html", {"reason": reason}, status=403)
+
+
+def csrf_failure(request, reason=""):
+    """CSRF_FAILURE_VIEW: a form posted without its token (open too long, cookies off) is the branded 403 with what
+    to do, not Django's bare "403 Forbidden"."""
+    if is_api(request):
+        return api_error(request, 403, "permission_denied", "CSRF check failed: send the X-CSRFToken header with "
+                         "session authentication, or use an API key.")
+    return render(request, "errors/403.html", {"csrf": True}, status=403)
 
 
 def not_found(request, exception=None):

@@ -29,6 +29,8 @@ TENANT_BASE_DOMAIN = env("TENANT_BASE_DOMAIN", default="localhost")
 # The HTTP handler of config.asgi: "switchboard" (config.http's, one thread hop per request) or "stock" (Django's
 # own, kept so that bench/send_pipeline.py can measure what the single hop gains). Leave it "switchboard".
 ASGI_HANDLER = env("ASGI_HANDLER", default="switchboard")
+# The product's name in emails and page titles.
+SITE_NAME = env("SITE_NAME", default="Switchboard")
 
 # --- applications -------------------------------------------------------------------------------
 SHARED_APPS = [
@@ -87,6 +89,8 @@ MIDDLEWARE = [
 ]
 
 ROOT_URLCONF = "config.urls"
+# A form posted without its CSRF token answers the site's own 403 page (config.errors), not Django's bare one.
+CSRF_FAILURE_VIEW = "config.errors.csrf_failure"
 ASGI_APPLICATION = "config.asgi.application"
 WSGI_APPLICATION = None
 
@@ -172,6 +176,8 @@ TRIAL_PERIOD_DAYS = env.int("TRIAL_PERIOD_DAYS", default=7)
 TENANT_POOL_SIZE = env.int("TENANT_POOL_SIZE", default=3)
 SWITCHBOARD_ADMIN_EMAIL = env("SWITCHBOARD_ADMIN_EMAIL", default="admin@switchboard.localhost")
 SWITCHBOARD_ADMIN_PASSWORD = env("SWITCHBOARD_ADMIN_PASSWORD", default="")
+# Who hears of each new sign-up by email: these addresses (comma-separated), or when empty every platform admin.
+ADMIN_EMAIL = env.list("ADMIN_EMAIL", default=[])
 
 # --- billing ------------------------------------------------------------------------------------
 # Without STRIPE_SECRET_KEY, Switchboard bills offline: the billing page explains how to pay and platform
@@ -272,7 +278,9 @@ ACCOUNT_LOGIN_ON_EMAIL_CONFIRMATION = True
 ACCOUNT_LOGIN_ON_PASSWORD_RESET = False
 ACCOUNT_SIGNUP_FORM_CLASS = "accounts.forms.BusinessSignupForm"
 ACCOUNT_ADAPTER = "accounts.adapter.AccountAdapter"
-ACCOUNT_EMAIL_SUBJECT_PREFIX = "[Switchboard] "
+ACCOUNT_EMAIL_SUBJECT_PREFIX = f"[{SITE_NAME}] "
+# allauth tells a user by email when their password, or an email address of theirs, changes.
+ACCOUNT_EMAIL_NOTIFICATIONS = True
 ACCOUNT_DEFAULT_HTTP_PROTOCOL = "http" if DEBUG else "https"
 # allauth's defaults, spelled out so they stay on: failed logins are limited per IP and per account.
 ACCOUNT_RATE_LIMITS = {

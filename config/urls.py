@@ -52,7 +52,7 @@ api_v1 = [
 urlpatterns = [
     # The API first: its routes are the busiest, and a resolver tries the patterns in order.
     path("api/v1/", include(api_v1)),
-    path("", tenants_views.landing, name="landing"),
+    path("", accounts_views.landing, name="landing"),
     path("health", liveness, name="health"),
     # Sign-up creates a user, a pending tenant and a membership: all or nothing.
     path("accounts/signup/", transaction.atomic(SignupView.as_view()), name="account_signup"),

@@ -23,7 +23,7 @@ def platform_admin_required(view):
     @functools.wraps(view)
     def wrapper(request, *args, **kwargs):
         if not request.user.is_platform_admin:
-            raise PermissionDenied
+            raise PermissionDenied("This page is for the platform's administrators; your account is not one.")
         return view(request, *args, **kwargs)
 
     return wrapper

@@ -9,7 +9,9 @@ from asgiref.sync import async_to_sync
 from celery import shared_task
 from channels.layers import get_channel_layer
 from django.conf import settings
+from django.contrib.auth import get_user_model
 from django.template.loader import render_to_string
+from django.urls import reverse
 
 from core.tasks import send_email
 
@@ -92,9 +94,33 @@ def announce(tenant_id, event):
         pending_count_changed()
         return
     _send(_status_message(tenant), _pending_message())
+    if event == "registered" and tenant.status == Tenant.Status.PENDING:
+        # Still pending: a business waits for a platform admin. (A tenant an admin opened directly is approved
+        # in the same transaction and needs nobody's attention.)
+        _email_platform_admins(tenant)
     if event in EMAILS:
         template, subject = EMAILS[event]
         _email_owners(tenant, template, subject.format(name=tenant.name))
+
+
+def platform_admin_emails():
+    """Who hears of new sign-ups: ADMIN_EMAIL when set, else every active platform admin."""
+    if settings.ADMIN_EMAIL:
+        return list(settings.ADMIN_EMAIL)
+    User = get_user_model()  # accounts is above tenants: its model through Django, never an import
+    return list(User.objects.filter(is_active=True, is_staff=True).exclude(email="")
+                .order_by("id").values_list("email", flat=True))
+
+
+def _email_platform_admins(tenant):
+    owner = tenant.memberships.select_related("user").filter(role="owner").first()
+    body = render_to_string("emails/signup_to_admins.txt", {
+        "tenant": tenant, "owner": owner.user if owner else None, "site_name": settings.SITE_NAME,
+        "approvals_url": settings.SITE_URL + reverse("platform_approvals"),
+    })
+    subject = f"[{settings.SITE_NAME}] New sign-up: {tenant.name} is waiting for approval"
+    for address in platform_admin_emails():
+        send_email.delay(to=address, subject=subject, body=body)
 
 
 def _email_owners(tenant, template, subject):
@@ -103,11 +129,11 @@ def _email_owners(tenant, template, subject):
         owner = membership.user
         context = {"tenant": tenant, "user": owner, "site_url": settings.SITE_URL}
         body = render_to_string(f"emails/{template}.txt", context)
-        send_email.delay(to=owner.email, subject=f"[Switchboard] {subject}", body=body)
+        send_email.delay(to=owner.email, subject=f"[{settings.SITE_NAME}] {subject}", body=body)
 
 
 def owner_invited(user, tenant):
 
     body = render_to_string("emails/owner_invited.txt", {"tenant": tenant, "user": user,
                                                           "site_url": settings.SITE_URL})
-    send_email.delay(to=user.email, subject=f"[Switchboard] Your {tenant.name} workspace is ready", body=body)
+    send_email.delay(to=user.email, subject=f"[{settings.SITE_NAME}] Your {tenant.name} workspace is ready", body=body)

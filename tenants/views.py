@@ -23,10 +23,6 @@ STATUS_PAGES = {
 }
 
 
-def landing(request):
-    return render(request, "landing.html", {"plans": Plan.objects.filter(is_public=True)})
-
-
 @login_required
 def home(request):
     """Where a logged-in user belongs right now."""

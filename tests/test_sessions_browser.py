@@ -105,7 +105,7 @@ def test_owner_links_a_number_with_the_simulator_and_watches_it_live(named, live
     expect(owner.get_by_test_id("simulate-scan")).to_be_hidden()
     expect(owner.get_by_test_id("activity").locator("li").first).to_contain_text("Connected as +14155550123")
     expect(owner.get_by_test_id("restart")).to_be_visible()
-    expect(owner.get_by_test_id("logout")).to_be_visible()
+    expect(owner.get_by_test_id("unlink")).to_be_visible()
     assert owner.evaluate("window.__sameDocument === true"), "the session page was reloaded"
     assert any('"connected"' in str(frame) for frame in session_frames), "connected did not come by websocket"
     owner.screenshot(path=str(SCREENSHOTS / "session-connected-390.png"), full_page=True)
@@ -116,9 +116,9 @@ def test_owner_links_a_number_with_the_simulator_and_watches_it_live(named, live
     expect(row).to_contain_text("+14155550123 (Front Desk)")
     expect(row.get_by_role("button", name="Restart")).to_be_visible()
 
-    # --- logged out (after a confirmation), then linked again with a pairing code instead of a QR code -----
+    # --- the phone unlinked (after a confirmation), then linked again with a pairing code instead of a QR code -----
     owner.once("dialog", lambda dialog: dialog.accept())
-    owner.get_by_test_id("logout").click()
+    owner.get_by_test_id("unlink").click()
     expect(owner.get_by_test_id("status-display")).to_have_text("Logged out")
     expect(owner.get_by_test_id("next-step")).to_contain_text("Press Start and scan the new QR code")
     expect(row.locator("[data-field=status_display]")).to_have_text("Logged out")

@@ -27,8 +27,8 @@ def database_contains(text):
 
 
 def create_on_page(client, name="CRM"):
-    response = client.post("/dashboard/api-keys/", {"name": name})
-    assert response.status_code == 200
+    response = client.post("/dashboard/api-keys/", {"name": name}, follow=True)
+    assert response.redirect_chain == [("/dashboard/api-keys/", 302)]
     match = re.search(r'value="(sb_[0-9a-f]{8}_[A-Za-z0-9_-]+)"', response.content.decode())
     return match.group(1), response
 
@@ -103,9 +103,23 @@ def test_a_user_cannot_revoke_someone_elses_key(client, named, api_as):
     assert carol_key.prefix not in listing and bob_key.prefix not in listing
 
 
+def test_refreshing_after_creating_a_key_creates_nothing_and_shows_it_no_more(client, named):
+    client.force_login(named.alice)
+    response = client.post("/dashboard/api-keys/", {"name": "CRM"})
+    # POST -> redirect -> GET: the key is not in the address, and a refresh (the GET again) repeats no POST.
+    assert response.status_code == 302 and response["Location"] == "/dashboard/api-keys/"
+    first = client.get("/dashboard/api-keys/")
+    raw = re.search(r'value="(sb_[0-9a-f]{8}_[A-Za-z0-9_-]+)"', first.content.decode()).group(1)
+    assert raw not in response["Location"]
+    assert "no-store" in first["Cache-Control"]  # not kept by the browser or a proxy either
+    refreshed = client.get("/dashboard/api-keys/")
+    assert raw not in refreshed.content.decode() and 'data-testid="new-key"' not in refreshed.content.decode()
+    assert ApiKey.objects.filter(user=named.alice).count() == 1
+
+
 def test_empty_key_name_is_refused_on_the_page(client, named):
     client.force_login(named.alice)
-    response = client.post("/dashboard/api-keys/", {"name": "  "})
+    response = client.post("/dashboard/api-keys/", {"name": "  "}, follow=True)
     assert b"Give the key a name" in response.content
     assert not ApiKey.objects.exists()
 

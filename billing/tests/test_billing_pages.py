@@ -64,6 +64,7 @@ def make_suspended(tenant, settings):
 # --- the Billing page --------------------------------------------------------------------------------
 
 def test_offline_page_shows_plan_status_instructions_and_prices(client, named, offline):
+    Price.objects.all().delete()  # the seeded defaults: this is about a plan without its own price
     Price.objects.create(plan=named.acme.plan, interval=Interval.MONTHLY, amount=Decimal("49.90"), currency="usd")
     client.force_login(named.alice)
     html = page(client, "/billing/")
@@ -76,6 +77,41 @@ def test_offline_page_shows_plan_status_instructions_and_prices(client, named, o
     assert "IDR 1,500,000" in html and "IDR 150,000" in html
     assert "Subscribe" not in html and "Manage billing" not in html
     assert 'data-testid="no-payments"' in html
+
+
+def plan_card(html, code):
+    return html.split(f'data-testid="plan-{code}"', 1)[1].split("</article>", 1)[0]
+
+
+def test_every_plan_has_a_default_price_and_free_says_free(client, named, settings):
+    settings.STRIPE_SECRET_KEY = ""
+    client.force_login(named.alice)
+    html = page(client, "/billing/")
+    assert "Price on request" not in html
+    free = plan_card(html, "free")
+    assert 'data-testid="price-free"' in free and "<strong>Free</strong>" in free and "USD" not in free
+    assert "<strong>USD 29</strong> / month" in plan_card(html, "basic")
+    assert "<strong>USD 290</strong> / year" in plan_card(html, "basic")
+    assert "<strong>USD 99</strong> / month" in plan_card(html, "pro")
+    assert "<strong>USD 299</strong> / month" in plan_card(html, "enterprise")
+
+
+def test_prices_edited_by_a_platform_admin_are_what_the_pages_show(client, named, settings):
+    client.force_login(named.admin)
+    price = Price.objects.get(plan__code="pro", interval=Interval.MONTHLY)
+    response = client.post("/admin/billing/price/", {
+        "form-TOTAL_FORMS": 1, "form-INITIAL_FORMS": 1, "form-0-id": price.pk, "form-0-amount": "119.00",
+        "form-0-currency": "usd", "form-0-stripe_price_id": "", "_save": "Save"})
+    assert response.status_code == 302
+    assert "<strong>USD 119</strong> / month" in plan_card(page(client, "/"), "pro")
+    client.force_login(named.alice)
+    assert "<strong>USD 119</strong> / month" in plan_card(page(client, "/billing/"), "pro")
+
+
+def test_a_free_plan_offers_no_stripe_checkout(client, named, stripe_mode):
+    client.force_login(named.alice)
+    html = page(client, "/billing/")
+    assert "subscribe-free-monthly" not in html and 'data-testid="subscribe-basic-monthly"' in html
 
 
 def test_stripe_page_shows_subscribe_and_manage_buttons(client, named, stripe_mode):

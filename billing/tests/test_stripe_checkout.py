@@ -136,8 +136,9 @@ def test_a_plan_without_a_price_is_bad_input(named, stripe_api, plans):
 
 
 def test_price_row_from_the_admin_wins_over_settings(named, stripe_api, plans):
-    Price.objects.create(plan=plans["enterprise"], interval=Interval.YEARLY, amount=990, stripe_price_id="price_ent_y")
-    Price.objects.create(plan=plans["basic"], interval=Interval.MONTHLY, amount=29)  # no Stripe id: settings fill in
+    Price.objects.update_or_create(plan=plans["enterprise"], interval=Interval.YEARLY,
+                                   defaults={"amount": 990, "stripe_price_id": "price_ent_y"})
+    # The seeded basic monthly price has no Stripe id: the settings fill it in.
 
     assert stripe_gateway.price_for(plans["enterprise"], "yearly").stripe_price_id == "price_ent_y"
     assert stripe_gateway.price_for(plans["basic"], "monthly").stripe_price_id == PRICE_IDS["basic:monthly"]

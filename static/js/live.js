@@ -24,9 +24,11 @@
   }
 
   function onPending(data) {
-    if (!badge) return;
-    badge.textContent = data.pending;
-    badge.classList.toggle("hidden", !data.pending);
+    // The menu's badge, and the Approvals link kept beside the folded menu on phones.
+    document.querySelectorAll("[data-pending-count]").forEach(function (count) { count.textContent = data.pending; });
+    if (badge) badge.classList.toggle("hidden", !data.pending);
+    var alert = document.querySelector("[data-pending-alert]");
+    if (alert) alert.classList.toggle("hidden", !data.pending);
   }
 
   function poll() {

@@ -56,6 +56,17 @@
     if (timer === null && !document.hidden) timer = window.setTimeout(poll, POLL_MS);
   }
 
+  // A change of the session's state (sessions.js: connected, a new link) can change its figures (the warm-up of a
+  // number linked just now): ask at once rather than at the next poll.
+  var lastStatus = null;
+  document.addEventListener("switchboard:session", function (event) {
+    var status = event.detail && event.detail.status;
+    if (status === lastStatus) return;
+    lastStatus = status;
+    if (timer !== null) { window.clearTimeout(timer); timer = null; }
+    poll();
+  });
+
   document.addEventListener("visibilitychange", function () {
     if (!document.hidden && timer === null) poll();
   });

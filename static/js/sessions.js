@@ -78,6 +78,8 @@
     setTime(scope, "last_activity_at", data.last_activity_at, "—");
     applyVisibility(scope, data.status);
     updateQr(scope, data);
+    // Panels other features add to the page (the sending queue) follow the session without a socket of their own.
+    document.dispatchEvent(new CustomEvent("switchboard:session", { detail: data }));
   }
 
   // The QR image is rendered by the server (/sessions/<name>/qr.svg); a new expiry means a new code.

@@ -106,6 +106,9 @@ def test_admin_sees_pending_badge_and_signup_details(client, named, pending):
     response = client.get("/platform/")
     html = response.content.decode()
     assert 'data-testid="pending-badge">1<' in html
+    # On a phone the menu is folded away: a link to the approvals with the count stays beside it (outside the nav).
+    header = html.split('<nav class="nav"', 1)[0]
+    assert 'data-testid="pending-alert"' in header and 'data-pending-count>1</span>' in header
     assert "Kopi Kenangan" in html and "dewi@kopi.test" in html and "+6281234567890" in html and "Basic" in html
 
 
@@ -209,3 +212,43 @@ def test_panel_actions_never_redirect_off_site(client, named):
     assert response["Location"] == "/platform/"
     response = client.post(f"/platform/tenants/{named.acme.pk}/reactivate", {"next": "/platform/tenants/?status=active"})
     assert response["Location"] == "/platform/tenants/?status=active"
+
+
+def test_the_landing_page_shows_each_plan_with_its_price(client, plans):
+    html = client.get("/").content.decode()
+    assert "Price on request" not in html
+    free = html.split('data-testid="plan-free"', 1)[1].split("</article>", 1)[0]
+    assert "<strong>Free</strong>" in free
+    basic = html.split('data-testid="plan-basic"', 1)[1].split("</article>", 1)[0]
+    assert "<strong>USD 29</strong> / month" in basic and "<strong>USD 290</strong> / year" in basic
+    assert 'data-testid="plan-enterprise"' in html
+
+
+def test_a_sign_up_emails_every_platform_admin(client, named, plans, settings, django_capture_on_commit_callbacks):
+    settings.ADMIN_EMAIL = []
+    make_user("second-admin@platform.test", staff=True)
+    with django_capture_on_commit_callbacks(execute=True):
+        client.post("/accounts/signup/", signup_data(plans))
+    told = [m for m in mail.outbox if "New sign-up" in m.subject]
+    assert sorted(m.to[0] for m in told) == ["admin@platform.test", "second-admin@platform.test"]
+    body = told[0].body
+    assert "Kopi Kenangan" in told[0].subject and "Kopi Kenangan" in body and "dewi@kopi.test" in body
+    assert "Basic" in body and "+6281234567890" in body and "/platform/" in body
+
+
+def test_admin_email_setting_names_who_hears_of_sign_ups(client, named, plans, settings,
+                                                         django_capture_on_commit_callbacks):
+    settings.ADMIN_EMAIL = ["ops@switchboard.test"]
+    with django_capture_on_commit_callbacks(execute=True):
+        client.post("/accounts/signup/", signup_data(plans))
+    assert [m.to for m in mail.outbox if "New sign-up" in m.subject] == [["ops@switchboard.test"]]
+
+
+def test_a_tenant_opened_by_an_admin_tells_no_admin(named, plans, settings, django_capture_on_commit_callbacks,
+                                                    pooled_schema):
+    from accounts.actions import create_tenant
+
+    settings.ADMIN_EMAIL = []
+    with django_capture_on_commit_callbacks(execute=True):
+        create_tenant(acting_user=named.admin, name="Initech", plan=plans["basic"], owner_email="bill@initech.test")
+    assert not [m for m in mail.outbox if "New sign-up" in m.subject]

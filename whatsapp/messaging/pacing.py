@@ -25,9 +25,15 @@ from whatsapp.sessions.models import WhatsAppSession
 from .models import Message, PacingPolicy
 
 FIELDS = ("min_interval_ms", "jitter_ms", "daily_cap", "warmup_days", "warmup_daily_cap")
+# Less than a second between two messages is how machines send, and WhatsApp bans numbers that send like machines:
+# the least gap a tenant may set while pacing is on (switching pacing off is the deliberate way to send faster).
+MIN_INTERVAL_FLOOR_MS = 1000
+FLOOR_REASON = (f"The gap between two messages must be at least {MIN_INTERVAL_FLOOR_MS} ms (one second): faster "
+                "is how machines send, and WhatsApp bans numbers that send like machines. To send without any "
+                "gap, switch pacing off, at the number's risk.")
 # Bounds of the policy fields (whatsapp.messaging.policy.update_pacing_policy validates against these).
 BOUNDS = {
-    "min_interval_ms": (0, 3_600_000),
+    "min_interval_ms": (MIN_INTERVAL_FLOOR_MS, 3_600_000),
     "jitter_ms": (0, 3_600_000),
     "daily_cap": (1, 1_000_000),
     "warmup_days": (0, 365),
@@ -163,7 +169,9 @@ def queue_stats(session, now=None):
     next_waiting = waiting.order_by("next_attempt_at").values_list("next_attempt_at", flat=True).first()
     linked_at = session.linked_at or session.connected_at
     warmup_until = linked_at + timedelta(days=policy.warmup_days) if linked_at and policy.warmup_days else None
-    cap = policy.cap_for_day(start, linked_at)
+    # A number not linked yet is new when it links: its first days are under the warm-up cap, so that is the cap
+    # to show before (and right after) the scan, not the full one.
+    cap = policy.cap_for_day(start, linked_at or now)
     next_send_at = session.next_send_at if session.next_send_at and session.next_send_at > now else None
     return {
         "pacing_enabled": policy.enabled,

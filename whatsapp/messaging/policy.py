@@ -57,6 +57,9 @@ def update_pacing_policy(tenant, *, acting_user, changes):
             continue
         low, high = pacing.BOUNDS[name]
         value = changes[name]
+        if name == "min_interval_ms" and isinstance(value, int) and not isinstance(value, bool) and value < low:
+            raise DomainError(MessagingError.INVALID_PACING, pacing.FLOOR_REASON,
+                              {"field": name, "min": low, "max": high})
         if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
             raise DomainError(MessagingError.INVALID_PACING,
                               f"{name} must be a whole number from {low} to {high}, or null "

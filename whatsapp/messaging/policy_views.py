@@ -28,6 +28,8 @@ LABELS = {
     "warmup_daily_cap": "Messages per day during warm-up",
 }
 
+HELP = {"min_interval_ms": f"At least {pacing.MIN_INTERVAL_FLOOR_MS} ms (one second). "}
+
 
 class PacingForm(forms.Form):
     enabled = forms.BooleanField(required=False, label="Pace messages (recommended)")
@@ -38,7 +40,8 @@ class PacingForm(forms.Form):
             low, high = pacing.BOUNDS[name]
             self.fields[name] = forms.IntegerField(
                 required=False, min_value=low, max_value=high, label=LABELS[name],
-                help_text=f"Empty = the installation's default ({defaults[name]}).",
+                help_text=HELP.get(name, "") + f"Empty = the installation's default ({defaults[name]}).",
+                error_messages={"min_value": pacing.FLOOR_REASON} if name == "min_interval_ms" else {},
                 widget=forms.NumberInput(attrs={"placeholder": defaults[name], "inputmode": "numeric"}))
 
 

@@ -557,7 +557,7 @@ class NeonizeProvider(SessionProvider):
         phone = phone_digits(pairing_phone) if pairing_phone else None
         with self._mu:
             if phone and self.identity is not None:
-                raise ProviderError("already_linked", "the session is linked to a phone; log out to link another")
+                raise ProviderError("already_linked", "the session is linked to a phone; unlink it to link another")
             if self._run is not None and self._run.thread.is_alive() and not self._run.stop_evt.is_set():
                 raise ProviderError("already_started", "the session is already running")
             run = _Run(phone)
@@ -613,7 +613,7 @@ class NeonizeProvider(SessionProvider):
         digits = phone_digits(phone)
         with self._mu:
             if self.identity is not None:
-                raise ProviderError("already_linked", "the session is linked to a phone; log out to link another")
+                raise ProviderError("already_linked", "the session is linked to a phone; unlink it to link another")
             run = self._run
             running = run is not None and run.thread.is_alive() and not run.stop_evt.is_set()
             if running:
@@ -787,7 +787,7 @@ class NeonizeProvider(SessionProvider):
             with self._mu:
                 run.terminal = "store"
             self.emit(EventKind.ERROR, code="store_corrupt", fatal=True,
-                      message=f"the device store is unreadable ({error}); log out and link again")
+                      message=f"the device store is unreadable ({error}); unlink the phone and link again")
             return "terminal", "store", False
         run.last_error = error
         if announced:  # the DISCONNECTED for this retry is out already: keep the delay it announced
@@ -1238,7 +1238,7 @@ class NeonizeProvider(SessionProvider):
             with self._mu:
                 run.terminal = "store"
             self.emit(EventKind.ERROR, code="store_corrupt", fatal=True,
-                      message=f"the device store is unreadable ({exc}); log out and link again")
+                      message=f"the device store is unreadable ({exc}); unlink the phone and link again")
             return "terminal", "store"
         with self._mu:
             identity = self.identity

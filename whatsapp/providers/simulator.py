@@ -386,7 +386,7 @@ class SimulatorProvider(SessionProvider):
         digits = phone_digits(phone)
         with self._lock:
             if self.identity is not None:
-                raise ProviderError("already_linked", "the session is linked to a phone; log out to link another")
+                raise ProviderError("already_linked", "the session is linked to a phone; unlink it to link another")
             if self._state not in RUNNING_STATES:
                 self.start(pairing_phone=digits)
             elif self._state in (PAIRING_QR, PAIRING_CODE):
@@ -531,7 +531,8 @@ class SimulatorProvider(SessionProvider):
         try:
             stored = self._read_store()
         except _StoreCorrupt as exc:
-            return self._fail("store_corrupt", f"the device store is unreadable ({exc}); log out and link again")
+            return self._fail("store_corrupt",
+                              f"the device store is unreadable ({exc}); unlink the phone and link again")
         if self._unreachable:
             return self._connection_lost("cannot reach WhatsApp", retries_done)
         if self.identity is None:

@@ -142,7 +142,7 @@ def link_with_phone(tenant, session, *, acting_user, phone):
     entitlements.require_write(tenant)
     if session.is_linked:
         raise DomainError(SessionError.ALREADY_LINKED,
-                          "This session is already linked to a phone; log it out first.")
+                          "This session is already linked to a phone; unlink it first (Unlink phone).")
     with transaction.atomic():
         WhatsAppSession.objects.filter(pk=session.pk).update(pairing_phone=phone)
         session.pairing_phone = phone
@@ -169,9 +169,9 @@ def logout_session(tenant, session, *, acting_user):
         WhatsAppSession.objects.filter(pk=session.pk).update(
             should_run=False, status=WhatsAppSession.Status.LOGGED_OUT, jid_user="", jid_device=0,
             qr_code="", qr_expires_at=None, pair_code="", pairing_phone="",
-            status_detail="Logged out. Start the session and scan again to relink.")
+            status_detail="Unlinked from the phone. Start the session and scan again to link a phone.")
         SessionActivity.objects.create(session=session, kind=SessionActivity.Kind.LOGGED_OUT,
-                                       message=_by(acting_user, "Logged out"))
+                                       message=_by(acting_user, "Phone unlinked"))
         schema_name, session_id = connection.schema_name, session.pk
         transaction.on_commit(lambda: leases.want_stopped(schema_name, session_id))
         _announce_on_commit(session_id)
@@ -180,7 +180,7 @@ def logout_session(tenant, session, *, acting_user):
 
 
 def delete_session(tenant, session, *, acting_user):
-    """Delete the session and its activity; a running, linked client is logged out first (on commit, before its
+    """Delete the session and its activity; a running, linked client unlinks its phone first (on commit, before its
     lease goes)."""
     with transaction.atomic():
         schema_name, session_id = connection.schema_name, session.pk

@@ -2,9 +2,9 @@
 
 The tenant comes from the principal (API key or logged-in user) and the request runs in its schema, so a session
 name only ever finds the caller's own sessions: another tenant's name is a 404 like an unknown one.
-Roles: any member may read, start, restart and link a session; creating, deleting and logging out (which unlinks
-the phone) are for owners and admins. Writes that need a paying tenant (create, start, restart, pairing code)
-answer 402 payment_required while it is read-only; delete and logout stay possible, as taking things away is.
+Roles: any member may read, start, restart and link a session; creating, deleting and unlinking the phone (logout)
+are for owners and admins. Writes that need a paying tenant (create, start, restart, pairing code)
+answer 402 payment_required while it is read-only; delete and unlinking stay possible, as taking things away is.
 """
 import base64
 import binascii
@@ -129,7 +129,7 @@ class SessionDetailView(SessionApiView):
 
     @extend_schema(tags=TAGS, parameters=[NAME_PARAMETER], responses={204: None})
     def delete(self, request, name):
-        """Delete the session and its activity (owner or admin); a linked, running one is logged out first."""
+        """Delete the session and its activity (owner or admin); a linked, running one unlinks its phone first."""
         session = _session(name)
         require_owner_or_admin(request, "delete sessions")
         actions.delete_session(_tenant(request), session, acting_user=request.user)
@@ -173,7 +173,7 @@ class SessionLogoutView(SessionApiView):
     def post(self, request, name):
         """Unlink the phone (owner or admin). Relinking needs a new scan or pairing code."""
         session = _session(name)
-        require_owner_or_admin(request, "log sessions out")
+        require_owner_or_admin(request, "unlink phones")
         session = actions.logout_session(_tenant(request), session, acting_user=request.user)
         session.refresh_from_db()
         return Response(_payload(session), status=status.HTTP_202_ACCEPTED)

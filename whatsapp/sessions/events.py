@@ -82,6 +82,10 @@ STATUS_KINDS = (EventKind.QR, EventKind.QR_EXPIRED, EventKind.PAIR_CODE, EventKi
                 EventKind.DISCONNECTED, EventKind.LOGGED_OUT, EventKind.ERROR)
 
 
+# A session in one of these is not running: a host starting it starts it, rather than restarting it.
+NOT_RUNNING = (S.NEW, S.STARTING, S.STOPPED, S.LOGGED_OUT, S.ERROR)
+
+
 def starting(schema_name, session_id, host_id):
     """A host is about to start the session's client: how to start it (handlers.Start), or None when the session
     is gone or no longer wanted. The row says so at once; the tenant sees "Starting…" until WhatsApp answers."""
@@ -90,9 +94,15 @@ def starting(schema_name, session_id, host_id):
         if session is None or not session.should_run:
             return None
         identity = DeviceIdentity(session.jid_user, session.jid_device) if session.jid_user else None
+        # A client that was running (or trying to) is restarted: by the tenant, the watchdog or another host taking
+        # over. Which host runs it is for the operators' logs, not the tenant's activity.
+        restart = session.status not in NOT_RUNNING
+        log.info("session %s:%s %s on host %s", schema_name, session_id, "restarting" if restart else "starting",
+                 host_id)
         WhatsAppSession.objects.filter(pk=session.pk).update(
             status=S.STARTING, status_detail="Resuming the linked device…" if identity else "Starting…")
-        _activity(session, A.RESTARTED, f"Started on host {host_id}")
+        _activity(session, A.RESTARTED if restart else A.STARTED,
+                  "Resuming the linked device: no scan needed." if identity else "")
     return Start(identity=identity, pairing_phone=session.pairing_phone or None)
 
 

@@ -60,6 +60,7 @@ class SessionActivity(models.Model):
         DISCONNECTED = "disconnected", "Disconnected"
         RECONNECTING = "reconnecting", "Reconnecting"
         LOGGED_OUT = "logged_out", "Logged out"
+        STARTED = "started", "Started"
         RESTARTED = "restarted", "Restarted"
         STOPPED = "stopped", "Stopped"
         ERROR = "error", "Error"

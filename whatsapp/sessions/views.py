@@ -1,9 +1,10 @@
-"""The session pages: the list (create, start, restart, log out, delete) and one session's live page (QR code,
-pairing code, simulated scan, activity). Views parse and check; whatsapp.sessions.actions changes state; the session host
-reports what WhatsApp did through the channel layer (whatsapp.sessions.consumers), which these pages follow live.
+"""The session pages: the list (create, start, restart, unlink the phone, delete) and one session's live page (QR
+code, pairing code, simulated scan, activity). Views parse and check; whatsapp.sessions.actions changes state; the
+session host reports what WhatsApp did through the channel layer (whatsapp.sessions.consumers), which these pages
+follow live.
 
 Who may do what: every member of the tenant sees the sessions and may start, restart and link them (QR code,
-pairing code, simulated scan); only owners and admins create, log out and delete sessions.
+pairing code, simulated scan); only owners and admins create sessions, unlink their phones and delete them.
 
 Action forms post to the page they are on (`action=start`, …), so a refusal by billing_access_required (a
 read-only tenant) lands back on that page with the reason. sessions.js sends them with `Accept:
@@ -47,7 +48,8 @@ NEXT_STEP = {
     S.NEW: "Press Start to get a QR code, then scan it with WhatsApp on the phone you want to connect.",
     S.STARTING: "A QR code appears here in a few seconds.",
     S.QR: "On your phone open WhatsApp → Settings → Linked devices → Link a device and point the camera at this "
-          "code. It changes every few seconds by itself; no need to reload.",
+          "code. WhatsApp replaces it when it expires (the first code lasts 60 seconds, each next one 20), and the "
+          "new one appears here by itself; no need to reload.",
     S.PAIRING: "On your phone open WhatsApp → Settings → Linked devices → Link a device → Link with phone number "
                "instead, and type this code.",
     S.CONNECTED: "Ready: your software can send and receive messages through this number.",
@@ -57,7 +59,7 @@ NEXT_STEP = {
                     "this device is still listed under Linked devices.",
     S.LOGGED_OUT: "This number is no longer linked. Press Start and scan the new QR code to link it again.",
     S.STOPPED: "Press Start to run it again.",
-    S.ERROR: "Press Start to try again. If the same error comes back, log out and link the phone again.",
+    S.ERROR: "Press Start to try again. If the same error comes back, press Unlink phone and link it again.",
 }
 
 
@@ -119,7 +121,8 @@ def _perform(request, session, action):
     tenant, user = request.tenant, request.user
     label = str(session)
     if action in ("logout", "delete") and not _can_manage(request):
-        return Outcome(False, "Only an owner or admin can log out or delete a session.", 403, "permission_denied")
+        return Outcome(False, "Only an owner or admin can unlink a phone or delete a session.", 403,
+                       "permission_denied")
     handed_to_host = _on_host(session)
     try:
         if action == "start":
@@ -132,8 +135,8 @@ def _perform(request, session, action):
             message = f"{label} is restarting." if handed_to_host else f"{label} is starting."
         elif action == "logout":
             session = actions.logout_session(tenant, session, acting_user=user)
-            message = (f"Logging {label} out of WhatsApp…" if handed_to_host
-                       else f"{label} is logged out. Start it and scan again to link a phone.")
+            message = (f"Unlinking the phone from {label}…" if handed_to_host
+                       else f"The phone is unlinked from {label}. Start it and scan again to link a phone.")
         elif action == "delete":
             actions.delete_session(tenant, session, acting_user=user)
             return Outcome(True, f"{label} deleted.", deleted=True)

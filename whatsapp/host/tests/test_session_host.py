@@ -85,7 +85,11 @@ def test_qr_scan_and_connected_reach_the_database(named, make_host, clock):
     assert connected.status == "connected" and connected.phone == "+6281234567890"
     assert connected.jid_user == "6281234567890" and connected.qr_code == ""
     assert connected.status_detail == "Connected as +6281234567890 (Front Desk)"
-    assert activity(session) == ["restarted", "qr_issued", "connected"]
+    assert activity(session) == ["started", "qr_issued", "connected"]
+    with schema_context(SCHEMA):
+        started = SessionActivity.objects.get(session_id=session.pk, kind="started")
+    # The tenant reads "Started"; which host runs the session is for the operators' logs.
+    assert started.get_kind_display() == "Started" and "host" not in started.message
 
 
 def test_a_restarted_host_brings_linked_sessions_back_without_a_scan(named, make_host, clock):
@@ -107,6 +111,9 @@ def test_a_restarted_host_brings_linked_sessions_back_without_a_scan(named, make
     resumed = reload(session)
     assert resumed.status == "connected" and resumed.phone == "+14155550123"
     assert "qr_issued" not in activity(session)[3:]
+    with schema_context(SCHEMA):
+        resumed_row = SessionActivity.objects.filter(session_id=session.pk).order_by("id")[3]
+    assert (resumed_row.kind, resumed_row.message) == ("restarted", "Resuming the linked device: no scan needed.")
 
 
 def test_two_hosts_never_run_the_same_session(named, make_host):

@@ -189,6 +189,19 @@ def test_queue_stats(acme, settings):
     }
 
 
+def test_a_number_not_linked_yet_shows_the_warm_up_cap_it_will_have(acme, settings):
+    """Before the scan (and on a page loaded before it) the card must not promise the full cap: the number will
+    be new when it links."""
+    settings.WHATSAPP_PACING_WARMUP_DAYS = 7
+    session = WhatsAppSession.objects.create(name="front-desk", status="qr")
+    assert pacing.queue_stats(session, now=NOON)["daily_cap"] == 200
+    session.linked_at = NOON
+    assert pacing.queue_stats(session, now=NOON)["daily_cap"] == 200
+    assert pacing.queue_stats(session, now=NOON)["warmup"]["active"] is True
+    session.linked_at = NOON - timedelta(days=8)
+    assert pacing.queue_stats(session, now=NOON)["daily_cap"] == 1000
+
+
 # --- in the pipeline ------------------------------------------------------------------------------------------
 
 

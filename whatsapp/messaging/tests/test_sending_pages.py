@@ -6,6 +6,7 @@ alice owns Acme and changes the settings; bob, a member, sees them read-only; ca
 """
 from datetime import timedelta
 
+import pytest
 from django.test import Client
 from django.utils import timezone
 from django_tenants.utils import tenant_context
@@ -57,6 +58,30 @@ def test_bad_pacing_values_are_shown_on_the_form(as_user, named):
     assert 'data-testid="error-daily_cap"' in html and 'data-testid="error-min_interval_ms"' in html
     with tenant_context(named.acme):
         assert not PacingPolicy.objects.exists()
+
+
+def test_a_gap_under_a_second_is_refused_with_the_reason(as_user, named):
+    response = as_user(named.alice).post(PAGE, {"action": "pacing", "pacing-enabled": "on",
+                                                "pacing-min_interval_ms": "100"})
+    assert response.status_code == 400
+    html = response.content.decode()
+    assert 'data-testid="error-min_interval_ms"' in html
+    assert "at least 1000 ms (one second)" in html and "WhatsApp bans numbers that send like machines" in html
+    assert "At least 1000 ms (one second)." in html  # said beside the field before anyone tries
+    with tenant_context(named.acme):
+        assert not PacingPolicy.objects.exists()
+
+
+def test_the_pacing_floor_holds_in_the_action_whatever_calls_it(named):
+    from core.errors import DomainError
+    from whatsapp.messaging import policy
+
+    with tenant_context(named.acme):
+        with pytest.raises(DomainError) as refused:
+            policy.update_pacing_policy(named.acme, acting_user=named.alice, changes={"min_interval_ms": 100})
+        assert refused.value.code == "invalid_pacing" and "one second" in refused.value.message
+        policy.update_pacing_policy(named.acme, acting_user=named.alice, changes={"min_interval_ms": 1000})
+        assert PacingPolicy.objects.get().min_interval_ms == 1000
 
 
 def test_owner_blocks_and_unblocks_numbers(as_user, named):

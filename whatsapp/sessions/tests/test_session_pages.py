@@ -1,8 +1,8 @@
 """The session pages through Django's test client: the list (create with clear errors and the plan limit,
-start, restart, log out, delete), one session's page (QR SVG, pairing code, simulated scan), who may do what,
+start, restart, unlink the phone, delete), one session's page (QR SVG, pairing code, simulated scan), who may do what,
 and another tenant's sessions being a 404.
 
-Roles: owners and admins create, log out and delete; members see the sessions and start, restart and link them.
+Roles: owners and admins create, unlink phones and delete; members see the sessions and start, restart and link them.
 """
 from datetime import timedelta
 
@@ -111,7 +111,7 @@ def test_start_restart_logout_and_delete_from_the_list(as_user, named):
 
     SessionLease.objects.all().delete()  # no host runs it: logging out is done here
     response = client.post("/sessions/", {"action": "logout", "session": "front-desk"}, follow=True)
-    assert texts(response) == ["Front desk is logged out. Start it and scan again to link a phone."]
+    assert texts(response) == ["The phone is unlinked from Front desk. Start it and scan again to link a phone."]
     assert get_session(ACME, "front-desk").status == "logged_out"
 
     response = client.post("/sessions/", {"action": "delete", "session": "front-desk"}, follow=True)
@@ -199,7 +199,8 @@ def test_session_page_shows_status_explanation_qr_and_activity(as_user, named):
     client = as_user(named.bob)
     page = client.get("/sessions/front-desk/").content.decode()
     assert "Waiting for scan" in page and "Scan the QR code with WhatsApp" in page
-    assert "It changes every few seconds by itself" in page  # what to do, for this status
+    # What to do, for this status, and truthfully how long a code lasts (WhatsApp's: 60 s, then 20 s each).
+    assert "the first code lasts 60 seconds, each next one 20" in page and "every few seconds" not in page
     assert 'src="/sessions/front-desk/qr.svg?v=' in page
     assert 'data-ws="/ws/sessions/front-desk/?tenant_id=' in page
     assert "Created by alice@acme.test" in page  # the activity log
@@ -267,3 +268,20 @@ def test_a_read_only_tenant_sees_sessions_but_changes_are_refused(as_user, named
     assert response.redirect_chain[-1][0] == "/sessions/front-desk/"
     assert any("read-only" in text for text in texts(response))
     assert not get_session(ACME, "front-desk").should_run
+
+
+def test_unlinking_the_phone_is_never_called_log_out(as_user, named):
+    """The account's "Log out" sits in the header; the session's action unlinks the phone and says so."""
+    make_session(named.acme, named.alice, "front-desk", label="Front desk", status="connected", phone="+14155550123",
+                 jid_user="14155550123", jid_device=3, should_run=True)
+    client = as_user(named.alice)
+    for url in ("/sessions/", "/sessions/front-desk/"):
+        page = client.get(url).content.decode()
+        assert page.count("Log out") == 1 and page.count("log out") == 0, url  # the account's, in the header
+        assert "Unlink phone</button>" in page and "Unlink the phone from Front desk?" in page, url
+    SessionLease.objects.all().delete()
+    response = client.post("/sessions/front-desk/", {"action": "logout"}, follow=True)
+    assert texts(response) == ["The phone is unlinked from Front desk. Start it and scan again to link a phone."]
+    with schema_context("t_test_acme"):
+        row = SessionActivity.objects.filter(kind="logged_out").get()
+    assert row.message == "Phone unlinked by alice@acme.test"

@@ -465,7 +465,7 @@ def test_journey_start_qr_scan_connected_inbound_disconnect_and_phone_logout(nam
     assert not SessionLease.objects.exists()
     kinds = [row["kind"] for row in ok(alice.get(f"{V1}/sessions/front-desk/activity"))]
     assert kinds[:4] == ["logged_out", "connected", "reconnecting", "connected"]
-    assert kinds[-3:] == ["qr_issued", "restarted", "created"]
+    assert kinds[-3:] == ["qr_issued", "started", "created"]
     error(alice.post(f"{V1}/test-helpers/sessions/front-desk/logout"), 409, "session_not_running")
 
 
