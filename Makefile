@@ -20,7 +20,7 @@ setup: ## venv, .env, Postgres, Redis, migrations, static files, tenant pool, fi
 run: setup ## set up, then start web, worker, whatsapp and beat (Procfile) with honcho
 	@$(WITH_RUNTIME_ENV); \
 	port=$$(scripts/env-get PORT 8000); \
-	echo "Switchboard: $$(scripts/env-get SITE_URL http://localhost:8000)  (Ctrl-C stops every process)"; \
+	echo "Switchboard: $$(scripts/env-get SITE_URL "http://localhost:$$port")  (Ctrl-C stops every process)"; \
 	exec $(VENV)/bin/honcho start -f Procfile -e var/runtime.env -p "$$port"
 
 test: ## set up venv and services, then run pytest (make test ARGS="-k foo"); Redis database TEST_REDIS_DB (15)

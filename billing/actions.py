@@ -45,6 +45,41 @@ def on_tenant_approved(sender, *, tenant, **kwargs):
     start_trial(tenant)
 
 
+def on_tenant_updated(sender, *, tenant, changes, acting_user, **kwargs):
+    """An admin edit of the tenant's plan or trial end is the subscription's (what entitlements and the billing clock
+    read): the same rules as the billing API's (a downgrade must fit, only a trial has an end)."""
+    if tenant.status not in ("active", "suspended") or entitlements.subscription_of(tenant) is None:
+        return  # no subscription before approval: approval starts it from the tenant row
+    if "plan" in changes and changes["plan"] is not None:
+        change_plan(tenant, acting_user=acting_user, plan=changes["plan"])
+    if "trial_ends_at" in changes:
+        set_trial_end(tenant, acting_user=acting_user, ends_at=changes["trial_ends_at"])
+
+
+def set_trial_end(tenant, *, acting_user, ends_at, now=None):
+    """A trial's end moved to `ends_at` (earlier or later; the billing clock acts on it). 409 not_on_trial for a paid
+    subscription; 400 invalid_trial_end for none."""
+    now = now or timezone.now()
+    if ends_at is None:
+        raise DomainError(BillingError.INVALID_TRIAL_END, "A trial needs an end; to end it now, give the time now.")
+    with transaction.atomic():
+        sub = _locked(tenant)
+        if sub.status not in (S.TRIALING, S.READ_ONLY, S.SUSPENDED) or sub.current_period_end:
+            raise DomainError(BillingError.NOT_ON_TRIAL, "Only a trial (or a lapsed trial) has an end to move.",
+                              {"billing_status": sub.status})
+        before = snapshot(sub)
+        sub.trial_ends_at = ends_at
+        if ends_at > now:
+            sub.status = S.TRIALING
+            _restore(sub)
+            sub.reminder_3d_sent_at = sub.reminder_1d_sent_at = None
+        sub.save()
+        Tenant.objects.filter(pk=tenant.pk).update(trial_ends_at=ends_at)
+        audit.record("billing.trial_end_set", actor=acting_user, target=sub, before=before, after=snapshot(sub),
+                     tenant=tenant)
+    return sub
+
+
 def start_trial(tenant):
     """Called by approval, inside its transaction: the trial the tenant row already carries becomes billing's."""
 

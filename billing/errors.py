@@ -9,6 +9,7 @@ class BillingError(ErrorCode):
     INVALID_AMOUNT = "invalid_amount", 400
     INVALID_DAYS = "invalid_days", 400
     INVALID_INTERVAL = "invalid_interval", 400
+    INVALID_TRIAL_END = "invalid_trial_end", 400
     NO_CUSTOMER = "no_customer", 409
     NO_PRICE = "no_price", 400
     NOT_ON_TRIAL = "not_on_trial", 409

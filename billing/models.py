@@ -62,6 +62,9 @@ class Subscription(models.Model):
     cancel_at_period_end = models.BooleanField(default=False)
     comped = models.BooleanField(default=False, help_text="Granted by a platform admin, no payment expected")
     stripe_subscription_id = models.CharField(max_length=100, unique=True, null=True, blank=True)
+    # When the last Stripe event that moved this subscription's state was created: Stripe delivers out of order
+    # and retries for days, so an older event is recorded but never undoes a newer one.
+    stripe_state_at = models.DateTimeField(null=True, blank=True)
     read_only_since = models.DateTimeField(null=True, blank=True)
     suspended_at = models.DateTimeField(null=True, blank=True)
     reminder_3d_sent_at = models.DateTimeField(null=True, blank=True)

@@ -79,7 +79,8 @@ def process_event(event_pk):
             outcome = "ignored"
             if handler is not None:
                 try:
-                    outcome = handler(_object_of(event.payload), event.type, now) or "processed"
+                    outcome = handler(_object_of(event.payload), event.type, now,
+                                      _ts(event.payload.get("created"))) or "processed"
                 except UnknownCustomer:
                     event.unknown_customer = True
                     outcome = "unknown_customer"
@@ -203,9 +204,19 @@ def _state(sub):
             "suspended_at": sub.suspended_at.isoformat() if sub.suspended_at else None}
 
 
-# --- handlers: (Stripe object, event type, now) -> outcome ---------------------------------------------------
+# --- handlers: (Stripe object, event type, now, when the event was created) -> outcome -------------------------
 
-def on_checkout_completed(session, event_type, now):
+
+def _out_of_order(sub, at):
+    """An event older than the last one that moved this subscription's state: it must not undo it."""
+    return at is not None and sub.stripe_state_at is not None and at < sub.stripe_state_at
+
+
+def _moved(sub, at):
+    if at is not None and (sub.stripe_state_at is None or at > sub.stripe_state_at):
+        sub.stripe_state_at = at
+
+def on_checkout_completed(session, event_type, now, at=None):
     if session.get("mode") not in (None, "subscription"):
         return "ignored"
     tenant = _tenant_for(customer_id=_id(session.get("customer")), metadata=session.get("metadata"),
@@ -230,7 +241,7 @@ def on_checkout_completed(session, event_type, now):
     return "linked"
 
 
-def on_subscription_changed(stripe_sub, event_type, now):
+def on_subscription_changed(stripe_sub, event_type, now, at=None):
     stripe_subscription_id = stripe_sub.get("id")
     tenant = _tenant_for(subscription_id=stripe_subscription_id, customer_id=_id(stripe_sub.get("customer")),
                          metadata=stripe_sub.get("metadata"))
@@ -243,6 +254,12 @@ def on_subscription_changed(stripe_sub, event_type, now):
         if status not in ("trialing", "active", "past_due"):
             return "stale_subscription"  # the end of a subscription this tenant has since replaced
         sub.stripe_subscription_id = None  # a live new subscription replaces the old one
+    if _out_of_order(sub, at):
+        audit.record("billing.stripe_event_out_of_order", actor=None, target=sub, tenant=tenant,
+                     after={"event": event_type, "stripe_status": status, "created": at.isoformat(),
+                            "applied_up_to": sub.stripe_state_at.isoformat()})
+        return "out_of_order"
+    _moved(sub, at)
     before = _state(sub)
     _link_subscription(sub, stripe_subscription_id)
 
@@ -298,7 +315,7 @@ def on_subscription_changed(stripe_sub, event_type, now):
     return status or "processed"
 
 
-def on_invoice_paid(invoice, event_type, now):
+def on_invoice_paid(invoice, event_type, now, at=None):
     tenant, sub, stripe_subscription_id = _invoice_tenant(invoice)
     currency = (invoice.get("currency") or "usd").lower()
     amount = _money(invoice.get("amount_paid"), currency)
@@ -310,10 +327,11 @@ def on_invoice_paid(invoice, event_type, now):
     current = bool(stripe_subscription_id) and sub.stripe_subscription_id == stripe_subscription_id
     # A zero invoice at the start of a Stripe trial is not a payment for service; an invoice for a canceled
     # subscription restores only when it is the first of a new one.
-    activates = current and (amount > 0 or sub.status != S.TRIALING) and (
+    activates = current and not _out_of_order(sub, at) and (amount > 0 or sub.status != S.TRIALING) and (
         sub.status != S.CANCELED or invoice.get("billing_reason") == "subscription_create")
     was_locked = sub.status in (S.PAST_DUE, S.READ_ONLY, S.SUSPENDED, S.CANCELED)
     if activates:
+        _moved(sub, at)
         sub.status = S.ACTIVE
         actions._restore(sub)  # paying restores read-only and suspended tenants at once
         if period_end:
@@ -332,7 +350,7 @@ def on_invoice_paid(invoice, event_type, now):
     return "paid"
 
 
-def on_invoice_payment_failed(invoice, event_type, now):
+def on_invoice_payment_failed(invoice, event_type, now, at=None):
     tenant, sub, stripe_subscription_id = _invoice_tenant(invoice)
     currency = (invoice.get("currency") or "usd").lower()
     amount = _money(invoice.get("amount_due"), currency)
@@ -343,7 +361,13 @@ def on_invoice_payment_failed(invoice, event_type, now):
     audit.record("billing.stripe_invoice_failed", actor=None, target=sub, before=None,
                  after={"payment_id": payment.pk, "invoice": invoice.get("id"), "final": final,
                         "attempt_count": invoice.get("attempt_count")}, tenant=tenant)
+    if payment.status == Payment.Status.PAID:
+        return "already_paid"  # a failed attempt of an invoice paid since: Stripe delivered the news late
+    if _out_of_order(sub, at):
+        return "out_of_order"
     if stripe_subscription_id and sub.stripe_subscription_id == stripe_subscription_id:
+        _moved(sub, at)
+        sub.save(update_fields=["stripe_state_at", "updated_at"])
         actions.mark_payment_failed(tenant, now, final=final)
     return "payment_failed_final" if final else "payment_failed"
 

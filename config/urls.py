@@ -1,6 +1,7 @@
 """One URL map for everything. The tenant is not taken from the URL or host but from the principal
 (tenants.middleware / accounts.authentication), so public and tenant pages share this map."""
 from allauth.account.views import SignupView
+from allauth.account.decorators import secure_admin_login
 from django.contrib import admin
 from django.db import transaction
 from django.urls import include, path
@@ -13,6 +14,10 @@ from billing import views as billing_views
 from config.health import DetailedHealthView, liveness
 from tenants import api as tenants_api
 from tenants import views as tenants_views
+
+# The admin signs in through allauth's login (its lockout after failed attempts, 2FA), not Django's own form, which
+# would let anyone guess a staff password without limit (allauth's documented way).
+admin.site.login = secure_admin_login(admin.site.login)
 
 api_v1 = [
     # Messages first: the busiest routes are matched first (whatsapp/messages_api.py).

@@ -9,6 +9,8 @@ answers every operation may give, so a client (or a schema fuzzer) reads the con
              415 (a body that is not JSON), 429 (throttled), as each operation can answer them.
 """
 
+from django.db import DatabaseError
+
 from .api import PageLimitPagination
 
 # A string field whose values live in the database (plan codes): its schema names the list with this key, and the
@@ -101,9 +103,18 @@ def _wrap(schema, paginated):
 NO_NUL = "^[^\\u0000]*$"
 
 
+def _dynamic_enum(name):
+    try:
+        return list(DYNAMIC_ENUMS[name]())
+    except DatabaseError:  # no tables yet (`manage.py check` before migrating generates the schema too)
+        return None
+
+
 def _no_nul(schema):
     if DYNAMIC_ENUM in schema:
-        schema["enum"] = list(DYNAMIC_ENUMS[schema.pop(DYNAMIC_ENUM)]())
+        values = _dynamic_enum(schema.pop(DYNAMIC_ENUM))
+        if values is not None:
+            schema["enum"] = values
     if schema.get("type") == "string" and not ({"pattern", "enum", "format"} & set(schema)):
         schema["pattern"] = NO_NUL
 

@@ -101,10 +101,13 @@ ensure_libmagic() {
 
 setup_env_file() {
     [ -f .env ] && return 0
-    say "config: creating .env for development from .env.example (DEBUG=true, new SECRET_KEY)"
+    say "config: creating .env for development from .env.example (DEBUG=true, new SECRET_KEY, the simulator as WhatsApp)"
     local secret
     secret=$("$PY" scripts/services.py secret)
-    sed -e "s|^# *DEBUG=.*|DEBUG=true|" -e "s|^# *SECRET_KEY=.*|SECRET_KEY=$secret|" .env.example >.env.tmp
+    # The simulator: a first try needs no phone (pages say plainly that WhatsApp is simulated); set
+    # WHATSAPP_PROVIDER=neonize in .env to link a real phone.
+    sed -e "s|^# *DEBUG=.*|DEBUG=true|" -e "s|^# *SECRET_KEY=.*|SECRET_KEY=$secret|" \
+        -e "s|^# *WHATSAPP_PROVIDER=.*|WHATSAPP_PROVIDER=simulator|" .env.example >.env.tmp
     mv .env.tmp .env
 }
 

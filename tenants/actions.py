@@ -231,6 +231,8 @@ def update_tenant(tenant, *, acting_user, **changes):
         if field in changes:
             setattr(tenant, field, changes[field])
     tenant.save()
+    signals.tenant_updated.send(sender=Tenant, tenant=tenant, changes=changes, acting_user=acting_user)
+    tenant.refresh_from_db()
     audit.record("tenant.updated", actor=acting_user, target=tenant, before=before, after=snapshot(tenant),
                  tenant=tenant)
     return tenant

@@ -1,6 +1,8 @@
 from channels.db import database_sync_to_async
 from channels.generic.websocket import AsyncJsonWebsocketConsumer
 
+from core.sockets import NOT_FOUND, refuse
+
 from . import notify
 from .models import Tenant
 
@@ -13,7 +15,7 @@ class TenantStatusConsumer(AsyncJsonWebsocketConsumer):
         user = self.scope.get("user")
         tenant = self.scope.get("tenant")
         if not user or not user.is_authenticated or (tenant is None and not user.is_platform_admin):
-            await self.close(code=4404)
+            await refuse(self, NOT_FOUND)
             return
         self.groups_joined = []
         if tenant is not None:

@@ -4,3 +4,7 @@ from django.dispatch import Signal
 
 # A pending tenant was approved (its trial starts): kwargs tenant.
 tenant_approved = Signal()
+
+# A platform admin changed a tenant (kwargs tenant, changes: the fields given, acting_user): billing makes the
+# subscription follow a new plan or trial end, so limits and the billing clock read one truth.
+tenant_updated = Signal()

@@ -83,3 +83,11 @@ def test_a_body_over_the_limit_is_413_request_too_large(api_as, named, settings)
 def test_every_answer_carries_a_request_id(client, db):
     first, second = client.get("/health"), client.get("/health")
     assert first["X-Request-ID"] and first["X-Request-ID"] != second["X-Request-ID"]
+
+
+def test_pages_say_which_browser_features_they_never_use_and_keep_the_referrer_at_home(client, db):
+    response = client.get("/")
+    policy = response["Permissions-Policy"]
+    assert "camera=()" in policy and "microphone=()" in policy and "geolocation=()" in policy
+    assert response["Referrer-Policy"] == "same-origin"
+

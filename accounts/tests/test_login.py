@@ -35,3 +35,17 @@ def test_plans_are_editable_by_platform_admins_only(client, named, plans):
     client.force_login(named.alice)
     response = client.get(f"/admin/tenants/plan/{plans['basic'].pk}/change/")
     assert response.status_code == 302 and "/admin/login/" in response["Location"]
+
+
+def test_the_admin_login_goes_through_allauths_and_its_lockout(client, db):
+    email = f"staff-{uuid.uuid4().hex[:8]}@example.test"
+    make_user(email, staff=True)
+    for _ in range(20):  # guessing at Django's admin form: it no longer checks passwords at all
+        response = client.post("/admin/login/", {"username": email, "password": "wrong-password-1"})
+        assert response.status_code == 302 and response["Location"].startswith("/accounts/login/")
+        assert "_auth_user_id" not in client.session
+    assert client.get("/admin/login/?next=/admin/")["Location"].startswith("/accounts/login/")
+    for _ in range(5):
+        client.post("/accounts/login/", {"login": email, "password": "wrong-password-1"})
+    response = client.post("/accounts/login/", {"login": email, "password": PASSWORD})
+    assert b"Too many failed login attempts" in response.content and "_auth_user_id" not in client.session

@@ -397,3 +397,57 @@ def test_an_invoice_of_a_replaced_subscription_is_history_only(client, linked):
     assert Payment.objects.get().stripe_invoice_id == "in_old"
     sub = subscription(linked.acme)
     assert (sub.status, sub.stripe_subscription_id) == (S.CANCELED, "sub_acme")
+
+
+# --- events out of order (Stripe guarantees no order and retries for days) --------------------------------------
+
+def at(seconds_ago):
+    return int(time.time()) - seconds_ago
+
+
+def aged(type_, obj, created):
+    return {**event(type_, obj), "created": created}
+
+
+def test_a_final_failure_of_an_invoice_paid_since_changes_nothing(client, linked):
+    Subscription.objects.filter(tenant=linked.acme).update(status=S.ACTIVE)
+    paid = aged("invoice.paid", invoice_object("in_1", "cus_acme", "sub_acme"), at(60))
+    failed = aged("invoice.payment_failed", invoice_object("in_1", "cus_acme", "sub_acme"), at(120))  # earlier
+    assert post(client, paid).status_code == 200
+    assert post(client, failed).status_code == 200  # delivered after, created before
+
+    sub = subscription(linked.acme)
+    assert sub.status == S.ACTIVE and sub.read_only_since is None
+    assert entitlements.access_for(Tenant.objects.get(pk=linked.acme.pk)).can_write
+    assert Payment.objects.get(stripe_invoice_id="in_1").status == "paid"
+    assert not Notification.objects.filter(tenant=linked.acme, kind__startswith="payment_failed").exists()
+    assert StripeEvent.objects.get(event_id=failed["id"]).processed_at is not None
+
+
+def test_an_older_subscription_update_does_not_undo_a_newer_one(client, linked):
+    newer = aged("customer.subscription.updated", subscription_object("sub_acme", "cus_acme", "active"), at(30))
+    older = aged("customer.subscription.updated", subscription_object("sub_acme", "cus_acme", "past_due"), at(90))
+    post(client, newer)
+    post(client, older)
+
+    sub = subscription(linked.acme)
+    assert sub.status == S.ACTIVE
+    assert AuditLog.objects.filter(action="billing.stripe_event_out_of_order", tenant=linked.acme).count() == 1
+    assert not AuditLog.objects.filter(action="billing.past_due").exists()
+
+
+def test_an_older_failure_of_another_invoice_does_not_lock_a_tenant_that_paid_since(client, linked):
+    Subscription.objects.filter(tenant=linked.acme).update(status=S.ACTIVE)
+    post(client, aged("invoice.paid", invoice_object("in_new", "cus_acme", "sub_acme"), at(10)))
+    post(client, aged("invoice.payment_failed", invoice_object("in_old", "cus_acme", "sub_acme"), at(600)))
+
+    assert subscription(linked.acme).status == S.ACTIVE
+    assert Payment.objects.get(stripe_invoice_id="in_old").status == "failed"  # history keeps it
+
+
+def test_events_in_order_still_apply(client, linked):
+    Subscription.objects.filter(tenant=linked.acme).update(status=S.ACTIVE)
+    post(client, aged("customer.subscription.updated", subscription_object("sub_acme", "cus_acme", "active"), at(90)))
+    post(client, aged("invoice.payment_failed", invoice_object("in_2", "cus_acme", "sub_acme",
+                                                               next_payment_attempt=at(-3600)), at(30)))
+    assert subscription(linked.acme).status == S.PAST_DUE

@@ -1,5 +1,8 @@
 """Platform admin API over tenants, including non-admin and cross-tenant access."""
+from datetime import timedelta
+
 import pytest
+from django.utils import timezone
 
 from accounts.actions import register_business
 from audit.models import AuditLog
@@ -94,6 +97,30 @@ def test_detail_patch_and_stats(admin_api, named, plans):
     stats = admin_api.get(f"/api/v1/tenants/{named.acme.pk}/stats").json()["data"]
     assert stats["members"] == 2 and stats["api_keys_active"] == 0 and stats["schema_bytes"] > 0
     assert stats["limits"]["max_sessions"] == 20
+
+
+def test_a_plan_or_trial_set_on_the_tenant_is_the_subscriptions_too(admin_api, named, plans):
+    """One truth for limits and the billing clock, whichever endpoint changed it."""
+    from billing import entitlements
+    from billing.models import Subscription
+    from tenants.models import Tenant
+
+    url = f"/api/v1/tenants/{named.acme.pk}"
+    assert admin_api.patch(url, {"plan": "pro"}, format="json").status_code == 200
+    acme = Tenant.objects.get(pk=named.acme.pk)
+    assert Subscription.objects.get(tenant=acme).plan.code == "pro" and entitlements.plan_of(acme).code == "pro"
+    assert entitlements.limits_for(acme)["max_sessions"] == plans["pro"].max_sessions
+
+    later = timezone.now() + timedelta(days=30)
+    assert admin_api.patch(url, {"trial_ends_at": later.isoformat()}, format="json").status_code == 200
+    assert Subscription.objects.get(tenant=acme).trial_ends_at == later
+    assert AuditLog.objects.filter(action="billing.trial_end_set", tenant=acme).count() == 1
+
+    # A paid subscription has no trial to move: refused, and nothing of the request is kept.
+    Subscription.objects.filter(tenant=acme).update(status="active", current_period_end=later)
+    response = admin_api.patch(url, {"name": "Renamed", "trial_ends_at": later.isoformat()}, format="json")
+    assert response.status_code == 409 and error(response) == "not_on_trial"
+    assert Tenant.objects.get(pk=acme.pk).name != "Renamed"
 
 
 def test_settings_get_and_patch_with_validation(admin_api, named):

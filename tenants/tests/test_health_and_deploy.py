@@ -64,20 +64,31 @@ def test_detailed_health_reports_an_unreachable_redis(client, named, api_as, set
     assert checks["redis"]["ok"] is False and "Connection" in checks["redis"]["detail"]
 
 
+PRODUCTION = {"DEBUG": "false", "SECRET_KEY": "x7!k2" * 12, "ALLOWED_HOSTS": "switchboard.example.com",
+              "SITE_URL": "https://switchboard.example.com", "EMAIL_URL": "smtp://user:pw@smtp.example.com:587/?tls=True"}
+
+
+def check_deploy(**changes):
+    env = {**os.environ, **PRODUCTION, **changes}
+    return subprocess.run([sys.executable, "manage.py", "check", "--deploy", "--fail-level", "WARNING"], cwd=ROOT,
+                          env=env, capture_output=True, text=True, timeout=120)
+
+
 def test_check_deploy_is_clean_under_production_settings():
-    env = {
-        **os.environ,
-        "DEBUG": "false",
-        "SECRET_KEY": "x7!k2" * 12,
-        "ALLOWED_HOSTS": "switchboard.example.com",
-        "SITE_URL": "https://switchboard.example.com",
-    }
-    result = subprocess.run(
-        [sys.executable, "manage.py", "check", "--deploy", "--fail-level", "WARNING"],
-        cwd=ROOT, env=env, capture_output=True, text=True, timeout=120,
-    )
+    result = check_deploy()
     assert result.returncode == 0, result.stdout + result.stderr
     assert "System check identified no issues (0 silenced)." in result.stdout
+
+
+@pytest.mark.parametrize("changes, check_id", [
+    ({"EMAIL_URL": "consolemail://"}, "switchboard.E001"),  # confirmations would never leave
+    ({"ALLOWED_HOSTS": "localhost,127.0.0.1"}, "switchboard.E002"),
+    ({"ALLOWED_HOSTS": "*"}, "switchboard.E002"),
+    ({"SITE_URL": "http://localhost:8000"}, "switchboard.E003"),
+])
+def test_check_deploy_fails_on_settings_that_would_make_production_useless(changes, check_id):
+    result = check_deploy(**changes)
+    assert result.returncode != 0 and check_id in result.stdout + result.stderr
 
 
 def test_production_settings_refuse_to_start_without_a_secret_key():

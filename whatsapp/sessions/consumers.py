@@ -17,13 +17,12 @@ from channels.generic.websocket import AsyncJsonWebsocketConsumer
 from django_tenants.utils import tenant_context
 
 from billing import entitlements
+from core.sockets import FORBIDDEN, NOT_FOUND, refuse
 
 from .actions import NAME_RE
 from .events import session_group, session_payload, sessions_group
 from .models import SessionActivity, WhatsAppSession
 
-NOT_FOUND = 4404  # unknown or another tenant's session, no tenant, not logged in
-FORBIDDEN = 4403  # the tenant is suspended
 ACTIVITY_SHOWN = 50
 
 
@@ -57,7 +56,7 @@ class _TenantConsumer(AsyncJsonWebsocketConsumer):
         tenant = self._principal_tenant()
         usable = tenant is not None and await database_sync_to_async(_usable_in_schema)(tenant)
         if not usable:
-            await self.close(code=NOT_FOUND if tenant is None else FORBIDDEN)
+            await refuse(self, NOT_FOUND if tenant is None else FORBIDDEN)
             return None
         return tenant
 
@@ -68,7 +67,7 @@ class _TenantConsumer(AsyncJsonWebsocketConsumer):
         tenant = self._principal_tenant()
         found = await database_sync_to_async(find)(tenant, key) if tenant is not None else None
         if found is None or found is False:
-            await self.close(code=NOT_FOUND if found is None else FORBIDDEN)
+            await refuse(self, NOT_FOUND if found is None else FORBIDDEN)
             return None, None
         return tenant, found
 

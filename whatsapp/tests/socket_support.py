@@ -21,3 +21,12 @@ async def open_socket(client, user, path):
     ws = WebsocketCommunicator(application, path, headers=headers)
     connected, code = await ws.connect()
     return ws, connected, code
+
+
+async def refusal(client, user, path):
+    """The close code of a socket the server accepts and closes at once (core.sockets.refuse: why it may not
+    watch), or None when it stays open."""
+    ws, connected, _ = await open_socket(client, user, path)
+    assert connected, "refused at the handshake: the page could not read why"
+    message = await ws.receive_output(timeout=5)
+    return message.get("code") if message["type"] == "websocket.close" else None

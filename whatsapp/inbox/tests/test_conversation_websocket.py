@@ -10,7 +10,7 @@ from django_tenants.utils import schema_context
 from whatsapp.messaging import actions as messaging
 from whatsapp.messaging import drain as sending
 from whatsapp.models import Message, WhatsAppSession
-from whatsapp.tests.socket_support import open_socket
+from whatsapp.tests.socket_support import open_socket, refusal
 from whatsapp.tests.support import Accepting
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.usefixtures("private_layer")]
@@ -121,13 +121,10 @@ async def test_another_tenants_conversation_is_closed_with_4404(client, named):
     message = await database_sync_to_async(receive)(ACME, session, "hello")
     with_id = f"/ws/conversations/{message.conversation_id}/"
 
-    ws, connected, code = await open_socket(client, named.carol, with_id)
-    assert not connected and code == 4404
-    ws, connected, code = await open_socket(client, named.alice, f"/ws/conversations/{message.conversation_id + 99}/")
-    assert not connected and code == 4404
+    assert await refusal(client, named.carol, with_id) == 4404
+    assert await refusal(client, named.alice, f"/ws/conversations/{message.conversation_id + 99}/") == 4404
     ws, connected, _ = await open_socket(client, named.bob, with_id)  # a member of Acme may watch
     assert connected
     await ws.disconnect()
 
-    anonymous, connected, code = await open_socket(None, None, with_id)
-    assert not connected and code == 4404
+    assert await refusal(None, None, with_id) == 4404

@@ -10,7 +10,7 @@ from whatsapp.host import leases
 from whatsapp.models import WhatsAppSession
 from whatsapp.providers.base import EventKind, ProviderEvent
 from whatsapp.sessions import actions, events
-from whatsapp.tests.socket_support import open_socket
+from whatsapp.tests.socket_support import open_socket, refusal
 from whatsapp.tests.support import drain, simulator_host
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.usefixtures("private_layer")]
@@ -147,17 +147,14 @@ async def test_nothing_arrives_from_another_tenants_sessions(client, named):
 
 async def test_another_tenants_session_name_is_closed_with_4404(client, named):
     await _sync(create)(named.globex, named.carol, "globex-desk")
-    ws, connected, code = await open_socket(client, named.alice, "/ws/sessions/globex-desk/")
-    assert not connected and code == 4404
-    ws, connected, code = await open_socket(client, named.alice, "/ws/sessions/no-such-session/")
-    assert not connected and code == 4404
+    assert await refusal(client, named.alice, "/ws/sessions/globex-desk/") == 4404
+    assert await refusal(client, named.alice, "/ws/sessions/no-such-session/") == 4404
 
 
 async def test_anonymous_visitors_are_closed_with_4404(named):
     await _sync(create)(named.acme, named.alice, "front-desk")
     for path in ("/ws/sessions/", "/ws/sessions/front-desk/"):
-        ws, connected, code = await open_socket(None, None, path)
-        assert not connected and code == 4404
+        assert await refusal(None, None, path) == 4404
 
 
 async def test_heartbeat_and_changes_made_on_the_pages(client, named):
@@ -219,7 +216,5 @@ async def test_a_suspended_tenants_sockets_are_closed_with_4403(client, named):
     await _sync(create)(named.acme, named.alice, "front-desk")
     await _sync(lambda: Tenant.objects.filter(pk=named.acme.pk).update(status=Tenant.Status.SUSPENDED))()
     for path in ("/ws/sessions/", "/ws/sessions/front-desk/", "/ws/conversations/"):
-        ws, connected, code = await open_socket(client, named.alice, path)
-        assert not connected and code == 4403, path
-    ws, connected, code = await open_socket(client, named.alice, "/ws/sessions/no-such-session/")
-    assert not connected and code == 4404  # unknown stays unknown
+        assert await refusal(client, named.alice, path) == 4403, path
+    assert await refusal(client, named.alice, "/ws/sessions/no-such-session/") == 4404  # unknown stays unknown
