@@ -28,10 +28,24 @@ def _refused(ip):
             or ip.is_unspecified or not ip.is_global)
 
 
+def _idna(hostname):
+    try:
+        hostname.encode("idna")
+    except UnicodeError:
+        return False
+    return True
+
+
 def _parse(url):
-    parts = urlsplit(url)
-    if parts.scheme not in ("http", "https") or not parts.hostname:
+    try:
+        parts = urlsplit(url)
+        hostname = parts.hostname
+    except ValueError as exc:  # e.g. a "[" or "]" outside an IPv6 address
+        raise TargetError(NetError.INVALID_URL, "The URL is not valid.") from exc
+    if parts.scheme not in ("http", "https") or not hostname:
         raise TargetError(NetError.INVALID_URL, "Use an http:// or https:// URL with a host.")
+    if not hostname.isascii() and not _idna(hostname) or any(ord(ch) < 33 or ord(ch) == 127 for ch in hostname):
+        raise TargetError(NetError.INVALID_URL, f"'{hostname}' is not a host name.")
     if parts.username or parts.password:
         raise TargetError(NetError.INVALID_URL, "Credentials in the URL are not allowed; check the signature instead.")
     try:
