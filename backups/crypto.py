@@ -167,7 +167,7 @@ def decrypt(reader, writer, identities):
                           "pass the age identity (AGE-SECRET-KEY-1…) that matches BACKUP_AGE_RECIPIENTS.")
     try:
         pyrage.decrypt_io(reader, writer, identities)
-    except pyrage.DecryptError as exc:
+    except (pyrage.DecryptError, OSError) as exc:  # a damaged chunk surfaces mid-stream as OSError
         if "No matching keys" in str(exc):
             raise DomainError(BackupError.WRONG_KEY, "Wrong key: none of the identities given opens this backup.",
                               ) from exc
