@@ -177,19 +177,19 @@ class Snapshot:
             self.conn.close()
         return False
 
-    def count_rows(self, tables, on_progress=None):
-        return count_rows(self.database, tables, snapshot_id=self.id, on_progress=on_progress)
+    def count_rows(self, tables, on_progress=None, per_query=COUNT_TABLES_PER_QUERY):
+        return count_rows(self.database, tables, snapshot_id=self.id, on_progress=on_progress, per_query=per_query)
 
 
-def count_rows(database, tables, *, snapshot_id=None, on_progress=None):
+def count_rows(database, tables, *, snapshot_id=None, on_progress=None, per_query=COUNT_TABLES_PER_QUERY):
     """{"schema.table": rows} of [(schema, table), …] (as of the snapshot, when given), counted in slices, each in
     a transaction of its own, so the locks never pile up."""
     counts = {}
     with database.connect(autocommit=False) as conn:
         conn.isolation_level = psycopg.IsolationLevel.REPEATABLE_READ
         conn.read_only = True
-        for start in range(0, len(tables), COUNT_TABLES_PER_QUERY):
-            chunk = tables[start:start + COUNT_TABLES_PER_QUERY]
+        for start in range(0, len(tables), per_query):
+            chunk = tables[start:start + per_query]
             with conn.cursor() as cursor:
                 if snapshot_id:
                     cursor.execute(f"SET TRANSACTION SNAPSHOT '{snapshot_id}'")
@@ -201,19 +201,19 @@ def count_rows(database, tables, *, snapshot_id=None, on_progress=None):
                     counts[f"{schema}.{table}"] = count
             conn.rollback()
             if on_progress:
-                on_progress(min(start + COUNT_TABLES_PER_QUERY, len(tables)), len(tables))
+                on_progress(min(start + per_query, len(tables)), len(tables))
     return counts
 
 
-def migration_states(database, schemas, snapshot_id=None):
+def migration_states(database, schemas, snapshot_id=None, per_query=COUNT_TABLES_PER_QUERY):
     """{schema: [[app, name], …]} of every schema in `schemas` (each has a django_migrations table), read in
     slices, each in a transaction of its own (importing the snapshot when given) so locks never pile up."""
     states = {schema: [] for schema in schemas}
     with database.connect(autocommit=False) as conn:
         conn.isolation_level = psycopg.IsolationLevel.REPEATABLE_READ
         conn.read_only = True
-        for start in range(0, len(schemas), COUNT_TABLES_PER_QUERY):
-            chunk = schemas[start:start + COUNT_TABLES_PER_QUERY]
+        for start in range(0, len(schemas), per_query):
+            chunk = schemas[start:start + per_query]
             with conn.cursor() as cursor:
                 if snapshot_id:
                     cursor.execute(f"SET TRANSACTION SNAPSHOT '{snapshot_id}'")

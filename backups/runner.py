@@ -201,24 +201,34 @@ def _tenant_parts(backup, database, work, report):
     return manifest, members
 
 
-def _full_parts(database, work, report):
-    (work / "db").mkdir()
+def dump_database(database, work, report):
+    """Every schema of `database` into custom-format dumps under `work`/db, in lock-bounded batches of one snapshot.
+    Returns (dumps [{"file", "schemas"}], {schema: {"tables": {table: rows}, "migrations": [...]}})."""
+    (Path(work) / "db").mkdir(exist_ok=True)
     dumps = []
     with pg.Snapshot(database) as snap:
         by_schema = pg.schemas_and_tables(snap.cursor)
-        groups = pg.batches(by_schema, pg.lock_budget(snap.cursor))
+        budget = pg.lock_budget(snap.cursor)
+        groups = pg.batches(by_schema, budget)
         tables = [(schema, table) for schema, names in by_schema.items() for table in names]
         report(2, f"Counting rows of {len(tables)} tables in {len(by_schema)} schemas")
-        counts = snap.count_rows(tables, on_progress=lambda done, total: report(2 + 8 * done / total))
+        per_query = min(pg.COUNT_TABLES_PER_QUERY, budget)  # each count query locks its tables too
+        counts = snap.count_rows(tables, on_progress=lambda done, total: report(2 + 8 * done / total),
+                                 per_query=per_query)
         with_migrations = [schema for schema, names in by_schema.items() if "django_migrations" in names]
-        migrations = pg.migration_states(database, with_migrations, snapshot_id=snap.id)
+        migrations = pg.migration_states(database, with_migrations, snapshot_id=snap.id, per_query=per_query)
         for index, group in enumerate(groups):
             report(10 + 40 * index / len(groups), f"Dumping schemas ({index + 1}/{len(groups)} batches)")
             name = f"db/{index:05d}.dump"
-            pg.dump(database, work / name, group, snapshot_id=snap.id)
+            pg.dump(database, Path(work) / name, group, snapshot_id=snap.id)
             dumps.append({"file": name, "schemas": group})
     schemas = {schema: {"tables": {t: counts[f"{schema}.{t}"] for t in names}, "migrations": migrations.get(schema, [])}
                for schema, names in by_schema.items()}
+    return dumps, schemas
+
+
+def _full_parts(database, work, report):
+    dumps, schemas = dump_database(database, work, report)
     store_dir, media_root = Path(settings.WHATSAPP_STORE_DIR), Path(settings.MEDIA_ROOT)
     manifest = contents.new_manifest(
         "full",
