@@ -114,12 +114,13 @@ def _reason(exc):
     return exc.message if isinstance(exc, DomainError) else f"{type(exc).__name__}: {exc}"
 
 
-def make(backup, report):
-    """Make, store and record the backup; returns its Sealing (whose identity verifies it)."""
+def make(backup, report, database=None):
+    """Make, store and record the backup (of `database`, by default Django's); returns its Sealing (whose identity
+    verifies it)."""
     store = storage.store()
     work = storage.work_dir(work_name(backup))
     sealing = crypto.sealing_for_new_file(store)
-    database = pg.Database.from_settings()
+    database = database or pg.Database.from_settings()
     report(1, "Reading the database")
     if backup.kind == Backup.Kind.TENANT:
         manifest, members = _tenant_parts(backup, database, work, report)

@@ -20,6 +20,7 @@ import logging
 import os
 import re
 import shutil
+import socket
 import subprocess
 import tarfile
 import time
@@ -147,6 +148,12 @@ def base_backups(store):
             taken = datetime.strptime(match.group(1), "%Y%m%dT%H%M%SZ").replace(tzinfo=dt_timezone.utc)
             found.append((taken, name))
     return sorted(found)
+
+
+def free_port():
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
 
 
 def as_postgres(args, **kwargs):

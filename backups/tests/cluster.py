@@ -3,7 +3,6 @@ that need server settings the shared server must keep (WAL archiving, a tiny loc
 belongs to the postgres system user (initdb refuses root), so its folder is made readable to it."""
 import os
 import shutil
-import socket
 import subprocess
 import tempfile
 import time
@@ -12,6 +11,7 @@ from pathlib import Path
 import psycopg
 
 from backups import pg, wal
+from backups.wal import free_port
 
 
 def newest_bin_dir():
@@ -19,12 +19,6 @@ def newest_bin_dir():
     if not dirs:
         raise RuntimeError("no /usr/lib/postgresql/*/bin")
     return dirs[-1]
-
-
-def free_port():
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 class ScratchCluster:
