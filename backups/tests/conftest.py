@@ -1,6 +1,8 @@
 """Fixtures of the backup tests: every path a backup reads or writes (BACKUP_DIR, MEDIA_ROOT, WHATSAPP_STORE_DIR,
 the WAL spool) in the test's own folder, a passphrase of its own, an in-process session host on the simulator
 whose device stores are WHATSAPP_STORE_DIR, and schemas a restore left behind dropped afterwards."""
+import uuid
+
 import pytest
 from django.db import connection
 
@@ -53,3 +55,20 @@ def drop_restored_schemas(django_db_blocker):
                            "OR (nspname LIKE 't\\_%%' AND nspname NOT LIKE 't\\_test\\_%%')")
             for (schema,) in cursor.fetchall():
                 cursor.execute(f'DROP SCHEMA "{schema}" CASCADE')
+
+
+@pytest.fixture
+def as_user(client):
+    def login(user):
+        client.force_login(user)
+        return client
+
+    return login
+
+
+@pytest.fixture
+def private_layer(settings):
+    """A channel layer prefix of this test's own: parallel runs on the same Redis never cross."""
+    layers = {key: dict(value) for key, value in settings.CHANNEL_LAYERS.items()}
+    layers["default"]["CONFIG"] = {**layers["default"]["CONFIG"], "prefix": f"sbtest:{uuid.uuid4().hex}"}
+    settings.CHANNEL_LAYERS = layers
