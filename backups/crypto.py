@@ -94,9 +94,18 @@ def wrap_identity(identity):
     return age_passphrase.encrypt(str(identity).encode(), passphrase())
 
 
+_unwrapped = {}  # (sha256 of the wrapped key, of the passphrase) -> identity: scrypt costs ~3 s per unwrap
+
+
 def unwrap_identity(wrapped, secret=None):
+    secret = secret or passphrase()
+    key = (hashlib.sha256(wrapped).hexdigest(), hashlib.sha256(secret.encode()).hexdigest())
+    if key in _unwrapped:
+        return _unwrapped[key]
     try:
-        return x25519.Identity.from_str(age_passphrase.decrypt(wrapped, secret or passphrase()).decode().strip())
+        identity = x25519.Identity.from_str(age_passphrase.decrypt(wrapped, secret).decode().strip())
+        _unwrapped[key] = identity
+        return identity
     except pyrage.DecryptError as exc:
         raise DomainError(BackupError.WRONG_KEY, "The passphrase does not open this backup's key: check "
                           "BACKUP_ENCRYPTION_KEY (or SECRET_KEY, when it is unset).") from exc
@@ -111,7 +120,9 @@ def keyring_identity(store):
         if store.exists(KEYRING_NAME):
             return unwrap_identity(store.read_bytes(KEYRING_NAME))
         identity = x25519.Identity.generate()
-        store.write_bytes(KEYRING_NAME, wrap_identity(identity))
+        wrapped = wrap_identity(identity)
+        store.write_bytes(KEYRING_NAME, wrapped)
+        _unwrapped[(hashlib.sha256(wrapped).hexdigest(), hashlib.sha256(passphrase().encode()).hexdigest())] = identity
         return identity
 
 

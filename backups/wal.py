@@ -20,8 +20,6 @@ import logging
 import os
 import re
 import shutil
-import socket
-import subprocess
 import tarfile
 import time
 from datetime import datetime, timezone as dt_timezone
@@ -35,6 +33,7 @@ from django.conf import settings
 from core.errors import DomainError
 
 from . import archive, contents, crypto, pg, storage
+from .processes import give_to_postgres, start_cluster
 from .errors import BackupError
 
 log = logging.getLogger(__name__)
@@ -150,26 +149,6 @@ def base_backups(store):
     return sorted(found)
 
 
-def free_port():
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-def as_postgres(args, **kwargs):
-    """Run a server binary as the owner of the cluster: as root, the postgres system user (initdb and postgres
-    refuse root)."""
-    if os.geteuid() == 0:
-        args = ["runuser", "-u", "postgres", "--", *args]
-        kwargs.setdefault("cwd", "/")
-    return subprocess.run(args, **kwargs)
-
-
-def give_to_postgres(path):
-    if os.geteuid() == 0:
-        subprocess.run(["chown", "-R", "postgres:postgres", str(path)], check=True)
-
-
 def pitr_restore(target_time, data_dir, *, port, identity=None, start=True, bin_dir=None, store=None, spool_dir=None,
                  sha256_of_name=None, timeout=600, out=None):
     """Build a new cluster in `data_dir` (must not exist) as the archived database was at `target_time` (aware
@@ -249,24 +228,6 @@ def _wanted(name, start_segment):
     if name.endswith(".history"):
         return True
     return name[:24] >= start_segment[:24] if start_segment else True
-
-
-def start_cluster(data_dir, *, bin_dir=None, timeout=600, log_file=None):
-    bin_dir = Path(bin_dir or pg.bin_dir())
-    log_file = log_file or Path(data_dir).parent / f"{Path(data_dir).name}.log"
-    if os.geteuid() == 0:
-        Path(log_file).touch()
-        give_to_postgres(log_file)
-    done = as_postgres([str(bin_dir / "pg_ctl"), "-D", str(data_dir), "-l", str(log_file), "-w", "-t",
-                        str(timeout), "start"], capture_output=True, text=True)
-    if done.returncode != 0:
-        tail = Path(log_file).read_text()[-2000:] if Path(log_file).exists() else ""
-        raise DomainError(BackupError.PITR_UNAVAILABLE, f"The recovered cluster did not start: {done.stderr}{tail}")
-
-
-def stop_cluster(data_dir, *, bin_dir=None, mode="fast"):
-    bin_dir = Path(bin_dir or pg.bin_dir())
-    as_postgres([str(bin_dir / "pg_ctl"), "-D", str(data_dir), "-m", mode, "-w", "stop"], capture_output=True)
 
 
 def wait_promoted(params, timeout=600):

@@ -10,8 +10,8 @@ from pathlib import Path
 
 import psycopg
 
-from backups import pg, wal
-from backups.wal import free_port
+from backups import pg, processes
+from backups.processes import free_port
 
 
 def newest_bin_dir():
@@ -32,15 +32,15 @@ class ScratchCluster:
         self.others = []  # data folders of clusters recovered from this one
 
     def start(self):
-        wal.give_to_postgres(self.root)
-        done = wal.as_postgres([str(self.bin_dir / "initdb"), "-D", str(self.data), "-U", "postgres",
+        processes.give_to_postgres(self.root)
+        done = processes.as_postgres([str(self.bin_dir / "initdb"), "-D", str(self.data), "-U", "postgres",
                                 "--auth=trust", "--encoding=UTF8", "--no-locale"], capture_output=True, text=True)
         if done.returncode != 0:
             raise RuntimeError(done.stdout + done.stderr)
         with open(self.data / "postgresql.conf", "a") as conf:
             conf.write(f"\nlisten_addresses = '127.0.0.1'\nport = {self.port}\nunix_socket_directories = "
                        f"'{self.root}'\nfsync = off\n{self.extra_settings}\n")
-        wal.start_cluster(self.data, bin_dir=self.bin_dir, timeout=60, log_file=self.root / "server.log")
+        processes.start_cluster(self.data, bin_dir=self.bin_dir, timeout=60, log_file=self.root / "server.log")
         return self
 
     def database(self, name="postgres"):
@@ -56,12 +56,12 @@ class ScratchCluster:
             return cursor.fetchall() if cursor.description else None
 
     def crash(self):
-        wal.stop_cluster(self.data, bin_dir=self.bin_dir, mode="immediate")
+        processes.stop_cluster(self.data, bin_dir=self.bin_dir, mode="immediate")
 
     def stop(self):
         for data in [self.data, *self.others]:
             if (Path(data) / "postmaster.pid").exists():
-                wal.stop_cluster(data, bin_dir=self.bin_dir, mode="immediate")
+                processes.stop_cluster(data, bin_dir=self.bin_dir, mode="immediate")
         time.sleep(0.2)
         shutil.rmtree(self.root, ignore_errors=True)
         for data in self.others:
@@ -72,7 +72,7 @@ def private_dir(prefix):
     """A folder the postgres user can write (archive spools, recovered clusters)."""
     path = Path(tempfile.mkdtemp(prefix=prefix, dir="/tmp"))
     os.chmod(path, 0o755)
-    wal.give_to_postgres(path)
+    processes.give_to_postgres(path)
     return path
 
 

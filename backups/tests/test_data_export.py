@@ -13,7 +13,7 @@ from django.utils import timezone
 from django_tenants.utils import tenant_context
 
 from backups import actions, exports
-from backups.models import Backup, DataExport, Status
+from backups.models import DataExport, Status
 from whatsapp.messaging.tests.test_message_types import png_bytes
 from whatsapp.models import WebhookEndpoint
 from whatsapp.tests.socket_support import open_socket

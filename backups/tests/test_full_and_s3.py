@@ -11,7 +11,7 @@ from django.db import connection
 from django_tenants.utils import tenant_context
 from moto.server import ThreadedMotoServer
 
-from backups import actions, pg, storage, wal
+from backups import actions, pg, processes, storage
 from backups.models import Status
 from whatsapp.models import BlockedNumber
 
@@ -58,7 +58,7 @@ def test_a_full_backup_restores_into_a_new_database(named, settings):
 
 @pytest.fixture
 def s3(settings, monkeypatch):
-    port = wal.free_port()
+    port = processes.free_port()
     server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
     server.start()
     for key, value in (("AWS_ACCESS_KEY_ID", "testing"), ("AWS_SECRET_ACCESS_KEY", "testing"),

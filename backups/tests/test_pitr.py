@@ -10,7 +10,7 @@ import pytest
 from django.core.management import call_command
 from django.utils import timezone
 
-from backups import runner, storage, wal
+from backups import processes, runner, storage, wal
 from backups.models import Backup, Status
 from backups.tests.cluster import ScratchCluster, private_dir
 
@@ -67,7 +67,7 @@ def test_recovery_to_a_moment_keeps_what_was_before_it_and_nothing_after(archivi
 
     recovered = private_dir("sb-pitr-") / "data"
     cluster.others.append(recovered)
-    port = wal.free_port()
+    port = processes.free_port()
     call_command("pitr_restore", "--target-time", target.isoformat(), "--data-dir", str(recovered),
                  "--port", str(port))
     notes = [row[0] for row in cluster.sql("SELECT note FROM notes ORDER BY id", port=port)]

@@ -8,7 +8,7 @@ from datetime import timezone as dt_timezone
 from django.core.management.base import BaseCommand, CommandError
 from django.utils.dateparse import parse_datetime
 
-from backups import wal
+from backups import processes, wal
 from core.errors import DomainError
 
 
@@ -31,7 +31,7 @@ class Command(BaseCommand):
             if target.tzinfo is None:
                 target = target.replace(tzinfo=dt_timezone.utc)
         identity = open(identity_file).read() if identity_file else None
-        port = port or wal.free_port()
+        port = port or processes.free_port()
         try:
             params = wal.pitr_restore(target, data_dir, port=port, identity=identity, start=not no_start,
                                       out=self.stdout.write)
