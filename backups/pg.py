@@ -238,6 +238,44 @@ def dump(database, path, schemas, *, snapshot_id=None, compress=False):
     run(args, env=database.env(), what=f"pg_dump of {', '.join(schemas[:3])}{'…' if len(schemas) > 3 else ''}")
 
 
+class DumpInProgress:
+    """pg_dump of `schemas` running in the background (`with` ends it if the caller fails first); `wait()` returns
+    the dump's path once it is complete, or raises."""
+
+    def __init__(self, database, path, schemas, *, snapshot_id=None):
+        self.database, self.path, self.schemas, self.snapshot_id = database, Path(path), schemas, snapshot_id
+        with database.connect(autocommit=True) as conn:
+            # An estimate for progress: the uncompressed dump is about the size of the tables' heaps.
+            self.estimated_bytes = conn.execute(
+                "SELECT coalesce(sum(pg_relation_size(c.oid)), 0) FROM pg_class c JOIN pg_namespace n "
+                "ON n.oid = c.relnamespace WHERE n.nspname = ANY(%s) AND c.relkind IN ('r', 't')",
+                [list(schemas)]).fetchone()[0]
+
+    def __enter__(self):
+        args = [tool("pg_dump", self.database), "-Fc", "--no-owner", "--no-privileges", "-Z", "0",
+                "-f", str(self.path)]
+        if self.snapshot_id:
+            args.append(f"--snapshot={self.snapshot_id}")
+        for schema in self.schemas:
+            args += ["-n", schema]
+        self.process = subprocess.Popen(args, env=self.database.env(), stdout=subprocess.DEVNULL,
+                                        stderr=subprocess.PIPE)
+        return self
+
+    def wait(self):
+        _, stderr = self.process.communicate()
+        if self.process.returncode != 0:
+            raise DomainError(BackupError.DUMP_FAILED, f"pg_dump of {', '.join(self.schemas)} failed: "
+                              f"{stderr.decode(errors='replace').strip()[-2000:]}")
+        return self.path
+
+    def __exit__(self, *exc):
+        if self.process.poll() is None:
+            self.process.kill()
+            self.process.wait()
+        return False
+
+
 def restore(database, path, *, jobs=2):
     """pg_restore of a custom-format dump into `database` as it is (a full restore: the schemas keep their names)."""
     run([tool("pg_restore", database), "--no-owner", "--no-privileges", "--exit-on-error", "-j", str(jobs),

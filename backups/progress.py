@@ -84,4 +84,4 @@ class Reporter:
 
     def span(self, start, end):
         """A reporter for a part of the work that maps its own 0..100 onto start..end."""
-        return lambda pct, stage=None: self(start + (end - start) * pct / 100, stage)
+        return lambda pct=None, stage=None: self(None if pct is None else start + (end - start) * pct / 100, stage)

@@ -5,6 +5,7 @@ under its final name only when complete, and then verified: the stored file is r
 decrypted, unpacked and restored into a scratch database (a full backup) or a scratch schema (a tenant backup), and
 every table's row count and the migration state compared with the manifest. Only then does it count as verified.
 """
+import contextlib
 import logging
 import os
 import socket
@@ -122,26 +123,29 @@ def make(backup, report, database=None):
     sealing = crypto.sealing_for_new_file(store)
     database = database or pg.Database.from_settings()
     report(1, "Reading the database")
-    if backup.kind == Backup.Kind.TENANT:
-        manifest, members = _tenant_parts(backup, database, work, report)
-    elif backup.kind == Backup.Kind.FULL:
-        manifest, members = _full_parts(database, work, report)
-    else:
-        manifest, members = wal.base_backup_parts(database, work, report)
-    manifest.update(compression="zstd" if backup.compress else "none", encryption=sealing.mode,
-                    versions=contents.versions(_server_version(database), pg.tool("pg_dump", database)))
-    total = sum(os.path.getsize(path) if os.path.isfile(path) else contents.tree_stats(path)["bytes"]
-                for path, _ in members) or 1
-    report(50, "Compressing and encrypting")
-    path = work / "backup.part"
-    with archive.ArchiveWriter(path, sealing, compress=backup.compress, level=settings.BACKUP_ZSTD_LEVEL,
-                               on_input=lambda done: report(50 + 45 * done / total)) as writer:
-        writer.add_bytes(_json_bytes(manifest), "manifest.json")
-        for local, arcname in members:
-            if os.path.isdir(local):
-                writer.add_tree(local, arcname)
-            else:
-                writer.add_file(local, arcname)
+    with contextlib.ExitStack() as open_until_written:
+        if backup.kind == Backup.Kind.TENANT:
+            manifest, members = _tenant_parts(backup, database, work, report, open_until_written)
+        elif backup.kind == Backup.Kind.FULL:
+            manifest, members = _full_parts(database, work, report)
+        else:
+            manifest, members = wal.base_backup_parts(database, work, report)
+        manifest.update(compression="zstd" if backup.compress else "none", encryption=sealing.mode,
+                        versions=contents.versions(_server_version(database), pg.tool("pg_dump", database)))
+        total = sum(_size(local) for local, _ in members) or 1
+        report(50, "Compressing and encrypting")
+        path = work / "backup.part"
+        with archive.ArchiveWriter(path, sealing, compress=backup.compress, level=settings.BACKUP_ZSTD_LEVEL,
+                                   on_input=lambda done: report(50 + 45 * done / total)) as writer:
+            writer.add_bytes(_json_bytes(manifest), "manifest.json")
+            for local, arcname in members:
+                if isinstance(local, pg.DumpInProgress):
+                    report(stage="Compressing and encrypting the dump")
+                    local = local.wait()
+                if os.path.isdir(local):
+                    writer.add_tree(local, arcname)
+                else:
+                    writer.add_file(local, arcname)
     report(96, "Storing")
     name = storage_name(backup)
     if sealing.wrapped_key:
@@ -156,6 +160,12 @@ def make(backup, report, database=None):
     return sealing
 
 
+def _size(local):
+    if isinstance(local, pg.DumpInProgress):
+        return local.estimated_bytes
+    return os.path.getsize(local) if os.path.isfile(local) else contents.tree_stats(local)["bytes"]
+
+
 def _json_bytes(data):
     import json  # here: only the manifest is serialised in this module
 
@@ -167,19 +177,22 @@ def _server_version(database):
         return conn.execute("SHOW server_version").fetchone()[0]
 
 
-def _tenant_parts(backup, database, work, report):
+def _tenant_parts(backup, database, work, report, open_until_written):
+    """The parts of a tenant backup. Its pg_dump runs beside the archiving of the files (media first, the dump
+    last), importing a snapshot that `open_until_written` keeps open until the archive is written."""
     schema = backup.tenant_schema
-    with pg.Snapshot(database) as snap:
-        tables = pg.schemas_and_tables(snap.cursor).get(schema)
-        if tables is None:
-            raise DomainError(BackupError.TENANT_HAS_NO_SCHEMA, f"The schema {schema} does not exist.")
-        report(5, "Counting rows")
-        counts = snap.count_rows([(schema, table) for table in tables])
-        migrations = pg.migration_state(snap.cursor, schema)
-        public_rows = contents.read_public_rows(snap.cursor, backup.tenant_id)
-        ids = contents.session_ids(snap.cursor, schema)
-        report(15, "Dumping the schema")
-        pg.dump(database, work / "schema.dump", [schema], snapshot_id=snap.id)
+    snap = open_until_written.enter_context(pg.Snapshot(database))
+    tables = pg.schemas_and_tables(snap.cursor).get(schema)
+    if tables is None:
+        raise DomainError(BackupError.TENANT_HAS_NO_SCHEMA, f"The schema {schema} does not exist.")
+    report(5, "Dumping the schema")
+    dump = open_until_written.enter_context(pg.DumpInProgress(database, work / "schema.dump", [schema],
+                                                              snapshot_id=snap.id))
+    report(8, "Counting rows")
+    counts = snap.count_rows([(schema, table) for table in tables])
+    migrations = pg.migration_state(snap.cursor, schema)
+    public_rows = contents.read_public_rows(snap.cursor, backup.tenant_id)
+    ids = contents.session_ids(snap.cursor, schema)
     contents.write_json(work / "public.json", public_rows)
     store_files = contents.store_files(schema, ids)
     media = contents.media_dir(schema)
@@ -195,10 +208,9 @@ def _tenant_parts(backup, database, work, report):
         files={"store": {"count": len(store_files), "bytes": sum(os.path.getsize(p) for _, p in store_files)},
                "media": contents.tree_stats(media)},
     )
-    members = [(work / "schema.dump", "db/schema.dump"), (work / "public.json", "public.json"),
-               *[(Path(path), arcname) for arcname, path in store_files]]
-    if media.is_dir():
-        members.append((media, "media"))
+    members = [(media, "media")] if media.is_dir() else []
+    members += [(work / "public.json", "public.json"), *[(Path(path), arcname) for arcname, path in store_files],
+                (dump, "db/schema.dump")]
     return manifest, members
 
 
