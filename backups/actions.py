@@ -220,8 +220,13 @@ def housekeeping(now=None):
     root = storage.work_root()
     for path in root.iterdir():
         age = now.timestamp() - path.stat().st_mtime
-        if path.name.split(".")[0] not in live and not path.name.startswith(("verify-", "pitr-")) and age > 600:
-            shutil.rmtree(path, ignore_errors=True) if path.is_dir() else path.unlink(missing_ok=True)
+        # A verification or recovery runs after its backup is over (no live row names it): give it a day.
+        patience = 86400 if path.name.startswith(("verify-", "pitr-", "full-restore-")) else 600
+        if path.name.split(".")[0] not in live and age > patience:
+            if path.is_dir():
+                shutil.rmtree(path, ignore_errors=True)
+            else:
+                path.unlink(missing_ok=True)
     restoring.drop_expired_previous_schemas(now)
     exports.delete_expired(now)
     return failed

@@ -51,7 +51,7 @@ def restore_payload(restore):
 
 class CreateBackupSerializer(serializers.Serializer):
     type = serializers.ChoiceField(choices=[Backup.Kind.FULL, Backup.Kind.TENANT, Backup.Kind.BASE],
-                                   default=Backup.Kind.FULL)
+                                   default=Backup.Kind.FULL, help_text="Default: tenant with tenant_id, else full")
     tenant_id = serializers.IntegerField(required=False, allow_null=True)
     compress = serializers.BooleanField(default=True)
 
@@ -89,11 +89,11 @@ class BackupListView(AdminView):
         wanted = request.query_params
         if wanted.get("tenant_id"):
             if not wanted["tenant_id"].isdigit():
-                raise DomainError(BackupError.INVALID_TYPE, "tenant_id must be a number.")
+                raise DomainError(BackupError.INVALID_FILTER, "tenant_id must be a number.")
             backups = backups.filter(tenant_id=int(wanted["tenant_id"]))
         if wanted.get("status"):
             if wanted["status"] not in Status.values:
-                raise DomainError(BackupError.INVALID_TYPE, f"Unknown status '{wanted['status']}'.",
+                raise DomainError(BackupError.INVALID_FILTER, f"Unknown status '{wanted['status']}'.",
                                   {"allowed": Status.values})
             backups = backups.filter(status=wanted["status"])
         if wanted.get("type"):
@@ -104,6 +104,8 @@ class BackupListView(AdminView):
     def post(self, request):
         data = _validated(CreateBackupSerializer, request.data)
         tenant = _tenant(data["tenant_id"]) if data.get("tenant_id") else None
+        if tenant is not None and "type" not in request.data:
+            data["type"] = Backup.Kind.TENANT  # {"tenant_id": …} alone backs that tenant up
         backup = actions.start_backup(kind=data["type"], tenant=tenant, compress=data["compress"],
                                       acting_user=request.user)
         backup.refresh_from_db()
@@ -187,7 +189,7 @@ class CleanupView(AdminView):
     def delete(self, request):
         days = request.query_params.get("days")
         if days is not None and not days.isdigit():
-            raise DomainError(BackupError.INVALID_TYPE, "days must be a whole number of days.")
+            raise DomainError(BackupError.INVALID_FILTER, "days must be a whole number of days.")
         return Response(actions.cleanup_backups(days=int(days) if days else None, acting_user=request.user))
 
 

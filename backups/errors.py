@@ -4,6 +4,7 @@ from core.errors import ErrorCode
 
 class BackupError(ErrorCode):
     INVALID_TYPE = "invalid_backup_type", 400
+    INVALID_FILTER = "invalid_filter", 400
     TENANT_REQUIRED = "tenant_required", 400
     TENANT_HAS_NO_SCHEMA = "tenant_has_no_schema", 409
     ALREADY_RUNNING = "backup_already_running", 409

@@ -129,3 +129,47 @@ def test_restore_as_a_new_tenant_leaves_the_original_alone(named, clients, host,
     assert tenant_state(named.acme) == before and tenant_state(named.globex) == globex_before
     stores = os.listdir(settings.WHATSAPP_STORE_DIR)
     assert any(name.startswith(copy.schema_name) for name in stores)  # the keys under the copy's own key
+
+
+@pytest.fixture
+def acme_schema_kept(tenant_schemas, django_db_blocker):
+    """A test that deletes Acme (its schema dropped) must leave the session's schema behind, whatever happens."""
+    yield
+    from django_tenants.utils import schema_exists
+
+    from tenants.pool import create_and_migrate_schema
+
+    with django_db_blocker.unblock():
+        if not schema_exists(tenant_schemas["acme"]):
+            create_and_migrate_schema(tenant_schemas["acme"])
+        connection.set_schema_to_public()
+
+
+def test_a_deleted_tenant_comes_back_with_its_public_rows(named, clients, acme_schema_kept, drop_restored_schemas):
+    from accounts.actions import create_api_key
+    from billing.models import Subscription
+    from tenants.actions import delete_tenant
+
+    key, raw = create_api_key(user=named.alice, tenant=named.acme, name="shop")
+    with tenant_context(named.acme):
+        BlockedNumber.objects.create(phone="+14155550999", reason="kept")
+    connection.set_schema_to_public()
+    backup = actions.start_backup(kind="tenant", tenant=named.acme, acting_user=named.admin, verify=False)
+    delete_tenant(named.acme, acting_user=named.admin)
+    assert not Tenant.objects.filter(pk=named.acme.pk).exists()
+
+    restore = actions.request_restore(Backup.objects.get(pk=backup.pk), acting_user=named.admin)
+    restore.refresh_from_db()
+    assert restore.status == Status.SUCCEEDED, restore.error
+    assert restore.details["recreated"] is True and restore.previous_schema == ""
+    tenant = Tenant.objects.get(pk=named.acme.pk)
+    assert (tenant.schema_name, tenant.slug, tenant.status) == ("t_test_acme", "acme", "active")
+    assert set(tenant.memberships.values_list("user__email", "role")) == {("alice@acme.test", "owner"),
+                                                                            ("bob@acme.test", "member")}
+    assert Subscription.objects.filter(tenant=tenant).exists()
+    assert tenant.api_keys.get(name="shop").key_hash == key.key_hash
+    with tenant_context(tenant):
+        assert list(BlockedNumber.objects.values_list("phone", flat=True)) == ["+14155550999"]
+    connection.set_schema_to_public()
+    response = clients["alice"].get("/api/v1/me")  # the key made before the backup works again
+    assert response.status_code == 200, response.content
