@@ -5,10 +5,15 @@
 group carrying the schema (t.<schema>.data_export).
 
 Messages to the browser: {"type": "work.update", "data": backups.progress.payload(row)}, first for the work in
-progress when the socket opens, then as it changes.
+progress or finished in the last minutes when the socket opens (a page whose socket dropped catches up when it
+reconnects), then as it changes.
 """
+from datetime import timedelta
+
 from channels.db import database_sync_to_async
 from channels.generic.websocket import AsyncJsonWebsocketConsumer
+from django.db.models import Q
+from django.utils import timezone
 
 from core.permissions import can_export_data
 
@@ -16,6 +21,11 @@ from .models import ACTIVE_STATUSES, Backup, DataExport, Restore
 from .progress import PLATFORM_GROUP, export_group, payload
 
 NOT_FOUND = 4404
+RECENT = timedelta(minutes=10)
+
+
+def _current_or_recent():
+    return Q(status__in=ACTIVE_STATUSES) | Q(finished_at__gte=timezone.now() - RECENT)
 
 
 class _WorkConsumer(AsyncJsonWebsocketConsumer):
@@ -50,7 +60,7 @@ class BackupsConsumer(_WorkConsumer):
 
     @staticmethod
     def _snapshot():
-        return [payload(row) for model in (Backup, Restore) for row in model.objects.filter(status__in=ACTIVE_STATUSES)]
+        return [payload(row) for model in (Backup, Restore) for row in model.objects.filter(_current_or_recent())]
 
 
 class DataExportConsumer(_WorkConsumer):
@@ -64,5 +74,5 @@ class DataExportConsumer(_WorkConsumer):
         await self.start(export_group(tenant.schema_name), self._snapshot)
 
     def _snapshot(self):
-        return [payload(row) for row in DataExport.objects.filter(tenant_id=self.tenant_id,
-                                                                  status__in=ACTIVE_STATUSES).select_related("tenant")]
+        return [payload(row) for row in DataExport.objects.filter(_current_or_recent(), tenant_id=self.tenant_id)
+                .select_related("tenant")]

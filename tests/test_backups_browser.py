@@ -36,7 +36,7 @@ def test_back_up_now_with_live_progress_and_a_tenants_export(live_system, launch
     admin = new_page(browser, live_system)
     log_in(admin, named.admin.email)
     admin.goto("/platform/backups/")
-    expect(admin.get_by_role("heading", name="Backups", exact=True)).to_be_visible()
+    expect(admin.get_by_role("heading", name="Backups", exact=True, level=1)).to_be_visible()
     admin.evaluate("window.notReloaded = true")
     admin.get_by_label("What").select_option("tenant")
     admin.get_by_label("Tenant").select_option(label="Acme (acme)")

@@ -20,6 +20,7 @@
   function update(data) {
     var row = document.querySelector('[data-work="' + data.object + "-" + data.id + '"]');
     if (!row) {
+      // Work started elsewhere: show it (finished work that is not on this page is someone else's history).
       if (data.status === "queued" || data.status === "running") window.location.reload();
       return;
     }
@@ -45,7 +46,8 @@
     if (verified && data.verification_error) verified.textContent = "failed: " + data.verification_error;
     var sha = field(row, "sha256");
     if (sha && data.sha256) { sha.textContent = data.sha256.slice(0, 12); sha.title = data.sha256; }
-    if (!inProgress && reloadOnDone && !row.getAttribute("data-done")) {
+    var shownActive = row.getAttribute("data-active") !== "false";
+    if (!inProgress && reloadOnDone && shownActive && !row.getAttribute("data-done")) {
       row.setAttribute("data-done", "1");
       window.setTimeout(function () { window.location.reload(); }, 300);
     }
