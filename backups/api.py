@@ -83,7 +83,7 @@ class BackupListView(AdminView):
     @extend_schema(parameters=[OpenApiParameter("tenant_id", int), OpenApiParameter("status", str,
                                                                                       enum=Status.values),
                                OpenApiParameter("type", str, enum=Backup.Kind.values), *PAGE_PARAMETERS],
-                   responses=dict)
+                   responses=dict, operation_id="backups_list")
     def get(self, request):
         backups = Backup.objects.select_related("created_by").order_by("-created_at", "-id")
         wanted = request.query_params
@@ -100,7 +100,7 @@ class BackupListView(AdminView):
             backups = backups.filter(kind=wanted["type"])
         return paginated(request, self, backups, backup_payload)
 
-    @extend_schema(request=CreateBackupSerializer, responses={202: dict})
+    @extend_schema(request=CreateBackupSerializer, responses={202: dict}, operation_id="backups_create")
     def post(self, request):
         data = _validated(CreateBackupSerializer, request.data)
         tenant = _tenant(data["tenant_id"]) if data.get("tenant_id") else None
@@ -128,24 +128,25 @@ def stats():
 
 
 class BackupStatsView(AdminView):
-    @extend_schema(responses=dict)
+    @extend_schema(responses=dict, operation_id="backups_stats")
     def get(self, request):
         return Response(stats())
 
 
 class BackupDetailView(AdminView):
-    @extend_schema(responses=dict)
+    @extend_schema(responses=dict, operation_id="backups_retrieve")
     def get(self, request, pk):
         return Response(backup_payload(get_object_or_404(Backup, pk=pk)))
 
-    @extend_schema(responses={204: None})
+    @extend_schema(responses={204: None}, operation_id="backups_destroy")
     def delete(self, request, pk):
         actions.delete_backup(get_object_or_404(Backup, pk=pk), acting_user=request.user)
         return Response(status=status.HTTP_204_NO_CONTENT)
 
 
 class BackupDownloadView(AdminView):
-    @extend_schema(responses={(200, "application/octet-stream"): OpenApiResponse(description="The encrypted file")})
+    @extend_schema(responses={(200, "application/octet-stream"): OpenApiResponse(description="The encrypted file")},
+                   operation_id="backups_download")
     def get(self, request, pk):
         backup = get_object_or_404(Backup, pk=pk)
         if not backup.is_restorable:
@@ -157,7 +158,7 @@ class BackupDownloadView(AdminView):
 
 
 class BackupRestoreView(AdminView):
-    @extend_schema(request=RestoreSerializer, responses={202: dict})
+    @extend_schema(request=RestoreSerializer, responses={202: dict}, operation_id="backups_restore")
     def post(self, request, pk):
         backup = get_object_or_404(Backup, pk=pk)
         data = _validated(RestoreSerializer, request.data)
@@ -169,13 +170,13 @@ class BackupRestoreView(AdminView):
 
 
 class RestoreDetailView(AdminView):
-    @extend_schema(responses=dict)
+    @extend_schema(responses=dict, operation_id="backups_restores_retrieve")
     def get(self, request, pk):
         return Response(restore_payload(get_object_or_404(Restore, pk=pk)))
 
 
 class ExportTenantView(AdminView):
-    @extend_schema(request=ExportSerializer, responses={202: dict})
+    @extend_schema(request=ExportSerializer, responses={202: dict}, operation_id="backups_export_tenant")
     def post(self, request):
         data = _validated(ExportSerializer, request.data)
         export = actions.request_export(_tenant(data["tenant_id"]), acting_user=request.user)
@@ -185,7 +186,7 @@ class ExportTenantView(AdminView):
 
 class CleanupView(AdminView):
     @extend_schema(parameters=[OpenApiParameter("days", int, description="Default BACKUP_RETENTION_DAYS")],
-                   responses=dict)
+                   responses=dict, operation_id="backups_cleanup")
     def delete(self, request):
         days = request.query_params.get("days")
         if days is not None and not days.isdigit():

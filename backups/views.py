@@ -1,5 +1,7 @@
 """Pages: Backups for platform admins (/platform/backups/), and a tenant owner's Export my data (/data-export/).
 Every change is a POST that redirects back; progress arrives over the page's websocket (static/js/backups.js)."""
+import functools
+
 from django.conf import settings
 from django.contrib import messages
 from django.contrib.auth.decorators import login_required
@@ -22,13 +24,12 @@ def platform_admin_only(view):
     """Backups are invisible to anyone but platform admins: a 404, like the API."""
 
     @login_required
+    @functools.wraps(view)
     def wrapper(request, *args, **kwargs):
         if not request.user.is_platform_admin:
             raise Http404
         return view(request, *args, **kwargs)
 
-    wrapper.__name__ = view.__name__
-    wrapper.__doc__ = view.__doc__
     return wrapper
 
 

@@ -6,9 +6,11 @@ it) once you have checked it."""
 from datetime import timezone as dt_timezone
 
 from django.core.management.base import BaseCommand, CommandError
+from django.db import DatabaseError
 from django.utils.dateparse import parse_datetime
 
 from backups import processes, wal
+from backups.models import Backup
 from core.errors import DomainError
 
 
@@ -34,8 +36,17 @@ class Command(BaseCommand):
         port = port or processes.free_port()
         try:
             params = wal.pitr_restore(target, data_dir, port=port, identity=identity, start=not no_start,
-                                      out=self.stdout.write)
+                                      out=self.stdout.write, sha256_of_name=_recorded_sha256)
         except DomainError as exc:
             raise CommandError(exc.message) from exc
         self.stdout.write(self.style.SUCCESS(
             f"Recovered cluster in {data_dir}: postgres://postgres@{params['host']}:{params['port']}/<database>"))
+
+
+def _recorded_sha256(storage_name):
+    """The base backup's recorded sha256, when the database that records it still answers (it may be the one being
+    recovered from); without it the file is still authenticated by age."""
+    try:
+        return Backup.objects.filter(storage_name=storage_name).values_list("sha256", flat=True).first() or None
+    except DatabaseError:
+        return None
