@@ -4,13 +4,15 @@ lost), restored in place, and equals the original: rows, media bytes, and the se
 Restoring as a new tenant gives a copy with its own schema; the other tenant is untouched throughout."""
 import base64
 import os
+from datetime import timedelta
 from pathlib import Path
 
 import pytest
 from django.db import connection
+from django.utils import timezone
 from django_tenants.utils import tenant_context
 
-from backups import actions
+from backups import actions, restoring
 from backups.models import Backup, Restore, Status
 from tenants.models import Tenant
 from whatsapp.models import BlockedNumber, Contact, Message, WhatsAppSession
@@ -103,6 +105,15 @@ def test_a_damaged_tenant_comes_back_as_it_was(named, clients, host, clock, sett
     assert restore.details["sessions_started"] == [session.pk]
     assert tenant_state(named.globex) == globex_before
     assert Restore.objects.get(pk=restore.pk).tenant_id == named.acme.pk
+
+    # The replaced schema and files stay for BACKUP_RESTORE_GRACE_DAYS, then go.
+    assert restoring.drop_expired_previous_schemas(timezone.now() + timedelta(days=6)) == []
+    assert restoring.drop_expired_previous_schemas(timezone.now() + timedelta(days=8)) == [restore.previous_schema]
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT 1 FROM pg_namespace WHERE nspname = %s", [restore.previous_schema])
+        assert cursor.fetchone() is None
+    assert not Path(settings.WHATSAPP_STORE_DIR, ".pre").joinpath(restore.previous_schema).exists()
+    assert not Path(settings.MEDIA_ROOT, restore.previous_schema).exists()
 
 
 def test_restore_as_a_new_tenant_leaves_the_original_alone(named, clients, host, clock, settings,
