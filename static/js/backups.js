@@ -46,6 +46,15 @@
     if (verified && data.verification_error) verified.textContent = "failed: " + data.verification_error;
     var sha = field(row, "sha256");
     if (sha && data.sha256) { sha.textContent = data.sha256.slice(0, 12); sha.title = data.sha256; }
+    var actions = field(row, "actions");
+    if (actions && data.status === "succeeded" && !actions.querySelector("a")) {
+      // Finished while the page was open: the download is there at once, the rest after a reload.
+      var link = document.createElement("a");
+      link.className = "button small";
+      link.href = actions.getAttribute("data-download");
+      link.textContent = "Download";
+      actions.insertBefore(link, actions.firstChild);
+    }
     var shownActive = row.getAttribute("data-active") !== "false";
     if (!inProgress && reloadOnDone && shownActive && !row.getAttribute("data-done")) {
       row.setAttribute("data-done", "1");
