@@ -48,7 +48,8 @@ def test_back_up_now_with_live_progress_and_a_tenants_export(live_system, launch
     expect(row.locator('[data-field="status"]')).to_have_text("Succeeded", timeout=60_000)
     expect(row.locator('[data-field="verified"]')).not_to_have_text("—", timeout=60_000)
     expect(row.locator('[data-field="sha256"]')).not_to_have_text("")
-    expect(row.get_by_role("link", name="Download")).to_have_attribute("href", f"/platform/backups/{backup.pk}/download")
+    download = row.get_by_role("link", name="Download")
+    expect(download).to_have_attribute("href", f"/platform/backups/{backup.pk}/download")
     assert admin.evaluate("window.notReloaded") is True  # followed over the socket, not by reloading
     done = live.outside_event_loop(lambda: Backup.objects.get(pk=backup.pk))
     assert done.verified_at is not None and done.status == "succeeded", (done.error, done.verification_error)
