@@ -3,3 +3,10 @@ from django.apps import AppConfig
 
 class BackupsConfig(AppConfig):
     name = "backups"
+
+    def ready(self):
+        from accounts import dashboard  # here: apps register with the dashboard once the registry is ready
+
+        from .views import export_card
+
+        dashboard.add_card(dashboard.Part("backups/_export_card.html", export_card))

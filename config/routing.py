@@ -1,5 +1,6 @@
 from django.urls import path
 
+from backups.consumers import BackupsConsumer, DataExportConsumer
 from tenants.consumers import TenantStatusConsumer
 
 # Conversation sockets are listed in whatsapp/conversation_routing.py.
@@ -11,4 +12,6 @@ websocket_urlpatterns = [
     path("ws/sessions/", SessionListConsumer.as_asgi()),
     path("ws/sessions/<str:name>/", SessionConsumer.as_asgi()),
     *conversation_websockets,
+    path("ws/backups/", BackupsConsumer.as_asgi()),
+    path("ws/data-export/", DataExportConsumer.as_asgi()),
 ]

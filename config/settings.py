@@ -8,6 +8,7 @@ from datetime import timedelta
 from pathlib import Path
 
 import environ
+from celery.schedules import crontab
 
 BASE_DIR = Path(__file__).resolve().parent.parent
 
@@ -51,6 +52,7 @@ SHARED_APPS = [
     "accounts",
     "billing",
     "whatsapp.host",
+    "backups",  # Backup records span schemas: they live in public
     "allauth",
     "allauth.account",
     "allauth.mfa",
@@ -64,7 +66,6 @@ TENANT_APPS = [
     "django.contrib.contenttypes",
     "whatsapp",
     "analytics",
-    "backups",
 ]
 INSTALLED_APPS = list(SHARED_APPS) + [a for a in TENANT_APPS if a not in SHARED_APPS]
 
@@ -252,6 +253,38 @@ WEBHOOK_ENCRYPTION_KEY = env("WEBHOOK_ENCRYPTION_KEY", default="")
 # Seconds a delivery attempt may take; only a 2xx answer within it counts as delivered.
 WEBHOOK_TIMEOUT_SECONDS = env.float("WEBHOOK_TIMEOUT_SECONDS", default=15)
 
+# --- backups ------------------------------------------------------------------------------------
+# Where backups go: empty = the local folder BACKUP_DIR (files 0600); or an S3-compatible bucket,
+# s3://<bucket>/<prefix>?endpoint_url=https://…&region=… (credentials from the URL's user:password or the usual
+# AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY environment).
+BACKUP_DIR = env("BACKUP_DIR", default=str(BASE_DIR / "var" / "backups"))
+BACKUP_STORAGE_URL = env("BACKUP_STORAGE_URL", default="")
+# Encryption (age format, pyrage). Preferred: public keys (age1…, comma-separated); the server then cannot read its
+# own backups, the identity is given at restore. Else a passphrase; else one derived from SECRET_KEY (development).
+BACKUP_AGE_RECIPIENTS = env.list("BACKUP_AGE_RECIPIENTS", default=[])
+BACKUP_ENCRYPTION_KEY = env("BACKUP_ENCRYPTION_KEY", default="")
+# An age identity file the workers may read to decrypt (re-verify, restore from the API); empty = none on the server.
+BACKUP_AGE_IDENTITY_FILE = env("BACKUP_AGE_IDENTITY_FILE", default="")
+BACKUP_SCHEDULE = env("BACKUP_SCHEDULE", default="0 3 * * *")  # nightly full backup, cron in UTC
+BACKUP_RETENTION_DAYS = env.int("BACKUP_RETENTION_DAYS", default=30)
+BACKUP_RESTORE_GRACE_DAYS = env.int("BACKUP_RESTORE_GRACE_DAYS", default=7)  # then <schema>_pre_<time> is dropped
+BACKUP_ZSTD_LEVEL = env.int("BACKUP_ZSTD_LEVEL", default=3)
+# A running backup whose worker has not reported for this long died (SIGKILL, lost machine): it is marked failed.
+BACKUP_STALE_SECONDS = env.int("BACKUP_STALE_SECONDS", default=300)
+# Seconds a tenant restore waits, after stopping the tenant's sessions, for the session hosts to let go of them.
+BACKUP_SESSION_STOP_WAIT_SECONDS = env.float("BACKUP_SESSION_STOP_WAIT_SECONDS", default=20)
+# GDPR exports ("Export my data"): per tenant per day, and how long the emailed link works (hours).
+BACKUP_EXPORTS_PER_DAY = env.int("BACKUP_EXPORTS_PER_DAY", default=3)
+BACKUP_EXPORT_LINK_HOURS = env.int("BACKUP_EXPORT_LINK_HOURS", default=24)
+# Point-in-time recovery (the private Postgres bootstrap starts): WAL segments land in this spool (archive_command)
+# and are shipped, compressed and encrypted, to the backup storage; a base backup is taken by BACKUP_BASE_SCHEDULE.
+BACKUP_WAL_SPOOL_DIR = env("BACKUP_WAL_SPOOL_DIR", default=str(BASE_DIR / "var" / "wal-spool"))
+BACKUP_BASE_SCHEDULE = env("BACKUP_BASE_SCHEDULE", default="0 2 * * 0")  # weekly, Sunday 02:00 UTC
+BACKUP_WAL_SHIP_SECONDS = env.int("BACKUP_WAL_SHIP_SECONDS", default=10)
+# Postgres client binaries (pg_dump, pg_restore, psql, pg_basebackup); empty = the /usr/lib/postgresql/<N>/bin
+# matching the server's major version.
+BACKUP_PG_BIN_DIR = env("BACKUP_PG_BIN_DIR", default="")
+
 # --- accounts -----------------------------------------------------------------------------------
 AUTH_USER_MODEL = "accounts.User"
 AUTHENTICATION_BACKENDS = [
@@ -341,12 +374,25 @@ CELERY_TASK_REJECT_ON_WORKER_LOST = True
 CELERY_WORKER_PREFETCH_MULTIPLIER = 1
 CELERY_BROKER_TRANSPORT_OPTIONS = {"visibility_timeout": 3600}
 CELERY_TASK_ALWAYS_EAGER = env.bool("CELERY_TASK_ALWAYS_EAGER", default=False)
+
+
+def _cron(expression):
+    """A five-field cron expression (minute hour day-of-month month day-of-week, UTC) as Celery's crontab."""
+    minute, hour, day_of_month, month_of_year, day_of_week = expression.split()
+    return crontab(minute=minute, hour=hour, day_of_month=day_of_month, month_of_year=month_of_year,
+                   day_of_week=day_of_week)
+
+
 CELERY_BEAT_SCHEDULER = "django_celery_beat.schedulers:DatabaseScheduler"
 CELERY_BEAT_SCHEDULE = {
     "refill-tenant-pool": {"task": "tenants.tasks.refill_tenant_pool", "schedule": timedelta(minutes=5)},
     "billing-clock": {"task": "billing.tasks.run_billing_clock", "schedule": timedelta(minutes=15)},
     "deliver-due-webhooks": {"task": "whatsapp.webhooks.tasks.deliver_due_webhooks", "schedule": timedelta(seconds=10)},
     "sweep-queued-messages": {"task": "whatsapp.tasks.sweep_queued_messages", "schedule": timedelta(seconds=30)},
+    "nightly-backup": {"task": "backups.tasks.nightly_backup", "schedule": _cron(BACKUP_SCHEDULE)},
+    "backup-housekeeping": {"task": "backups.tasks.housekeeping", "schedule": timedelta(minutes=1)},
+    "ship-wal": {"task": "backups.tasks.ship_wal", "schedule": timedelta(seconds=BACKUP_WAL_SHIP_SECONDS)},
+    "base-backup": {"task": "backups.tasks.base_backup", "schedule": _cron(BACKUP_BASE_SCHEDULE)},
 }
 
 # --- web ----------------------------------------------------------------------------------------

@@ -8,6 +8,7 @@ from django.urls import include, path
 from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
 
 from accounts import api as accounts_api
+from backups import urls as backup_urls
 from accounts import views as accounts_views
 from billing import api as billing_api
 from billing import views as billing_views
@@ -52,6 +53,8 @@ api_v1 = [
     path("", include("whatsapp.inbox.api")),
     # Blocked numbers and the pacing policy (whatsapp/sending_api.py).
     path("", include("whatsapp.messaging.policy_api")),
+    # Backups, restores and tenant exports: platform admins only (backups/api.py).
+    path("", include("backups.api")),
 ]
 
 urlpatterns = [
@@ -76,6 +79,8 @@ urlpatterns = [
     path("conversations/", include("whatsapp.inbox.urls")),
     path("webhooks/", include("whatsapp.webhooks.urls")),
     path("sending/", include("whatsapp.messaging.urls")),
+    path("data-export/", include(backup_urls.export_urlpatterns)),
+    path("platform/backups/", include("backups.urls")),
     path("switch/<int:tenant_id>", tenants_views.switch_tenant, name="switch_tenant"),
     path("platform/", tenants_views.platform_approvals, name="platform_approvals"),
     path("platform/tenants/", tenants_views.platform_tenants, name="platform_tenants"),

@@ -15,3 +15,8 @@ MANAGERS = (Role.OWNER, Role.ADMIN)
 def can_manage(role):
     """Owners and admins change the workspace's settings, sessions, keys and webhooks."""
     return role in MANAGERS
+
+
+def can_export_data(role):
+    """Only owners take a copy of all the workspace's data (GDPR export)."""
+    return role == Role.OWNER

@@ -140,6 +140,28 @@ pg_private_running() {
         as_pg "$PG_BIN/pg_ctl" status -D "$PG_DIR/data" >/dev/null 2>&1
 }
 
+# Point-in-time recovery for the private cluster only (a server bootstrap did not start is never reconfigured): WAL
+# segments are archived into BACKUP_WAL_SPOOL_DIR (a copy and a rename; at least every 60 s), from where a worker
+# ships them compressed and encrypted to the backup storage (backups/wal.py, whose archive_settings() writes the
+# same lines for scratch clusters). The settings live in a file of their own that postgresql.conf includes.
+configure_wal_archiving() {
+    local spool conf="$PG_DIR/data/switchboard-archive.conf"
+    spool=$(scripts/env-get BACKUP_WAL_SPOOL_DIR "$VAR/wal-spool")
+    mkdir -p "$spool"
+    if is_root; then chown postgres:postgres "$spool"; fi
+    chmod 700 "$spool"
+    cat >"$conf" <<EOF
+# Written by scripts/bootstrap.sh: WAL archiving for point-in-time recovery (README: Operations).
+wal_level = replica
+archive_mode = on
+archive_timeout = 60
+archive_command = 'test -f "$spool/%f" && cmp -s "%p" "$spool/%f" || (cp "%p" "$spool/%f.tmp" && mv "$spool/%f.tmp" "$spool/%f")'
+EOF
+    if is_root; then chown postgres:postgres "$conf"; fi
+    grep -q "switchboard-archive.conf" "$PG_DIR/data/postgresql.conf" ||
+        echo "include_if_exists = 'switchboard-archive.conf'" >>"$PG_DIR/data/postgresql.conf"
+}
+
 start_private_postgres() {
     PG_BIN=$(pg_bindir)
     if [ -z "$PG_BIN" ]; then
@@ -156,6 +178,7 @@ start_private_postgres() {
     fi
 
     if pg_private_running; then
+        configure_wal_archiving  # takes effect at the cluster's next start
         return
     fi
     mkdir -p "$PG_DIR"
@@ -172,6 +195,7 @@ listen_addresses = '127.0.0.1'
 synchronous_commit = off
 EOF
     fi
+    configure_wal_archiving
     local port
     port=$(cat "$PG_DIR/port" 2>/dev/null || echo "$PG_PRIVATE_PORT")
     if ! "$PY" scripts/services.py free-port "$port" | grep -qx "$port"; then

@@ -8,6 +8,13 @@ from config.celery import app
 TASK_NAMES = {
     "accounts.tasks.send_email",
     "billing.tasks.run_billing_clock",
+    "backups.tasks.housekeeping",
+    "backups.tasks.nightly_backup",
+    "backups.tasks.base_backup",
+    "backups.tasks.run_backup",
+    "backups.tasks.run_export",
+    "backups.tasks.run_restore",
+    "backups.tasks.ship_wal",
     "billing.tasks.process_stripe_event",
     "tenants.tasks.refill_tenant_pool",
     "tenants.tasks.provision_tenant",
