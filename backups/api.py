@@ -9,7 +9,7 @@ from rest_framework import permissions, serializers, status
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from core.api import PAGE_PARAMETERS, paginated
+from core.api import PAGE_PARAMETERS, StrictSerializer, choice_param, paginated, whole_number_param
 from core.errors import DomainError
 from tenants.models import Tenant
 
@@ -49,14 +49,14 @@ def restore_payload(restore):
             "created_by": restore.created_by.email if restore.created_by_id else None}
 
 
-class CreateBackupSerializer(serializers.Serializer):
+class CreateBackupSerializer(StrictSerializer):
     type = serializers.ChoiceField(choices=[Backup.Kind.FULL, Backup.Kind.TENANT, Backup.Kind.BASE],
                                    default=Backup.Kind.FULL, help_text="Default: tenant with tenant_id, else full")
     tenant_id = serializers.IntegerField(required=False, allow_null=True)
     compress = serializers.BooleanField(default=True)
 
 
-class RestoreSerializer(serializers.Serializer):
+class RestoreSerializer(StrictSerializer):
     as_new_tenant = serializers.BooleanField(default=False)
     identity = serializers.CharField(required=False, allow_blank=True, trim_whitespace=True, max_length=20000,
                                      help_text="The age identity (AGE-SECRET-KEY-1…) when backups are encrypted to "
@@ -65,7 +65,7 @@ class RestoreSerializer(serializers.Serializer):
     slug = serializers.SlugField(required=False, allow_blank=True, max_length=63)
 
 
-class ExportSerializer(serializers.Serializer):
+class ExportSerializer(StrictSerializer):
     tenant_id = serializers.IntegerField()
 
 
@@ -80,24 +80,24 @@ def _tenant(tenant_id):
 
 
 class BackupListView(AdminView):
-    @extend_schema(parameters=[OpenApiParameter("tenant_id", int), OpenApiParameter("status", str,
+    @extend_schema(parameters=[OpenApiParameter("tenant_id", {"type": "integer", "minimum": 1,
+                                                                "maximum": 2**31 - 1}),
+                               OpenApiParameter("status", str,
                                                                                       enum=Status.values),
                                OpenApiParameter("type", str, enum=Backup.Kind.values), *PAGE_PARAMETERS],
                    responses=dict, operation_id="backups_list")
     def get(self, request):
         backups = Backup.objects.select_related("created_by").order_by("-created_at", "-id")
-        wanted = request.query_params
-        if wanted.get("tenant_id"):
-            if not wanted["tenant_id"].isdigit():
-                raise DomainError(BackupError.INVALID_FILTER, "tenant_id must be a number.")
-            backups = backups.filter(tenant_id=int(wanted["tenant_id"]))
-        if wanted.get("status"):
-            if wanted["status"] not in Status.values:
-                raise DomainError(BackupError.INVALID_FILTER, f"Unknown status '{wanted['status']}'.",
-                                  {"allowed": Status.values})
-            backups = backups.filter(status=wanted["status"])
-        if wanted.get("type"):
-            backups = backups.filter(kind=wanted["type"])
+        tenant_id = whole_number_param(request, "tenant_id", low=1, high=2**31 - 1, default=None,
+                                       code=BackupError.INVALID_FILTER)
+        if tenant_id is not None:
+            backups = backups.filter(tenant_id=tenant_id)
+        wanted = choice_param(request, "status", Status.values, BackupError.INVALID_FILTER)
+        if wanted is not None:
+            backups = backups.filter(status=wanted)
+        kind = choice_param(request, "type", Backup.Kind.values, BackupError.INVALID_FILTER)
+        if kind is not None:
+            backups = backups.filter(kind=kind)
         return paginated(request, self, backups, backup_payload)
 
     @extend_schema(request=CreateBackupSerializer, responses={202: dict}, operation_id="backups_create")
@@ -185,13 +185,12 @@ class ExportTenantView(AdminView):
 
 
 class CleanupView(AdminView):
-    @extend_schema(parameters=[OpenApiParameter("days", int, description="Default BACKUP_RETENTION_DAYS")],
+    @extend_schema(parameters=[OpenApiParameter("days", {"type": "integer", "minimum": 0, "maximum": 36500},
+                                                description="Default BACKUP_RETENTION_DAYS")],
                    responses=dict, operation_id="backups_cleanup")
     def delete(self, request):
-        days = request.query_params.get("days")
-        if days is not None and not days.isdigit():
-            raise DomainError(BackupError.INVALID_FILTER, "days must be a whole number of days.")
-        return Response(actions.cleanup_backups(days=int(days) if days else None, acting_user=request.user))
+        days = whole_number_param(request, "days", low=0, high=36500, default=None, code=BackupError.INVALID_FILTER)
+        return Response(actions.cleanup_backups(days=days, acting_user=request.user))
 
 
 urlpatterns = [
