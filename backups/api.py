@@ -82,10 +82,11 @@ def _tenant(tenant_id):
 class BackupListView(AdminView):
     @extend_schema(parameters=[OpenApiParameter("tenant_id", {"type": "integer", "minimum": 1,
                                                                 "maximum": 2**31 - 1}),
-                               OpenApiParameter("status", str,
-                                                                                      enum=Status.values),
+                               OpenApiParameter("status", str, enum=Status.values),
                                OpenApiParameter("type", str, enum=Backup.Kind.values), *PAGE_PARAMETERS],
-                   responses=dict, operation_id="backups_list")
+                   responses={200: OpenApiResponse(response={"type": "array", "items": {"type": "object"}},
+                                                    description="Backups, newest first")},
+                   operation_id="backups_list")
     def get(self, request):
         backups = Backup.objects.select_related("created_by").order_by("-created_at", "-id")
         tenant_id = whole_number_param(request, "tenant_id", low=1, high=2**31 - 1, default=None,
@@ -145,7 +146,9 @@ class BackupDetailView(AdminView):
 
 
 class BackupDownloadView(AdminView):
-    @extend_schema(responses={(200, "application/octet-stream"): OpenApiResponse(description="The encrypted file")},
+    @extend_schema(responses={(200, "application/octet-stream"): OpenApiResponse(description="The encrypted file"),
+                              409: OpenApiResponse(description="backup_not_restorable: the backup has no stored file "
+                                                               "(queued, running, failed or cleaned up).")},
                    operation_id="backups_download")
     def get(self, request, pk):
         backup = get_object_or_404(Backup, pk=pk)

@@ -361,6 +361,8 @@ SPECTACULAR_SETTINGS = {
     "SWAGGER_UI_DIST": "SIDECAR",
     "SWAGGER_UI_FAVICON_HREF": "SIDECAR",
     # The envelope and the error answers of every operation (core.schema).
+    # The message types' enum is named once (a send's `type` and a simulated inbound's differ; both are "type").
+    "ENUM_NAME_OVERRIDES": {"MessageTypeEnum": "whatsapp.messaging.types.SUPPORTED_TYPES"},
     "POSTPROCESSING_HOOKS": ["drf_spectacular.hooks.postprocess_schema_enums", "core.schema.envelope_and_errors"],
 }
 

@@ -78,6 +78,7 @@ RULES_BEYOND_THE_SCHEMA = {
     "unknown_reply_to": "reply_to naming no message of this session",
     "invalid_messages": "a batch whose messages break these rules (details.errors)",
     "batch_over_rate_limit": "a batch larger than the business may ever send at once",
+    "invalid_name": "a name without a letter or digit",
     "invalid_url": "a URL that is not http(s) with a host",
     "private_target": "a URL whose host resolves to a private address",
     "unresolvable_host": "a URL whose host does not resolve",

@@ -51,7 +51,8 @@ class TenantCreateSerializer(StrictSerializer):
 class TenantUpdateSerializer(StrictSerializer):
     name = serializers.CharField(max_length=120, required=False)
     plan = PlanCodeField(required=False)
-    trial_ends_at = serializers.DateTimeField(required=False, allow_null=True)
+    trial_ends_at = serializers.DateTimeField(
+        required=False, help_text="When the trial ends; to end it now, give the time now.")
 
 
 class TenantSettingsSerializer(StrictSerializer):
