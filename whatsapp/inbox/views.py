@@ -173,5 +173,6 @@ def conversation_detail(request, pk):
         "messages_shown": [message_payload(row, name) for row in rows],
         "recipient": _recipient(conversation),
         "can_send": conversation.session.status == WhatsAppSession.Status.CONNECTED,
+        "can_reply": can(request.membership, Perm.CONVERSATIONS_REPLY),
         "simulator": _simulator(),
     })

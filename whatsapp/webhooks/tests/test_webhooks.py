@@ -244,7 +244,8 @@ def test_replay_attempts_a_dead_delivery_again(named, clients, receiver, django_
         WebhookDelivery.objects.filter(pk=delivery.pk).update(status="dead", next_attempt_at=None)
     receiver.statuses = [200]
     with django_capture_on_commit_callbacks(execute=True):
-        data = ok(clients["bob"].post(f"{V1}/webhook-deliveries/{delivery.pk}/replay"), 202)
+        data = ok(clients["alice"].post(f"{V1}/webhook-deliveries/{delivery.pk}/replay"), 202)
+    error(clients["bob"].post(f"{V1}/webhook-deliveries/{delivery.pk}/replay"), 403, "permission_denied")
     assert data["id"] == delivery.pk
     delivery = load(named.acme, delivery.pk)
     assert delivery.status == "succeeded" and delivery.attempts == 2
