@@ -204,8 +204,8 @@ def test_session_page_shows_status_explanation_qr_and_activity(as_user, named):
     assert 'src="/sessions/front-desk/qr.svg?v=' in page
     assert 'data-ws="/ws/sessions/front-desk/?tenant_id=' in page
     assert "Created by alice@acme.test" in page  # the activity log
-    assert "Link with phone number instead" not in page  # an agent links no phone
-    assert "Link with phone number instead" in as_user(named.alice).get("/sessions/front-desk/").content.decode()
+    assert 'data-testid="link-phone"' not in page and 'data-testid="start"' not in page  # an agent links nothing
+    assert 'data-testid="link-phone"' in as_user(named.alice).get("/sessions/front-desk/").content.decode()
     client = as_user(named.bob)
     svg = client.get("/sessions/front-desk/qr.svg")
     assert svg.status_code == 200 and svg["Content-Type"] == "image/svg+xml"
