@@ -85,6 +85,9 @@ class AudienceContactListView(BroadcastView):
         """The audience's contacts (those campaigns go to), by name; ?tag= keeps one tag's."""
         contacts = AudienceContact.objects.all()
         tag = request.query_params.get("tag")
+        if tag is not None and len(tag) > csvimport.MAX_TAG_LENGTH:
+            raise DomainError(CommonError.VALIDATION_ERROR, f"tag: at most {csvimport.MAX_TAG_LENGTH} characters.",
+                              {"tag": [f"At most {csvimport.MAX_TAG_LENGTH} characters."]})
         if tag is not None:
             contacts = contacts.filter(tags__contains=[tag.strip().lower()])
         return paginated(request, self, contacts, contact_payload)
