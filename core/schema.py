@@ -84,6 +84,9 @@ RULES_BEYOND_THE_SCHEMA = {
     "unresolvable_host": "a URL whose host does not resolve",
     "invalid_pacing": "pacing values that contradict each other",
     "invalid_amount": "an amount of zero, or too large to record",
+    "invalid_country": "a country code that is no country",
+    "missing_phone_column": "a CSV without a phone column",
+    "invalid_csv": "a CSV that cannot be read",
 }
 
 
