@@ -48,6 +48,8 @@ class Perm(str, enum.Enum):
     MEMBERS_MANAGE = "members.manage"  # invite, change roles, remove
     OWNERSHIP_TRANSFER = "ownership.transfer"
     AUDIT_READ = "audit.read"
+    CAMPAIGNS_READ = "campaigns.read"  # broadcasts: audiences, opt-outs, campaigns
+    CAMPAIGNS_MANAGE = "campaigns.manage"
     BILLING_READ = "billing.read"
     BILLING_MANAGE = "billing.manage"
     DATA_EXPORT = "data.export"
@@ -84,6 +86,8 @@ PERMISSIONS = {
     Perm.MEMBERS_MANAGE: MANAGERS,
     Perm.OWNERSHIP_TRANSFER: frozenset({O}),
     Perm.AUDIT_READ: MANAGERS,
+    Perm.CAMPAIGNS_READ: EVERYONE,
+    Perm.CAMPAIGNS_MANAGE: MANAGERS,
     Perm.BILLING_READ: EVERYONE,
     Perm.BILLING_MANAGE: frozenset({O}),
     Perm.DATA_EXPORT: frozenset({O}),
