@@ -177,9 +177,16 @@ def top_contacts(zone, now=None, limit=TOP_CONTACTS):
     now = (now or timezone.now()).astimezone(zone)
     since = (now - timedelta(days=RECENT_DAYS)).date()
     rows = _rows("""
-        SELECT chat_jid, sum(sent), sum(received) FROM analytics_chatdaily WHERE day >= %s
-        GROUP BY 1 HAVING sum(sent) + sum(received) > 0 ORDER BY sum(sent) + sum(received) DESC, 1 LIMIT %s""",
-                 [since, limit])
+        SELECT chat_jid, sum(sent), sum(received) FROM (
+          SELECT chat_jid, sent, received FROM analytics_chatdaily WHERE day >= %(day)s
+          UNION ALL
+          SELECT chat_jid, CASE WHEN direction = 'out' THEN n ELSE 0 END, CASE WHEN direction = 'in' THEN n ELSE 0 END
+          FROM (SELECT chat_jid, direction, CASE WHEN old_status IS NULL THEN 1 ELSE -1 END AS n
+                FROM analytics_messagecounter
+                WHERE (old_status IS NULL OR new_status IS NULL) AND (hour AT TIME ZONE 'UTC')::date >= %(day)s) c
+        ) chats
+        GROUP BY 1 HAVING sum(sent) + sum(received) > 0 ORDER BY sum(sent) + sum(received) DESC, 1
+        LIMIT %(limit)s""", {"day": since, "limit": limit})
     jids = [row[0] for row in rows]
     names = {c.jid: c.name or c.push_name or c.phone for c in Contact.objects.filter(jid__in=jids)}
     names.update({g.jid: g.name for g in Group.objects.filter(jid__in=jids)})

@@ -79,6 +79,7 @@ urlpatterns = [
     path("conversations/", include("whatsapp.inbox.urls")),
     path("webhooks/", include("whatsapp.webhooks.urls")),
     path("sending/", include("whatsapp.messaging.urls")),
+    path("analytics/", include("analytics.urls")),
     path("data-export/", include(backup_urls.export_urlpatterns)),
     path("platform/backups/", include("backups.urls")),
     path("switch/<int:tenant_id>", tenants_views.switch_tenant, name="switch_tenant"),
