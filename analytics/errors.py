@@ -7,3 +7,4 @@ class AnalyticsError(ErrorCode):
     INVALID_DAYS = "invalid_days", 400
     EVENT_TOO_LARGE = "event_too_large", 413
     INVALID_EVENT = "invalid_event", 400
+    INVALID_RANGE = "invalid_range", 400

@@ -98,3 +98,14 @@ class Event(models.Model):
 
     def __str__(self):
         return self.event_type
+
+
+class ApiUsageHourly(models.Model):
+    """API requests answered in one UTC hour, per API key (api_key_id 0: the browser's own session)."""
+
+    hour = models.DateTimeField()
+    api_key_id = models.BigIntegerField()
+    requests = models.BigIntegerField(default=0)
+
+    class Meta:
+        constraints = [models.UniqueConstraint(fields=["hour", "api_key_id"], name="analytics_api_usage_key")]

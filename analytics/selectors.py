@@ -46,12 +46,15 @@ def zone_of(tenant):
         return ZoneInfo("UTC")
 
 
-def _midnight(day, zone):
+UTC = ZoneInfo("UTC")
+
+
+def midnight(day, zone):
     return datetime.combine(day, time.min, tzinfo=zone)
 
 
-def _floor_hour(moment):
-    return moment.astimezone(ZoneInfo("UTC")).replace(minute=0, second=0, microsecond=0)
+def floor_hour(moment):
+    return moment.astimezone(UTC).replace(minute=0, second=0, microsecond=0)
 
 
 def _session_filter(session_id):
@@ -64,7 +67,7 @@ def daily_counts(zone, first_day, session_id=None):
     rows = _rows(f"""
         SELECT (hour AT TIME ZONE %(tz)s)::date AS day, direction, status, sum(n) FROM ({_HOURLY}) h
         WHERE true {where} GROUP BY 1, 2, 3""",
-                 {"since": _floor_hour(_midnight(first_day, zone)), "tz": str(zone), **params})
+                 {"since": floor_hour(midnight(first_day, zone)), "tz": str(zone), **params})
     days = {}
     for day, direction, status, n in rows:
         if day < first_day or not n:
@@ -162,7 +165,7 @@ def failures_by_reason(since_day, limit=10):
 def hourly_activity(zone, now=None):
     """Messages (both directions) of the last 30 days by local weekday (0 = Monday) and hour: 168 cells."""
     now = (now or timezone.now()).astimezone(zone)
-    since = _floor_hour(_midnight(now.date() - timedelta(days=RECENT_DAYS - 1), zone))
+    since = floor_hour(midnight(now.date() - timedelta(days=RECENT_DAYS - 1), zone))
     rows = _rows(f"""
         SELECT extract(isodow FROM hour AT TIME ZONE %(tz)s)::int - 1, extract(hour FROM hour AT TIME ZONE %(tz)s)::int,
                sum(n) FILTER (WHERE direction = 'out'), sum(n) FILTER (WHERE direction = 'in')
@@ -200,7 +203,7 @@ def top_contacts(zone, now=None, limit=TOP_CONTACTS):
 
 
 def first_response(now=None):
-    since = _floor_hour((now or timezone.now()) - timedelta(days=RECENT_DAYS))
+    since = floor_hour((now or timezone.now()) - timedelta(days=RECENT_DAYS))
     count, average, median = _rows("""
         SELECT count(*), avg(seconds), percentile_cont(0.5) WITHIN GROUP (ORDER BY seconds)
         FROM analytics_firstresponse WHERE hour >= %s""", [since])[0]

@@ -10,7 +10,7 @@ from django_tenants.utils import schema_context
 
 from tenants.models import Tenant
 
-from . import rollups
+from . import rollups, usage
 from .models import Event
 
 log = logging.getLogger(__name__)
@@ -48,3 +48,9 @@ def purge_old_events():
         with schema_context(schema):
             deleted += purge_events(settings.ANALYTICS_RETENTION_DAYS)
     return deleted
+
+
+@shared_task(name="analytics.tasks.flush_api_usage", ignore_result=True)
+def flush_api_usage():
+    """Beat, every minute: the API requests counted in Redis go into each tenant's hourly usage rows."""
+    return usage.flush()

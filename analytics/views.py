@@ -14,7 +14,7 @@ from django.views.decorators.cache import never_cache
 from billing.decorators import billing_access_required
 from whatsapp.sessions.models import WhatsAppSession
 
-from . import selectors
+from . import selectors, usage
 from .access import plan_includes_analytics
 
 CHART_DAYS = (7, 30, 90)
@@ -113,3 +113,12 @@ def dashboard_card(request):
         return None
     zone = selectors.zone_of(tenant)
     return {"stats": selectors.message_stats(zone), "time_zone": str(zone)}
+
+
+def usage_card_context(request):
+    """This month's usage against the plan's limits, for the dashboard and the billing page (None without a
+    workspace schema)."""
+    tenant = getattr(request, "tenant", None)
+    if tenant is None or not tenant.has_schema:
+        return None
+    return {"usage": usage.this_month(tenant)}

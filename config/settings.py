@@ -89,6 +89,7 @@ MIDDLEWARE = [
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
     "allauth.account.middleware.AccountMiddleware",
+    "analytics.middleware.ApiUsageMiddleware",  # API requests per tenant and key (analytics.usage)
 ]
 
 ROOT_URLCONF = "config.urls"
@@ -405,6 +406,7 @@ CELERY_BEAT_SCHEDULE = {
     "base-backup": {"task": "backups.tasks.base_backup", "schedule": _cron(BACKUP_BASE_SCHEDULE)},
     "analytics-rollups": {"task": "analytics.tasks.fold_rollups",
                           "schedule": timedelta(seconds=ANALYTICS_ROLLUP_SECONDS)},
+    "analytics-api-usage": {"task": "analytics.tasks.flush_api_usage", "schedule": timedelta(minutes=1)},
     "analytics-retention": {"task": "analytics.tasks.purge_old_events", "schedule": timedelta(hours=1)},
 }
 

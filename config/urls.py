@@ -53,6 +53,8 @@ api_v1 = [
     path("", include("whatsapp.inbox.api")),
     # Blocked numbers and the pacing policy (whatsapp/sending_api.py).
     path("", include("whatsapp.messaging.policy_api")),
+    # Analytics: figures, trends, custom events (analytics/api.py).
+    path("", include("analytics.api")),
     # Backups, restores and tenant exports: platform admins only (backups/api.py).
     path("", include("backups.api")),
 ]

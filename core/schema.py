@@ -84,6 +84,7 @@ RULES_BEYOND_THE_SCHEMA = {
     "unresolvable_host": "a URL whose host does not resolve",
     "invalid_pacing": "pacing values that contradict each other",
     "invalid_amount": "an amount of zero, or too large to record",
+    "invalid_range": "a date range backwards, longer than the operation allows or too far back",
 }
 
 

@@ -3,7 +3,64 @@
 import django.utils.timezone
 from django.db import migrations, models
 
-from analytics.rollups import TRIGGER_REVERSE_SQL, TRIGGER_SQL
+# The trigger as this migration made it (analytics.rollups.TRIGGER_SQL is the current one; a change to it comes in a
+# migration of its own).
+TRIGGER_SQL = '''
+CREATE OR REPLACE FUNCTION analytics_count_message() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN
+  IF TG_OP = 'INSERT' THEN
+    INSERT INTO analytics_messagecounter (message_id, session_id, conversation_id, hour, direction, type, chat_jid,
+                                          old_status, new_status, old_reason, new_reason, old_bytes, new_bytes)
+    VALUES (NEW.id, NEW.session_id, NEW.conversation_id, date_trunc('hour', NEW.created_at, 'UTC'), NEW.direction,
+            NEW.type, NEW.chat_jid, NULL, NEW.status, NULL,
+            CASE WHEN NEW.status = 'failed' THEN left(NEW.failure_reason, 200) END, 0, COALESCE(NEW.media_size, 0));
+    RETURN NULL;
+  ELSIF TG_OP = 'UPDATE' THEN
+    INSERT INTO analytics_messagecounter (message_id, session_id, conversation_id, hour, direction, type, chat_jid,
+                                          old_status, new_status, old_reason, new_reason, old_bytes, new_bytes)
+    VALUES (NEW.id, NEW.session_id, NEW.conversation_id, date_trunc('hour', NEW.created_at, 'UTC'), NEW.direction,
+            NEW.type, NEW.chat_jid, OLD.status, NEW.status,
+            CASE WHEN OLD.status = 'failed' THEN left(OLD.failure_reason, 200) END,
+            CASE WHEN NEW.status = 'failed' THEN left(NEW.failure_reason, 200) END,
+            COALESCE(OLD.media_size, 0), COALESCE(NEW.media_size, 0));
+    RETURN NULL;
+  ELSE
+    INSERT INTO analytics_messagecounter (message_id, session_id, conversation_id, hour, direction, type, chat_jid,
+                                          old_status, new_status, old_reason, new_reason, old_bytes, new_bytes)
+    VALUES (OLD.id, OLD.session_id, OLD.conversation_id, date_trunc('hour', OLD.created_at, 'UTC'), OLD.direction,
+            OLD.type, OLD.chat_jid, OLD.status, NULL,
+            CASE WHEN OLD.status = 'failed' THEN left(OLD.failure_reason, 200) END, NULL,
+            COALESCE(OLD.media_size, 0), 0);
+    RETURN NULL;
+  END IF;
+END
+$$;
+DROP TRIGGER IF EXISTS analytics_count_message_insert ON whatsapp_message;
+DROP TRIGGER IF EXISTS analytics_count_message_update ON whatsapp_message;
+DROP TRIGGER IF EXISTS analytics_count_message_delete ON whatsapp_message;
+CREATE TRIGGER analytics_count_message_insert AFTER INSERT ON whatsapp_message
+  FOR EACH ROW EXECUTE FUNCTION analytics_count_message();
+CREATE TRIGGER analytics_count_message_update AFTER UPDATE OF status, failure_reason, media_size ON whatsapp_message
+  FOR EACH ROW WHEN (OLD.status IS DISTINCT FROM NEW.status
+                     OR (NEW.status = 'failed' AND OLD.failure_reason IS DISTINCT FROM NEW.failure_reason)
+                     OR OLD.media_size IS DISTINCT FROM NEW.media_size)
+  EXECUTE FUNCTION analytics_count_message();
+CREATE TRIGGER analytics_count_message_delete AFTER DELETE ON whatsapp_message
+  FOR EACH ROW EXECUTE FUNCTION analytics_count_message();
+-- First responses look back through one conversation's messages.
+CREATE INDEX IF NOT EXISTS analytics_msg_conversation_idx ON whatsapp_message (conversation_id, created_at, id);
+-- Webhook health reads the last days' deliveries.
+CREATE INDEX IF NOT EXISTS analytics_whd_created_idx ON whatsapp_webhookdelivery (created_at);
+'''
+
+TRIGGER_REVERSE_SQL = '''
+DROP TRIGGER IF EXISTS analytics_count_message_insert ON whatsapp_message;
+DROP TRIGGER IF EXISTS analytics_count_message_update ON whatsapp_message;
+DROP TRIGGER IF EXISTS analytics_count_message_delete ON whatsapp_message;
+DROP FUNCTION IF EXISTS analytics_count_message();
+DROP INDEX IF EXISTS analytics_msg_conversation_idx;
+DROP INDEX IF EXISTS analytics_whd_created_idx;
+'''
 
 
 class Migration(migrations.Migration):

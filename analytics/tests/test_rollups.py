@@ -92,7 +92,8 @@ def scatter(session, rng, n):
             for status in ["sent", "delivered", "read"][:rng.randint(0, 3)]:
                 Message.objects.filter(pk=m.pk).update(status=status)
             if rng.random() < 0.2:
-                Message.objects.filter(pk=m.pk).update(status="failed", failure_reason=rng.choice(["timeout", "banned"]))
+                reason = rng.choice(["timeout", "banned"])
+                Message.objects.filter(pk=m.pk).update(status="failed", failure_reason=reason)
             if rng.random() < 0.1:  # a failed message's reason changes when it fails again
                 Message.objects.filter(pk=m.pk, status="failed").update(failure_reason="again")
     for m in rng.sample(made, n // 10):

@@ -63,7 +63,8 @@
       scales: { x: { time: true } },
       axes: [{}, { size: 50 }],
       series: [
-        { label: "Date", value: function (u, v) { return v == null ? "" : new Date(v * 1000).toISOString().slice(0, 10); } },
+        { label: "Date",
+          value: function (u, v) { return v == null ? "" : new Date(v * 1000).toISOString().slice(0, 10); } },
         { label: "Sent", stroke: "#0f7b5f", width: 2, fill: "rgba(15,123,95,0.08)" },
         { label: "Received", stroke: "#175cd3", width: 2 },
         { label: "Failed", stroke: "#b42318", width: 2, dash: [6, 4] }
