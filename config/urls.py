@@ -51,6 +51,8 @@ api_v1 = [
     # Contacts, groups and conversations (whatsapp/directory_api.py).
     path("", include("whatsapp.conversations.api")),
     path("", include("whatsapp.inbox.api")),
+    # Broadcasts: audience contacts, opt-outs, templates, campaigns (whatsapp/campaigns/api.py).
+    path("", include("whatsapp.campaigns.api")),
     # Blocked numbers and the pacing policy (whatsapp/sending_api.py).
     path("", include("whatsapp.messaging.policy_api")),
     # Analytics: figures, trends, custom events (analytics/api.py).
@@ -82,6 +84,7 @@ urlpatterns = [
     path("webhooks/", include("whatsapp.webhooks.urls")),
     path("sending/", include("whatsapp.messaging.urls")),
     path("analytics/", include("analytics.urls")),
+    path("broadcasts/", include("whatsapp.campaigns.urls")),
     path("data-export/", include(backup_urls.export_urlpatterns)),
     path("platform/backups/", include("backups.urls")),
     path("switch/<int:tenant_id>", tenants_views.switch_tenant, name="switch_tenant"),

@@ -85,6 +85,9 @@ RULES_BEYOND_THE_SCHEMA = {
     "invalid_pacing": "pacing values that contradict each other",
     "invalid_amount": "an amount of zero, or too large to record",
     "invalid_range": "a date range backwards, longer than the operation allows or too far back",
+    "invalid_country": "a country code that is no country",
+    "missing_phone_column": "a CSV without a phone column",
+    "invalid_csv": "a CSV that cannot be read",
 }
 
 

@@ -8,6 +8,7 @@ class WhatsappConfig(AppConfig):
         # Imported here: AppConfig.ready() runs once the models are loaded, which these modules need.
         from accounts import dashboard
         from billing import entitlements
+        from whatsapp.campaigns import events as campaign_events
         from whatsapp.conversations import actions as conversations
         from whatsapp.host import handlers
         from whatsapp.messaging import events as messaging_events
@@ -28,6 +29,8 @@ class WhatsappConfig(AppConfig):
         handlers.on_events(session_events.STATUS_KINDS, session_events.apply)
         handlers.on_events((EventKind.MESSAGE, EventKind.RECEIPT), messaging_events.apply_traffic)
         handlers.on_events((EventKind.CONNECTED,), messaging_events.on_connected)
+        # After messaging stored it: replies to campaigns and opt-out words.
+        handlers.on_events((EventKind.MESSAGE,), campaign_events.on_message)
         handlers.set_sender(messaging_events.Sender)
         handlers.on_command("sync_contacts", conversations.sync_on_host)
 
