@@ -79,8 +79,13 @@ class FirstResponse(models.Model):
 
     message_id = models.BigIntegerField(unique=True)
     session_id = models.BigIntegerField()
-    hour = models.DateTimeField(db_index=True)
+    conversation_id = models.BigIntegerField()
+    created_at = models.DateTimeField()
+    hour = models.DateTimeField()
     seconds = models.FloatField()
+
+    class Meta:
+        indexes = [models.Index(fields=["conversation_id", "created_at"], name="analytics_response_conv_idx")]
 
 
 class Event(models.Model):
@@ -109,3 +114,20 @@ class ApiUsageHourly(models.Model):
 
     class Meta:
         constraints = [models.UniqueConstraint(fields=["hour", "api_key_id"], name="analytics_api_usage_key")]
+
+
+class FirstResponseHourly(models.Model):
+    """First responses of one UTC hour and session by bucket of their time (analytics.rollups.RESPONSE_BUCKETS):
+    averages exact (seconds_sum / count), medians estimated within a bucket, read without touching every
+    response."""
+
+    hour = models.DateTimeField()
+    session_id = models.BigIntegerField()
+    bucket = models.SmallIntegerField()
+    count = models.BigIntegerField(default=0)
+    seconds_sum = models.FloatField(default=0)
+
+    class Meta:
+        constraints = [models.UniqueConstraint(fields=["hour", "session_id", "bucket"],
+                                               name="analytics_response_hour_key")]
+        indexes = [models.Index(fields=["hour"], name="analytics_response_hour_idx")]

@@ -65,15 +65,22 @@ DROP INDEX IF EXISTS analytics_msg_conversation_idx;
 DROP INDEX IF EXISTS analytics_whd_created_idx;
 """
 
+# Upper bounds (seconds) of the first-response buckets: bucket b holds times from RESPONSE_BUCKETS[b-1] (0 for the
+# first) up to RESPONSE_BUCKETS[b]; the last bucket everything from a week on. Postgres' width_bucket numbers them.
+RESPONSE_BUCKETS = (10, 30, 60, 120, 300, 600, 1800, 3600, 7200, 21600, 43200, 86400, 259200, 604800)
+_BUCKETS_SQL = "'{" + ",".join(str(b) for b in RESPONSE_BUCKETS) + "}'::float8[]"
+
 TRIGGERS = ("analytics_count_message_insert", "analytics_count_message_update", "analytics_count_message_delete")
 
-# The outgoing message m answers the inbound messages of its conversation after the outgoing one before it; its
-# first response time runs from the first of them. Ordered by (created_at, id), as the rebuild's window is.
-_FIRST_RESPONSES_OF_NEW = """
-  SELECT m.id AS message_id, m.session_id, date_trunc('hour', m.created_at, 'UTC') AS hour,
-         EXTRACT(EPOCH FROM m.created_at - fi.first_in)::float8 AS seconds
-  FROM {source} c
-  JOIN whatsapp_message m ON m.id = c.message_id AND m.conversation_id IS NOT NULL
+# The outgoing messages of the touched conversations from their `since` on, each with the time from the first inbound
+# message after the outgoing one before it (its first response time), ordered by (created_at, id) as the rebuild's
+# window is. A message inserted or deleted at time t changes only the answers after t, so these are all that move.
+_RESPONSES_OF_TOUCHED = """
+  SELECT m.id, m.session_id, m.conversation_id, m.created_at, date_trunc('hour', m.created_at, 'UTC'),
+         EXTRACT(EPOCH FROM m.created_at - fi.first_in)::float8
+  FROM analytics_touched t
+  JOIN whatsapp_message m ON m.conversation_id = t.conversation_id AND m.created_at >= t.since
+                             AND m.direction = 'out'
   LEFT JOIN LATERAL (
     SELECT o.created_at, o.id FROM whatsapp_message o
     WHERE o.conversation_id = m.conversation_id AND o.direction = 'out' AND (o.created_at, o.id) < (m.created_at, m.id)
@@ -82,7 +89,7 @@ _FIRST_RESPONSES_OF_NEW = """
     SELECT min(i.created_at) AS first_in FROM whatsapp_message i
     WHERE i.conversation_id = m.conversation_id AND i.direction = 'in' AND (i.created_at, i.id) < (m.created_at, m.id)
       AND (lo.id IS NULL OR (i.created_at, i.id) > (lo.created_at, lo.id))) fi
-  WHERE c.old_status IS NULL AND c.new_status IS NOT NULL AND c.direction = 'out' AND fi.first_in IS NOT NULL
+  WHERE fi.first_in IS NOT NULL
 """
 
 # One statement: the counter rows committed so far are taken away (rows of transactions still open stay for the
@@ -120,17 +127,38 @@ failures AS (
   GROUP BY 1, 2, 3 ORDER BY 1, 2, 3
   ON CONFLICT (day, session_id, reason) DO UPDATE SET count = r.count + EXCLUDED.count
   RETURNING 1),
-answered AS (
-  INSERT INTO analytics_firstresponse (message_id, session_id, hour, seconds)
-  """ + _FIRST_RESPONSES_OF_NEW.format(source="moved") + """
-  ON CONFLICT (message_id) DO NOTHING
-  RETURNING 1),
-unanswered AS (
-  DELETE FROM analytics_firstresponse WHERE message_id IN (SELECT message_id FROM moved WHERE new_status IS NULL)
+touched AS (
+  INSERT INTO analytics_touched (conversation_id, since)
+  SELECT conversation_id, min(hour) FROM moved
+  WHERE conversation_id IS NOT NULL AND (old_status IS NULL OR new_status IS NULL) GROUP BY 1
   RETURNING 1)
-SELECT (SELECT count(*) FROM moved), (SELECT count(*) FROM hourly), (SELECT count(*) FROM answered),
-       (SELECT count(*) FROM unanswered), (SELECT count(*) FROM chats), (SELECT count(*) FROM failures)
+SELECT (SELECT count(*) FROM moved), (SELECT count(*) FROM hourly), (SELECT count(*) FROM chats),
+       (SELECT count(*) FROM failures), (SELECT count(*) FROM touched)
 """
+
+# Then the first responses of the touched conversations are taken out and computed again (two statements: a row
+# deleted and inserted again by one statement is not allowed), their histogram following each.
+_HISTOGRAM_UPSERT = """
+  INSERT INTO analytics_firstresponsehourly AS r (hour, session_id, bucket, count, seconds_sum)
+  SELECT hour, session_id, width_bucket(seconds, """ + _BUCKETS_SQL + """), sum({sign}), sum({sign} * seconds)
+  FROM {source} GROUP BY 1, 2, 3 ORDER BY 1, 2, 3
+  ON CONFLICT (hour, session_id, bucket)
+  DO UPDATE SET count = r.count + EXCLUDED.count, seconds_sum = r.seconds_sum + EXCLUDED.seconds_sum
+"""
+UNANSWER_SQL = """
+WITH gone AS (
+  DELETE FROM analytics_firstresponse f USING analytics_touched t
+  WHERE f.conversation_id = t.conversation_id AND f.created_at >= t.since
+  RETURNING f.hour, f.session_id, f.seconds)
+""" + _HISTOGRAM_UPSERT.replace("{sign}", "-1").replace("{source}", "gone")
+ANSWER_SQL = """
+WITH fresh AS (
+  INSERT INTO analytics_firstresponse (message_id, session_id, conversation_id, created_at, hour, seconds)
+  """ + _RESPONSES_OF_TOUCHED + """
+  RETURNING hour, session_id, seconds)
+""" + _HISTOGRAM_UPSERT.replace("{sign}", "1").replace("{source}", "fresh")
+TOUCHED_TABLE_SQL = ("CREATE TEMP TABLE IF NOT EXISTS analytics_touched (conversation_id bigint, since timestamptz) "
+                     "ON COMMIT DELETE ROWS")
 
 REBUILD_SQL = """
 DELETE FROM analytics_messagecounter;
@@ -138,6 +166,7 @@ DELETE FROM analytics_hourlyrollup;
 DELETE FROM analytics_chatdaily;
 DELETE FROM analytics_failuredaily;
 DELETE FROM analytics_firstresponse;
+DELETE FROM analytics_firstresponsehourly;
 INSERT INTO analytics_hourlyrollup (hour, session_id, direction, type, status, count, media_bytes)
 SELECT date_trunc('hour', created_at, 'UTC'), session_id, direction, type, status, count(*),
        COALESCE(sum(media_size), 0)
@@ -150,7 +179,7 @@ INSERT INTO analytics_failuredaily (day, session_id, reason, count)
 SELECT (date_trunc('hour', created_at, 'UTC') AT TIME ZONE 'UTC')::date, session_id, left(failure_reason, 200),
        count(*)
 FROM whatsapp_message WHERE status = 'failed' GROUP BY 1, 2, 3;
-INSERT INTO analytics_firstresponse (message_id, session_id, hour, seconds)
+INSERT INTO analytics_firstresponse (message_id, session_id, conversation_id, created_at, hour, seconds)
 WITH seq AS (
   SELECT id, session_id, conversation_id, direction, created_at,
          count(*) FILTER (WHERE direction = 'out')
@@ -158,10 +187,13 @@ WITH seq AS (
   FROM whatsapp_message WHERE conversation_id IS NOT NULL),
 firsts AS (
   SELECT conversation_id, outs, min(created_at) AS first_in FROM seq WHERE direction = 'in' GROUP BY 1, 2)
-SELECT s.id, s.session_id, date_trunc('hour', s.created_at, 'UTC'),
+SELECT s.id, s.session_id, s.conversation_id, s.created_at, date_trunc('hour', s.created_at, 'UTC'),
        EXTRACT(EPOCH FROM s.created_at - f.first_in)::float8
 FROM seq s JOIN firsts f ON f.conversation_id = s.conversation_id AND f.outs = s.outs - 1
 WHERE s.direction = 'out';
+INSERT INTO analytics_firstresponsehourly (hour, session_id, bucket, count, seconds_sum)
+SELECT hour, session_id, width_bucket(seconds, """ + _BUCKETS_SQL + """), count(*), sum(seconds)
+FROM analytics_firstresponse GROUP BY 1, 2, 3;
 """
 
 
@@ -178,8 +210,14 @@ def fold():
         cursor.execute("SELECT pg_try_advisory_xact_lock(%s)", [key])
         if not cursor.fetchone()[0]:
             return None
+        cursor.execute(TOUCHED_TABLE_SQL)
+        cursor.execute("DELETE FROM analytics_touched")  # a fold inside a longer transaction starts afresh
         cursor.execute(FOLD_SQL)
-        return cursor.fetchone()[0]
+        folded = cursor.fetchone()[0]
+        if folded:
+            cursor.execute(UNANSWER_SQL)
+            cursor.execute(ANSWER_SQL)
+        return folded
 
 
 def rebuild():

@@ -13,6 +13,8 @@ from whatsapp.conversations.models import Contact, Conversation, Group
 from whatsapp.sessions.models import WhatsAppSession
 from whatsapp.webhooks.models import WebhookDelivery
 
+from . import rollups
+
 SENT_STATUSES = ("queued", "sending", "sent", "delivered", "read")  # accepted for sending: counted as sent
 PENDING_STATUSES = ("queued", "sending")
 REACHED_STATUSES = ("sent", "delivered", "read")  # left for WhatsApp: what delivery and read rates divide by
@@ -203,12 +205,31 @@ def top_contacts(zone, now=None, limit=TOP_CONTACTS):
 
 
 def first_response(now=None):
+    """Count and average (exact) and median (estimated within its bucket, linearly) of the last 30 days' first
+    responses, from their hourly histogram."""
     since = floor_hour((now or timezone.now()) - timedelta(days=RECENT_DAYS))
-    count, average, median = _rows("""
-        SELECT count(*), avg(seconds), percentile_cont(0.5) WITHIN GROUP (ORDER BY seconds)
-        FROM analytics_firstresponse WHERE hour >= %s""", [since])[0]
-    return {"count": int(count), "average_seconds": round(average, 1) if average is not None else None,
-            "median_seconds": round(median, 1) if median is not None else None}
+    buckets = _rows("""
+        SELECT bucket, sum(count), sum(seconds_sum) FROM analytics_firstresponsehourly WHERE hour >= %s
+        GROUP BY 1 HAVING sum(count) > 0 ORDER BY 1""", [since])
+    count = sum(int(n) for _, n, _ in buckets)
+    if not count:
+        return {"count": 0, "average_seconds": None, "median_seconds": None}
+    total = sum(float(s) for _, _, s in buckets)
+    return {"count": count, "average_seconds": round(total / count, 1),
+            "median_seconds": round(_median_of_buckets([(b, int(n)) for b, n, _ in buckets], count), 1)}
+
+
+def _median_of_buckets(buckets, count):
+    bounds = (0.0, *rollups.RESPONSE_BUCKETS)
+    half, seen = count / 2, 0
+    for bucket, n in buckets:
+        if seen + n >= half:
+            # width_bucket's bucket b holds [bounds[b], bounds[b + 1]); the last one is open: its width doubles.
+            low = float(bounds[bucket])
+            high = float(bounds[bucket + 1]) if bucket + 1 < len(bounds) else low * 2
+            return low + (high - low) * (half - seen) / n
+        seen += n
+    return float(bounds[-1])
 
 
 def session_stats():
