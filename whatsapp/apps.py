@@ -26,6 +26,7 @@ class WhatsappConfig(AppConfig):
 
         # The session host calls the features through these (whatsapp.host.handlers); it imports none of them.
         handlers.set_starter(session_events.starting)
+        handlers.on_start(messaging_events.settle_in_doubt)
         handlers.on_events(session_events.STATUS_KINDS, session_events.apply)
         handlers.on_events((EventKind.MESSAGE, EventKind.RECEIPT), messaging_events.apply_traffic)
         handlers.on_events((EventKind.CONNECTED,), messaging_events.on_connected)

@@ -219,8 +219,9 @@ class MessageListView(APIView):
     ], responses={202: MessageSerializer, 200: MessageSerializer})
     def post(self, request):
         """Queue a message: 202 {id, status: "queued"}, then follow it to sent, delivered, read or failed.
-        JSON, or multipart/form-data with the media as `file`. Codes: 404 not_found (session); 409
-        session_not_connected (details.status); 400 validation_error, unsupported_type (details.supported),
+        JSON, or multipart/form-data with the media as `file`. A linked session that is starting or reconnecting
+        queues it too. Codes: 404 not_found (session); 409 session_not_connected (details.status: logged out,
+        never linked, stopped, error); 400 validation_error, unsupported_type (details.supported),
         missing_text, text_too_long, caption_too_long, unexpected_caption, unexpected_media, missing_media,
         media_url_and_file, invalid_media_url, media_url_forbidden (private address), empty_media,
         invalid_location, invalid_contact, missing_reaction, invalid_reaction, missing_reply_to, invalid_reply_to,
