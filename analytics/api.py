@@ -24,6 +24,7 @@ from audit.actions import record
 from billing.permissions import CanWrite
 from core.api import PAGE_PARAMETERS, StrictSerializer, field_with_schema, paginated, whole_number_param
 from core.errors import CommonError, DomainError
+from core.schema import NO_NUL
 from tenants.models import Tenant
 from tenants.permissions import HasActiveTenant
 from whatsapp.sessions import api as sessions_api
@@ -102,6 +103,12 @@ class EventSerializer(serializers.ModelSerializer):
         read_only_fields = fields
 
 
+def _flat_values(data):
+    wrong = [name for name, value in data.items() if not isinstance(value, str | int | float | bool) or value is None]
+    if wrong:
+        raise serializers.ValidationError(f"'{wrong[0]}': a property is a string, a number or a boolean.")
+
+
 class EventWriteSerializer(StrictSerializer):
     event_type = field_with_schema(serializers.CharField, {"type": "string", "pattern": EVENT_TYPE_PATTERN},
                                    max_length=64, validators=[RegexValidator(EVENT_TYPE_PATTERN)],
@@ -109,9 +116,12 @@ class EventWriteSerializer(StrictSerializer):
     session_name = field_with_schema(serializers.CharField, {"type": "string", "pattern": NAME_PATTERN},
                                      required=False, max_length=64, validators=[RegexValidator(NAME_PATTERN)],
                                      help_text="A session of this workspace the event is about (404 if none).")
-    event_data = serializers.DictField(required=False, default=dict,
-                                       help_text=f"Any JSON object, at most {EVENT_DATA_MAX_BYTES} bytes as "
-                                                 "compact JSON (413 event_too_large beyond).")
+    event_data = field_with_schema(
+        serializers.DictField, {"type": "object", "additionalProperties": {"anyOf": [
+            {"type": "string", "pattern": NO_NUL}, {"type": "number"}, {"type": "boolean"}]}},
+        required=False, default=dict, validators=[_flat_values],
+        help_text=f"Properties of the event: names to strings, numbers or booleans, at most {EVENT_DATA_MAX_BYTES} "
+                  "bytes as compact JSON (413 event_too_large beyond).")
 
 
 class AnalyticsView(APIView):

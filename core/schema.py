@@ -143,6 +143,10 @@ def _closed(schema, components, seen):
         schema.setdefault("additionalProperties", False)
         for value in schema["properties"].values():
             _closed(value, components, seen)
+    if schema.get("type") == "object" and isinstance(schema.get("additionalProperties"), dict):
+        # A map's keys are text too (the strict JSON parser refuses a NUL in a key as in a value).
+        schema.setdefault("propertyNames", {"pattern": NO_NUL})
+        _closed(schema["additionalProperties"], components, seen)
     if "items" in schema:
         _closed(schema["items"], components, seen)
 

@@ -56,8 +56,10 @@ def test_custom_events_are_recorded_filtered_and_paginated(named, clients):
     traffic(named.acme)
     for i in range(3):
         created = ok(clients["bob"].post(f"{V1}/events", {"event_type": "order.paid", "session_name": "acme-desk",
-                                                          "event_data": {"order": i}}, format="json"), 201)
-    assert created["event_data"] == {"order": 2} and created["session_name"] == "acme-desk"
+                                                          "event_data": {"order": i, "paid": True, "by": "card"}},
+                                         format="json"), 201)
+    assert created["event_data"] == {"order": 2, "paid": True, "by": "card"}
+    assert created["session_name"] == "acme-desk"
     ok(clients["bob"].post(f"{V1}/events", {"event_type": "lead"}, format="json"), 201)
     response = clients["alice"].get(f"{V1}/events?event_type=order.paid&limit=2")
     body = response.json()
@@ -72,6 +74,8 @@ def test_custom_events_are_recorded_filtered_and_paginated(named, clients):
     ({"event_type": "big", "event_data": {"blob": "x" * 8200}}, 413, "event_too_large"),
     ({"event_type": "list", "event_data": [1, 2]}, 400, "validation_error"),
     ({"event_type": "text", "event_data": "hello"}, 400, "validation_error"),
+    ({"event_type": "nested", "event_data": {"a": {"b": 1}}}, 400, "validation_error"),
+    ({"event_type": "null", "event_data": {"a": None}}, 400, "validation_error"),
     ({"event_type": "has space"}, 400, "validation_error"),
     ({"event_data": {}}, 400, "validation_error"),
     ({"event_type": "x", "extra": 1}, 400, "validation_error"),
