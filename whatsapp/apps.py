@@ -8,6 +8,7 @@ class WhatsappConfig(AppConfig):
         # Imported here: AppConfig.ready() runs once the models are loaded, which these modules need.
         from accounts import dashboard
         from billing import entitlements
+        from whatsapp.automation import engine as automation
         from whatsapp.conversations import actions as conversations
         from whatsapp.host import handlers
         from whatsapp.messaging import events as messaging_events
@@ -27,6 +28,8 @@ class WhatsappConfig(AppConfig):
         handlers.set_starter(session_events.starting)
         handlers.on_events(session_events.STATUS_KINDS, session_events.apply)
         handlers.on_events((EventKind.MESSAGE, EventKind.RECEIPT), messaging_events.apply_traffic)
+        # After messaging stored it: the receptionist answers an inbound message (whatsapp.automation.engine).
+        handlers.on_events((EventKind.MESSAGE,), automation.on_message)
         handlers.on_events((EventKind.CONNECTED,), messaging_events.on_connected)
         handlers.set_sender(messaging_events.Sender)
         handlers.on_command("sync_contacts", conversations.sync_on_host)

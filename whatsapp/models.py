@@ -1,9 +1,10 @@
 """Django loads an app's models from <app>.models: the whatsapp app's models live in its feature packages.
 Code inside whatsapp/ imports them from their feature; this module is the app's face (and the admin's, the shell's)."""
+from whatsapp.automation.models import AutomationLog, Handoff, KeywordRule, Receptionist
 from whatsapp.conversations.models import Contact, Conversation, Group
 from whatsapp.messaging.models import BlockedNumber, Message, PacingPolicy
 from whatsapp.sessions.models import SessionActivity, WhatsAppSession
 from whatsapp.webhooks.models import WebhookDelivery, WebhookEndpoint
 
-__all__ = ["BlockedNumber", "Contact", "Conversation", "Group", "Message", "PacingPolicy", "SessionActivity",
-           "WebhookDelivery", "WebhookEndpoint", "WhatsAppSession"]
+__all__ = ["AutomationLog", "BlockedNumber", "Contact", "Conversation", "Group", "Handoff", "KeywordRule", "Message",
+           "PacingPolicy", "Receptionist", "SessionActivity", "WebhookDelivery", "WebhookEndpoint", "WhatsAppSession"]
