@@ -51,6 +51,8 @@ api_v1 = [
     # Contacts, groups and conversations (whatsapp/directory_api.py).
     path("", include("whatsapp.conversations.api")),
     path("", include("whatsapp.inbox.api")),
+    # The receptionist: business hours, automatic answers, keyword rules, handoff (whatsapp/automation/api.py).
+    path("", include("whatsapp.automation.api")),
     # Blocked numbers and the pacing policy (whatsapp/sending_api.py).
     path("", include("whatsapp.messaging.policy_api")),
     # Backups, restores and tenant exports: platform admins only (backups/api.py).
@@ -78,6 +80,7 @@ urlpatterns = [
     path("sessions/", include("whatsapp.sessions.urls")),
     path("conversations/", include("whatsapp.inbox.urls")),
     path("webhooks/", include("whatsapp.webhooks.urls")),
+    path("automation/", include("whatsapp.automation.urls")),
     path("sending/", include("whatsapp.messaging.urls")),
     path("data-export/", include(backup_urls.export_urlpatterns)),
     path("platform/backups/", include("backups.urls")),

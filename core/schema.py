@@ -84,6 +84,12 @@ RULES_BEYOND_THE_SCHEMA = {
     "unresolvable_host": "a URL whose host does not resolve",
     "invalid_pacing": "pacing values that contradict each other",
     "invalid_amount": "an amount of zero, or too large to record",
+    "invalid_schedule": "business hours that overlap or end before they start",
+    "invalid_holidays": "a holiday that is not a calendar date",
+    "invalid_pattern": "a regular expression that does not compile",
+    "invalid_rule": "a rule's reply without its text or media, or media on a text reply",
+    "invalid_bot_url": "the bot switched on without a URL",
+    "too_many_rules": "more keyword rules than a workspace may have",
 }
 
 
