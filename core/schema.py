@@ -85,6 +85,7 @@ RULES_BEYOND_THE_SCHEMA = {
     "invalid_pacing": "pacing values that contradict each other",
     "invalid_amount": "an amount of zero, or too large to record",
     "invalid_schedule": "business hours that overlap or end before they start",
+    "invalid_time_zone": "a time zone that is not an IANA name",
     "invalid_holidays": "a holiday that is not a calendar date",
     "invalid_pattern": "a regular expression that does not compile",
     "invalid_rule": "a rule's reply without its text or media, or media on a text reply",

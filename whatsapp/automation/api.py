@@ -22,7 +22,6 @@ from core.api import PAGE_PARAMETERS, StrictSerializer, choice_param, field_with
 from core.errors import CommonError, DomainError
 from core.net import HTTP_URL_PATTERN
 from tenants.permissions import HasActiveTenant
-from tenants.serializers import TIME_ZONES
 from whatsapp.conversations.models import Conversation
 from whatsapp.sessions.models import WhatsAppSession
 
@@ -45,7 +44,7 @@ _TEXT = {"max_length": actions.MAX_TEXT, "allow_blank": True, "required": False,
 
 class SettingsWriteSerializer(StrictSerializer):
     enabled = serializers.BooleanField(required=False)
-    time_zone = field_with_schema(serializers.CharField, {"type": "string", "enum": ["", *TIME_ZONES]},
+    time_zone = field_with_schema(serializers.CharField, {"type": "string", "maxLength": 64},
                                   max_length=64, allow_blank=True, required=False,
                                   help_text="IANA name; empty = the workspace's time zone")
     schedule = IntervalSerializer(many=True, required=False, max_length=hours.MAX_INTERVALS,

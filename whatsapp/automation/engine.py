@@ -91,6 +91,12 @@ def respond(schema_name, session_id, provider_id, *, now=None):
     if profile is None or not profile.enabled:
         return None
     answer = guard(profile, message, now)
+    if answer is None and profile.bot_enabled and profile.bot_url:
+        # The bot answers from a worker (it may take BOT_TIMEOUT_MS): never on the host's event thread.
+        from .tasks import ask_bot  # noqa: PLC0415  (tasks → bot → engine: the brain falls back to decide())
+
+        transaction.on_commit(lambda: ask_bot.delay(schema_name, message.pk))
+        return None
     if answer is None:
         answer = decide(profile, message, now, time_zone=profile.time_zone or workspace_time_zone(schema_name))
     if answer is None:
