@@ -9,7 +9,7 @@ from django.conf import settings
 from .errors import DomainError, ErrorCode
 
 # An http(s) URL with a host, as the OpenAPI schema states it (check_target answers what a pattern cannot).
-HTTP_URL_PATTERN = r"^https?://[^\s/?#@]+([/?#]\S*)?$"
+HTTP_URL_PATTERN = r"^https?://[^\s/?#@\u0000]+([/?#][^\s\u0000]*)?$"
 
 
 class NetError(ErrorCode):

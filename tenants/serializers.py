@@ -84,5 +84,5 @@ class ReasonSerializer(StrictSerializer):
 class RejectSerializer(StrictSerializer):
     # The applicant reads it: something to read (reject_tenant answers reason_required otherwise).
     reason = field_with_schema(serializers.CharField, {"type": "string", "minLength": 1, "maxLength": 2000,
-                                                       "pattern": r"\S"}, max_length=2000,
+                                                       "pattern": r"^[^\u0000]*\S[^\u0000]*$"}, max_length=2000,
                                help_text="Why, for the applicant.")
