@@ -9,6 +9,7 @@ class WhatsappConfig(AppConfig):
         from accounts import dashboard
         from billing import entitlements
         from whatsapp.automation import engine as automation
+        from whatsapp.automation import tasks as automation_tasks
         from whatsapp.conversations import actions as conversations
         from whatsapp.host import handlers
         from whatsapp.messaging import events as messaging_events
@@ -30,6 +31,7 @@ class WhatsappConfig(AppConfig):
         handlers.on_events((EventKind.MESSAGE, EventKind.RECEIPT), messaging_events.apply_traffic)
         # After messaging stored it: the receptionist answers an inbound message (whatsapp.automation.engine).
         handlers.on_events((EventKind.MESSAGE,), automation.on_message)
+        automation.ask_bot = automation_tasks.ask_bot.delay
         handlers.on_events((EventKind.CONNECTED,), messaging_events.on_connected)
         handlers.set_sender(messaging_events.Sender)
         handlers.on_command("sync_contacts", conversations.sync_on_host)

@@ -270,6 +270,8 @@ class RuleDetailView(AutomationView):
         """Change a rule (owner or admin); fields left out keep their value."""
         rule = self._rule(pk)
         require_owner_or_admin(request, "change the automation")
+        if not request.data:
+            raise DomainError(CommonError.VALIDATION_ERROR, "Send a JSON object with the fields to change.")
         data = _valid(RuleWriteSerializer, request, partial=True)
         if "session" in data:
             data["session"] = _session(data["session"]) if data["session"] is not None else None

@@ -36,6 +36,9 @@ Kind = AutomationLog.Kind
 NEVER_ANSWERED_SERVERS = ("@broadcast", "@newsletter")  # status updates, broadcast lists, channels
 TIME_ZONE_TTL_S = 60
 _time_zones = {}  # schema -> (time zone, read at)
+# Queues the bot's turn: (schema_name, message_id). The ask_bot task's .delay, set by WhatsappConfig.ready()
+# (the task runs whatsapp.automation.bot, which falls back to this module's rules).
+ask_bot = None
 
 
 @dataclass
@@ -93,9 +96,7 @@ def respond(schema_name, session_id, provider_id, *, now=None):
     answer = guard(profile, message, now)
     if answer is None and profile.bot_enabled and profile.bot_url:
         # The bot answers from a worker (it may take BOT_TIMEOUT_MS): never on the host's event thread.
-        from .tasks import ask_bot  # noqa: PLC0415  (tasks → bot → engine: the brain falls back to decide())
-
-        transaction.on_commit(lambda: ask_bot.delay(schema_name, message.pk))
+        transaction.on_commit(lambda: ask_bot(schema_name, message.pk))
         return None
     if answer is None:
         answer = decide(profile, message, now, time_zone=profile.time_zone or workspace_time_zone(schema_name))
