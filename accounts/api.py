@@ -7,23 +7,20 @@ from rest_framework.views import APIView
 from billing.entitlements import access_for, limits_for, plan_of, subscription_of
 from billing.permissions import CanWrite
 from core.api import PageLimitPagination, StrictModelSerializer, StrictSerializer
-from core.errors import DomainError
+from core.permissions import Perm, require
 from tenants import api as tenants_api
 from tenants.models import Tenant
 from tenants.permissions import HasActiveTenant
 from tenants.serializers import PlanSerializer, TenantCreateSerializer, TenantSerializer
 
 from .actions import create_api_key, create_tenant, revoke_api_key
-from .errors import AccountError
 from .models import ApiKey
 
 
 def require_owner_or_admin(request, doing):
-    """403 owner_or_admin_required unless the principal is the business's owner or an admin; `doing` finishes
-    the message ("… can delete contacts.")."""
-    membership = getattr(request._request, "membership", None)
-    if membership is None or not membership.can_manage:
-        raise DomainError(AccountError.OWNER_OR_ADMIN_REQUIRED, f"Only the business's owner or an admin can {doing}.")
+    """403 permission_denied unless the principal's role may manage the workspace (core.permissions). Kept for
+    callers written before the permission table; new views declare `required_permission` instead."""
+    require(getattr(request._request, "membership", None), Perm.SETTINGS_MANAGE)
 
 
 def _billing_summary(tenant):
@@ -34,6 +31,8 @@ def _billing_summary(tenant):
 
 
 class MeView(APIView):
+    required_permission = Perm.SIGNED_IN
+
     @extend_schema(responses=inline_serializer("Me", {
         "user": inline_serializer("MeUser", {"id": serializers.IntegerField(), "email": serializers.EmailField(),
                                              "full_name": serializers.CharField(),
@@ -80,6 +79,7 @@ class ApiKeyCreateSerializer(StrictSerializer):
 
 class ApiKeyListView(APIView):
     """The caller's own keys in the current tenant."""
+    required_permission = Perm.API_KEYS_MANAGE
 
     permission_classes = [permissions.IsAuthenticated, HasActiveTenant, CanWrite]
 
@@ -104,6 +104,7 @@ class ApiKeyListView(APIView):
 
 
 class ApiKeyDetailView(APIView):
+    required_permission = Perm.API_KEYS_REVOKE_OWN
     permission_classes = [permissions.IsAuthenticated, HasActiveTenant]
 
     @extend_schema(responses={204: None})

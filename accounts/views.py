@@ -7,18 +7,21 @@ from billing import selectors as billing_selectors
 from billing.decorators import billing_access_required
 from core import once
 from core.errors import DomainError
+from core.permissions import Perm, permission_required
 from tenants.decorators import active_tenant_required
 
 from . import actions, dashboard
 from .models import ApiKey
 
 
+@permission_required(Perm.PUBLIC)
 def landing(request):
     """The public front page: what the product does, the plans with their prices, the way to sign up."""
     return render(request, "landing.html", {"offers": billing_selectors.plan_offers()})
 
 
 @billing_access_required
+@permission_required(Perm.WORKSPACE_READ)
 def dashboard_page(request):
     """The workspace's home for its members: the business, its plan and billing, and what the features add."""
     tenant = request.tenant
@@ -35,6 +38,7 @@ def dashboard_page(request):
 
 @never_cache
 @billing_access_required
+@permission_required(Perm.API_KEYS_MANAGE)
 def api_keys(request):
     """The user's own keys in the current tenant. Creating one is POST -> redirect -> GET: the new key rides to the
     page in the session (never the URL) and is shown once, so a refresh neither repeats the POST nor shows it again."""
@@ -54,6 +58,7 @@ def api_keys(request):
 
 @active_tenant_required
 @require_POST
+@permission_required(Perm.API_KEYS_REVOKE_OWN)
 def revoke_api_key(request, key_id):
     key = get_object_or_404(ApiKey, pk=key_id, user=request.user, tenant=request.tenant)
     actions.revoke_api_key(key, acting_user=request.user)

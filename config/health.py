@@ -15,6 +15,7 @@ from rest_framework.views import APIView
 
 from core import heartbeats
 from core.errors import CommonError, DomainError
+from core.permissions import Perm, permission_required
 from core.redis import client
 from whatsapp.host.models import SessionLease
 from whatsapp.host.queues import SHARED_QUEUE
@@ -22,6 +23,7 @@ from whatsapp.host.queues import SHARED_QUEUE
 DEFAULT_QUEUE = "default"
 
 
+@permission_required(Perm.PUBLIC)
 def liveness(request):
     return JsonResponse({"status": "ok"})
 
@@ -80,6 +82,7 @@ HealthSerializer = inline_serializer("Health", {
 
 
 class DetailedHealthView(APIView):
+    required_permission = Perm.PUBLIC
     permission_classes = [permissions.AllowAny]
 
     @extend_schema(responses={200: HealthSerializer, 503: OpenApiResponse(

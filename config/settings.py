@@ -244,6 +244,14 @@ WHATSAPP_PACING_WARMUP_DAILY_CAP = env.int("WHATSAPP_PACING_WARMUP_DAILY_CAP", d
 # beyond it); a plan's lower messages_per_minute applies first. -1 = no installation-wide ceiling.
 WHATSAPP_RATE_LIMIT_PER_COMPANY = env.int("WHATSAPP_RATE_LIMIT_PER_COMPANY", default=600)
 WHATSAPP_RATE_LIMIT_WINDOW = env.int("WHATSAPP_RATE_LIMIT_WINDOW", default=60)
+# Broadcasts (whatsapp.campaigns): contacts per CSV import and its size; recipients per campaign unless the plan's
+# features say max_campaign_recipients; the words (any language) that opt a contact out when sent alone.
+CAMPAIGN_IMPORT_MAX_ROWS = env.int("CAMPAIGN_IMPORT_MAX_ROWS", default=50_000)
+CAMPAIGN_IMPORT_MAX_BYTES = env.int("CAMPAIGN_IMPORT_MAX_BYTES", default=10_000_000)
+CAMPAIGN_MAX_RECIPIENTS = env.int("CAMPAIGN_MAX_RECIPIENTS", default=100_000)
+CAMPAIGN_OPT_OUT_WORDS = env.list("CAMPAIGN_OPT_OUT_WORDS", default=[
+    "stop", "stopall", "unsubscribe", "stopp", "abmelden", "arret", "arrêt", "désabonner", "baja", "alto", "parar",
+    "sair", "cancelar suscripción", "berhenti", "henti", "uitschrijven", "توقف", "停止", "退订", "रोकें"])
 # Webhooks (whatsapp.webhooks): targets in private, loopback or link-local ranges are refused unless this is
 # true (development only: receivers on this machine or your LAN).
 WEBHOOK_ALLOW_PRIVATE_TARGETS = env.bool("WEBHOOK_ALLOW_PRIVATE_TARGETS", default=False)

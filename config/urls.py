@@ -53,6 +53,8 @@ api_v1 = [
     path("", include("whatsapp.inbox.api")),
     # The receptionist: business hours, automatic answers, keyword rules, handoff (whatsapp/automation/api.py).
     path("", include("whatsapp.automation.api")),
+    # Broadcasts: audience contacts, opt-outs, templates, campaigns (whatsapp/campaigns/api.py).
+    path("", include("whatsapp.campaigns.api")),
     # Blocked numbers and the pacing policy (whatsapp/sending_api.py).
     path("", include("whatsapp.messaging.policy_api")),
     # Backups, restores and tenant exports: platform admins only (backups/api.py).
@@ -82,6 +84,7 @@ urlpatterns = [
     path("webhooks/", include("whatsapp.webhooks.urls")),
     path("automation/", include("whatsapp.automation.urls")),
     path("sending/", include("whatsapp.messaging.urls")),
+    path("broadcasts/", include("whatsapp.campaigns.urls")),
     path("data-export/", include(backup_urls.export_urlpatterns)),
     path("platform/backups/", include("backups.urls")),
     path("switch/<int:tenant_id>", tenants_views.switch_tenant, name="switch_tenant"),

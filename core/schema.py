@@ -91,6 +91,9 @@ RULES_BEYOND_THE_SCHEMA = {
     "invalid_rule": "a rule's reply without its text or media, or media on a text reply",
     "invalid_bot_url": "the bot switched on without a URL",
     "too_many_rules": "more keyword rules than a workspace may have",
+    "invalid_country": "a country code that is no country",
+    "missing_phone_column": "a CSV without a phone column",
+    "invalid_csv": "a CSV that cannot be read",
 }
 
 

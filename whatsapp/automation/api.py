@@ -5,8 +5,8 @@ DELETE: back to the workspace's), POST automation/bot-secret, GET/POST automatio
 GET/PATCH/DELETE automation/rules/{id}, GET automation/log, POST sessions/{name}/handoff and
 POST conversations/{id}/handoff.
 
-Every member reads and switches a conversation's handoff (a person takes it); owners and admins change the settings
-and rules (403 owner_or_admin_required). Writes need a paying tenant (402). Ids and names are the tenant's own:
+Who may do what is core.permissions' table: settings.read to read, settings.manage to change settings and rules,
+conversations.reply to switch a handoff (a person takes the conversation); 403 permission_denied otherwise. Writes need a paying tenant (402). Ids and names are the tenant's own:
 another tenant's are 404.
 """
 from django.db.models import Q
@@ -16,11 +16,11 @@ from rest_framework import exceptions, permissions, serializers
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from accounts.api import require_owner_or_admin
 from billing.permissions import CanWrite
 from core.api import PAGE_PARAMETERS, StrictSerializer, choice_param, field_with_schema, paginated
 from core.errors import CommonError, DomainError
 from core.net import HTTP_URL_PATTERN
+from core.permissions import Perm
 from tenants.permissions import HasActiveTenant
 from whatsapp.conversations.models import Conversation
 from whatsapp.sessions.models import WhatsAppSession
@@ -176,6 +176,8 @@ NAME = [OpenApiParameter("name", str, OpenApiParameter.PATH)]
 
 
 class WorkspaceSettingsView(AutomationView):
+    required_permissions = {"GET": Perm.SETTINGS_READ, "PATCH": Perm.SETTINGS_MANAGE}
+
     @extend_schema(tags=TAGS, responses=SettingsSerializer)
     def get(self, request):
         """The workspace's receptionist: business hours, automatic answers, handoff, the bot webhook."""
@@ -184,13 +186,15 @@ class WorkspaceSettingsView(AutomationView):
     @extend_schema(tags=TAGS, request=SettingsWriteSerializer, responses=SettingsSerializer)
     def patch(self, request):
         """Change the workspace's receptionist (owner or admin); fields left out keep their value."""
-        require_owner_or_admin(request, "change the automation")
         row = actions.update_settings(request._request.tenant, acting_user=request.user,
                                       changes=_settings_changes(request))
         return Response(selectors.settings_payload(row))
 
 
 class SessionSettingsView(AutomationView):
+    required_permissions = {"GET": Perm.SETTINGS_READ, "PATCH": Perm.SETTINGS_MANAGE,
+                            "DELETE": Perm.SETTINGS_MANAGE}
+
     @extend_schema(tags=TAGS, parameters=NAME, responses=SettingsSerializer)
     def get(self, request, name):
         """The number's receptionist: its own, or the workspace's it uses (own: false)."""
@@ -201,7 +205,6 @@ class SessionSettingsView(AutomationView):
     def patch(self, request, name):
         """Give the number settings of its own (made from the workspace's defaults on the first change)."""
         session = _session(name)
-        require_owner_or_admin(request, "change the automation")
         row = actions.update_settings(request._request.tenant, session=session, acting_user=request.user,
                                       changes=_settings_changes(request))
         return Response(selectors.settings_payload(row, session=session))
@@ -210,19 +213,19 @@ class SessionSettingsView(AutomationView):
     def delete(self, request, name):
         """The number goes back to the workspace's settings."""
         session = _session(name)
-        require_owner_or_admin(request, "change the automation")
         actions.reset_session_settings(request._request.tenant, session, acting_user=request.user)
         return Response(status=204)
 
 
 class BotSecretView(AutomationView):
+    required_permission = Perm.SETTINGS_MANAGE
+
     @extend_schema(tags=TAGS, request=None, parameters=[
         OpenApiParameter("session", {"type": "string", "pattern": r"^[a-zA-Z0-9_-]{1,64}$"},
                          description="The number's own settings; absent = the workspace's")],
         responses={201: BotSecretSerializer})
     def post(self, request):
         """A new signing secret for the bot webhook (owner or admin); the previous one stops working."""
-        require_owner_or_admin(request, "change the automation")
         name = request.query_params.get("session")
         session = _session(name) if name is not None else None
         _, secret = actions.rotate_bot_secret(request._request.tenant, session=session, acting_user=request.user)
@@ -230,6 +233,8 @@ class BotSecretView(AutomationView):
 
 
 class RuleListView(AutomationView):
+    required_permissions = {"GET": Perm.SETTINGS_READ, "POST": Perm.SETTINGS_MANAGE}
+
     @extend_schema(tags=TAGS, parameters=[
         OpenApiParameter("session", {"type": "string", "pattern": r"^[a-zA-Z0-9_-]{1,64}$"},
                          description="Rules of this number and those of every number"),
@@ -246,7 +251,6 @@ class RuleListView(AutomationView):
     def post(self, request):
         """Add a keyword rule (owner or admin). 400 invalid_pattern (a regex that does not compile), invalid_rule
         (a reply without its text or media), too_many_rules."""
-        require_owner_or_admin(request, "change the automation")
         data = _valid(RuleWriteSerializer, request)
         if data.get("session") is not None:
             data["session"] = _session(data["session"])
@@ -255,6 +259,9 @@ class RuleListView(AutomationView):
 
 
 class RuleDetailView(AutomationView):
+    required_permissions = {"GET": Perm.SETTINGS_READ, "PATCH": Perm.SETTINGS_MANAGE,
+                            "DELETE": Perm.SETTINGS_MANAGE}
+
     def _rule(self, pk):
         rule = KeywordRule.objects.select_related("session").filter(pk=pk).first()
         if rule is None:
@@ -269,7 +276,6 @@ class RuleDetailView(AutomationView):
     def patch(self, request, pk):
         """Change a rule (owner or admin); fields left out keep their value."""
         rule = self._rule(pk)
-        require_owner_or_admin(request, "change the automation")
         if not request.data:
             raise DomainError(CommonError.VALIDATION_ERROR, "Send a JSON object with the fields to change.")
         data = _valid(RuleWriteSerializer, request, partial=True)
@@ -281,12 +287,13 @@ class RuleDetailView(AutomationView):
     @extend_schema(tags=TAGS, responses={204: None})
     def delete(self, request, pk):
         rule = self._rule(pk)
-        require_owner_or_admin(request, "change the automation")
         actions.delete_rule(request._request.tenant, rule, acting_user=request.user)
         return Response(status=204)
 
 
 class LogView(AutomationView):
+    required_permission = Perm.SETTINGS_READ
+
     @extend_schema(tags=TAGS, parameters=[
         OpenApiParameter("session", {"type": "string", "pattern": r"^[a-zA-Z0-9_-]{1,64}$"}),
         OpenApiParameter("kind", str, enum=AutomationLog.Kind.values), *PAGE_PARAMETERS],
@@ -305,6 +312,8 @@ class LogView(AutomationView):
 
 
 class SessionHandoffView(AutomationView):
+    required_permission = Perm.CONVERSATIONS_REPLY
+
     @extend_schema(tags=TAGS, parameters=NAME, request=HandoffWriteSerializer, responses=HandoffSerializer)
     def post(self, request, name):
         """Switch automation off for the whole number while people answer (on), or back on (off)."""
@@ -316,6 +325,8 @@ class SessionHandoffView(AutomationView):
 
 
 class ConversationHandoffView(AutomationView):
+    required_permission = Perm.CONVERSATIONS_REPLY
+
     @extend_schema(tags=TAGS, request=HandoffWriteSerializer, responses=HandoffSerializer)
     def post(self, request, pk):
         """A person takes the conversation (on: automation stays silent there for `minutes`), or gives it back."""

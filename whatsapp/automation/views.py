@@ -3,7 +3,6 @@ the bot's health and the automation log. Every member sees it; owners and admins
 `action=settings|reset|add_rule|toggle_rule|delete_rule|bot_secret` and redirect (POST → redirect → GET)."""
 from django.conf import settings as django_settings
 from django.contrib import messages
-from django.core.exceptions import PermissionDenied
 from django.db.models import Q
 from django.http import Http404
 from django.shortcuts import redirect, render
@@ -13,6 +12,7 @@ from django.views.decorators.cache import never_cache
 from billing.decorators import billing_access_required
 from core import once
 from core.errors import DomainError
+from core.permissions import Perm, can, permission_required
 from whatsapp.sessions.models import WhatsAppSession
 
 from . import actions, selectors
@@ -23,7 +23,7 @@ LOG_ROWS = 50
 
 
 def _can_manage(request):
-    return request.membership is not None and request.membership.can_manage
+    return can(request.membership, Perm.SETTINGS_MANAGE)
 
 
 def _back(session):
@@ -33,6 +33,7 @@ def _back(session):
 
 @never_cache
 @billing_access_required
+@permission_required(Perm.SETTINGS_READ, POST=Perm.SETTINGS_MANAGE)
 def automation_page(request):
     name = request.GET.get("session")
     session = None
@@ -45,8 +46,6 @@ def automation_page(request):
     rule_form = RuleForm(prefix="r")
     status = 200
     if request.method == "POST":
-        if not _can_manage(request):
-            raise PermissionDenied("Only the business's owner or an admin can change the automation.")
         action = request.POST.get("action", "")
         form = None
         try:

@@ -17,6 +17,7 @@ from django.views.decorators.cache import never_cache
 
 from billing.decorators import billing_access_required
 from core.errors import DomainError
+from core.permissions import Perm, can, permission_required
 from whatsapp.conversations import actions as conversations
 from whatsapp.conversations.models import Contact, Conversation
 from whatsapp.live import conversation_summary
@@ -25,7 +26,6 @@ from whatsapp.messaging.models import Message
 from whatsapp.messaging.payloads import message_payload
 from whatsapp.sessions.models import WhatsAppSession
 
-MANAGER_ROLES = ("owner", "admin")
 CONVERSATIONS_SHOWN = 200
 CONTACTS_SHOWN = 200
 MESSAGES_SHOWN = 200
@@ -33,7 +33,7 @@ TEXT_MAX = 4096
 
 
 def _can_manage(request):
-    return request.membership is not None and request.membership.role in MANAGER_ROLES
+    return can(request.membership, Perm.CONTACTS_MANAGE)
 
 
 def _wants_json(request):
@@ -95,6 +95,7 @@ def _list_action(request):
 
 @never_cache
 @billing_access_required
+@permission_required(Perm.CONVERSATIONS_READ, POST=Perm.CONTACTS_MANAGE)
 def conversation_list(request):
     if request.method == "POST":
         return _list_action(request)
@@ -148,6 +149,7 @@ def _send(request, conversation):
 
 @never_cache
 @billing_access_required
+@permission_required(Perm.CONVERSATIONS_READ, POST=Perm.CONVERSATIONS_REPLY)
 def conversation_detail(request, pk):
     conversation = (Conversation.objects.select_related("session", "contact", "group").filter(pk=pk).first())
     if conversation is None:  # another tenant's conversation is not in this schema: the same 404
@@ -171,5 +173,6 @@ def conversation_detail(request, pk):
         "messages_shown": [message_payload(row, name) for row in rows],
         "recipient": _recipient(conversation),
         "can_send": conversation.session.status == WhatsAppSession.Status.CONNECTED,
+        "can_reply": can(request.membership, Perm.CONVERSATIONS_REPLY),
         "simulator": _simulator(),
     })

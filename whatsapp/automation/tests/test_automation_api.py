@@ -33,7 +33,7 @@ def test_workspace_settings_read_and_change(named, clients):
     assert ok(clients["bob"].get(f"{V1}/automation")) == data
     # Members read, owners and admins change; Globex sees its own (default) settings.
     error(clients["bob"].patch(f"{V1}/automation", {"enabled": False}, format="json"), 403,
-          "owner_or_admin_required")
+          "permission_denied")
     assert ok(clients["carol"].get(f"{V1}/automation"))["enabled"] is False
     with tenant_context(named.acme):
         assert AuditLog.objects.filter(action="whatsapp.automation_updated", actor=named.alice).count() == 1
@@ -82,7 +82,7 @@ def test_rules_crud_in_the_envelope(named, clients):
                                         {"match": "regex", "pattern": r"pric(e|ing)", "priority": 1}, format="json"))
     assert changed["match"] == "regex" and changed["priority"] == 1 and changed["name"] == "Prices"
     assert ok(clients["bob"].get(f"{V1}/automation/rules/{created['id']}")) == changed
-    error(clients["bob"].delete(f"{V1}/automation/rules/{created['id']}"), 403, "owner_or_admin_required")
+    error(clients["bob"].delete(f"{V1}/automation/rules/{created['id']}"), 403, "permission_denied")
     error(clients["carol"].get(f"{V1}/automation/rules/{created['id']}"), 404, "not_found")
     error(clients["carol"].delete(f"{V1}/automation/rules/{created['id']}"), 404, "not_found")
     assert clients["alice"].delete(f"{V1}/automation/rules/{created['id']}").status_code == 204

@@ -9,7 +9,7 @@ from django.db import migrations, models
 class Migration(migrations.Migration):
 
     dependencies = [
-        ('whatsapp', '0008_sessionactivity_started'),
+        ('whatsapp', '0009_campaigns'),
         migrations.swappable_dependency(settings.AUTH_USER_MODEL),
     ]
 
