@@ -4,9 +4,9 @@ messaging's applier (WhatsappConfig.ready), so the message is stored when it run
 One inbound message gets at most one automatic answer, chosen in this order: the contact asks for a person (a
 handoff keyword), the bot (whatsapp.automation.bot, off the host's thread), a keyword rule (lowest priority first),
 the away message outside business hours, the greeting on a contact's first message, the fallback. Loop and ban
-safety before any of it: nothing for our own numbers, status broadcasts, newsletters, groups (unless a rule says
-so), messages we sent ourselves, conversations a person has taken over, or a contact who got
-AUTOREPLY_MAX_PER_CONTACT_PER_HOUR automatic messages within the hour. Answers go through the sending pipeline
+safety before any of it: nothing for our own numbers, opt-out words (broadcasts confirm those), status broadcasts,
+newsletters, groups (unless a rule says so), messages we sent ourselves, conversations a person has taken over, or
+a contact who got AUTOREPLY_MAX_PER_CONTACT_PER_HOUR automatic messages within the hour. Answers go through the sending pipeline
 (whatsapp.messaging.actions.queue_automatic: paced, capped, recorded, webhooks fired), each with its log row.
 """
 import logging
@@ -23,6 +23,7 @@ from django_tenants.utils import schema_context
 
 from core.errors import DomainError
 from tenants.models import Tenant
+from whatsapp.campaigns import actions as campaigns
 from whatsapp.conversations.actions import is_group_jid
 from whatsapp.messaging import actions as messaging
 from whatsapp.messaging.models import Message
@@ -117,6 +118,8 @@ def guard(profile, message, now):
     handoff = actions.active_handoff(message.session, message.conversation, now)
     if handoff is not None:
         return Answer(Kind.SKIPPED, detail=f"handoff: a person has this conversation until {handoff.until:%H:%M} UTC")
+    if message.text and campaigns.normalize_word(message.text) in campaigns.opt_out_words():
+        return Answer(Kind.SKIPPED, detail="opt_out: an opt-out word, answered by broadcasts' confirmation")
     cap = settings.AUTOREPLY_MAX_PER_CONTACT_PER_HOUR
     if replies_within_hour(message, now) >= cap:
         return Answer(Kind.SKIPPED, detail=f"rate_cap: {cap} automatic messages to this contact within the hour")

@@ -244,6 +244,16 @@ def test_no_answer_to_our_own_numbers_groups_status_or_messages_from_the_phone(n
     assert len(answers(named.acme, group)) == 1
 
 
+def test_an_opt_out_word_gets_the_broadcast_confirmation_not_an_automatic_answer(named, clients, host, clock):
+    link_session(clients["alice"], host, clock)
+    configure(named.acme, greeting="Welcome!", fallback="Fallback")
+    inbound(clients["alice"], host, "STOP")
+    assert answers(named.acme) == []
+    with tenant_context(named.acme):
+        assert AutomationLog.objects.filter(detail__startswith="opt_out").count() == 1
+        assert Message.objects.filter(direction="out").count() == 1  # the opt-out confirmation only
+
+
 def test_another_tenants_rules_never_answer(named, clients, host, clock):
     link_session(clients["alice"], host, clock)
     configure(named.globex, fallback="Globex fallback")
