@@ -89,6 +89,7 @@ MIDDLEWARE = [
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
     "allauth.account.middleware.AccountMiddleware",
+    "analytics.middleware.ApiUsageMiddleware",  # API requests per tenant and key (analytics.usage)
 ]
 
 ROOT_URLCONF = "config.urls"
@@ -297,6 +298,14 @@ BACKUP_WAL_SHIP_SECONDS = env.int("BACKUP_WAL_SHIP_SECONDS", default=10)
 # matching the server's major version.
 BACKUP_PG_BIN_DIR = env("BACKUP_PG_BIN_DIR", default="")
 
+# --- analytics ----------------------------------------------------------------------------------
+# Seconds between two folds of the counted message changes into the rollups (reads add what is not folded yet).
+ANALYTICS_ROLLUP_SECONDS = env.int("ANALYTICS_ROLLUP_SECONDS", default=15)
+# Days custom events (POST /api/v1/analytics/events) are kept.
+ANALYTICS_RETENTION_DAYS = env.int("ANALYTICS_RETENTION_DAYS", default=90)
+# Seconds between two checks of an open analytics page for changed figures.
+ANALYTICS_LIVE_SECONDS = env.float("ANALYTICS_LIVE_SECONDS", default=2)
+
 # --- accounts -----------------------------------------------------------------------------------
 AUTH_USER_MODEL = "accounts.User"
 AUTHENTICATION_BACKENDS = [
@@ -407,6 +416,10 @@ CELERY_BEAT_SCHEDULE = {
     "backup-housekeeping": {"task": "backups.tasks.housekeeping", "schedule": timedelta(minutes=1)},
     "ship-wal": {"task": "backups.tasks.ship_wal", "schedule": timedelta(seconds=BACKUP_WAL_SHIP_SECONDS)},
     "base-backup": {"task": "backups.tasks.base_backup", "schedule": _cron(BACKUP_BASE_SCHEDULE)},
+    "analytics-rollups": {"task": "analytics.tasks.fold_rollups",
+                          "schedule": timedelta(seconds=ANALYTICS_ROLLUP_SECONDS)},
+    "analytics-api-usage": {"task": "analytics.tasks.flush_api_usage", "schedule": timedelta(minutes=1)},
+    "analytics-retention": {"task": "analytics.tasks.purge_old_events", "schedule": timedelta(hours=1)},
 }
 
 # --- web ----------------------------------------------------------------------------------------

@@ -57,6 +57,8 @@ api_v1 = [
     path("", include("whatsapp.campaigns.api")),
     # Blocked numbers and the pacing policy (whatsapp/sending_api.py).
     path("", include("whatsapp.messaging.policy_api")),
+    # Analytics: figures, trends, custom events (analytics/api.py).
+    path("", include("analytics.api")),
     # Backups, restores and tenant exports: platform admins only (backups/api.py).
     path("", include("backups.api")),
 ]
@@ -84,6 +86,7 @@ urlpatterns = [
     path("webhooks/", include("whatsapp.webhooks.urls")),
     path("automation/", include("whatsapp.automation.urls")),
     path("sending/", include("whatsapp.messaging.urls")),
+    path("analytics/", include("analytics.urls")),
     path("broadcasts/", include("whatsapp.campaigns.urls")),
     path("data-export/", include(backup_urls.export_urlpatterns)),
     path("platform/backups/", include("backups.urls")),

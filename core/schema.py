@@ -91,6 +91,7 @@ RULES_BEYOND_THE_SCHEMA = {
     "invalid_rule": "a rule's reply without its text or media, or media on a text reply",
     "invalid_bot_url": "the bot switched on without a URL",
     "too_many_rules": "more keyword rules than a workspace may have",
+    "invalid_range": "a date range backwards, longer than the operation allows or too far back",
     "invalid_country": "a country code that is no country",
     "missing_phone_column": "a CSV without a phone column",
     "invalid_csv": "a CSV that cannot be read",
@@ -149,6 +150,10 @@ def _closed(schema, components, seen):
         schema.setdefault("additionalProperties", False)
         for value in schema["properties"].values():
             _closed(value, components, seen)
+    if schema.get("type") == "object" and isinstance(schema.get("additionalProperties"), dict):
+        # A map's keys are text too (the strict JSON parser refuses a NUL in a key as in a value).
+        schema.setdefault("propertyNames", {"pattern": NO_NUL})
+        _closed(schema["additionalProperties"], components, seen)
     if "items" in schema:
         _closed(schema["items"], components, seen)
 

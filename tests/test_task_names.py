@@ -7,6 +7,9 @@ from config.celery import app
 # The names queued work and beat entries use. A rename needs a migration path (an alias), not an edit here.
 TASK_NAMES = {
     "accounts.tasks.send_email",
+    "analytics.tasks.flush_api_usage",
+    "analytics.tasks.fold_rollups",
+    "analytics.tasks.purge_old_events",
     "billing.tasks.run_billing_clock",
     "backups.tasks.housekeeping",
     "backups.tasks.nightly_backup",
