@@ -24,6 +24,7 @@ from audit.actions import record
 from billing.permissions import CanWrite
 from core.api import PAGE_PARAMETERS, StrictSerializer, field_with_schema, paginated, whole_number_param
 from core.errors import CommonError, DomainError
+from core.permissions import Perm
 from core.schema import NO_NUL
 from tenants.models import Tenant
 from tenants.permissions import HasActiveTenant
@@ -126,6 +127,7 @@ class EventWriteSerializer(StrictSerializer):
 
 class AnalyticsView(APIView):
     permission_classes = [permissions.IsAuthenticated, HasActiveTenant, CanWrite]
+    required_permission = Perm.ANALYTICS_READ
 
     def initial(self, request, *args, **kwargs):
         super().initial(request, *args, **kwargs)
@@ -193,6 +195,8 @@ class SessionActivityView(sessions_api.SessionActivityView):
 
 
 class EventListView(AnalyticsView):
+    required_permissions = {"GET": Perm.ANALYTICS_READ, "POST": Perm.ANALYTICS_EVENTS}
+
     @extend_schema(tags=TAGS, parameters=[
         OpenApiParameter("event_type", {"type": "string", "pattern": EVENT_TYPE_PATTERN},
                          description="Only events of this type."),
@@ -246,6 +250,7 @@ class IsPlatformAdminElse404(permissions.BasePermission):
 
 class CleanupView(APIView):
     permission_classes = [IsPlatformAdminElse404]
+    required_permission = Perm.PLATFORM
 
     @extend_schema(tags=TAGS, parameters=[
         OpenApiParameter("days", {"type": "integer", "minimum": 1, "maximum": CLEANUP_MAX_DAYS},
@@ -306,6 +311,7 @@ def _date_param(request, name, default):
 
 class UsageView(APIView):
     permission_classes = [permissions.IsAuthenticated, HasActiveTenant]
+    required_permission = Perm.ANALYTICS_READ
 
     @extend_schema(tags=["usage"], parameters=[
         OpenApiParameter("from", {"type": "string", "format": "date"},

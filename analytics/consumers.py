@@ -13,6 +13,7 @@ from channels.db import database_sync_to_async
 from django.conf import settings
 from django_tenants.utils import tenant_context
 
+from core.permissions import Perm
 from core.sockets import FORBIDDEN, refuse
 
 from whatsapp.sessions.consumers import _TenantConsumer
@@ -25,6 +26,8 @@ from .views import CHART_DAYS
 
 
 class AnalyticsConsumer(_TenantConsumer):
+    required_permission = Perm.ANALYTICS_READ
+
     async def connect(self):
         tenant = await self._usable_tenant()
         if tenant is None:

@@ -12,6 +12,7 @@ from django.utils import timezone
 from django.views.decorators.cache import never_cache
 
 from billing.decorators import billing_access_required
+from core.permissions import Perm, permission_required
 from whatsapp.sessions.models import WhatsAppSession
 
 from . import selectors, usage
@@ -44,6 +45,7 @@ def heatmap_rows(cells):
 
 @never_cache
 @billing_access_required
+@permission_required(Perm.ANALYTICS_READ)
 def analytics_page(request):
     tenant = request.tenant
     if not plan_includes_analytics(tenant):
@@ -75,6 +77,7 @@ CSV_CHARTS = ("messages-per-day", "weekday-hour", "top-contacts", "failures")
 
 @never_cache
 @billing_access_required
+@permission_required(Perm.ANALYTICS_READ)
 def analytics_csv(request, chart):
     tenant = request.tenant
     if chart not in CSV_CHARTS or not plan_includes_analytics(tenant):

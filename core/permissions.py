@@ -48,6 +48,8 @@ class Perm(str, enum.Enum):
     MEMBERS_MANAGE = "members.manage"  # invite, change roles, remove
     OWNERSHIP_TRANSFER = "ownership.transfer"
     AUDIT_READ = "audit.read"
+    ANALYTICS_READ = "analytics.read"  # analytics figures, usage
+    ANALYTICS_EVENTS = "analytics.events"  # record custom analytics events
     CAMPAIGNS_READ = "campaigns.read"  # broadcasts: audiences, opt-outs, campaigns
     CAMPAIGNS_MANAGE = "campaigns.manage"
     BILLING_READ = "billing.read"
@@ -86,6 +88,8 @@ PERMISSIONS = {
     Perm.MEMBERS_MANAGE: MANAGERS,
     Perm.OWNERSHIP_TRANSFER: frozenset({O}),
     Perm.AUDIT_READ: MANAGERS,
+    Perm.ANALYTICS_READ: EVERYONE,
+    Perm.ANALYTICS_EVENTS: frozenset({O, A, G}),
     Perm.CAMPAIGNS_READ: EVERYONE,
     Perm.CAMPAIGNS_MANAGE: MANAGERS,
     Perm.BILLING_READ: EVERYONE,
