@@ -109,13 +109,13 @@ hourly AS (
   DO UPDATE SET count = r.count + EXCLUDED.count, media_bytes = r.media_bytes + EXCLUDED.media_bytes
   RETURNING 1),
 chats AS (
-  INSERT INTO analytics_chatdaily AS r (day, session_id, chat_jid, sent, received)
-  SELECT (hour AT TIME ZONE 'UTC')::date, session_id, chat_jid,
+  INSERT INTO analytics_chatmonthly AS r (month, session_id, chat_jid, sent, received)
+  SELECT date_trunc('month', hour AT TIME ZONE 'UTC')::date, session_id, chat_jid,
          sum(CASE WHEN direction = 'out' THEN n ELSE 0 END), sum(CASE WHEN direction = 'in' THEN n ELSE 0 END)
   FROM (SELECT hour, session_id, chat_jid, direction, CASE WHEN old_status IS NULL THEN 1 ELSE -1 END AS n
         FROM moved WHERE old_status IS NULL OR new_status IS NULL) born_or_gone
   GROUP BY 1, 2, 3 ORDER BY 1, 2, 3
-  ON CONFLICT (day, session_id, chat_jid)
+  ON CONFLICT (month, session_id, chat_jid)
   DO UPDATE SET sent = r.sent + EXCLUDED.sent, received = r.received + EXCLUDED.received
   RETURNING 1),
 failures AS (
@@ -139,10 +139,11 @@ SELECT (SELECT count(*) FROM moved), (SELECT count(*) FROM hourly), (SELECT coun
 # Then the first responses of the touched conversations are taken out and computed again (two statements: a row
 # deleted and inserted again by one statement is not allowed), their histogram following each.
 _HISTOGRAM_UPSERT = """
-  INSERT INTO analytics_firstresponsehourly AS r (hour, session_id, bucket, count, seconds_sum)
-  SELECT hour, session_id, width_bucket(seconds, """ + _BUCKETS_SQL + """), sum({sign}), sum({sign} * seconds)
+  INSERT INTO analytics_firstresponsedaily AS r (day, session_id, bucket, count, seconds_sum)
+  SELECT (hour AT TIME ZONE 'UTC')::date, session_id, width_bucket(seconds, """ + _BUCKETS_SQL + """), sum({sign}),
+         sum({sign} * seconds)
   FROM {source} GROUP BY 1, 2, 3 ORDER BY 1, 2, 3
-  ON CONFLICT (hour, session_id, bucket)
+  ON CONFLICT (day, session_id, bucket)
   DO UPDATE SET count = r.count + EXCLUDED.count, seconds_sum = r.seconds_sum + EXCLUDED.seconds_sum
 """
 UNANSWER_SQL = """
@@ -163,16 +164,16 @@ TOUCHED_TABLE_SQL = ("CREATE TEMP TABLE IF NOT EXISTS analytics_touched (convers
 REBUILD_SQL = """
 DELETE FROM analytics_messagecounter;
 DELETE FROM analytics_hourlyrollup;
-DELETE FROM analytics_chatdaily;
+DELETE FROM analytics_chatmonthly;
 DELETE FROM analytics_failuredaily;
 DELETE FROM analytics_firstresponse;
-DELETE FROM analytics_firstresponsehourly;
+DELETE FROM analytics_firstresponsedaily;
 INSERT INTO analytics_hourlyrollup (hour, session_id, direction, type, status, count, media_bytes)
 SELECT date_trunc('hour', created_at, 'UTC'), session_id, direction, type, status, count(*),
        COALESCE(sum(media_size), 0)
 FROM whatsapp_message GROUP BY 1, 2, 3, 4, 5;
-INSERT INTO analytics_chatdaily (day, session_id, chat_jid, sent, received)
-SELECT (date_trunc('hour', created_at, 'UTC') AT TIME ZONE 'UTC')::date, session_id, chat_jid,
+INSERT INTO analytics_chatmonthly (month, session_id, chat_jid, sent, received)
+SELECT date_trunc('month', created_at AT TIME ZONE 'UTC')::date, session_id, chat_jid,
        count(*) FILTER (WHERE direction = 'out'), count(*) FILTER (WHERE direction = 'in')
 FROM whatsapp_message GROUP BY 1, 2, 3;
 INSERT INTO analytics_failuredaily (day, session_id, reason, count)
@@ -191,8 +192,8 @@ SELECT s.id, s.session_id, s.conversation_id, s.created_at, date_trunc('hour', s
        EXTRACT(EPOCH FROM s.created_at - f.first_in)::float8
 FROM seq s JOIN firsts f ON f.conversation_id = s.conversation_id AND f.outs = s.outs - 1
 WHERE s.direction = 'out';
-INSERT INTO analytics_firstresponsehourly (hour, session_id, bucket, count, seconds_sum)
-SELECT hour, session_id, width_bucket(seconds, """ + _BUCKETS_SQL + """), count(*), sum(seconds)
+INSERT INTO analytics_firstresponsedaily (day, session_id, bucket, count, seconds_sum)
+SELECT (hour AT TIME ZONE 'UTC')::date, session_id, width_bucket(seconds, """ + _BUCKETS_SQL + """), count(*), sum(seconds)
 FROM analytics_firstresponse GROUP BY 1, 2, 3;
 """
 
