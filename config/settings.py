@@ -4,6 +4,7 @@ Every variable read here is listed in .env.example with its default. Values come
 precedence: the process environment, var/runtime.env (written by scripts/bootstrap.sh with the database and
 Redis it found or started; `make` exports it), then .env.
 """
+import os
 from datetime import timedelta
 from pathlib import Path
 
@@ -78,6 +79,7 @@ TENANT_LIMIT_SET_CALLS = env.bool("TENANT_LIMIT_SET_CALLS", default=True)
 
 MIDDLEWARE = [
     "config.errors.RequestGuardMiddleware",  # first: request ids, NUL bytes, /api/ errors in the envelope
+    "analytics.middleware.RequestMetricsMiddleware",  # HTTP counts and latency for /metrics
     "django.middleware.security.SecurityMiddleware",
     "django_permissions_policy.PermissionsPolicyMiddleware",
     "whitenoise.middleware.WhiteNoiseMiddleware",
@@ -301,6 +303,15 @@ ANALYTICS_ROLLUP_SECONDS = env.int("ANALYTICS_ROLLUP_SECONDS", default=15)
 ANALYTICS_RETENTION_DAYS = env.int("ANALYTICS_RETENTION_DAYS", default=90)
 # Seconds between two checks of an open analytics page for changed figures.
 ANALYTICS_LIVE_SECONDS = env.float("ANALYTICS_LIVE_SECONDS", default=2)
+# GET /metrics (Prometheus): a bearer token, or a client in these networks; per-tenant labels only when asked (one
+# series per tenant per figure). Every process's HTTP counts go through files in PROMETHEUS_MULTIPROC_DIR
+# (prometheus_client's multiprocess mode), which must be set before prometheus_client is imported: here.
+METRICS_TOKEN = env("METRICS_TOKEN", default="")
+METRICS_ALLOWED_NETWORKS = env.list("METRICS_ALLOWED_NETWORKS", default=["127.0.0.1/32", "::1/128"])
+METRICS_PER_TENANT = env.bool("METRICS_PER_TENANT", default=False)
+PROMETHEUS_MULTIPROC_DIR = env("PROMETHEUS_MULTIPROC_DIR", default=str(BASE_DIR / "var" / "prometheus"))
+os.environ["PROMETHEUS_MULTIPROC_DIR"] = PROMETHEUS_MULTIPROC_DIR
+Path(PROMETHEUS_MULTIPROC_DIR).mkdir(parents=True, exist_ok=True)
 
 # --- accounts -----------------------------------------------------------------------------------
 AUTH_USER_MODEL = "accounts.User"

@@ -12,6 +12,7 @@ from backups import urls as backup_urls
 from accounts import views as accounts_views
 from billing import api as billing_api
 from billing import views as billing_views
+from analytics.metrics import metrics_view
 from config.health import DetailedHealthView, liveness
 from tenants import api as tenants_api
 from tenants import views as tenants_views
@@ -66,6 +67,7 @@ urlpatterns = [
     path("api/v1/", include(api_v1)),
     path("", accounts_views.landing, name="landing"),
     path("health", liveness, name="health"),
+    path("metrics", metrics_view, name="metrics"),
     # Sign-up creates a user, a pending tenant and a membership: all or nothing.
     path("accounts/signup/", transaction.atomic(SignupView.as_view()), name="account_signup"),
     path("accounts/", include("allauth.urls")),
