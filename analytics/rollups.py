@@ -79,17 +79,18 @@ _RESPONSES_OF_TOUCHED = """
   SELECT m.id, m.session_id, m.conversation_id, m.created_at, date_trunc('hour', m.created_at, 'UTC'),
          EXTRACT(EPOCH FROM m.created_at - fi.first_in)::float8
   FROM analytics_touched t
-  JOIN whatsapp_message m ON m.conversation_id = t.conversation_id AND m.created_at >= t.since
-                             AND m.direction = 'out'
+  CROSS JOIN LATERAL (
+    SELECT id, session_id, conversation_id, created_at FROM whatsapp_message
+    WHERE conversation_id = t.conversation_id AND created_at >= t.since AND direction = 'out') m
   LEFT JOIN LATERAL (
     SELECT o.created_at, o.id FROM whatsapp_message o
     WHERE o.conversation_id = m.conversation_id AND o.direction = 'out' AND (o.created_at, o.id) < (m.created_at, m.id)
     ORDER BY o.created_at DESC, o.id DESC LIMIT 1) lo ON true
   CROSS JOIN LATERAL (
-    SELECT min(i.created_at) AS first_in FROM whatsapp_message i
+    SELECT i.created_at AS first_in FROM whatsapp_message i
     WHERE i.conversation_id = m.conversation_id AND i.direction = 'in' AND (i.created_at, i.id) < (m.created_at, m.id)
-      AND (lo.id IS NULL OR (i.created_at, i.id) > (lo.created_at, lo.id))) fi
-  WHERE fi.first_in IS NOT NULL
+      AND (i.created_at, i.id) > (COALESCE(lo.created_at, '-infinity'::timestamptz), COALESCE(lo.id, 0))
+    ORDER BY i.created_at, i.id LIMIT 1) fi
 """
 
 # One statement: the counter rows committed so far are taken away (rows of transactions still open stay for the
@@ -148,9 +149,10 @@ _HISTOGRAM_UPSERT = """
 """
 UNANSWER_SQL = """
 WITH gone AS (
-  DELETE FROM analytics_firstresponse f USING analytics_touched t
-  WHERE f.conversation_id = t.conversation_id AND f.created_at >= t.since
-  RETURNING f.hour, f.session_id, f.seconds)
+  DELETE FROM analytics_firstresponse WHERE id IN (
+    SELECT r.id FROM analytics_touched t CROSS JOIN LATERAL (
+      SELECT id FROM analytics_firstresponse WHERE conversation_id = t.conversation_id AND created_at >= t.since) r)
+  RETURNING hour, session_id, seconds)
 """ + _HISTOGRAM_UPSERT.replace("{sign}", "-1").replace("{source}", "gone")
 ANSWER_SQL = """
 WITH fresh AS (
@@ -193,7 +195,8 @@ SELECT s.id, s.session_id, s.conversation_id, s.created_at, date_trunc('hour', s
 FROM seq s JOIN firsts f ON f.conversation_id = s.conversation_id AND f.outs = s.outs - 1
 WHERE s.direction = 'out';
 INSERT INTO analytics_firstresponsedaily (day, session_id, bucket, count, seconds_sum)
-SELECT (hour AT TIME ZONE 'UTC')::date, session_id, width_bucket(seconds, """ + _BUCKETS_SQL + """), count(*), sum(seconds)
+SELECT (hour AT TIME ZONE 'UTC')::date, session_id, width_bucket(seconds, """ + _BUCKETS_SQL + """), count(*),
+       sum(seconds)
 FROM analytics_firstresponse GROUP BY 1, 2, 3;
 """
 
@@ -211,6 +214,7 @@ def fold():
         cursor.execute("SELECT pg_try_advisory_xact_lock(%s)", [key])
         if not cursor.fetchone()[0]:
             return None
+        cursor.execute("SET LOCAL jit = off")  # compiling costs more than these small statements run
         cursor.execute(TOUCHED_TABLE_SQL)
         cursor.execute("DELETE FROM analytics_touched")  # a fold inside a longer transaction starts afresh
         cursor.execute(FOLD_SQL)

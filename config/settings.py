@@ -54,6 +54,7 @@ SHARED_APPS = [
     "billing",
     "whatsapp.host",
     "backups",  # Backup records span schemas: they live in public
+    "alerts",  # platform and tenant alerts: public, one row per incident
     "allauth",
     "allauth.account",
     "allauth.mfa",
@@ -313,6 +314,19 @@ PROMETHEUS_MULTIPROC_DIR = env("PROMETHEUS_MULTIPROC_DIR", default=str(BASE_DIR 
 os.environ["PROMETHEUS_MULTIPROC_DIR"] = PROMETHEUS_MULTIPROC_DIR
 Path(PROMETHEUS_MULTIPROC_DIR).mkdir(parents=True, exist_ok=True)
 
+# Alerts (alerts.rules, checked every minute): told by email, a signed webhook and Telegram, once when an incident
+# fires and once when it resolves; one that holds again within ALERT_COOLDOWN_MINUTES goes on without a new message.
+WHATSAPP_ALERTING_ENABLED = env.bool("WHATSAPP_ALERTING_ENABLED", default=True)
+WHATSAPP_ALERT_WEBHOOK = env("WHATSAPP_ALERT_WEBHOOK", default="")
+WHATSAPP_ALERT_WEBHOOK_SECRET = env("WHATSAPP_ALERT_WEBHOOK_SECRET", default="")
+WHATSAPP_ALERT_ERROR_RATE = env.float("WHATSAPP_ALERT_ERROR_RATE", default=0.1)
+ALERT_QUEUE_AGE_SECONDS = env.int("ALERT_QUEUE_AGE_SECONDS", default=600)
+ALERT_SESSION_DOWN_MINUTES = env.int("ALERT_SESSION_DOWN_MINUTES", default=10)
+ALERT_COOLDOWN_MINUTES = env.int("ALERT_COOLDOWN_MINUTES", default=15)
+TELEGRAM_BOT_TOKEN = env("TELEGRAM_BOT_TOKEN", default="")
+TELEGRAM_CHAT_IDS = env.list("TELEGRAM_CHAT_IDS", default=[])
+TELEGRAM_API_BASE = env("TELEGRAM_API_BASE", default="https://api.telegram.org")
+
 # --- accounts -----------------------------------------------------------------------------------
 AUTH_USER_MODEL = "accounts.User"
 AUTHENTICATION_BACKENDS = [
@@ -426,6 +440,7 @@ CELERY_BEAT_SCHEDULE = {
     "analytics-rollups": {"task": "analytics.tasks.fold_rollups",
                           "schedule": timedelta(seconds=ANALYTICS_ROLLUP_SECONDS)},
     "analytics-api-usage": {"task": "analytics.tasks.flush_api_usage", "schedule": timedelta(minutes=1)},
+    "check-alerts": {"task": "alerts.tasks.check_alerts", "schedule": timedelta(minutes=1)},
     "analytics-retention": {"task": "analytics.tasks.purge_old_events", "schedule": timedelta(hours=1)},
 }
 
