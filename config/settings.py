@@ -264,6 +264,10 @@ WEBHOOK_ALLOW_PRIVATE_TARGETS = env.bool("WEBHOOK_ALLOW_PRIVATE_TARGETS", defaul
 WEBHOOK_ENCRYPTION_KEY = env("WEBHOOK_ENCRYPTION_KEY", default="")
 # Seconds a delivery attempt may take; only a 2xx answer within it counts as delivered.
 WEBHOOK_TIMEOUT_SECONDS = env.float("WEBHOOK_TIMEOUT_SECONDS", default=15)
+# The receptionist (whatsapp.automation): automatic messages one contact may get per hour (a loop between two
+# bots stops there), and the milliseconds a tenant's bot webhook has to answer before the rules answer instead.
+AUTOREPLY_MAX_PER_CONTACT_PER_HOUR = env.int("AUTOREPLY_MAX_PER_CONTACT_PER_HOUR", default=3)
+BOT_TIMEOUT_MS = env.int("BOT_TIMEOUT_MS", default=3000)
 
 # --- backups ------------------------------------------------------------------------------------
 # Where backups go: empty = the local folder BACKUP_DIR (files 0600); or an S3-compatible bucket,

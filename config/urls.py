@@ -53,6 +53,8 @@ api_v1 = [
     # Contacts, groups and conversations (whatsapp/directory_api.py).
     path("", include("whatsapp.conversations.api")),
     path("", include("whatsapp.inbox.api")),
+    # The receptionist: business hours, automatic answers, keyword rules, handoff (whatsapp/automation/api.py).
+    path("", include("whatsapp.automation.api")),
     # Broadcasts: audience contacts, opt-outs, templates, campaigns (whatsapp/campaigns/api.py).
     path("", include("whatsapp.campaigns.api")),
     # Blocked numbers and the pacing policy (whatsapp/sending_api.py).
@@ -85,6 +87,7 @@ urlpatterns = [
     path("sessions/", include("whatsapp.sessions.urls")),
     path("conversations/", include("whatsapp.inbox.urls")),
     path("webhooks/", include("whatsapp.webhooks.urls")),
+    path("automation/", include("whatsapp.automation.urls")),
     path("sending/", include("whatsapp.messaging.urls")),
     path("analytics/", include("analytics.urls")),
     path("broadcasts/", include("whatsapp.campaigns.urls")),

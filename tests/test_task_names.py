@@ -23,6 +23,7 @@ TASK_NAMES = {
     "tenants.tasks.refill_tenant_pool",
     "tenants.tasks.provision_tenant",
     "tenants.tasks.announce_tenant_change",
+    "whatsapp.automation.tasks.ask_bot",
     "whatsapp.host.tasks.sync_now",
     "whatsapp.host.tasks.session_command",
     "whatsapp.tasks.drain_session",
