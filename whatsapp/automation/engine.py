@@ -16,8 +16,8 @@ from dataclasses import dataclass
 from datetime import timedelta
 
 from django.conf import settings
-from django.db import transaction
-from django.db.models import Q
+from django.db import connection, transaction
+from django.db.models import Count, Max
 from django.utils import timezone
 from django_tenants.utils import schema_context
 
@@ -163,9 +163,20 @@ def _in_cooldown(message, now, minutes, **which):
                                         **which).exists()
 
 
+_rules = {}  # schema -> (version, enabled rules in order)
+
+
 def rules_for(session):
-    return list(KeywordRule.objects.filter(Q(session__isnull=True) | Q(session=session), enabled=True)
-                .order_by("priority", "id"))
+    """The enabled rules of the session (its own and every number's), in the order they are tried. The
+    workspace's rules are read once per change (one aggregate says whether they changed): a tenant with hundreds
+    of rules does not load them on every inbound message."""
+    schema_name = connection.schema_name
+    version = tuple(KeywordRule.objects.aggregate(changed=Max("updated_at"), count=Count("id")).values())
+    cached = _rules.get(schema_name)
+    if cached is None or cached[0] != version:
+        cached = _rules[schema_name] = (version, list(KeywordRule.objects.filter(enabled=True)
+                                                      .order_by("priority", "id")))
+    return [rule for rule in cached[1] if rule.session_id in (None, session.pk)]
 
 
 def decide(profile, message, now, *, time_zone):
