@@ -12,6 +12,8 @@ from backups import urls as backup_urls
 from accounts import views as accounts_views
 from billing import api as billing_api
 from billing import views as billing_views
+from alerts import views as alert_views
+from analytics.metrics import metrics_view
 from config.health import DetailedHealthView, liveness
 from tenants import api as tenants_api
 from tenants import views as tenants_views
@@ -72,6 +74,7 @@ urlpatterns = [
     path("api/v1/", include(api_v1)),
     path("", accounts_views.landing, name="landing"),
     path("health", liveness, name="health"),
+    path("metrics", metrics_view, name="metrics"),
     # Sign-up creates a user, a pending tenant and a membership: all or nothing.
     path("accounts/signup/", transaction.atomic(SignupView.as_view()), name="account_signup"),
     path("accounts/", include("allauth.urls")),
@@ -99,6 +102,7 @@ urlpatterns = [
     path("switch/<int:tenant_id>", tenants_views.switch_tenant, name="switch_tenant"),
     path("platform/", tenants_views.platform_approvals, name="platform_approvals"),
     path("platform/tenants/", tenants_views.platform_tenants, name="platform_tenants"),
+    path("platform/alerts/", alert_views.alert_history, name="platform_alerts"),
     # Before the <verb> route, which would take "billing" for a verb.
     path("platform/tenants/<int:tenant_id>/billing", billing_views.platform_tenant_billing,
          name="platform_tenant_billing"),

@@ -93,6 +93,7 @@ RULES_BEYOND_THE_SCHEMA = {
     "invalid_bot_url": "the bot switched on without a URL",
     "too_many_rules": "more keyword rules than a workspace may have",
     "invalid_range": "a date range backwards, longer than the operation allows or too far back",
+    "tenant_required": "a tenant backup without tenant_id",
     "invalid_country": "a country code that is no country",
     "missing_phone_column": "a CSV without a phone column",
     "invalid_csv": "a CSV that cannot be read",

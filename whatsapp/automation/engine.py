@@ -4,7 +4,7 @@ messaging's applier (WhatsappConfig.ready), so the message is stored when it run
 One inbound message gets at most one automatic answer, chosen in this order: the contact asks for a person (a
 handoff keyword), the bot (whatsapp.automation.bot, off the host's thread), a keyword rule (lowest priority first),
 the away message outside business hours, the greeting on a contact's first message, the fallback. Loop and ban
-safety before any of it: nothing for our own numbers, opt-out words (broadcasts confirm those), status broadcasts,
+safety before any of it (a message the phone itself sends hands the conversation to people): nothing for our own numbers, opt-out words (broadcasts confirm those), status broadcasts,
 newsletters, groups (unless a rule says so), messages we sent ourselves, conversations a person has taken over, or
 a contact who got AUTOREPLY_MAX_PER_CONTACT_PER_HOUR automatic messages within the hour. Answers go through the sending pipeline
 (whatsapp.messaging.actions.queue_automatic: paced, capped, recorded, webhooks fired), each with its log row.
@@ -16,8 +16,8 @@ from dataclasses import dataclass
 from datetime import timedelta
 
 from django.conf import settings
-from django.db import transaction
-from django.db.models import Q
+from django.db import connection, transaction
+from django.db.models import Count, Max
 from django.utils import timezone
 from django_tenants.utils import schema_context
 
@@ -58,15 +58,39 @@ def on_message(event, now=None):
     """The host's MESSAGE applier: answer the stored inbound message (never raises; returns None)."""
     data = event.data
     chat = str(data.get("chat") or "")
-    if data.get("from_me") or not data.get("id") or chat.endswith(NEVER_ANSWERED_SERVERS):
+    if not data.get("id") or chat.endswith(NEVER_ANSWERED_SERVERS):
         return None
     schema_name, session_id = event.session_key.split(":", 1)
     try:
         with schema_context(schema_name):
-            respond(schema_name, int(session_id), str(data["id"])[:128], now=now)
+            if data.get("from_me"):
+                staff_replied_from_phone(int(session_id), str(data["id"])[:128], chat, now=now)
+            else:
+                respond(schema_name, int(session_id), str(data["id"])[:128], now=now)
     except Exception:  # automation must never stop the session's events
         log.exception("automation failed for message %s of %s", data.get("id"), event.session_key)
     return None
+
+
+def staff_replied_from_phone(session_id, provider_id, chat, *, now=None):
+    """A message the linked phone sent that we did not send (a person answering on the phone itself): the
+    conversation is handed to people, so automation stays silent there while they talk."""
+    outgoing = Message.objects.filter(session_id=session_id, direction=Message.Direction.OUT)
+    if outgoing.filter(provider_message_id=provider_id).exists() or outgoing.filter(
+            chat_jid=chat, status=Message.Status.SENDING).exists():  # ours (its id may not be recorded yet)
+        return None
+    session = WhatsAppSession.objects.filter(pk=session_id).first()
+    conversation = session.conversations.filter(chat_jid=chat).first() if session is not None else None
+    profile = receptionist_for(session) if conversation is not None else None
+    if profile is None or not profile.enabled:
+        return None
+    now = now or timezone.now()
+    with transaction.atomic():
+        actions.set_handoff(None, session, conversation=conversation, on=True, reason="staff_phone", now=now)
+        return AutomationLog.objects.create(session=session, chat_jid=chat, conversation=conversation,
+                                            contact_id=conversation.contact_id, kind=Kind.HANDOFF,
+                                            source="the phone", detail="staff replied from the phone",
+                                            created_at=now)
 
 
 def receptionist_for(session):
@@ -139,9 +163,20 @@ def _in_cooldown(message, now, minutes, **which):
                                         **which).exists()
 
 
+_rules = {}  # schema -> (version, enabled rules in order)
+
+
 def rules_for(session):
-    return list(KeywordRule.objects.filter(Q(session__isnull=True) | Q(session=session), enabled=True)
-                .order_by("priority", "id"))
+    """The enabled rules of the session (its own and every number's), in the order they are tried. The
+    workspace's rules are read once per change (one aggregate says whether they changed): a tenant with hundreds
+    of rules does not load them on every inbound message."""
+    schema_name = connection.schema_name
+    version = tuple(KeywordRule.objects.aggregate(changed=Max("updated_at"), count=Count("id")).values())
+    cached = _rules.get(schema_name)
+    if cached is None or cached[0] != version:
+        cached = _rules[schema_name] = (version, list(KeywordRule.objects.filter(enabled=True)
+                                                      .order_by("priority", "id")))
+    return [rule for rule in cached[1] if rule.session_id in (None, session.pk)]
 
 
 def decide(profile, message, now, *, time_zone):

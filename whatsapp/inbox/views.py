@@ -9,6 +9,7 @@ application/json` and gets JSON back, so the live page never reloads.
 """
 from django.contrib import messages
 from django.core.exceptions import PermissionDenied
+from django.db import transaction
 from django.db.models import F, Q
 from django.http import Http404, JsonResponse
 from django.shortcuts import redirect, render
@@ -18,6 +19,7 @@ from django.views.decorators.cache import never_cache
 from billing.decorators import billing_access_required
 from core.errors import DomainError
 from core.permissions import Perm, can, permission_required
+from whatsapp.automation import actions as automation
 from whatsapp.conversations import actions as conversations
 from whatsapp.conversations.models import Contact, Conversation
 from whatsapp.live import conversation_summary
@@ -140,7 +142,11 @@ def _send(request, conversation):
                         code="text_too_long", back=back)
     body = {"session": conversation.session.name, "to": _recipient(conversation), "type": "text", "text": text}
     try:
-        message, _ = messaging.queue_message(request.tenant, body=body)
+        with transaction.atomic():
+            message, _ = messaging.queue_message(request.tenant, body=body)
+            # A person answers here: automation stays silent in this conversation while they talk.
+            automation.set_handoff(request.tenant, conversation.session, conversation=conversation, on=True,
+                                   reason="staff_dashboard")
     except DomainError as exc:
         return _respond(request, False, exc.message, status=exc.status, code=exc.code.value, back=back)
     return _respond(request, True, "Queued.", status=202, back=back,

@@ -9,10 +9,11 @@ alice owns Acme, bob is a member of Acme, carol owns Globex.
 from datetime import datetime, timedelta, timezone as dt_timezone
 
 import pytest
+from django.utils import timezone
 from django_tenants.utils import tenant_context
 
 from whatsapp.automation import actions, engine, schedule
-from whatsapp.automation.models import AutomationLog, KeywordRule
+from whatsapp.automation.models import AutomationLog, Handoff, KeywordRule
 from whatsapp.models import Message, WhatsAppSession
 from whatsapp.providers import simulator_outbox
 from whatsapp.providers.base import EventKind, ProviderEvent
@@ -252,6 +253,42 @@ def test_an_opt_out_word_gets_the_broadcast_confirmation_not_an_automatic_answer
     with tenant_context(named.acme):
         assert AutomationLog.objects.filter(detail__startswith="opt_out").count() == 1
         assert Message.objects.filter(direction="out").count() == 1  # the opt-out confirmation only
+
+
+def test_staff_replying_from_the_phone_or_the_dashboard_hands_over_until_the_handoff_expires(
+        named, clients, host, clock, as_user):
+    provider = link_session(clients["alice"], host, clock)
+    configure(named.acme, fallback="Fallback", cooldown_minutes=0, handoff_minutes=30)
+    inbound(clients["alice"], host, "hi")
+    with tenant_context(named.acme):
+        ours = Message.objects.get(direction="out").provider_message_id
+    # WhatsApp echoes what the linked phone sends: our own automatic answer is not a person talking...
+    host.handle(ProviderEvent(provider.session_key, EventKind.MESSAGE, {
+        "id": ours, "chat": CHAT, "sender": CHAT, "from_me": True, "type": "text", "text": "Fallback"}))
+    inbound(clients["alice"], host, "still there?")
+    assert [kind for kind, _, _ in answers(named.acme)] == ["fallback", "fallback"]
+    # ...a message typed on the phone itself is.
+    host.handle(ProviderEvent(provider.session_key, EventKind.MESSAGE, {
+        "id": "PHONE1", "chat": CHAT, "sender": CHAT, "from_me": True, "type": "text", "text": "Hi, Ann here"}))
+    inbound(clients["alice"], host, "oh hi Ann")
+    assert len(answers(named.acme)) == 2
+    with tenant_context(named.acme):
+        session = WhatsAppSession.objects.get()
+        conversation = session.conversations.get()
+        handoff = actions.active_handoff(session, conversation)
+        assert handoff.reason == "staff_phone" and not handoff.requested
+        assert AutomationLog.objects.filter(kind="handoff", detail="staff replied from the phone").count() == 1
+        # Idle past its minutes, the handoff expires and automation answers again.
+        Handoff.objects.update(until=timezone.now() - timedelta(seconds=1))
+    inbound(clients["alice"], host, "anyone?")
+    assert len(answers(named.acme)) == 3
+    # A reply from the conversation page hands it over too.
+    page = as_user(named.bob).post(f"/conversations/{conversation.pk}/", {"action": "send", "text": "Bob here"})
+    assert page.status_code in (200, 202, 302)
+    with tenant_context(named.acme):
+        assert actions.active_handoff(session, conversation).reason == "staff_dashboard"
+    inbound(clients["alice"], host, "thanks Bob")
+    assert len(answers(named.acme)) == 3
 
 
 def test_another_tenants_rules_never_answer(named, clients, host, clock):
