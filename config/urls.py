@@ -8,6 +8,7 @@ from django.urls import include, path
 from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
 
 from accounts import api as accounts_api
+from accounts import audit_log
 from backups import urls as backup_urls
 from accounts import views as accounts_views
 from billing import api as billing_api
@@ -32,6 +33,7 @@ api_v1 = [
     path("members/<int:pk>", accounts_api.MemberDetailView.as_view(), name="api_member"),
     path("invitations", accounts_api.InvitationListView.as_view(), name="api_invitations"),
     path("invitations/<int:pk>", accounts_api.InvitationDetailView.as_view(), name="api_invitation"),
+    path("audit-log", audit_log.AuditLogView.as_view(), name="api_audit_log"),
     path("health/detailed", DetailedHealthView.as_view(), name="api_health_detailed"),
     path("tenants", accounts_api.TenantListView.as_view(), name="api_tenants"),
     path("tenants/<int:pk>", tenants_api.TenantDetailView.as_view(), name="api_tenant"),
@@ -88,6 +90,8 @@ urlpatterns = [
     path("dashboard/api-keys/", accounts_views.api_keys, name="api_keys"),
     path("dashboard/api-keys/<int:key_id>/revoke", accounts_views.revoke_api_key, name="revoke_api_key"),
     path("members/", accounts_views.members_page, name="members"),
+    path("audit/", audit_log.audit_page, name="audit_log"),
+    path("audit/export.csv", audit_log.audit_export, name="audit_export"),
     path("invitations/<str:token>/", accounts_views.accept_invitation, name="accept_invitation"),
     path("billing/", include("billing.urls")),
     path("sessions/", include("whatsapp.sessions.urls")),
