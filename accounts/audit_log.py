@@ -24,8 +24,8 @@ PAGE_ROWS = 50
 EXPORT_MAX_ROWS = 100_000
 
 
-def _date(value, name, *, end=False):
-    if not value:
+def _date(value, name, *, end=False, strict=False):
+    if value is None or (not value and not strict):  # a page's empty field is no filter; the API's is an error
         return None
     try:
         day = datetime.strptime(value, "%Y-%m-%d").date()
@@ -34,17 +34,21 @@ def _date(value, name, *, end=False):
     return timezone.make_aware(datetime.combine(day, time.max if end else time.min))
 
 
-def filtered(tenant, params):
+def filtered(tenant, params, *, strict=False):
     """The workspace's rows, newest first, narrowed by action (a prefix: "member." for every member change),
-    actor (email), since and until (dates, inclusive)."""
+    actor (email), since and until (dates, inclusive). strict (the API): what the schema forbids is a 400."""
     rows = AuditLog.objects.filter(tenant=tenant).select_related("actor")
-    action = (params.get("action") or "").strip()[:60]
+    action, actor = params.get("action") or "", params.get("actor") or ""
+    for name, value, longest in (("action", action, 60), ("actor", actor, 254)):
+        if strict and len(value) > longest:
+            raise DomainError(CommonError.VALIDATION_ERROR, f"{name}: at most {longest} characters.", {name: value})
+    action, actor = action.strip()[:60], actor.strip()[:254]
     if action:
         rows = rows.filter(action__startswith=action)
-    actor = (params.get("actor") or "").strip()[:254]
     if actor:
         rows = rows.filter(actor__email__iexact=actor)
-    since, until = _date(params.get("since"), "since"), _date(params.get("until"), "until", end=True)
+    since = _date(params.get("since"), "since", strict=strict)
+    until = _date(params.get("until"), "until", end=True, strict=strict)
     if since:
         rows = rows.filter(created_at__gte=since)
     if until:
@@ -85,7 +89,8 @@ class AuditLogView(APIView):
     @extend_schema(tags=["audit"], parameters=[*PAGE_PARAMETERS, *FILTERS], responses=AuditRowSerializer(many=True))
     def get(self, request):
         """Every change made in this workspace by a person or key, newest first (owners and admins)."""
-        return paginated(request, self, filtered(request._request.tenant, request.query_params), row_payload)
+        return paginated(request, self, filtered(request._request.tenant, request.query_params, strict=True),
+                         row_payload)
 
 
 @never_cache
