@@ -399,6 +399,7 @@ CELERY_BEAT_SCHEDULE = {
     "billing-clock": {"task": "billing.tasks.run_billing_clock", "schedule": timedelta(minutes=15)},
     "deliver-due-webhooks": {"task": "whatsapp.webhooks.tasks.deliver_due_webhooks", "schedule": timedelta(seconds=10)},
     "sweep-queued-messages": {"task": "whatsapp.tasks.sweep_queued_messages", "schedule": timedelta(seconds=30)},
+    "feed-campaigns": {"task": "whatsapp.campaigns.tasks.feed_campaigns", "schedule": timedelta(seconds=5)},
     "nightly-backup": {"task": "backups.tasks.nightly_backup", "schedule": _cron(BACKUP_SCHEDULE)},
     "backup-housekeeping": {"task": "backups.tasks.housekeeping", "schedule": timedelta(minutes=1)},
     "ship-wal": {"task": "backups.tasks.ship_wal", "schedule": timedelta(seconds=BACKUP_WAL_SHIP_SECONDS)},

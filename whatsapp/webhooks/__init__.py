@@ -15,4 +15,8 @@ EVENTS = [
     "session.connected",
     "session.disconnected",
     "session.logged_out",
+    "campaign.started",
+    "campaign.progress",
+    "campaign.paused",
+    "campaign.finished",
 ]
