@@ -4,6 +4,7 @@ messages) go out on commit. Campaign sending itself is whatsapp.campaigns.feeder
 import logging
 import re
 import unicodedata
+from datetime import timedelta
 
 from django.conf import settings
 from django.db import IntegrityError, connection, transaction
@@ -34,6 +35,8 @@ log = logging.getLogger(__name__)
 R = CampaignRecipient.Status
 DEFAULT_CONFIRMATION = ("You will not get our broadcasts any more. Reply START if you change your mind.")
 MAX_OPT_OUT_WORDS = 50
+# An inbound message counts as a reply to the campaign messages its number got within this long.
+REPLY_WINDOW = timedelta(days=7)
 MAX_WORD_LENGTH = 40
 
 
@@ -230,8 +233,8 @@ def on_inbound_text(session, *, phone, text, now=None):
     campaign is counted; a message that is only an opt-out word puts the number on the opt-out list and, the
     first time, answers it once with the confirmation."""
     now = now or timezone.now()
-    CampaignRecipient.objects.filter(phone=phone, status=R.QUEUED, replied_at__isnull=True,
-                                     queued_at__lte=now).update(replied_at=now)
+    CampaignRecipient.objects.filter(phone=phone, status=R.QUEUED, replied_at__isnull=True, queued_at__lte=now,
+                                     queued_at__gte=now - REPLY_WINDOW).update(replied_at=now)
     word = normalize_word(text)
     if not word or word not in opt_out_words():
         return None

@@ -14,9 +14,11 @@ temporary ban looks so), most of a number's last messages failing, or opt-outs a
 """
 import logging
 import random
+import time
 from datetime import timedelta
 
-from django.db import transaction
+from django.db import connection, transaction
+from django.db.models import Count, Q
 from django.utils import timezone
 from django_tenants.utils import schema_context
 
@@ -32,6 +34,9 @@ from .models import Campaign, CampaignRecipient, CampaignSender, OptOut
 
 log = logging.getLogger(__name__)
 C, R, M = Campaign.Status, CampaignRecipient.Status, Message.Status
+# Live figures of a running campaign go to its pages at most this often (each change of state at once).
+PUSH_SECONDS = 1.0
+_pushed = {}
 WINDOW = 2  # a number's campaign messages in its queue at once: a pause holds back all but these
 PICKS = 20  # recipients looked at per number and round (skipping opted-out ones)
 FAILURE_SAMPLE, FAILURE_SHARE = 20, 0.5
@@ -67,7 +72,7 @@ def feed_campaign(campaign, tenant, now):
         for sender in CampaignSender.objects.filter(campaign=campaign).select_related("session").order_by("pk"):
             stop = _safety_stop(campaign, sender.session)
             if stop:
-                actions.pause_campaign(tenant, campaign, reason=stop)
+                _pause(tenant, campaign, stop)
                 return queued
             try:
                 queued += _feed_sender(campaign, sender, tenant, now, tz)
@@ -75,10 +80,17 @@ def feed_campaign(campaign, tenant, now):
                 break
         stop = _overall_stop(campaign)
         if stop:
-            actions.pause_campaign(tenant, campaign, reason=stop)
+            _pause(tenant, campaign, stop)
             return queued
     _finish_or_report(campaign, tenant, now)
     return queued
+
+
+def _pause(tenant, campaign, reason):
+    try:
+        actions.pause_campaign(tenant, campaign, reason=reason)
+    except DomainError:  # paused or cancelled by a person meanwhile: nothing to stop
+        pass
 
 
 class _NotNow(Exception):
@@ -176,24 +188,36 @@ def _overall_stop(campaign):
 
 
 def _finish_or_report(campaign, tenant, now):
-    figures = progress.progress(campaign, tenant, now)
-    counts = figures["counts"]
+    """campaign.progress every progress_every recipients done, finished once none is pending or in a queue, and the
+    figures to the open pages (at most every PUSH_SECONDS, and on every change of state)."""
+    handed = Q(status=R.QUEUED)
+    tally = CampaignRecipient.objects.filter(campaign=campaign).aggregate(
+        pending=Count("pk", filter=Q(status=R.PENDING)),
+        in_queue=Count("pk", filter=handed & (Q(message__status__in=[M.QUEUED, M.SENDING]))),
+        done=Count("pk", filter=Q(status=R.FAILED) | (handed & Q(message__status__in=[
+            M.SENT, M.DELIVERED, M.READ, M.FAILED]))))
     with transaction.atomic():
         locked = Campaign.objects.select_for_update().get(pk=campaign.pk)
         if locked.status != C.RUNNING:
             return
-        done = counts["sent"] + counts["failed"]
+        done, changed = tally["done"], False
         if locked.progress_every and done >= locked.progress_notified + locked.progress_every:
             locked.progress_notified = done - done % locked.progress_every
             locked.save(update_fields=["progress_notified"])
-            actions.emit_event("campaign.progress", {**actions.campaign_payload(locked), "counts": counts})
-        if counts["pending"] == 0 and counts["queued"] == 0:
+            actions.emit_event("campaign.progress", {**actions.campaign_payload(locked),
+                                                     "counts": progress.progress(locked, tenant, now)["counts"]})
+        if tally["pending"] == 0 and tally["in_queue"] == 0:
+            figures = progress.progress(locked, tenant, now)
             locked.status, locked.finished_at = C.FINISHED, now
             locked.save(update_fields=["status", "finished_at"])
             actions.audit.record("campaigns.campaign_finished", actor=None, target=locked,
-                                 after={"counts": counts}, tenant=tenant)
-            actions.emit_event("campaign.finished", {**actions.campaign_payload(locked), "counts": counts})
-        progress.push(locked, tenant)
+                                 after={"counts": figures["counts"]}, tenant=tenant)
+            actions.emit_event("campaign.finished", {**actions.campaign_payload(locked), "counts": figures["counts"]})
+            changed = True
+        key = (connection.schema_name, locked.pk)
+        if changed or time.monotonic() - _pushed.get(key, 0) >= PUSH_SECONDS:
+            _pushed[key] = time.monotonic()
+            progress.push(locked, tenant)
 
 
 def feed_all(now=None):

@@ -11,6 +11,7 @@ from datetime import datetime, timedelta
 from zoneinfo import ZoneInfo
 
 from django.conf import settings
+from django.db import connection
 from django.db.models import Exists, OuterRef, Q
 
 from billing import entitlements
@@ -88,10 +89,9 @@ def plan(campaign, tenant):
         for r in chunk:
             values = rendering.values_for(r)
             index = rendering.pick(len(texts), campaign.pk, r["phone"])
-            rows.append(CampaignRecipient(campaign=campaign, phone=r["phone"], name=r["name"][:255],
-                                          text=rendering.render(texts[index], values, template.defaults),
-                                          variation=index, cold=r["phone"] not in warm))
-        CampaignRecipient.objects.bulk_create(rows, batch_size=CHUNK)
+            rows.append((r["phone"], r["name"][:255], rendering.render(texts[index], values, template.defaults),
+                         index, r["phone"] not in warm))
+        insert_recipients(campaign, rows)
         chunk.clear()
 
     for recipient in audience(campaign.audience):
@@ -109,6 +109,24 @@ def plan(campaign, tenant):
         raise DomainError(CampaignError.EMPTY_AUDIENCE, "Nobody to send to: the audience is empty once opted-out and "
                                                         "blocked numbers are taken out.")
     return count
+
+
+COLUMNS = ("campaign_id", "phone", "name", "text", "variation", "cold", "status", "reason")
+
+
+def insert_recipients(campaign, rows):
+    """Recipient rows (phone, name, text, variation, cold), pending: by COPY (SPEED_PATH_SQL; a fifth of the ORM's
+    time for 100,000, bench/campaigns.py measures both) or by the ORM's bulk_create; the same rows either way."""
+    if not settings.SPEED_PATH_SQL:
+        CampaignRecipient.objects.bulk_create([
+            CampaignRecipient(campaign=campaign, phone=phone, name=name, text=text, variation=variation, cold=cold)
+            for phone, name, text, variation, cold in rows], batch_size=CHUNK)
+        return
+    pending = CampaignRecipient.Status.PENDING
+    with connection.cursor() as cursor:
+        with cursor.cursor.copy(f"COPY {CampaignRecipient._meta.db_table} ({', '.join(COLUMNS)}) FROM STDIN") as copy:
+            for phone, name, text, variation, cold in rows:
+                copy.write_row((campaign.pk, phone, name, text, variation, cold, pending, ""))
 
 
 def dry_run(campaign, tenant, now):

@@ -52,11 +52,12 @@ def _add(counts, state, n, replied, opted):
 def progress(campaign, tenant, now=None):
     now = now or timezone.now()
     rows = (CampaignRecipient.objects.filter(campaign=campaign)
-            .values("session_id", "status", "message__status")
+            .values("session_id", "status", "message__status", "cold")
             .annotate(n=Count("id"), replied=Count("replied_at"), opted=Count("opted_out_at")))
-    total, per_session = _empty(), {}
+    total, per_session, cold_pending = _empty(), {}, 0
     for row in rows:
         state = recipient_status(row["status"], row["message__status"])
+        cold_pending += row["n"] if state == "pending" and row["cold"] else 0
         _add(total, state, row["n"], row["replied"], row["opted"])
         if row["session_id"] is not None:
             _add(per_session.setdefault(row["session_id"], _empty()), state, row["n"], row["replied"], row["opted"])
@@ -65,7 +66,7 @@ def progress(campaign, tenant, now=None):
     eta = None
     if campaign.status in (Campaign.Status.RUNNING, Campaign.Status.SCHEDULED) and total["pending"]:
         start = max(now, campaign.start_at) if campaign.start_at else now
-        finish = planning.estimate(campaign, total["pending"], _cold_share(campaign), len(active), start,
+        finish = planning.estimate(campaign, total["pending"], cold_pending / total["pending"], len(active), start,
                                    planning.timezone_of(tenant))
         eta = finish.isoformat() if finish else None
     elif campaign.status in (Campaign.Status.RUNNING, Campaign.Status.SCHEDULED):
@@ -80,14 +81,9 @@ def progress(campaign, tenant, now=None):
     }
 
 
-def _cold_share(campaign):
-    pending = CampaignRecipient.objects.filter(campaign=campaign, status=R.PENDING)
-    total = pending.count()
-    return pending.filter(cold=True).count() / total if total else 0
-
-
-def push(campaign, tenant):
-    """Send the campaign's figures to its open pages once the transaction commits (never raises)."""
+def push(campaign, tenant, figures=None):
+    """Send the campaign's figures (`figures`, or as they are once the transaction commits) to its open pages when
+    the transaction commits (never raises)."""
     schema_name = connection.schema_name
 
     def send():
@@ -95,9 +91,10 @@ def push(campaign, tenant):
         if layer is None:
             return
         try:
-            with schema_context(schema_name):
-                fresh = Campaign.objects.get(pk=campaign.pk)
-                data = progress(fresh, tenant)
+            data = figures
+            if data is None:
+                with schema_context(schema_name):
+                    data = progress(Campaign.objects.get(pk=campaign.pk), tenant)
             async_to_sync(layer.group_send)(group(schema_name, campaign.pk), {"type": "campaign.progress",
                                                                              "data": data})
         except Exception:  # open pages catch up on their next update or reconnect; the rows hold the truth
