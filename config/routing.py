@@ -1,5 +1,6 @@
 from django.urls import path
 
+from analytics.consumers import AnalyticsConsumer
 from backups.consumers import BackupsConsumer, DataExportConsumer
 from tenants.consumers import TenantStatusConsumer
 
@@ -16,4 +17,5 @@ websocket_urlpatterns = [
     path("ws/backups/", BackupsConsumer.as_asgi()),
     path("ws/data-export/", DataExportConsumer.as_asgi()),
     path("ws/campaigns/<int:campaign_id>/", CampaignConsumer.as_asgi()),
+    path("ws/analytics/", AnalyticsConsumer.as_asgi()),
 ]

@@ -10,6 +10,7 @@ from channels.generic.websocket import AsyncJsonWebsocketConsumer
 from django_tenants.utils import tenant_context
 
 from billing import entitlements
+from core.permissions import Perm, socket_can
 from core.sockets import FORBIDDEN, NOT_FOUND, refuse
 
 from . import progress
@@ -31,6 +32,9 @@ class CampaignConsumer(AsyncJsonWebsocketConsumer):
         user, tenant = self.scope.get("user"), self.scope.get("tenant")
         if user is None or not user.is_authenticated or tenant is None or not tenant.has_schema:
             await refuse(self, NOT_FOUND)
+            return
+        if not socket_can(self.scope, Perm.CAMPAIGNS_READ):
+            await refuse(self, FORBIDDEN)
             return
         campaign_id = int(self.scope["url_route"]["kwargs"]["campaign_id"])
         figures = await database_sync_to_async(_figures)(tenant, campaign_id)

@@ -21,6 +21,7 @@ from django_tenants.utils import schema_context
 
 from billing.decorators import billing_access_required
 from core.errors import DomainError
+from core.permissions import Perm, can, permission_required
 from whatsapp.sessions.models import WhatsAppSession
 
 from . import actions, csvimport, planning, progress
@@ -55,7 +56,7 @@ class WordsForm(forms.Form):
 
 
 def can_manage(request):
-    return request.membership is not None and request.membership.can_manage
+    return can(request.membership, Perm.CAMPAIGNS_MANAGE)
 
 
 def _preview_key(request, token):
@@ -68,6 +69,7 @@ def _split_tags(text):
 
 @never_cache
 @billing_access_required
+@permission_required(Perm.CAMPAIGNS_READ, POST=Perm.CAMPAIGNS_MANAGE)
 def contacts_page(request):
     import_form, opt_out_form = ImportForm(), OptOutForm()
     stored = actions.broadcast_settings()
@@ -176,6 +178,7 @@ class _Echo:
 
 @never_cache
 @billing_access_required
+@permission_required(Perm.CAMPAIGNS_READ)
 def contacts_export(request):
     """Every contact as a CSV in the import's own columns (phone, name, tags, then each custom field)."""
     keys = sorted({key for fields in AudienceContact.objects.values_list("fields", flat=True) for key in fields})
@@ -235,6 +238,7 @@ def _variations(text):
 
 @never_cache
 @billing_access_required
+@permission_required(Perm.CAMPAIGNS_READ, POST=Perm.CAMPAIGNS_MANAGE)
 def templates_page(request):
     form, status = TemplateForm(), 200
     if request.method == "POST":
@@ -314,6 +318,7 @@ class CampaignForm(forms.Form):
 
 @never_cache
 @billing_access_required
+@permission_required(Perm.CAMPAIGNS_READ, POST=Perm.CAMPAIGNS_MANAGE)
 def campaigns_page(request):
     form, status = CampaignForm(), 200
     if request.method == "POST":
@@ -363,6 +368,7 @@ VERBS = {"start": actions.start_campaign, "pause": actions.pause_campaign, "resu
 
 @never_cache
 @billing_access_required
+@permission_required(Perm.CAMPAIGNS_READ, POST=Perm.CAMPAIGNS_MANAGE)
 def campaign_detail(request, campaign_id):
     campaign = Campaign.objects.filter(pk=campaign_id).select_related("template").first()
     if campaign is None:
@@ -394,6 +400,7 @@ def campaign_detail(request, campaign_id):
 
 @never_cache
 @billing_access_required
+@permission_required(Perm.CAMPAIGNS_READ)
 def campaign_recipients_export(request, campaign_id):
     """Every recipient with its state and reason, as CSV."""
     campaign = Campaign.objects.filter(pk=campaign_id).first()

@@ -40,9 +40,14 @@ class SessionHostStep(bootsteps.StartStopStep):
     def _shutdown(self):
         if self.host is None:
             return
-        from . import runtime  # imported late, as in start()
+        from . import commands, runtime  # imported late, as in start()
 
         log.info("session host %s stopping", self.host.host_id)
-        self.host.stop(release=True)
+        if self.host.stop(release=True):
+            try:  # the other hosts claim the released sessions now, not at their next heartbeat
+                commands.wake_hosts()
+            except Exception:
+                log.warning("could not wake the other hosts; they claim the sessions at their next heartbeat",
+                            exc_info=True)
         runtime.set_current_host(None)
         self.host = None

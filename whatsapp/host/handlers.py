@@ -6,6 +6,8 @@ registers its part here from WhatsappConfig.ready(), so the host imports no feat
 checks it):
 
   starter    (schema_name, session_id, host_id) -> Start, or None when the session should not run
+  settlers   (schema_name, session_id, accepted) — before a host starts a session's client: settle what an
+             earlier host left in doubt (`accepted(ids)`: the ids WhatsApp's side is known to hold)
   appliers   per event kind, in registration order: (event) -> Applied or None
   sender     .new_window() and .drain(schema_name, session_id, provider, window=...)
   commands   per action: (schema_name, session_id, provider) — work on the host outside its lock
@@ -33,6 +35,7 @@ class Applied:
 
 
 _starter = None
+_settlers = []
 _appliers = {}
 _sender = None
 _commands = {}
@@ -41,6 +44,11 @@ _commands = {}
 def set_starter(starter):
     global _starter
     _starter = starter
+
+
+def on_start(settler):
+    if settler not in _settlers:
+        _settlers.append(settler)
 
 
 def on_events(kinds, applier):
@@ -61,6 +69,11 @@ def on_command(action, handler):
 
 def start(schema_name, session_id, host_id):
     return _starter(schema_name, session_id, host_id)
+
+
+def settle(schema_name, session_id, accepted):
+    for settler in _settlers:
+        settler(schema_name, session_id, accepted)
 
 
 def apply(event):

@@ -9,6 +9,9 @@ class SessionLease(models.Model):
     session_id = models.BigIntegerField()
     host_id = models.CharField(max_length=200, blank=True, db_index=True)
     lease_expires_at = models.DateTimeField(null=True, blank=True, db_index=True)
+    # Counted up by every claim: the holder's writes check it (leases.Fence), so a host that lost the lease while
+    # paused changes nothing when it wakes.
+    generation = models.BigIntegerField(default=0)
     created_at = models.DateTimeField(auto_now_add=True)
 
     class Meta:

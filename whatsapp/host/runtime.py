@@ -97,6 +97,7 @@ class SessionHost:
         self.events = queue.Queue()
         self.early_receipts = []  # [(ProviderEvent with the early ids only, give-up monotonic time)]
         self._senders = {}  # key -> _Sender
+        self.fences = {}  # key -> leases.Fence of the lease this host claimed
         self._early_retry_at = 0.0
         self._lock = threading.RLock()
         self._stopping = threading.Event()
@@ -113,7 +114,8 @@ class SessionHost:
         log.info("session host %s started (%s)", self.host_id, self.provider_class.name)
 
     def stop(self, *, release=True):
-        """Stop every provider; with `release`, free the leases at once so another host takes over now."""
+        """Stop every provider; with `release`, free the leases at once so another host takes over now (the worker
+        then wakes the other hosts). Returns how many leases were released."""
         self._stopping.set()
         with self._lock:
             keys = list(self.providers)
@@ -122,7 +124,8 @@ class SessionHost:
         for thread in self._threads:
             thread.join(timeout=10)
         if release:
-            leases.release(self.host_id, keys)
+            return leases.release(self.host_id, keys)
+        return 0
 
     # --- leases ------------------------------------------------------------------------------------------
 
@@ -138,9 +141,14 @@ class SessionHost:
 
     def sync(self, now=None):
         """Renew, claim, and make the running providers match the leases held. Returns the keys held."""
-        held = set(leases.renew(self.host_id, now=now)) | set(
-            leases.claim(self.host_id, limit=self.claim_limit, now=now))
+        if self._stopping.is_set():  # shutting down: the leases are being released, not claimed
+            return set()
+        claimed = leases.claim_fenced(self.host_id, limit=self.claim_limit, now=now)
+        held = set(leases.renew(self.host_id, now=now)) | set(claimed)
         with self._lock:
+            self.fences.update(claimed)
+            for key in [key for key in self.fences if key not in held]:
+                self.fences.pop(key, None)
             for key in [key for key in self.providers if key not in held]:
                 log.info("session %s: lease lost, stopping here", key)
                 self._stop_provider(key)
@@ -180,6 +188,14 @@ class SessionHost:
         if start is None:  # deleted, or no longer wanted
             leases.want_stopped(schema_name, int(session_id))
             return
+        sender = self._senders.get(key)
+        try:  # unless a drain runs here (a restart), what is `sending` was left by an earlier host or a crash
+            if sender is None or not sender.running:
+                handlers.settle(schema_name, int(session_id),
+                                lambda ids: self.provider_class.accepted(self.store_dir, key, ids))
+        except Exception:  # the sweeper settles them later; the session must start regardless
+            log.exception("session %s: settling its in-doubt messages failed", key)
+            close_old_connections()
         provider = self.provider_class(key, emit=self.events.put, settings=self.settings,
                                        store_dir=self.store_dir, identity=start.identity)
         self.providers[key] = provider
@@ -257,7 +273,8 @@ class SessionHost:
         schema_name, session_id = key.split(":", 1)
         while True:
             try:
-                sending.drain(schema_name, int(session_id), self.provider(key), window=sender.window)
+                sending.drain(schema_name, int(session_id), self.provider(key), window=sender.window,
+                              fence=self.fences.get(key))
             except Exception:  # what was claimed stays `sending` (reported by the sweeper); the rest stays queued
                 log.exception("session %s: draining its queue failed", key)
                 close_old_connections()
@@ -306,6 +323,16 @@ class SessionHost:
             self.handle(ProviderEvent(first.session_key, first.kind, {**first.data, "ids": ids}, at=first.at))
 
     def handle(self, event):
+        if event.kind not in (EventKind.MESSAGE, EventKind.RECEIPT) and not self._fence_holds(event.session_key):
+            # A status event from a client this host no longer owns (paused past its lease, or the session was
+            # deleted): the holder reports the session's state, this copy stops. Messages and receipts are
+            # WhatsApp's facts, applied idempotently whoever hears them.
+            log.warning("session %s: %s ignored and the client stopped: this host no longer holds its lease",
+                        event.session_key, event.kind)
+            with self._lock:
+                self.fences.pop(event.session_key, None)
+                self._stop_provider(event.session_key)
+            return
         if event.kind == EventKind.CONNECTED:
             self.believed_connected.add(event.session_key)
         elif event.kind in (EventKind.DISCONNECTED, EventKind.LOGGED_OUT, EventKind.QR, EventKind.ERROR):
@@ -321,6 +348,17 @@ class SessionHost:
         if applied.stop:
             with self._lock:
                 self._stop_provider(event.session_key)
+
+    def _fence_holds(self, key):
+        fence = self.fences.get(key)
+        if fence is None:  # a client started outside the lease loop (tests drive hosts by hand): nothing to check
+            return True
+        try:
+            return fence.held()
+        except Exception:
+            log.exception("session %s: the lease could not be checked", key)
+            close_old_connections()
+            return True  # the database is the problem; applying it cannot make two hosts write
 
     def _keep_early_receipt(self, event, ids, give_up_at=None):
         retry = ProviderEvent(event.session_key, event.kind, {**event.data, "ids": list(ids)}, at=event.at)

@@ -107,6 +107,19 @@ def _lookup_by_orm(name, phone, chat_jid):
     return session, conversation, contact, blocked
 
 
+# A linked session that should run and is on its way back (a host starting it, taking it over, or reconnecting)
+# queues sends: they wait in the outbox and go once it is connected.
+COMING_BACK = (WhatsAppSession.Status.STARTING, WhatsAppSession.Status.RECONNECTING)
+
+
+def accepts_sends(session):
+    """Connected, or linked, wanted running and coming back. Logged out, never linked, stopped (by a person or after
+    giving up reconnecting), or in error: 409 session_not_connected."""
+    if session.status == WhatsAppSession.Status.CONNECTED:
+        return True
+    return session.status in COMING_BACK and session.is_linked and session.should_run
+
+
 def prepare(body, files=None, lookups=None):
     """Validate one message (`body`: the API's fields, `files` its upload) or raise its DomainError: an unknown
     session first, then the message's own fields, then its recipient, then the session's state. `lookups`
@@ -128,7 +141,7 @@ def prepare(body, files=None, lookups=None):
         raise bad_recipient
     if phone:
         recipients.check_phone_allowed(phone, tenant_blocked=blocked)
-    if session.status != WhatsAppSession.Status.CONNECTED:
+    if not accepts_sends(session):
         raise DomainError(MessagingError.SESSION_NOT_CONNECTED,
                           f"The session '{session.name}' is not connected; start it and link a phone first.",
                           {"status": session.status})
@@ -153,6 +166,14 @@ def queue_message(tenant, *, body, files=None, idempotency_key=None):
     ratelimit.check_send_rate(tenant)
     messages, created = _insert([item], keys)
     return messages[0], created
+
+
+def queue_automatic(body):
+    """An automatic answer (whatsapp.automation): `body` validated like an API message (prepare) and queued in the
+    same pipeline (paced, capped, recorded, webhooks fired), without the API's rate limit or Idempotency-Key. Call
+    inside a transaction to commit the message with what records why it was sent. Returns the message."""
+    messages, _ = _insert([prepare(body)], None)
+    return messages[0]
 
 
 def queue_messages(tenant, *, bodies, idempotency_key=None, check=None):
@@ -241,8 +262,10 @@ class ReceiptResult:
 
 def apply_receipt(session, data, now=None):
     """A RECEIPT event of `session` (ids, status delivered|read), or several of one status together: the
-    messages it names move forward in one statement (never backwards, never out of failed or sending), then are
-    told. In the session's schema."""
+    messages it names move forward in one statement (never backwards, never out of sending, out of failed only
+    when the failure was a lost host: WhatsApp's receipt proves it had the message), then are told. A receipt for
+    a message still `sending` (its id was chosen before the send) is early: tried again once the send is
+    recorded. In the session's schema."""
     result = ReceiptResult()
     status = data.get("status")
     if status not in (S.DELIVERED, S.READ):
@@ -254,10 +277,12 @@ def apply_receipt(session, data, now=None):
     behind = [s for s, rank in RANK.items() if rank < RANK[status]]
     moved = rows.run(Message, (
         f"UPDATE {rows.table(Message)} SET status = %s, delivered_at = COALESCE(delivered_at, %s), "
-        f"read_at = CASE WHEN %s THEN %s ELSE read_at END "
-        f"WHERE session_id = %s AND direction = %s AND provider_message_id = ANY(%s) AND status = ANY(%s) "
+        f"read_at = CASE WHEN %s THEN %s ELSE read_at END, sent_at = COALESCE(sent_at, %s), failure_reason = '' "
+        f"WHERE session_id = %s AND direction = %s AND provider_message_id = ANY(%s) AND (status = ANY(%s) "
+        f"OR (status = %s AND failure_reason LIKE %s)) "
         f"RETURNING {rows.columns(Message, Message._meta.db_table)}"),
-        [status, now, status == S.READ, now, session.pk, Message.Direction.OUT, ids, behind])
+        [status, now, status == S.READ, now, now, session.pk, Message.Direction.OUT, ids, behind, S.FAILED,
+         f"{sending.HOST_LOST}:%"])
     moved.sort(key=lambda m: m.pk)
     for message in moved:
         message.session = session
@@ -269,7 +294,7 @@ def apply_receipt(session, data, now=None):
         known = dict(outgoing.filter(provider_message_id__in=rest).values_list("provider_message_id", "status"))
         # Recorded as sent just after the update above looked (each statement sees what is committed when it
         # starts): not moved, but not ahead either, so it is tried again like an early one.
-        just_recorded = [i for i in ids if known.get(i) in behind]
+        just_recorded = [i for i in ids if known.get(i) in behind or known.get(i) == S.SENDING]
         missing = [i for i in ids if i in rest and i not in known]
         if missing and not outgoing.filter(status=S.SENDING).exists():
             missing = []
@@ -306,6 +331,14 @@ def store_inbound(session, data, now=None):
     return message
 
 
+def due_now(session_id, now=None):
+    """The session (re)connected: its queued messages put back to wait for the connection (not those waiting for
+    their pacing slot) are due at once. In the session's schema. Returns how many."""
+    now = now or timezone.now()
+    return Message.objects.filter(session_id=session_id, direction=Message.Direction.OUT, status=S.QUEUED,
+                                  paced_until__isnull=True, next_attempt_at__gt=now).update(next_attempt_at=None)
+
+
 def sweep_queued(now=None):
     """In this schema: drain again the sessions with outgoing messages still queued past their next_attempt_at
     (or, never claimed, older than RETRY_AFTER: their wake was lost), earliest first; those include messages
@@ -328,6 +361,5 @@ def sweep_queued(now=None):
     # so it is not sent again (no duplicates) but reported as failed with what is known.
     stuck = list(Message.objects.filter(direction=Message.Direction.OUT, status=S.SENDING,
                                         next_attempt_at__lte=now - sending.STUCK_SENDING).select_related("session"))
-    sending.fail([(message, "host_lost: the session host stopped while sending; WhatsApp may or may not have "
-                            "received this message") for message in stuck])
+    sending.fail([(message, sending.host_lost_reason("found by the sweeper")) for message in stuck])
     return len(due)

@@ -29,6 +29,7 @@ from core.api import (
     first_message,
 )
 from core.errors import CommonError, DomainError
+from core.permissions import Perm
 from core.phones import PATTERN as PHONE_PATTERN
 from core.phones import normalize_phone
 from tenants.permissions import HasActiveTenant
@@ -182,6 +183,7 @@ def _contact_filter(value):
 
 
 class MessageListView(APIView):
+    required_permissions = {"GET": Perm.MESSAGES_READ, "POST": Perm.MESSAGES_SEND}
     permission_classes = [permissions.IsAuthenticated, HasActiveTenant, CanWrite]
     parser_classes = [StrictJSONParser, StrictMultiPartParser]
 
@@ -219,8 +221,9 @@ class MessageListView(APIView):
     ], responses={202: MessageSerializer, 200: MessageSerializer})
     def post(self, request):
         """Queue a message: 202 {id, status: "queued"}, then follow it to sent, delivered, read or failed.
-        JSON, or multipart/form-data with the media as `file`. Codes: 404 not_found (session); 409
-        session_not_connected (details.status); 400 validation_error, unsupported_type (details.supported),
+        JSON, or multipart/form-data with the media as `file`. A linked session that is starting or reconnecting
+        queues it too. Codes: 404 not_found (session); 409 session_not_connected (details.status: logged out,
+        never linked, stopped, error); 400 validation_error, unsupported_type (details.supported),
         missing_text, text_too_long, caption_too_long, unexpected_caption, unexpected_media, missing_media,
         media_url_and_file, invalid_media_url, media_url_forbidden (private address), empty_media,
         invalid_location, invalid_contact, missing_reaction, invalid_reaction, missing_reply_to, invalid_reply_to,
@@ -267,6 +270,7 @@ def _check_shape(body):
 
 
 class MessageBatchView(APIView):
+    required_permission = Perm.MESSAGES_SEND
     permission_classes = [permissions.IsAuthenticated, HasActiveTenant, CanWrite]
     parser_classes = [StrictJSONParser]
 
@@ -292,6 +296,7 @@ class MessageBatchView(APIView):
 
 
 class MessageDetailView(APIView):
+    required_permission = Perm.MESSAGES_READ
     permission_classes = [permissions.IsAuthenticated, HasActiveTenant]
 
     @extend_schema(tags=TAGS, parameters=[OpenApiParameter("id", int, OpenApiParameter.PATH)],
@@ -304,6 +309,7 @@ class MessageDetailView(APIView):
 
 
 class MessageMediaView(APIView):
+    required_permission = Perm.MESSAGES_READ
     permission_classes = [permissions.IsAuthenticated, HasActiveTenant]
 
     @extend_schema(tags=TAGS, operation_id="messages_media", parameters=[

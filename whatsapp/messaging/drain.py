@@ -57,8 +57,9 @@ log = logging.getLogger(__name__)
 S = Message.Status
 
 RETRY_AFTER = timedelta(seconds=60)  # a claimed message put back by a temporary error goes again after this
-# `sending` this long: its host died mid-send (whatsapp.messaging.actions.sweep_queued)
-STUCK_SENDING = timedelta(minutes=5)
+# `sending` this long past its claim's next_attempt_at: its host died mid-send and no host took the session over
+# (a host that does settles them at once: settle_in_doubt); whatsapp.messaging.actions.sweep_queued fails them.
+STUCK_SENDING = timedelta(minutes=1)
 # Provider errors that say "not now" rather than "never": the message is queued again, up to the attempt cap.
 TEMPORARY_SEND_ERRORS = {"not_connected", "busy"}
 # A message waiting for its pacing slot is drained by a wake with a countdown when the slot is this close; later
@@ -170,9 +171,11 @@ class Outcome:
         return bool(self.retry or self.put_back)
 
 
-def drain(schema_name, session_id, provider, *, window=None, now=None):
+def drain(schema_name, session_id, provider, *, window=None, now=None, fence=None):
     """On the host running the session: claim, send and record its due messages, batch after batch, until none
-    is due (or the provider cannot send now). Returns how many messages were handed to the provider."""
+    is due (or the provider cannot send now). With the host's `fence` (whatsapp.host.leases.Fence) a claim takes
+    nothing once the lease moved to another host, and a batch claimed just before is put back unsent if the lease
+    moved meanwhile. Returns how many messages were handed to the provider."""
     window = window or SendWindow()
     handed, cleared = 0, False
     try:
@@ -181,10 +184,13 @@ def drain(schema_name, session_id, provider, *, window=None, now=None):
             if not found:
                 return 0
             session = found[0]
+            if provider is not None and not getattr(provider, "is_connected", True):
+                # Starting or reconnecting: nothing is claimed (no attempt counted); CONNECTED wakes the drain.
+                return 0
             policy = pacing.current_policy()
             lingered = 0.0
             while True:
-                claimed = claim(session, policy, now or timezone.now(), window.size())
+                claimed = claim(session, policy, now or timezone.now(), window.size(), fence=fence)
                 if not claimed:
                     if cleared:
                         return handed
@@ -200,6 +206,13 @@ def drain(schema_name, session_id, provider, *, window=None, now=None):
                     cleared = True
                     continue
                 cleared, lingered = False, 0.0
+                assign_ids(provider, claimed)
+                if fence is not None and not fence.held():  # paused between the claim and now: not ours any more
+                    log.warning("session %s:%s: lease lost mid-drain, %d claimed messages put back unsent",
+                                schema_name, session_id, len(claimed))
+                    Message.objects.filter(pk__in=[m.pk for m in claimed], status=S.SENDING).update(
+                        status=S.QUEUED, attempts=F("attempts") - 1, next_attempt_at=None)
+                    return handed
                 started = time.monotonic()
                 outcome = send_claimed(provider, claimed)
                 window.observe(len(outcome.sent) + len(outcome.failed), time.monotonic() - started)
@@ -217,18 +230,20 @@ def _due(session_id, now):
             & (Q(next_attempt_at__isnull=True) | Q(next_attempt_at__lte=now)))
 
 
-def claim(session, policy, now, limit):
+def claim(session, policy, now, limit, *, fence=None):
     """The session's next due messages, moved to `sending` with their attempt counted, oldest first. With pacing
     off: one statement. With pacing on, each takes its slot; those whose slot is later wait (returned nowhere;
-    their pages and the wake at their slot are told here)."""
+    their pages and the wake at their slot are told here). With a `fence`, only while the host holds the lease."""
+    fenced, fence_params = fence.sql() if fence is not None else ("TRUE", [])
     if not policy.enabled:
         table = rows.table(Message)
         claimed = rows.run(Message, (
             f"UPDATE {table} SET status = %s, attempts = attempts + 1, next_attempt_at = %s, paced_until = NULL, "
             f"paced_reason = '' WHERE id IN (SELECT id FROM {table} WHERE session_id = %s AND direction = %s "
-            f"AND status = %s AND attempts < %s AND (next_attempt_at IS NULL OR next_attempt_at <= %s) "
+            f"AND status = %s AND attempts < %s AND (next_attempt_at IS NULL OR next_attempt_at <= %s) AND {fenced} "
             f"ORDER BY id LIMIT %s FOR UPDATE SKIP LOCKED) RETURNING {rows.columns(Message, Message._meta.db_table)}"),
-            [S.SENDING, now + RETRY_AFTER, session.pk, Message.Direction.OUT, S.QUEUED, max_attempts(), now, limit])
+            [S.SENDING, now + RETRY_AFTER, session.pk, Message.Direction.OUT, S.QUEUED, max_attempts(), now,
+             *fence_params, limit])
         claimed.sort(key=lambda m: m.pk)
         for message in claimed:
             message.session = session
@@ -236,6 +251,8 @@ def claim(session, policy, now, limit):
     claimed, waiting = [], []
     schema_name = connection.schema_name
     with transaction.atomic():
+        if fence is not None and not fence.held():
+            return []
         due = (Message.objects.select_for_update(skip_locked=True).filter(_due(session.pk, now))
                .filter(attempts__lt=max_attempts()).order_by("pk")[:limit])
         for message in due:
@@ -263,15 +280,40 @@ def claim(session, policy, now, limit):
     return claimed
 
 
+def assign_ids(provider, claimed):
+    """When the provider lets the sender choose WhatsApp's id (the simulator; whatsmeow does, neonize 0.5.2 does not
+    pass it), store each claimed message's id before it is handed over (one statement): a host killed mid-send
+    leaves rows whose fate the next host can look up (settle_in_doubt) and receipts can find. A message that was
+    tried before keeps its id."""
+    choose = getattr(provider, "new_message_id", None)
+    if choose is None:
+        return
+    fresh = [m for m in claimed if not m.provider_message_id]
+    chosen = [(m, choose()) for m in fresh]
+    chosen = [(m, i) for m, i in chosen if i]
+    if not chosen:
+        return
+    values = ", ".join(["(%s::bigint, %s::text)"] * len(chosen))
+    params = [p for m, i in chosen for p in (m.pk, i)]
+    with connection.cursor() as cursor:
+        cursor.execute(f"UPDATE {rows.table(Message)} AS m SET provider_message_id = v.pid FROM (VALUES {values}) "
+                       f"AS v(id, pid) WHERE m.id = v.id", params)
+    for message, message_id in chosen:
+        message.provider_message_id = message_id
+
+
 def send_claimed(provider, claimed):
-    """Hand each claimed message to the provider, in order, outside any transaction."""
+    """Hand each claimed message to the provider, in order, outside any transaction (with the id chosen for it,
+    when the provider takes one)."""
     outcome = Outcome()
     for index, message in enumerate(claimed):
         if provider is None:  # the session stopped on this host since the drain began
             outcome.put_back = claimed[index:]
             break
         try:
-            outcome.sent.append((message, provider.send(message.chat_jid, message_types.outgoing(message))))
+            chosen = {"message_id": message.provider_message_id} if message.provider_message_id else {}
+            outcome.sent.append((message, provider.send(message.chat_jid, message_types.outgoing(message),
+                                                        **chosen)))
         except ProviderError as exc:
             reason = f"{exc.code}: {exc}"
             if exc.code in TEMPORARY_SEND_ERRORS and message.attempts < max_attempts():
@@ -293,10 +335,12 @@ def record(session, outcome, *, now=None):
     now = now or timezone.now()
     with transaction.atomic():
         sent = record_sent(outcome.sent, now=now)
-        failed = record_failed(outcome.failed)
+        failed = record_failed(outcome.failed, only_from=S.SENDING)
         for message, reason in outcome.retry:
+            # Only while still ours: a host that took the session over may have settled it meanwhile.
             message.status, message.failure_reason = S.QUEUED, reason[:500]
-            message.save(update_fields=["status", "failure_reason"])
+            Message.objects.filter(pk=message.pk, status=S.SENDING).update(status=S.QUEUED,
+                                                                           failure_reason=reason[:500])
         if outcome.put_back:
             Message.objects.filter(pk__in=[m.pk for m in outcome.put_back], status=S.SENDING).update(
                 status=S.QUEUED, attempts=F("attempts") - 1, next_attempt_at=None)
@@ -307,7 +351,8 @@ def record(session, outcome, *, now=None):
 
 
 def record_sent(pairs, *, now=None):
-    """[(message, provider id)] of messages in `sending` → sent, in one statement. Returns the messages."""
+    """[(message, provider id)] of messages in `sending` → sent, in one statement. Returns the messages that were
+    still `sending` (a host that took the session over may have settled the others meanwhile)."""
     if not pairs:
         return []
     now = now or timezone.now()
@@ -320,20 +365,29 @@ def record_sent(pairs, *, now=None):
         cursor.execute(
             f"UPDATE {rows.table(Message)} AS m SET status = %s, provider_message_id = v.pid, sent_at = %s, "
             f"next_attempt_at = NULL, failure_reason = '' FROM (VALUES {values}) AS v(id, pid) "
-            f"WHERE m.id = v.id AND m.status = %s", params)
+            f"WHERE m.id = v.id AND m.status = %s RETURNING m.id", params)
+        changed = {row[0] for row in cursor.fetchall()}
     for message, provider_id in pairs:
         message.status, message.provider_message_id = S.SENT, str(provider_id or "")[:128]
         message.sent_at, message.next_attempt_at, message.failure_reason = now, None, ""
-    return [message for message, _ in pairs]
+    return [message for message, _ in pairs if message.pk in changed]
 
 
-def record_failed(pairs):
-    """[(message, reason)] → failed with the reason. Returns the messages (tell them: message.failed)."""
+def record_failed(pairs, *, only_from=None):
+    """[(message, reason)] → failed with the reason. Returns the messages changed (tell them: message.failed).
+    With `only_from` (a status), a row no longer in it is left alone and not returned."""
+    changed = []
     for message, reason in pairs:
         message.status, message.failure_reason, message.next_attempt_at = S.FAILED, str(reason)[:500], None
         message.paced_until, message.paced_reason = None, ""
-        message.save(update_fields=["status", "failure_reason", "next_attempt_at", "paced_until", "paced_reason"])
-    return [message for message, _ in pairs]
+        fields = {"status": S.FAILED, "failure_reason": message.failure_reason, "next_attempt_at": None,
+                  "paced_until": None, "paced_reason": ""}
+        found = Message.objects.filter(pk=message.pk)
+        if only_from is not None:
+            found = found.filter(status=only_from)
+        if found.update(**fields):
+            changed.append(message)
+    return changed
 
 
 def tell(session, event_type, messages, *, conversations=None):
@@ -343,6 +397,45 @@ def tell(session, event_type, messages, *, conversations=None):
     payloads = [message_payload(message, session.name) for message in messages]
     emit_events(event_type, payloads)
     messages_changed(messages, conversations=conversations, payloads=payloads)
+
+
+# --- a session taken over ---------------------------------------------------------------------------------------
+
+HOST_LOST = "host_lost"
+
+
+def host_lost_reason(when):
+    return (f"{HOST_LOST}: the session host stopped while sending ({when}); WhatsApp may or may not have received "
+            "this message")
+
+
+def settle_in_doubt(schema_name, session_id, accepted, *, now=None):
+    """A host is starting the session: no drain of it runs here, so its `sending` rows were left by a host that
+    died (or a drain that crashed). Each is settled at once: `sent` when WhatsApp's side is known to hold its id
+    (`accepted(ids)`, the provider's record), else `failed` host_lost — never sent again (no duplicates); a
+    receipt that later names it moves it on (apply_receipt). Returns (sent, failed) counts."""
+    now = now or timezone.now()
+    with schema_context(schema_name):
+        left = list(Message.objects.filter(session_id=session_id, direction=Message.Direction.OUT,
+                                           status=S.SENDING).select_related("session").order_by("pk"))
+        if not left:
+            return 0, 0
+        ids = [m.provider_message_id for m in left if m.provider_message_id]
+        proved = accepted(ids) if ids else set()
+        with transaction.atomic():
+            sent = record_sent([(m, m.provider_message_id) for m in left if m.provider_message_id in proved],
+                               now=now)
+            failed = record_failed([(m, host_lost_reason("settled when another host took the session over"))
+                                    for m in left if m.provider_message_id not in proved], only_from=S.SENDING)
+            conversations.note_outgoing(sent + failed)
+            session = left[0].session
+            shown = conversations.of_messages(sent + failed)
+            tell(session, "message.sent", sent, conversations=shown)
+            tell(session, "message.failed", failed, conversations=shown)
+    if sent or failed:
+        log.info("session %s:%s taken over: %d in-doubt messages proved sent, %d failed host_lost", schema_name,
+                 session_id, len(sent), len(failed))
+    return len(sent), len(failed)
 
 
 # --- no host ----------------------------------------------------------------------------------------------------

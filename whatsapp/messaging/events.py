@@ -33,9 +33,16 @@ def apply_traffic(event, now=None):
     return Applied(None, early_receipt_ids=early)
 
 
+def settle_in_doubt(schema_name, session_id, accepted):
+    """A host takes the session over: what an earlier host left `sending` is settled now (drain.settle_in_doubt)."""
+    drain.settle_in_doubt(schema_name, session_id, accepted)
+
+
 def on_connected(event):
-    """What waited for the connection (put back, swept) goes now."""
+    """What waited for the connection (put back by a send that found it down, swept) goes now."""
     schema_name, session_id = event.session_key.split(":", 1)
+    with schema_context(schema_name):
+        actions.due_now(int(session_id))
     drain.wake(schema_name, int(session_id), force=True)
 
 
@@ -47,5 +54,5 @@ class Sender:
         return drain.SendWindow()
 
     @staticmethod
-    def drain(schema_name, session_id, provider, *, window):
-        return drain.drain(schema_name, session_id, provider, window=window)
+    def drain(schema_name, session_id, provider, *, window, fence=None):
+        return drain.drain(schema_name, session_id, provider, window=window, fence=fence)

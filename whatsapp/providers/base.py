@@ -105,7 +105,9 @@ class SessionProvider(abc.ABC):
       device; without it a new device is paired (QR, or a pairing code when `pairing_phone` is given).
     - `stop()` disconnects and releases resources; the device stays linked (a later start resumes it).
     - `logout()` unlinks the device on WhatsApp's side and forgets its keys; emits logged_out.
-    - `send()` returns the provider's message id or raises ProviderError.
+    - `send()` returns the provider's message id or raises ProviderError. A provider that lets the sender choose
+      the id (`new_message_id()` returns one) takes it as `send(..., message_id=...)`: the id is then stored before
+      the message goes, so a send cut short by a crash can still be recognised (`accepted`, or its receipts).
     Every method is safe to call from any thread; none may block for long (a silent peer must not hang the caller).
     """
 
@@ -140,6 +142,17 @@ class SessionProvider(abc.ABC):
     @property
     @abc.abstractmethod
     def is_connected(self) -> bool: ...
+
+    def new_message_id(self) -> str | None:
+        """An id for the next send, chosen before sending, or None when the provider only tells it afterwards
+        (neonize 0.5.2: `send_message` passes no id to whatsmeow, see docs/sending-pipeline.md)."""
+        return None
+
+    @classmethod
+    def accepted(cls, store_dir: str, session_key: str, message_ids) -> set:
+        """Of `message_ids` (chosen with new_message_id), those WhatsApp's side is known to have accepted for the
+        session. WhatsApp offers no such lookup: only the simulator, which is that side, can answer."""
+        return set()
 
     def fetch_contacts(self) -> list[dict]:
         """The linked phone's address book: [{jid, phone (E.164 or None), name, push_name, lid (or None)}].

@@ -395,7 +395,20 @@ class SimulatorProvider(SessionProvider):
             else:  # still connecting: the code comes when the connection is up
                 self._pairing_phone = digits
 
-    def send(self, to, message: OutgoingMessage):
+    def new_message_id(self):
+        """The simulator, like whatsmeow (SendRequestExtra.ID), lets the sender choose the id."""
+        return _new_message_id()
+
+    @classmethod
+    def accepted(cls, store_dir, session_key, message_ids):
+        """What "WhatsApp" holds for this session among `message_ids`: its outbox log, which survives the host."""
+        wanted = set(message_ids)
+        if not wanted:
+            return set()
+        return {r["id"] for r in simulator_outbox.read(store_dir)
+                if r.get("session") == session_key and r.get("id") in wanted}
+
+    def send(self, to, message: OutgoingMessage, message_id=None):
         chat = self._chat_jid(to)
         if message.type not in MESSAGE_TYPES:
             raise ProviderError("unsupported_type", f"message type {message.type!r} is not supported")
@@ -406,7 +419,7 @@ class SimulatorProvider(SessionProvider):
             if self._fail_next_send:
                 code, self._fail_next_send = self._fail_next_send, None
                 raise ProviderError(code, f"simulated send failure ({code})")
-            message_id = _new_message_id()
+            message_id = message_id or _new_message_id()
             self._later(self.timing.delivered_s, self._receipt_due, message_id, chat, "delivered")
             simulator_outbox.record(self.store_dir, session_key=self.session_key, message_id=message_id, chat=chat,
                                     type=message.type, text=message.text or message.caption)

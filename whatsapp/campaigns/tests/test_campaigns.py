@@ -183,7 +183,7 @@ def test_pause_resume_cancel_and_their_webhooks(named, clients):
     created = ok(alice.post(f"{V1}/campaigns", {"name": "Fair", "template": made.pk, "audience": {"all": True},
                                                 "sessions": ["one"], "progress_every": 1}, format="json"), 201)
     cid = created["id"]
-    error(bob.post(f"{V1}/campaigns/{cid}/start"), 403, "owner_or_admin_required")
+    error(bob.post(f"{V1}/campaigns/{cid}/start"), 403, "permission_denied")
     error(carol.post(f"{V1}/campaigns/{cid}/start"), 404, "not_found")
     error(alice.post(f"{V1}/campaigns/{cid}/pause"), 409, "campaign_state")
     started = ok(alice.post(f"{V1}/campaigns/{cid}/start"))

@@ -45,7 +45,7 @@ def test_create_preview_and_delete_a_template(named, clients):
     error(clients["carol"].get(f"{V1}/templates/{made['id']}"), 404, "not_found")
     assert ok(clients["bob"].get(f"{V1}/templates"))[0]["name"] == "Order ready"
     error(clients["bob"].post(f"{V1}/templates", {"name": "x", "body": "y"}, format="json"), 403,
-          "owner_or_admin_required")
+          "permission_denied")
     changed = ok(alice.patch(f"{V1}/templates/{made['id']}", {"body": "Ready: {{field.order_id}}"}, format="json"))
     assert changed["body"] == "Ready: {{field.order_id}}" and changed["name"] == "Order ready"
     assert alice.delete(f"{V1}/templates/{made['id']}").status_code == 204

@@ -47,18 +47,34 @@ def test_concurrent_claims_never_overlap(sessions):
     assert sorted(claimed) == sorted(sessions)  # every session once, none twice
 
 
-def test_a_dead_hosts_sessions_move_within_a_minute(sessions):
+def test_a_dead_hosts_sessions_move_within_seconds(sessions):
     start = timezone.now()
     assert leases.claim("host-a", now=start) == sorted(sessions)
     # host-a heartbeats for a while, then dies (stops renewing).
-    assert leases.renew("host-a", now=start + timedelta(seconds=15)) == sorted(sessions)
-    died_at = start + timedelta(seconds=15)
-    assert leases.claim("host-b", now=died_at + timedelta(seconds=30)) == []  # lease still fresh
+    died_at = start + leases.HEARTBEAT_INTERVAL
+    assert leases.renew("host-a", now=died_at) == sorted(sessions)
+    assert leases.claim("host-b", now=died_at + leases.LEASE_TTL / 2) == []  # lease still fresh
     taken = leases.claim("host-b", now=died_at + leases.LEASE_TTL + timedelta(seconds=1))
     assert taken == sorted(sessions)
-    assert (leases.LEASE_TTL + leases.HEARTBEAT_INTERVAL) <= timedelta(minutes=1)
+    # The default: a dead host's sessions are claimed within a lease and a heartbeat, under 15 s.
+    assert (leases.LEASE_TTL + leases.HEARTBEAT_INTERVAL) < timedelta(seconds=15)
     # If host-a was only paused, its next heartbeat learns it lost them and must stop them.
-    assert leases.renew("host-a", now=died_at + timedelta(seconds=50)) == []
+    assert leases.renew("host-a", now=died_at + leases.LEASE_TTL * 2) == []
+
+
+def test_every_claim_counts_a_new_generation_and_only_the_current_one_holds(sessions):
+    now = timezone.now()
+    first = leases.claim_fenced("host-a", limit=1, now=now)
+    [(key, fence_a)] = first.items()
+    assert fence_a.held()
+    SessionLease.objects.filter(host_id="host-a").update(lease_expires_at=now - timedelta(seconds=1))
+    assert not fence_a.held()  # expired: host-a's writes stop at once, before anyone claims it
+    [fence_b] = [f for k, f in leases.claim_fenced("host-b", limit=10).items() if k == key]
+    assert fence_b.generation == fence_a.generation + 1 and fence_b.held() and not fence_a.held()
+    # Even the same host id (a host that wakes and claims again) gets a new generation; the old one stays dead.
+    leases.release("host-b")
+    [fence_b2] = [f for k, f in leases.claim_fenced("host-b", limit=10).items() if k == key]
+    assert fence_b2.generation == fence_b.generation + 1 and not fence_b.held()
 
 
 def test_clean_release_frees_sessions_at_once(sessions):

@@ -14,7 +14,7 @@ from whatsapp.host import leases
 from whatsapp.host.models import SessionLease
 from whatsapp.host.runtime import SessionHost
 from whatsapp.models import SessionActivity, WhatsAppSession
-from whatsapp.providers.base import ProviderSettings
+from whatsapp.providers.base import EventKind, ProviderEvent, ProviderSettings
 from whatsapp.providers.simulator import SimulatorProvider
 from whatsapp.sessions.events import session_group
 
@@ -263,3 +263,58 @@ def test_a_silently_dead_connection_is_restarted_and_logged(named, make_host, cl
         messages = list(SessionActivity.objects.filter(session_id=session.pk).values_list("kind", "message"))
     assert any(kind == "reconnecting" and "No answer from WhatsApp" in message for kind, message in messages)
     assert [kind for kind, _ in messages][:3] == ["connected", "restarted", "reconnecting"]
+
+
+def test_a_paused_host_that_wakes_after_losing_its_lease_sends_nothing_and_changes_nothing(
+        named, make_host, clock, settings):
+    """Fencing: host-a is paused past its lease (no heartbeat), host-b takes the session over. host-a wakes with
+    its client still running and a drain under way before it learns (at its next heartbeat) that it lost the
+    session: its drain claims nothing, its status events are ignored; host-b sends every message once."""
+    from whatsapp.models import Message
+    from whatsapp.providers import simulator_outbox
+
+    settings.WHATSAPP_PACING_ENABLED = False
+    session = wanted_session("front-desk")
+    key = f"{SCHEMA}:{session.pk}"
+    a, b = make_host("host-a"), make_host("host-b")
+    a.sync()
+    clock.advance(1)
+    drain(a)
+    a.provider(key).simulate_scan("+14155550123")
+    clock.advance(1)
+    drain(a)
+    assert reload(session).status == "connected"
+    with schema_context(SCHEMA):
+        queued = [Message.objects.create(session_id=session.pk, direction="out", chat_jid="1@s.whatsapp.net",
+                                         text=f"m{i}") for i in range(3)]
+
+    # host-a pauses: its lease expires and host-b claims the session (it resumes the same linked device).
+    SessionLease.objects.filter(host_id="host-a").update(lease_expires_at=timezone.now() - timedelta(seconds=1))
+    assert b.sync() == {key}
+    clock.advance(1)
+    drain(b)
+    assert reload(session).status == "connected" and b.fences[key].generation == a.fences[key].generation + 1
+
+    # host-a wakes: its copy of the client still runs and reports, and a drain it was asked for runs.
+    a.drain(key)
+    a.handle(ProviderEvent(key, EventKind.DISCONNECTED, {"reason": "stale", "will_retry": True, "retry_in": 1}))
+    assert simulator_outbox.read(a.store_dir) == []  # nothing sent by the host that lost the lease
+    assert reload(session).status == "connected"  # its stale status event changed nothing
+    with schema_context(SCHEMA):
+        assert set(Message.objects.values_list("status", flat=True)) == {"queued"}
+
+    b.drain(key)
+    sent = simulator_outbox.read(b.store_dir)
+    assert sorted(r["text"] for r in sent) == ["m0", "m1", "m2"]  # once each, by host-b
+    with schema_context(SCHEMA):
+        assert {m.status for m in Message.objects.filter(pk__in=[m.pk for m in queued])} == {"sent"}
+    assert a.sync() == set() and a.providers == {}  # its next heartbeat: it lets go
+
+
+def test_a_clean_shutdown_hands_the_sessions_over_at_once(named, make_host, clock):
+    session = wanted_session("front-desk")
+    key = f"{SCHEMA}:{session.pk}"
+    a, b = make_host("host-a"), make_host("host-b")
+    assert a.sync() == {key} and b.sync() == set()
+    a.stop(release=True)  # warm shutdown: no waiting for the lease to expire
+    assert b.sync() == {key} and key in b.providers

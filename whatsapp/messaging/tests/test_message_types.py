@@ -78,9 +78,9 @@ def sent_to_provider(monkeypatch):
     seen = []
     original = SimulatorProvider.send
 
-    def send(self, to, message):
+    def send(self, to, message, **chosen):
         seen.append((to, message))
-        return original(self, to, message)
+        return original(self, to, message, **chosen)
 
     monkeypatch.setattr(SimulatorProvider, "send", send)
     return seen

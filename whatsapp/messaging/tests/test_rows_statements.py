@@ -142,8 +142,8 @@ def test_the_drain_finds_its_session_as_the_orm_reads_it(chats, monkeypatch):
         Message.objects.create(session_id=session_id, direction="out", to_phone=KNOWN, chat_jid=jid(KNOWN), text="a")
     drained_sessions = []
     original = sending.claim
-    monkeypatch.setattr(sending, "claim", lambda session, *args: drained_sessions.append(session)
-                        or original(session, *args))
+    monkeypatch.setattr(sending, "claim", lambda session, *args, **kwargs: drained_sessions.append(session)
+                        or original(session, *args, **kwargs))
     assert sending.drain(chats.acme.schema_name, session_id, Accepting()) == 1
     with tenant_context(chats.acme):
         expected = WhatsAppSession.objects.get(pk=session_id)

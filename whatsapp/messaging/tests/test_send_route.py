@@ -68,7 +68,8 @@ def test_a_burst_makes_one_drain_task_and_one_drain_sends_it_in_order(named, cli
     provider = next(iter(host.providers.values()))
     original = type(provider).send
     monkeypatch.setattr(type(provider), "send",
-                        lambda self, to, message: sent_to_whatsapp.append(message.text) or original(self, to, message))
+                        lambda self, to, message, **chosen: sent_to_whatsapp.append(message.text)
+                        or original(self, to, message, **chosen))
     assert sending.route(*on_its_way[0]) == "here"
     assert sent_to_whatsapp == [f"burst {i}" for i in range(5)]
     assert {m.status for m in rows(named.acme).values()} == {"sent"}
@@ -90,12 +91,12 @@ def test_a_commit_while_the_drain_runs_sends_no_task_and_the_running_drain_takes
     original_send = type(provider).send
     committed_meanwhile = []
 
-    def send(self, to, message):
+    def send(self, to, message, **chosen):
         if not committed_meanwhile:  # another request commits a message while this one is being sent
             committed_meanwhile.append(Message.objects.create(
                 session_id=session_id, direction="out", to_phone=TO, chat_jid=JID, text="meanwhile"))
             assert sending.wake(named.acme.schema_name, int(session_id)) is False  # a drain is running: no task
-        return original_send(self, to, message)
+        return original_send(self, to, message, **chosen)
 
     monkeypatch.setattr(type(provider), "send", send)
     post(clients["alice"], "first")
@@ -112,7 +113,7 @@ def test_one_drain_per_session_at_a_time_and_a_wake_meanwhile_makes_it_go_round_
     key = next(iter(host.providers))
     entered, release, calls = threading.Event(), threading.Event(), []
 
-    def slow_drain(schema_name, session_id, provider, window=None):
+    def slow_drain(schema_name, session_id, provider, window=None, fence=None):
         calls.append(threading.current_thread().name)
         if len(calls) == 1:
             entered.set()
@@ -142,7 +143,7 @@ def test_claims_grow_with_the_measured_send_time_and_a_batch_is_recorded_togethe
             Message.objects.create(session=session, direction="out", to_phone=TO, chat_jid=JID, text=f"m{i}")
     claims = []
     original = sending.claim
-    monkeypatch.setattr(sending, "claim", lambda *args: claims.append(args[-1]) or original(*args))
+    monkeypatch.setattr(sending, "claim", lambda *args, **kwargs: claims.append(args[-1]) or original(*args, **kwargs))
     window = sending.SendWindow()
     assert sending.drain(named.acme.schema_name, session.pk, provider, window=window) == 30
     # One message first (nothing measured yet), then the rest in one claim; then only empty ones: the linger, the
@@ -201,11 +202,11 @@ def test_a_dropped_connection_mid_batch_counts_one_attempt_and_connecting_again_
     calls = []
     original = type(provider).send
 
-    def flaky(to, message):
+    def flaky(to, message, **chosen):
         calls.append(message.text)
         if message.text == "two":
             raise sending_error("not_connected")
-        return original(provider, to, message)
+        return original(provider, to, message, **chosen)
 
     provider.send = flaky
     window = sending.SendWindow()
@@ -219,14 +220,15 @@ def test_a_dropped_connection_mid_batch_counts_one_attempt_and_connecting_again_
     assert (after["three"].status, after["three"].attempts, after["three"].next_attempt_at) == ("queued", 0, None)
 
     del provider.send
-    # The session's next CONNECTED wakes the drain: what was never tried goes now, the retried one at its time.
+    # The session's next CONNECTED wakes the drain: what was never tried and the one that found the connection
+    # down both go now (it waited for the connection, not for its retry time).
     provider.simulate_disconnect()
     drain(host)  # DISCONNECTED (reconnecting)
     clock.advance(5)  # reconnected after the delay
     drain(host)  # CONNECTED: the drain runs
     later = rows(named.acme)
     assert later["three"].status == "sent"
-    assert later["two"].status == "queued"
+    assert (later["two"].status, later["two"].attempts) == ("sent", 2)
 
 
 def sending_error(code):
