@@ -26,6 +26,7 @@ def _figures(tenant, campaign_id):
 
 
 class CampaignConsumer(AsyncJsonWebsocketConsumer):
+    required_permission = Perm.CAMPAIGNS_READ  # core.permissions: a role without it is refused with 4403
     group_name = None
 
     async def connect(self):
@@ -33,7 +34,7 @@ class CampaignConsumer(AsyncJsonWebsocketConsumer):
         if user is None or not user.is_authenticated or tenant is None or not tenant.has_schema:
             await refuse(self, NOT_FOUND)
             return
-        if not socket_can(self.scope, Perm.CAMPAIGNS_READ):
+        if not socket_can(self.scope, self.required_permission):
             await refuse(self, FORBIDDEN)
             return
         campaign_id = int(self.scope["url_route"]["kwargs"]["campaign_id"])
