@@ -10,6 +10,11 @@ from standardwebhooks import Webhook, WebhookVerificationError
 from whatsapp.webhooks import actions
 
 
+class _Server(ThreadingHTTPServer):
+    # socketserver's default backlog of 5 drops the SYNs of a burst of concurrent deliveries (retried after 1 s).
+    request_queue_size = 128
+
+
 class Receiver:
     """Answers 401 when the signature or the timestamp does not verify (the library refuses timestamps more than
     5 minutes off), else the next status of `statuses` (the last one repeats). `delay` seconds of sleep before
@@ -56,7 +61,7 @@ class Receiver:
             def log_message(self, *args):
                 pass
 
-        self.server = ThreadingHTTPServer((host, port), Handler)
+        self.server = _Server((host, port), Handler)
         self.server.daemon_threads = True
         self.port = self.server.server_port
         self.url = f"http://127.0.0.1:{self.port}/hooks"
