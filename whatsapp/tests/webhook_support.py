@@ -54,7 +54,8 @@ class Receiver:
                 try:
                     self.send_response(status)
                     self.end_headers()
-                    self.wfile.write(b"ok" if status < 300 else b"nope")
+                    if status not in (204, 304):  # no body there (HTTP): aiohttp's parser refuses one
+                        self.wfile.write(b"ok" if status < 300 else b"nope")
                 except (BrokenPipeError, ConnectionResetError):  # the sender gave up waiting
                     pass
 

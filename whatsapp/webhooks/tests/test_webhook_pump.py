@@ -65,7 +65,7 @@ def test_a_burst_is_sent_concurrently_and_recorded_like_single_attempts(named, r
         assert pump.pump(named.acme.schema_name) == 32
     took = time.monotonic() - started
     assert len(receiver.delivered) == 32
-    assert took < 32 * 0.2 / 4, f"{took:.2f} s: not concurrent"  # one at a time would take 6.4 s
+    assert took < 32 * 0.2 / 2, f"{took:.2f} s: not concurrent"  # one at a time would take 6.4 s
     with tenant_context(named.acme):
         done = list(WebhookDelivery.objects.filter(endpoint=live))
     assert {d.status for d in done} == {"succeeded"} and all(d.attempts == 1 and d.succeeded_at for d in done)
