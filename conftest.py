@@ -1,7 +1,7 @@
 """Fixtures shared by every app's tests.
 
 Named users across two tenants, used everywhere so that isolation is tested everywhere:
-alice (owner of Acme), bob (member of Acme), carol (owner of Globex), admin (platform admin, no tenant).
+alice (owner of Acme), bob (agent of Acme), carol (owner of Globex), admin (platform admin, no tenant).
 Acme and Globex have real, migrated schemas (created once per session, kept across transactional flushes).
 """
 from datetime import timedelta
@@ -205,7 +205,7 @@ def named(request, db, plans, tenant_schemas):
     carol = make_user("carol@globex.test", full_name="Carol Owner")
     admin = make_user("admin@platform.test", full_name="Platform Admin", staff=True)
     Membership.objects.create(user=alice, tenant=acme, role=Membership.Role.OWNER)
-    Membership.objects.create(user=bob, tenant=acme, role=Membership.Role.MEMBER)
+    Membership.objects.create(user=bob, tenant=acme, role=Membership.Role.AGENT)
     Membership.objects.create(user=carol, tenant=globex, role=Membership.Role.OWNER)
     return SimpleNamespace(acme=acme, globex=globex, alice=alice, bob=bob, carol=carol, admin=admin)
 

@@ -11,6 +11,7 @@ from rest_framework.views import APIView
 
 from core.api import PAGE_PARAMETERS, StrictSerializer, choice_param, paginated, whole_number_param
 from core.errors import DomainError
+from core.permissions import Perm
 from tenants.models import Tenant
 
 from . import actions, storage
@@ -32,6 +33,7 @@ class IsPlatformAdminElse404(permissions.BasePermission):
 
 
 class AdminView(APIView):
+    required_permission = Perm.PLATFORM
     permission_classes = [IsPlatformAdminElse404]
 
 

@@ -15,7 +15,7 @@ from channels.generic.websocket import AsyncJsonWebsocketConsumer
 from django.db.models import Q
 from django.utils import timezone
 
-from core.permissions import can_export_data
+from core.permissions import Perm, socket_can
 
 from .models import ACTIVE_STATUSES, Backup, DataExport, Restore
 from .progress import PLATFORM_GROUP, export_group, payload
@@ -51,6 +51,8 @@ class _WorkConsumer(AsyncJsonWebsocketConsumer):
 
 
 class BackupsConsumer(_WorkConsumer):
+    required_permission = Perm.PLATFORM
+
     async def connect(self):
         user = self.scope.get("user")
         if user is None or not user.is_authenticated or not user.is_platform_admin:
@@ -64,10 +66,12 @@ class BackupsConsumer(_WorkConsumer):
 
 
 class DataExportConsumer(_WorkConsumer):
+    required_permission = Perm.DATA_EXPORT
+
     async def connect(self):
         user, tenant, membership = self.scope.get("user"), self.scope.get("tenant"), self.scope.get("membership")
         if (user is None or not user.is_authenticated or tenant is None or membership is None
-                or not tenant.has_schema or not can_export_data(membership.role)):
+                or not tenant.has_schema or not socket_can(self.scope, self.required_permission)):
             await self.close(code=NOT_FOUND)
             return
         self.tenant_id = tenant.pk

@@ -12,7 +12,7 @@ from django.utils import timezone
 from django.views.decorators.http import require_POST
 
 from core.errors import DomainError
-from core.permissions import can_export_data
+from core.permissions import Perm, can_export_data, permission_required
 from tenants.models import Tenant
 
 from . import actions, crypto, exports, storage, wal
@@ -44,6 +44,7 @@ def _done(request, func, success, **kwargs):
 
 
 @platform_admin_only
+@permission_required(Perm.PLATFORM)
 def backups_page(request):
     backups = Backup.objects.select_related("tenant", "created_by").order_by("-created_at", "-id")
     page = Paginator(backups, 25).get_page(request.GET.get("page"))
@@ -62,6 +63,7 @@ def _has_passphrase():
 
 @platform_admin_only
 @require_POST
+@permission_required(Perm.PLATFORM)
 def start_backup(request):
     kind = request.POST.get("type", "full")
     tenant_id = request.POST.get("tenant_id") or None
@@ -73,6 +75,7 @@ def start_backup(request):
 
 @platform_admin_only
 @require_POST
+@permission_required(Perm.PLATFORM)
 def delete_backup(request, backup_id):
     backup = get_object_or_404(Backup, pk=backup_id)
     _done(request, actions.delete_backup, f"Backup #{backup_id} deleted.", backup=backup, acting_user=request.user)
@@ -81,6 +84,7 @@ def delete_backup(request, backup_id):
 
 @platform_admin_only
 @require_POST
+@permission_required(Perm.PLATFORM)
 def restore_backup(request, backup_id):
     backup = get_object_or_404(Backup, pk=backup_id)
     as_new = request.POST.get("mode") == "new_tenant"
@@ -91,6 +95,7 @@ def restore_backup(request, backup_id):
 
 @platform_admin_only
 @require_POST
+@permission_required(Perm.PLATFORM)
 def cleanup(request):
     days = request.POST.get("days", "")
     if not days.isdigit():
@@ -103,6 +108,7 @@ def cleanup(request):
 
 
 @platform_admin_only
+@permission_required(Perm.PLATFORM)
 def download_backup(request, backup_id):
     backup = get_object_or_404(Backup, pk=backup_id)
     if not backup.is_restorable:
@@ -121,6 +127,7 @@ def _owner_membership(request):
 
 
 @login_required
+@permission_required(Perm.DATA_EXPORT, hide=True)
 def data_export_page(request):
     _owner_membership(request)
     if request.method == "POST":
@@ -132,6 +139,7 @@ def data_export_page(request):
 
 
 @login_required
+@permission_required(Perm.DATA_EXPORT, hide=True)
 def data_export_download(request, export_id):
     _owner_membership(request)
     export = get_object_or_404(DataExport, pk=export_id, tenant=request.tenant)

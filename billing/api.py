@@ -6,6 +6,7 @@ from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from core.api import StrictModelSerializer, StrictSerializer, field_with_schema
+from core.permissions import Perm
 from tenants.models import Tenant
 from tenants.permissions import HasActiveTenant, IsPlatformAdmin
 from tenants.serializers import PlanCodeField
@@ -47,6 +48,7 @@ def billing_state(tenant):
 
 
 class OwnBillingView(APIView):
+    required_permission = Perm.BILLING_READ
     permission_classes = [permissions.IsAuthenticated, HasActiveTenant]
 
     @extend_schema(responses=dict)
@@ -78,6 +80,7 @@ class PlanSerializer(StrictSerializer):
 
 
 class AdminBillingView(APIView):
+    required_permission = Perm.PLATFORM
     permission_classes = [IsPlatformAdmin]
 
     @extend_schema(responses=dict)
@@ -99,6 +102,7 @@ def _valid(serializer_class, request):
 
 
 class AdminBillingActionView(APIView):
+    required_permission = Perm.PLATFORM
     permission_classes = [IsPlatformAdmin]
     verb = None
 

@@ -2,6 +2,8 @@
 and notifications. Lazy: a page that shows none of it runs no query."""
 from functools import cached_property
 
+from core.permissions import Perm, can
+
 from . import entitlements, selectors
 
 # Pages that explain the billing state themselves: no banner on top of them.
@@ -44,7 +46,7 @@ class TenantBilling:
     @property
     def is_owner(self):
         membership = getattr(self.request, "membership", None)
-        return membership is not None and membership.role == "owner"
+        return can(membership, Perm.BILLING_MANAGE)
 
 
 def billing(request):

@@ -4,7 +4,7 @@ from django.contrib import messages
 from django.core.exceptions import PermissionDenied
 from django.shortcuts import redirect
 
-from core.permissions import Role
+from core.permissions import Perm, can
 from tenants.decorators import active_tenant_required
 
 from . import entitlements
@@ -36,7 +36,7 @@ def billing_owner_required(view):
 
     @functools.wraps(view)
     def wrapper(request, *args, **kwargs):
-        if request.membership is None or request.membership.role != Role.OWNER:
+        if not can(request.membership, Perm.BILLING_MANAGE):
             raise PermissionDenied("Only an owner can change billing.")
         return view(request, *args, **kwargs)
 

@@ -2,6 +2,7 @@
 from django.conf import settings
 from django.db import transaction
 
+from core.permissions import Role
 from core.tasks import send_email
 from tenants.models import Notification
 
@@ -11,7 +12,7 @@ def tell_tenant(tenant, kind, message, *, subject=None):
     Notification.objects.create(tenant=tenant, kind=kind, message=message)
     if subject is None:
         return
-    owners = list(tenant.memberships.filter(role="owner").values_list("user__email", flat=True))
+    owners = list(tenant.memberships.filter(role=Role.OWNER).values_list("user__email", flat=True))
     body = f"{message}\n\nBilling: {settings.SITE_URL}/billing/\n\n— The Switchboard team\n"
 
     def send():

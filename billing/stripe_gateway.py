@@ -14,7 +14,7 @@ from django.utils import timezone
 
 from audit import actions as audit
 from core.errors import CommonError, DomainError
-from core.permissions import Role
+from core.permissions import Perm, allows
 from tenants.models import Plan
 
 from . import actions
@@ -99,7 +99,7 @@ def _require_owner(tenant, user):
     role = tenant.memberships.filter(user=user).values_list("role", flat=True).first()
     if role is None:
         raise DomainError(CommonError.NOT_FOUND, "Not found.")  # another tenant's billing is not even there
-    if role != Role.OWNER:
+    if not allows(role, Perm.BILLING_MANAGE):
         raise DomainError(BillingError.OWNER_REQUIRED,
                           f"Only an owner of {tenant.name} can change billing. Ask an owner "
                           "to choose the plan or update the card.")

@@ -13,6 +13,7 @@ from django.views.decorators.http import require_POST
 
 from audit.models import AuditLog
 from core.errors import DomainError
+from core.permissions import Perm, can, permission_required
 from tenants import actions as tenant_actions
 from tenants.decorators import active_tenant_required, platform_admin_required
 from tenants.models import Tenant
@@ -26,7 +27,7 @@ S = Subscription.Status
 
 
 def _is_owner(request):
-    return request.membership is not None and request.membership.role == "owner"
+    return can(request.membership, Perm.BILLING_MANAGE)
 
 
 def _first_error(form):
@@ -38,6 +39,7 @@ def _first_error(form):
 # --- the tenant's pages -------------------------------------------------------------------------
 
 @active_tenant_required
+@permission_required(Perm.BILLING_READ)
 def billing(request):
     """Reachable whatever the subscription state: a read-only or suspended tenant must be able to pay."""
     tenant = request.tenant
@@ -62,6 +64,7 @@ def billing(request):
 
 @billing_owner_required
 @require_POST
+@permission_required(Perm.BILLING_MANAGE)
 def checkout(request):
     """Subscribe through Stripe Checkout: off to Stripe's page, back on billing_return."""
     form = PlanChoiceForm(request.POST)
@@ -75,6 +78,7 @@ def checkout(request):
 
 @billing_owner_required
 @require_POST
+@permission_required(Perm.BILLING_MANAGE)
 def portal(request):
     """Stripe's customer portal: change plan, card, or cancel."""
     return _to_stripe(request, lambda: stripe_gateway.open_portal(request.tenant, user=request.user))
@@ -95,6 +99,7 @@ def _to_stripe(request, open_session):
 
 @billing_owner_required
 @require_POST
+@permission_required(Perm.BILLING_MANAGE)
 def switch_plan(request):
     """During the trial an owner may try another plan; limits follow at once, a downgrade must fit usage."""
     form = PlanChoiceForm(request.POST)
@@ -121,6 +126,7 @@ def switch_plan(request):
 
 
 @active_tenant_required
+@permission_required(Perm.BILLING_READ)
 def checkout_return(request):
     """Back from Checkout. The webhook that activates the subscription may come after the browser: the
     page polls billing_status until it does."""
@@ -132,6 +138,7 @@ def checkout_return(request):
 
 
 @active_tenant_required
+@permission_required(Perm.BILLING_READ)
 def status_json(request):
     subscription = Subscription.objects.select_related("plan").filter(tenant=request.tenant).first()
     access = entitlements.access_for(request.tenant)
@@ -148,16 +155,19 @@ def status_json(request):
 
 
 @active_tenant_required
+@permission_required(Perm.BILLING_READ)
 def suspended(request):
     """Where the tenant's pages send a tenant suspended for non-payment."""
     access = entitlements.access_for(request.tenant)
     if access.level != entitlements.SUSPENDED:
         return redirect("dashboard")
-    return render(request, "billing/suspended.html", {"tenant": request.tenant, "access": access})
+    return render(request, "billing/suspended.html", {"tenant": request.tenant, "access": access,
+                                                      "can_pay": _is_owner(request)})
 
 
 @active_tenant_required
 @require_POST
+@permission_required(Perm.WORKSPACE_READ)
 def notifications_read(request):
     tenant_actions.mark_notifications_read(request.tenant, acting_user=request.user)
     next_url = request.POST.get("next", "")
@@ -206,6 +216,7 @@ PANEL_ACTIONS = {
 
 
 @platform_admin_required
+@permission_required(Perm.PLATFORM)
 def platform_tenant_billing(request, tenant_id):
     tenant = get_object_or_404(Tenant.objects.filter(status__in=[Tenant.Status.ACTIVE, Tenant.Status.SUSPENDED]),
                                pk=tenant_id)

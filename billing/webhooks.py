@@ -19,6 +19,8 @@ from django.http import JsonResponse
 from django.views.decorators.csrf import csrf_exempt
 from django.views.decorators.http import require_POST
 
+from core.permissions import Perm, permission_required
+
 from . import stripe_events
 
 logger = logging.getLogger(__name__)
@@ -36,6 +38,7 @@ def _error(status, code, message):
 @csrf_exempt
 @require_POST
 @transaction.non_atomic_requests
+@permission_required(Perm.PUBLIC)
 def stripe_webhook(request):
     secret = settings.STRIPE_WEBHOOK_SECRET
     if not secret:

@@ -13,8 +13,10 @@ from rest_framework import permissions, serializers
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
+from backups.models import Backup
 from core import heartbeats
 from core.errors import CommonError, DomainError
+from core.permissions import Perm, permission_required
 from core.redis import client
 from whatsapp.host.models import SessionLease
 from whatsapp.host.queues import SHARED_QUEUE
@@ -22,6 +24,7 @@ from whatsapp.host.queues import SHARED_QUEUE
 DEFAULT_QUEUE = "default"
 
 
+@permission_required(Perm.PUBLIC)
 def liveness(request):
     return JsonResponse({"status": "ok"})
 
@@ -70,7 +73,18 @@ def _session_hosts():
             "max_sessions": settings.WHATSAPP_MAX_SESSIONS}, None
 
 
-CHECKS = {"database": _database, "redis": _redis, "workers": _workers, "session_hosts": _session_hosts}
+def _last_backup():
+    """The newest finished backup (informational: a failed backup is the backups' own alarm)."""
+    backup = Backup.objects.filter(finished_at__isnull=False).order_by("-finished_at").first()
+    if backup is None:
+        return {"last": None}, None
+    return {"last": {"id": backup.pk, "kind": backup.kind, "status": backup.status,
+                     "finished_at": backup.finished_at.isoformat(),
+                     "age_hours": round((timezone.now() - backup.finished_at).total_seconds() / 3600, 1)}}, None
+
+
+CHECKS = {"database": _database, "redis": _redis, "workers": _workers, "session_hosts": _session_hosts,
+          "backups": _last_backup}
 
 HealthSerializer = inline_serializer("Health", {
     "status": serializers.ChoiceField(["ok", "degraded"]),
@@ -80,6 +94,7 @@ HealthSerializer = inline_serializer("Health", {
 
 
 class DetailedHealthView(APIView):
+    required_permission = Perm.PUBLIC
     permission_classes = [permissions.AllowAny]
 
     @extend_schema(responses={200: HealthSerializer, 503: OpenApiResponse(

@@ -1,5 +1,6 @@
 from django.urls import path
 
+from analytics.consumers import AnalyticsConsumer
 from backups.consumers import BackupsConsumer, DataExportConsumer
 from tenants.consumers import TenantStatusConsumer
 
@@ -14,4 +15,5 @@ websocket_urlpatterns = [
     *conversation_websockets,
     path("ws/backups/", BackupsConsumer.as_asgi()),
     path("ws/data-export/", DataExportConsumer.as_asgi()),
+    path("ws/analytics/", AnalyticsConsumer.as_asgi()),
 ]

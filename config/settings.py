@@ -4,6 +4,7 @@ Every variable read here is listed in .env.example with its default. Values come
 precedence: the process environment, var/runtime.env (written by scripts/bootstrap.sh with the database and
 Redis it found or started; `make` exports it), then .env.
 """
+import os
 from datetime import timedelta
 from pathlib import Path
 
@@ -53,6 +54,7 @@ SHARED_APPS = [
     "billing",
     "whatsapp.host",
     "backups",  # Backup records span schemas: they live in public
+    "alerts",  # platform and tenant alerts: public, one row per incident
     "allauth",
     "allauth.account",
     "allauth.mfa",
@@ -78,6 +80,7 @@ TENANT_LIMIT_SET_CALLS = env.bool("TENANT_LIMIT_SET_CALLS", default=True)
 
 MIDDLEWARE = [
     "config.errors.RequestGuardMiddleware",  # first: request ids, NUL bytes, /api/ errors in the envelope
+    "analytics.middleware.RequestMetricsMiddleware",  # HTTP counts and latency for /metrics
     "django.middleware.security.SecurityMiddleware",
     "django_permissions_policy.PermissionsPolicyMiddleware",
     "whitenoise.middleware.WhiteNoiseMiddleware",
@@ -89,6 +92,7 @@ MIDDLEWARE = [
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
     "allauth.account.middleware.AccountMiddleware",
+    "analytics.middleware.ApiUsageMiddleware",  # API requests per tenant and key (analytics.usage)
 ]
 
 ROOT_URLCONF = "config.urls"
@@ -262,6 +266,10 @@ WEBHOOK_ENCRYPTION_KEY = env("WEBHOOK_ENCRYPTION_KEY", default="")
 WEBHOOK_TIMEOUT_SECONDS = env.float("WEBHOOK_TIMEOUT_SECONDS", default=15)
 # Deliveries in flight at once per endpoint (and pump): one slow or dead endpoint holds at most this many.
 WEBHOOK_CONCURRENCY_PER_ENDPOINT = env.int("WEBHOOK_CONCURRENCY_PER_ENDPOINT", default=16)
+# The receptionist (whatsapp.automation): automatic messages one contact may get per hour (a loop between two
+# bots stops there), and the milliseconds a tenant's bot webhook has to answer before the rules answer instead.
+AUTOREPLY_MAX_PER_CONTACT_PER_HOUR = env.int("AUTOREPLY_MAX_PER_CONTACT_PER_HOUR", default=3)
+BOT_TIMEOUT_MS = env.int("BOT_TIMEOUT_MS", default=3000)
 
 # --- backups ------------------------------------------------------------------------------------
 # Where backups go: empty = the local folder BACKUP_DIR (files 0600); or an S3-compatible bucket,
@@ -294,6 +302,36 @@ BACKUP_WAL_SHIP_SECONDS = env.int("BACKUP_WAL_SHIP_SECONDS", default=10)
 # Postgres client binaries (pg_dump, pg_restore, psql, pg_basebackup); empty = the /usr/lib/postgresql/<N>/bin
 # matching the server's major version.
 BACKUP_PG_BIN_DIR = env("BACKUP_PG_BIN_DIR", default="")
+
+# --- analytics ----------------------------------------------------------------------------------
+# Seconds between two folds of the counted message changes into the rollups (reads add what is not folded yet).
+ANALYTICS_ROLLUP_SECONDS = env.int("ANALYTICS_ROLLUP_SECONDS", default=15)
+# Days custom events (POST /api/v1/analytics/events) are kept.
+ANALYTICS_RETENTION_DAYS = env.int("ANALYTICS_RETENTION_DAYS", default=90)
+# Seconds between two checks of an open analytics page for changed figures.
+ANALYTICS_LIVE_SECONDS = env.float("ANALYTICS_LIVE_SECONDS", default=2)
+# GET /metrics (Prometheus): a bearer token, or a client in these networks; per-tenant labels only when asked (one
+# series per tenant per figure). Every process's HTTP counts go through files in PROMETHEUS_MULTIPROC_DIR
+# (prometheus_client's multiprocess mode), which must be set before prometheus_client is imported: here.
+METRICS_TOKEN = env("METRICS_TOKEN", default="")
+METRICS_ALLOWED_NETWORKS = env.list("METRICS_ALLOWED_NETWORKS", default=["127.0.0.1/32", "::1/128"])
+METRICS_PER_TENANT = env.bool("METRICS_PER_TENANT", default=False)
+PROMETHEUS_MULTIPROC_DIR = env("PROMETHEUS_MULTIPROC_DIR", default=str(BASE_DIR / "var" / "prometheus"))
+os.environ["PROMETHEUS_MULTIPROC_DIR"] = PROMETHEUS_MULTIPROC_DIR
+Path(PROMETHEUS_MULTIPROC_DIR).mkdir(parents=True, exist_ok=True)
+
+# Alerts (alerts.rules, checked every minute): told by email, a signed webhook and Telegram, once when an incident
+# fires and once when it resolves; one that holds again within ALERT_COOLDOWN_MINUTES goes on without a new message.
+WHATSAPP_ALERTING_ENABLED = env.bool("WHATSAPP_ALERTING_ENABLED", default=True)
+WHATSAPP_ALERT_WEBHOOK = env("WHATSAPP_ALERT_WEBHOOK", default="")
+WHATSAPP_ALERT_WEBHOOK_SECRET = env("WHATSAPP_ALERT_WEBHOOK_SECRET", default="")
+WHATSAPP_ALERT_ERROR_RATE = env.float("WHATSAPP_ALERT_ERROR_RATE", default=0.1)
+ALERT_QUEUE_AGE_SECONDS = env.int("ALERT_QUEUE_AGE_SECONDS", default=600)
+ALERT_SESSION_DOWN_MINUTES = env.int("ALERT_SESSION_DOWN_MINUTES", default=10)
+ALERT_COOLDOWN_MINUTES = env.int("ALERT_COOLDOWN_MINUTES", default=15)
+TELEGRAM_BOT_TOKEN = env("TELEGRAM_BOT_TOKEN", default="")
+TELEGRAM_CHAT_IDS = env.list("TELEGRAM_CHAT_IDS", default=[])
+TELEGRAM_API_BASE = env("TELEGRAM_API_BASE", default="https://api.telegram.org")
 
 # --- accounts -----------------------------------------------------------------------------------
 AUTH_USER_MODEL = "accounts.User"
@@ -372,7 +410,9 @@ SPECTACULAR_SETTINGS = {
     "SWAGGER_UI_FAVICON_HREF": "SIDECAR",
     # The envelope and the error answers of every operation (core.schema).
     # The message types' enum is named once (a send's `type` and a simulated inbound's differ; both are "type").
-    "ENUM_NAME_OVERRIDES": {"MessageTypeEnum": "whatsapp.messaging.types.SUPPORTED_TYPES"},
+    "ENUM_NAME_OVERRIDES": {"MessageTypeEnum": "whatsapp.messaging.types.SUPPORTED_TYPES",
+                            "RoleEnum": "core.permissions.Role.choices",
+                            "InvitableRoleEnum": "accounts.members.INVITABLE_CHOICES"},
     "POSTPROCESSING_HOOKS": ["drf_spectacular.hooks.postprocess_schema_enums", "core.schema.envelope_and_errors"],
 }
 
@@ -405,6 +445,11 @@ CELERY_BEAT_SCHEDULE = {
     "backup-housekeeping": {"task": "backups.tasks.housekeeping", "schedule": timedelta(minutes=1)},
     "ship-wal": {"task": "backups.tasks.ship_wal", "schedule": timedelta(seconds=BACKUP_WAL_SHIP_SECONDS)},
     "base-backup": {"task": "backups.tasks.base_backup", "schedule": _cron(BACKUP_BASE_SCHEDULE)},
+    "analytics-rollups": {"task": "analytics.tasks.fold_rollups",
+                          "schedule": timedelta(seconds=ANALYTICS_ROLLUP_SECONDS)},
+    "analytics-api-usage": {"task": "analytics.tasks.flush_api_usage", "schedule": timedelta(minutes=1)},
+    "check-alerts": {"task": "alerts.tasks.check_alerts", "schedule": timedelta(minutes=1)},
+    "analytics-retention": {"task": "analytics.tasks.purge_old_events", "schedule": timedelta(hours=1)},
 }
 
 # --- web ----------------------------------------------------------------------------------------

@@ -12,6 +12,8 @@ from backups import urls as backup_urls
 from accounts import views as accounts_views
 from billing import api as billing_api
 from billing import views as billing_views
+from alerts import views as alert_views
+from analytics.metrics import metrics_view
 from config.health import DetailedHealthView, liveness
 from tenants import api as tenants_api
 from tenants import views as tenants_views
@@ -26,6 +28,10 @@ api_v1 = [
     path("me", accounts_api.MeView.as_view(), name="api_me"),
     path("api-keys", accounts_api.ApiKeyListView.as_view(), name="api_api_keys"),
     path("api-keys/<int:pk>", accounts_api.ApiKeyDetailView.as_view(), name="api_api_key"),
+    path("members", accounts_api.MemberListView.as_view(), name="api_members"),
+    path("members/<int:pk>", accounts_api.MemberDetailView.as_view(), name="api_member"),
+    path("invitations", accounts_api.InvitationListView.as_view(), name="api_invitations"),
+    path("invitations/<int:pk>", accounts_api.InvitationDetailView.as_view(), name="api_invitation"),
     path("health/detailed", DetailedHealthView.as_view(), name="api_health_detailed"),
     path("tenants", accounts_api.TenantListView.as_view(), name="api_tenants"),
     path("tenants/<int:pk>", tenants_api.TenantDetailView.as_view(), name="api_tenant"),
@@ -51,10 +57,14 @@ api_v1 = [
     # Contacts, groups and conversations (whatsapp/directory_api.py).
     path("", include("whatsapp.conversations.api")),
     path("", include("whatsapp.inbox.api")),
+    # The receptionist: business hours, automatic answers, keyword rules, handoff (whatsapp/automation/api.py).
+    path("", include("whatsapp.automation.api")),
     # Broadcasts: audience contacts, opt-outs, templates, campaigns (whatsapp/campaigns/api.py).
     path("", include("whatsapp.campaigns.api")),
     # Blocked numbers and the pacing policy (whatsapp/sending_api.py).
     path("", include("whatsapp.messaging.policy_api")),
+    # Analytics: figures, trends, custom events (analytics/api.py).
+    path("", include("analytics.api")),
     # Backups, restores and tenant exports: platform admins only (backups/api.py).
     path("", include("backups.api")),
 ]
@@ -64,6 +74,7 @@ urlpatterns = [
     path("api/v1/", include(api_v1)),
     path("", accounts_views.landing, name="landing"),
     path("health", liveness, name="health"),
+    path("metrics", metrics_view, name="metrics"),
     # Sign-up creates a user, a pending tenant and a membership: all or nothing.
     path("accounts/signup/", transaction.atomic(SignupView.as_view()), name="account_signup"),
     path("accounts/", include("allauth.urls")),
@@ -76,17 +87,22 @@ urlpatterns = [
     path("dashboard/", accounts_views.dashboard_page, name="dashboard"),
     path("dashboard/api-keys/", accounts_views.api_keys, name="api_keys"),
     path("dashboard/api-keys/<int:key_id>/revoke", accounts_views.revoke_api_key, name="revoke_api_key"),
+    path("members/", accounts_views.members_page, name="members"),
+    path("invitations/<str:token>/", accounts_views.accept_invitation, name="accept_invitation"),
     path("billing/", include("billing.urls")),
     path("sessions/", include("whatsapp.sessions.urls")),
     path("conversations/", include("whatsapp.inbox.urls")),
     path("webhooks/", include("whatsapp.webhooks.urls")),
+    path("automation/", include("whatsapp.automation.urls")),
     path("sending/", include("whatsapp.messaging.urls")),
+    path("analytics/", include("analytics.urls")),
     path("broadcasts/", include("whatsapp.campaigns.urls")),
     path("data-export/", include(backup_urls.export_urlpatterns)),
     path("platform/backups/", include("backups.urls")),
     path("switch/<int:tenant_id>", tenants_views.switch_tenant, name="switch_tenant"),
     path("platform/", tenants_views.platform_approvals, name="platform_approvals"),
     path("platform/tenants/", tenants_views.platform_tenants, name="platform_tenants"),
+    path("platform/alerts/", alert_views.alert_history, name="platform_alerts"),
     # Before the <verb> route, which would take "billing" for a verb.
     path("platform/tenants/<int:tenant_id>/billing", billing_views.platform_tenant_billing,
          name="platform_tenant_billing"),

@@ -56,6 +56,7 @@ WRITE_METHODS = {"post", "put", "patch", "delete"}
 # (tests/test_api_fuzz.py) accepts a 400 for a schema-valid request only with one of these codes.
 RULES_BEYOND_THE_SCHEMA = {
     "invalid_phone": "not a phone number that exists",
+    "invalid_email": "an email address that cannot receive mail",
     "invalid_recipient": "not a phone number or WhatsApp address that exists",
     "blocked_recipient": "a number this business or the installation blocked",
     "recipient_not_allowed": "a number outside the installation's allowed pattern",
@@ -84,6 +85,15 @@ RULES_BEYOND_THE_SCHEMA = {
     "unresolvable_host": "a URL whose host does not resolve",
     "invalid_pacing": "pacing values that contradict each other",
     "invalid_amount": "an amount of zero, or too large to record",
+    "invalid_schedule": "business hours that overlap or end before they start",
+    "invalid_time_zone": "a time zone that is not an IANA name",
+    "invalid_holidays": "a holiday that is not a calendar date",
+    "invalid_pattern": "a regular expression that does not compile",
+    "invalid_rule": "a rule's reply without its text or media, or media on a text reply",
+    "invalid_bot_url": "the bot switched on without a URL",
+    "too_many_rules": "more keyword rules than a workspace may have",
+    "invalid_range": "a date range backwards, longer than the operation allows or too far back",
+    "tenant_required": "a tenant backup without tenant_id",
     "invalid_country": "a country code that is no country",
     "missing_phone_column": "a CSV without a phone column",
     "invalid_csv": "a CSV that cannot be read",
@@ -142,6 +152,10 @@ def _closed(schema, components, seen):
         schema.setdefault("additionalProperties", False)
         for value in schema["properties"].values():
             _closed(value, components, seen)
+    if schema.get("type") == "object" and isinstance(schema.get("additionalProperties"), dict):
+        # A map's keys are text too (the strict JSON parser refuses a NUL in a key as in a value).
+        schema.setdefault("propertyNames", {"pattern": NO_NUL})
+        _closed(schema["additionalProperties"], components, seen)
     if "items" in schema:
         _closed(schema["items"], components, seen)
 

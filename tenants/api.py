@@ -7,6 +7,7 @@ from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from core.api import PAGE_PARAMETERS, PageLimitPagination, choice_param
+from core.permissions import Perm
 
 from . import actions, stats
 from .errors import TenantError
@@ -33,6 +34,7 @@ def _validated(serializer_class, data):
 
 
 class PlatformAdminView(APIView):
+    required_permission = Perm.PLATFORM
     permission_classes = [IsPlatformAdmin]
 
 

@@ -1,6 +1,7 @@
 from channels.db import database_sync_to_async
 from channels.generic.websocket import AsyncJsonWebsocketConsumer
 
+from core.permissions import Perm
 from core.sockets import NOT_FOUND, refuse
 
 from . import notify
@@ -10,6 +11,8 @@ from .models import Tenant
 class TenantStatusConsumer(AsyncJsonWebsocketConsumer):
     """Live status of the user's tenant (provisioning progress, approval) and, for platform admins, the
     pending sign-up count."""
+
+    required_permission = Perm.SIGNED_IN
 
     async def connect(self):
         user = self.scope.get("user")

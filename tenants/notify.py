@@ -13,6 +13,7 @@ from django.contrib.auth import get_user_model
 from django.template.loader import render_to_string
 from django.urls import reverse
 
+from core.permissions import Role
 from core.tasks import send_email
 
 from .models import Tenant
@@ -113,7 +114,7 @@ def platform_admin_emails():
 
 
 def _email_platform_admins(tenant):
-    owner = tenant.memberships.select_related("user").filter(role="owner").first()
+    owner = tenant.memberships.select_related("user").filter(role=Role.OWNER).first()
     body = render_to_string("emails/signup_to_admins.txt", {
         "tenant": tenant, "owner": owner.user if owner else None, "site_name": settings.SITE_NAME,
         "approvals_url": settings.SITE_URL + reverse("platform_approvals"),
@@ -125,7 +126,7 @@ def _email_platform_admins(tenant):
 
 def _email_owners(tenant, template, subject):
 
-    for membership in tenant.memberships.select_related("user").filter(role="owner"):
+    for membership in tenant.memberships.select_related("user").filter(role=Role.OWNER):
         owner = membership.user
         context = {"tenant": tenant, "user": owner, "site_url": settings.SITE_URL}
         body = render_to_string(f"emails/{template}.txt", context)

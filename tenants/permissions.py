@@ -2,6 +2,7 @@
 from rest_framework import permissions
 
 from core.errors import DomainError
+from core.permissions import RoleAllows
 
 from .errors import TenantError
 from .models import Tenant
@@ -26,7 +27,8 @@ class IsPlatformAdmin(permissions.BasePermission):
 
 
 class HasActiveTenant(permissions.BasePermission):
-    """Tenant-scoped endpoints: the principal's tenant must exist and be active."""
+    """Tenant-scoped endpoints: the principal's tenant must exist and be active, and the principal's role must have
+    what the view declares (core.permissions, the one table)."""
 
     def has_permission(self, request, view):
         tenant = getattr(request._request, "tenant", None)
@@ -35,4 +37,4 @@ class HasActiveTenant(permissions.BasePermission):
         if tenant.status != Tenant.Status.ACTIVE:
             code, message = INACTIVE_TENANT_ERRORS[tenant.status]
             raise DomainError(code, message, {"status": tenant.status})
-        return True
+        return RoleAllows().has_permission(request, view)

@@ -8,6 +8,7 @@ from django.utils.http import url_has_allowed_host_and_scheme
 from django.views.decorators.http import require_POST
 
 from core.errors import DomainError
+from core.permissions import Perm, Role, permission_required
 
 from . import actions, notify
 from .decorators import platform_admin_required
@@ -24,6 +25,7 @@ STATUS_PAGES = {
 
 
 @login_required
+@permission_required(Perm.SIGNED_IN)
 def home(request):
     """Where a logged-in user belongs right now."""
     if request.tenant is not None:
@@ -40,26 +42,31 @@ def _status_page(request, status, template):
 
 
 @login_required
+@permission_required(Perm.SIGNED_IN)
 def awaiting_approval(request):
     return _status_page(request, Tenant.Status.PENDING, "tenants/awaiting_approval.html")
 
 
 @login_required
+@permission_required(Perm.SIGNED_IN)
 def provisioning(request):
     return _status_page(request, Tenant.Status.PROVISIONING, "tenants/provisioning.html")
 
 
 @login_required
+@permission_required(Perm.SIGNED_IN)
 def rejected(request):
     return _status_page(request, Tenant.Status.REJECTED, "tenants/rejected.html")
 
 
 @login_required
+@permission_required(Perm.SIGNED_IN)
 def suspended(request):
     return _status_page(request, Tenant.Status.SUSPENDED, "tenants/suspended.html")
 
 
 @login_required
+@permission_required(Perm.SIGNED_IN)
 def tenant_status_json(request):
     """Polling fallback for the status pages when the websocket cannot connect."""
     if request.tenant is None:
@@ -70,6 +77,7 @@ def tenant_status_json(request):
 
 @login_required
 @require_POST
+@permission_required(Perm.SIGNED_IN)
 def switch_tenant(request, tenant_id):
     membership = request.user.memberships.filter(tenant_id=tenant_id).first()
     if membership is None:
@@ -90,11 +98,12 @@ def _run_admin_action(request, func, success, **kwargs):
 
 
 @platform_admin_required
+@permission_required(Perm.PLATFORM)
 def platform_approvals(request):
     pending = Tenant.objects.filter(status=Tenant.Status.PENDING).select_related("plan").order_by("created_at")
     owners = {}
     for tenant in pending:
-        m = tenant.memberships.select_related("user").filter(role="owner").first()
+        m = tenant.memberships.select_related("user").filter(role=Role.OWNER).first()
         owners[tenant.pk] = m.user if m else None
     failed = Tenant.objects.filter(status=Tenant.Status.PROVISIONING).exclude(provisioning_error="")
     return render(request, "tenants/platform_approvals.html", {
@@ -105,6 +114,7 @@ def platform_approvals(request):
 
 
 @platform_admin_required
+@permission_required(Perm.PLATFORM)
 def platform_tenants(request):
     status = request.GET.get("status", "")
     tenants = Tenant.objects.exclude(status=Tenant.Status.POOLED).select_related("plan")
@@ -123,6 +133,7 @@ def platform_tenants(request):
 
 @platform_admin_required
 @require_POST
+@permission_required(Perm.PLATFORM)
 def platform_tenant_action(request, tenant_id, verb):
     tenant = get_object_or_404(Tenant.objects.exclude(status=Tenant.Status.POOLED), pk=tenant_id)
     reason = request.POST.get("reason", "")

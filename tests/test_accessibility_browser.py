@@ -53,6 +53,11 @@ def fill_acme(named):
                                    sent_at=now - timedelta(minutes=minutes),
                                    failure_reason="not_sent: the phone was offline" if status == "failed" else "",
                                    created_at=now - timedelta(minutes=minutes))
+        from whatsapp.automation.models import AutomationLog, KeywordRule
+
+        rule = KeywordRule.objects.create(name="Opening hours", pattern="open", reply_text="9 to 5, Monday to Friday")
+        AutomationLog.objects.create(session=session, chat_jid=PEER_JID, conversation=conversation, inbound=first,
+                                     kind="rule", rule=rule, source=rule.name)
         endpoint, _ = create_endpoint(named.acme, acting_user=named.alice, url="https://hooks.example.com/wa",
                                       events=["message.received", "message.read"], description="CRM")
     return {"conversation": conversation.pk, "endpoint": endpoint.pk}
@@ -132,7 +137,8 @@ def test_main_pages_have_no_serious_accessibility_violations(named, plans, live_
     check_pages(browser, live_system, named.alice.email, [
         ("/dashboard/", 200), ("/sessions/", 200), ("/sessions/front-desk/", 200), ("/conversations/", 200),
         (f"/conversations/{ids['conversation']}/", 200), ("/webhooks/", 200), (f"/webhooks/{ids['endpoint']}/", 200),
-        ("/sending/", 200), ("/dashboard/api-keys/", 200), ("/billing/", 200), ("/accounts/email/", 200),
+        ("/sending/", 200), ("/analytics/", 200), ("/automation/", 200), ("/automation/?session=front-desk", 200),
+        ("/dashboard/api-keys/", 200), ("/members/", 200), ("/billing/", 200), ("/accounts/email/", 200),
         ("/accounts/password/change/", 200), ("/accounts/2fa/", 200), ("/platform/", 403), ("/no-such-page/", 404),
     ], found)
     check_pages(browser, live_system, named.admin.email, [

@@ -7,6 +7,10 @@ from config.celery import app
 # The names queued work and beat entries use. A rename needs a migration path (an alias), not an edit here.
 TASK_NAMES = {
     "accounts.tasks.send_email",
+    "alerts.tasks.check_alerts",
+    "analytics.tasks.flush_api_usage",
+    "analytics.tasks.fold_rollups",
+    "analytics.tasks.purge_old_events",
     "billing.tasks.run_billing_clock",
     "backups.tasks.housekeeping",
     "backups.tasks.nightly_backup",
@@ -19,6 +23,7 @@ TASK_NAMES = {
     "tenants.tasks.refill_tenant_pool",
     "tenants.tasks.provision_tenant",
     "tenants.tasks.announce_tenant_change",
+    "whatsapp.automation.tasks.ask_bot",
     "whatsapp.host.tasks.sync_now",
     "whatsapp.host.tasks.session_command",
     "whatsapp.tasks.drain_session",

@@ -8,6 +8,8 @@ class WhatsappConfig(AppConfig):
         # Imported here: AppConfig.ready() runs once the models are loaded, which these modules need.
         from accounts import dashboard
         from billing import entitlements
+        from whatsapp.automation import engine as automation
+        from whatsapp.automation import tasks as automation_tasks
         from whatsapp.campaigns import events as campaign_events
         from whatsapp.conversations import actions as conversations
         from whatsapp.host import handlers
@@ -32,6 +34,9 @@ class WhatsappConfig(AppConfig):
         handlers.on_events((EventKind.CONNECTED,), messaging_events.on_connected)
         # After messaging stored it: replies to campaigns and opt-out words.
         handlers.on_events((EventKind.MESSAGE,), campaign_events.on_message)
+        # Then the receptionist answers it (whatsapp.automation.engine), unless the contact opted out.
+        handlers.on_events((EventKind.MESSAGE,), automation.on_message)
+        automation.ask_bot = automation_tasks.ask_bot.delay
         handlers.set_sender(messaging_events.Sender)
         handlers.on_command("sync_contacts", conversations.sync_on_host)
 

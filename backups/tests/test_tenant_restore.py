@@ -133,7 +133,7 @@ def test_restore_as_a_new_tenant_leaves_the_original_alone(named, clients, host,
         assert not WhatsAppSession.objects.filter(should_run=True).exists()  # never two clients on one device
     connection.set_schema_to_public()
     assert set(copy.memberships.values_list("user__email", "role")) == {("alice@acme.test", "owner"),
-                                                                          ("bob@acme.test", "member")}
+                                                                          ("bob@acme.test", "agent")}
     assert not copy.api_keys.exists()
     assert files_under(Path(settings.MEDIA_ROOT) / copy.schema_name) == files_under(
         Path(settings.MEDIA_ROOT) / "t_test_acme")
@@ -176,7 +176,7 @@ def test_a_deleted_tenant_comes_back_with_its_public_rows(named, clients, acme_s
     tenant = Tenant.objects.get(pk=named.acme.pk)
     assert (tenant.schema_name, tenant.slug, tenant.status) == ("t_test_acme", "acme", "active")
     assert set(tenant.memberships.values_list("user__email", "role")) == {("alice@acme.test", "owner"),
-                                                                            ("bob@acme.test", "member")}
+                                                                            ("bob@acme.test", "agent")}
     assert Subscription.objects.filter(tenant=tenant).exists()
     assert tenant.api_keys.get(name="shop").key_hash == key.key_hash
     with tenant_context(tenant):

@@ -4,7 +4,7 @@ GET|POST audience-contacts, DELETE audience-contacts/{id}, POST contacts/import 
 GET|POST opt-outs, DELETE opt-outs/{id} (a re-subscribe); templates and campaigns below.
 
 The request runs in the caller's tenant schema: another tenant's ids are 404 like unknown ones. Every member
-reads; owners and admins change (403 owner_or_admin_required), while the tenant may write (402).
+reads; owners and admins change (403 permission_denied), while the tenant may write (402).
 """
 from django.urls import path
 from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema, inline_serializer
@@ -16,6 +16,7 @@ from accounts.api import require_owner_or_admin
 from billing.permissions import CanWrite
 from core.api import PAGE_PARAMETERS, StrictJSONParser, StrictSerializer, field_with_schema, paginated
 from core.errors import CommonError, DomainError
+from core.permissions import Perm
 from core.phones import PATTERN as PHONE_PATTERN
 from tenants.permissions import HasActiveTenant
 
@@ -45,6 +46,9 @@ def _bad_body(code, serializer):
 
 
 class BroadcastView(APIView):
+    required_permissions = {"GET": Perm.CAMPAIGNS_READ, "POST": Perm.CAMPAIGNS_MANAGE,
+                            "PATCH": Perm.CAMPAIGNS_MANAGE, "PUT": Perm.CAMPAIGNS_MANAGE,
+                            "DELETE": Perm.CAMPAIGNS_MANAGE}
     permission_classes = [permissions.IsAuthenticated, HasActiveTenant, CanWrite]
     parser_classes = [StrictJSONParser]
 

@@ -20,6 +20,7 @@ from django_tenants.utils import schema_context
 
 from billing.decorators import billing_access_required
 from core.errors import DomainError
+from core.permissions import Perm, can, permission_required
 
 from . import actions, csvimport
 from .errors import CampaignError
@@ -52,7 +53,7 @@ class WordsForm(forms.Form):
 
 
 def can_manage(request):
-    return request.membership is not None and request.membership.can_manage
+    return can(request.membership, Perm.CAMPAIGNS_MANAGE)
 
 
 def _preview_key(request, token):
@@ -65,6 +66,7 @@ def _split_tags(text):
 
 @never_cache
 @billing_access_required
+@permission_required(Perm.CAMPAIGNS_READ, POST=Perm.CAMPAIGNS_MANAGE)
 def contacts_page(request):
     import_form, opt_out_form = ImportForm(), OptOutForm()
     stored = actions.broadcast_settings()
@@ -173,6 +175,7 @@ class _Echo:
 
 @never_cache
 @billing_access_required
+@permission_required(Perm.CAMPAIGNS_READ)
 def contacts_export(request):
     """Every contact as a CSV in the import's own columns (phone, name, tags, then each custom field)."""
     keys = sorted({key for fields in AudienceContact.objects.values_list("fields", flat=True) for key in fields})

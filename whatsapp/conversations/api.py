@@ -14,10 +14,10 @@ from rest_framework import exceptions, permissions, serializers, status
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from accounts.api import require_owner_or_admin
 from billing.permissions import CanWrite
 from core.api import PAGE_PARAMETERS, paginated
 from core.errors import CommonError, DomainError
+from core.permissions import Perm
 from tenants.permissions import HasActiveTenant
 from whatsapp.live import conversation_summary
 from whatsapp.sessions import selectors as session_selectors
@@ -122,6 +122,7 @@ def _by_session(queryset, request):
 
 
 class DirectoryView(APIView):
+    required_permission = Perm.CONVERSATIONS_READ
     permission_classes = [permissions.IsAuthenticated, HasActiveTenant]
 
 
@@ -148,6 +149,7 @@ class ContactListView(DirectoryView):
 
 
 class ContactSyncView(DirectoryView):
+    required_permission = Perm.CONTACTS_MANAGE
     permission_classes = [*DirectoryView.permission_classes, CanWrite]
 
     @extend_schema(tags=["contacts"], request=SyncRequestSerializer, responses={202: SyncAcceptedSerializer})
@@ -165,6 +167,8 @@ class ContactSyncView(DirectoryView):
 
 
 class ContactDetailView(DirectoryView):
+    required_permissions = {"GET": Perm.CONVERSATIONS_READ, "DELETE": Perm.CONTACTS_MANAGE}
+
     @extend_schema(tags=["contacts"], parameters=[ID_PARAMETER], responses=ContactSerializer)
     def get(self, request, pk):
         return Response(contact_payload(self._contact(pk)))
@@ -174,7 +178,6 @@ class ContactDetailView(DirectoryView):
         """Delete a contact (owner or admin). Its messages and conversations stay; a new message from or to
         the number creates it again."""
         contact = self._contact(pk)
-        require_owner_or_admin(request, "delete contacts")
         conversations.delete_contact(contact, acting_user=request.user, tenant=request._request.tenant)
         return Response(status=status.HTTP_204_NO_CONTENT)
 

@@ -11,6 +11,7 @@ from channels.db import database_sync_to_async
 from django.db.models import F
 from django_tenants.utils import tenant_context
 
+from core.permissions import Perm
 from whatsapp.conversations.models import Conversation
 from whatsapp.live import conversation_group, conversation_summary, conversations_group
 from whatsapp.messaging.models import Message
@@ -22,6 +23,8 @@ SNAPSHOT_MESSAGES = 50
 
 
 class ConversationListConsumer(_TenantConsumer):
+    required_permission = Perm.CONVERSATIONS_READ
+
     async def connect(self):
         tenant = await self._usable_tenant()
         if tenant is None:
@@ -47,6 +50,8 @@ class ConversationListConsumer(_TenantConsumer):
 
 
 class ConversationConsumer(_TenantConsumer):
+    required_permission = Perm.CONVERSATIONS_READ
+
     async def connect(self):
         conversation_id = self.scope["url_route"]["kwargs"].get("conversation_id")
         tenant, _ = await self._found_in_tenant(self._find, conversation_id)

@@ -9,6 +9,7 @@ application/json` and gets JSON back, so the live page never reloads.
 """
 from django.contrib import messages
 from django.core.exceptions import PermissionDenied
+from django.db import transaction
 from django.db.models import F, Q
 from django.http import Http404, JsonResponse
 from django.shortcuts import redirect, render
@@ -17,6 +18,8 @@ from django.views.decorators.cache import never_cache
 
 from billing.decorators import billing_access_required
 from core.errors import DomainError
+from core.permissions import Perm, can, permission_required
+from whatsapp.automation import actions as automation
 from whatsapp.conversations import actions as conversations
 from whatsapp.conversations.models import Contact, Conversation
 from whatsapp.live import conversation_summary
@@ -25,7 +28,6 @@ from whatsapp.messaging.models import Message
 from whatsapp.messaging.payloads import message_payload
 from whatsapp.sessions.models import WhatsAppSession
 
-MANAGER_ROLES = ("owner", "admin")
 CONVERSATIONS_SHOWN = 200
 CONTACTS_SHOWN = 200
 MESSAGES_SHOWN = 200
@@ -33,7 +35,7 @@ TEXT_MAX = 4096
 
 
 def _can_manage(request):
-    return request.membership is not None and request.membership.role in MANAGER_ROLES
+    return can(request.membership, Perm.CONTACTS_MANAGE)
 
 
 def _wants_json(request):
@@ -95,6 +97,7 @@ def _list_action(request):
 
 @never_cache
 @billing_access_required
+@permission_required(Perm.CONVERSATIONS_READ, POST=Perm.CONTACTS_MANAGE)
 def conversation_list(request):
     if request.method == "POST":
         return _list_action(request)
@@ -139,7 +142,11 @@ def _send(request, conversation):
                         code="text_too_long", back=back)
     body = {"session": conversation.session.name, "to": _recipient(conversation), "type": "text", "text": text}
     try:
-        message, _ = messaging.queue_message(request.tenant, body=body)
+        with transaction.atomic():
+            message, _ = messaging.queue_message(request.tenant, body=body)
+            # A person answers here: automation stays silent in this conversation while they talk.
+            automation.set_handoff(request.tenant, conversation.session, conversation=conversation, on=True,
+                                   reason="staff_dashboard")
     except DomainError as exc:
         return _respond(request, False, exc.message, status=exc.status, code=exc.code.value, back=back)
     return _respond(request, True, "Queued.", status=202, back=back,
@@ -148,6 +155,7 @@ def _send(request, conversation):
 
 @never_cache
 @billing_access_required
+@permission_required(Perm.CONVERSATIONS_READ, POST=Perm.CONVERSATIONS_REPLY)
 def conversation_detail(request, pk):
     conversation = (Conversation.objects.select_related("session", "contact", "group").filter(pk=pk).first())
     if conversation is None:  # another tenant's conversation is not in this schema: the same 404
@@ -171,5 +179,6 @@ def conversation_detail(request, pk):
         "messages_shown": [message_payload(row, name) for row in rows],
         "recipient": _recipient(conversation),
         "can_send": conversation.session.status == WhatsAppSession.Status.CONNECTED,
+        "can_reply": can(request.membership, Perm.CONVERSATIONS_REPLY),
         "simulator": _simulator(),
     })

@@ -168,6 +168,14 @@ def queue_message(tenant, *, body, files=None, idempotency_key=None):
     return messages[0], created
 
 
+def queue_automatic(body):
+    """An automatic answer (whatsapp.automation): `body` validated like an API message (prepare) and queued in the
+    same pipeline (paced, capped, recorded, webhooks fired), without the API's rate limit or Idempotency-Key. Call
+    inside a transaction to commit the message with what records why it was sent. Returns the message."""
+    messages, _ = _insert([prepare(body)], None)
+    return messages[0]
+
+
 def queue_messages(tenant, *, bodies, idempotency_key=None, check=None):
     """A batch (POST /api/v1/messages/batch): every message validated first (`check(body)`, the API's shape
     checks, then prepare), then all queued in one transaction (one insert), or none: an invalid message rejects

@@ -29,6 +29,7 @@ from core.api import (
     first_message,
 )
 from core.errors import CommonError, DomainError
+from core.permissions import Perm
 from core.phones import PATTERN as PHONE_PATTERN
 from core.phones import normalize_phone
 from tenants.permissions import HasActiveTenant
@@ -182,6 +183,7 @@ def _contact_filter(value):
 
 
 class MessageListView(APIView):
+    required_permissions = {"GET": Perm.MESSAGES_READ, "POST": Perm.MESSAGES_SEND}
     permission_classes = [permissions.IsAuthenticated, HasActiveTenant, CanWrite]
     parser_classes = [StrictJSONParser, StrictMultiPartParser]
 
@@ -268,6 +270,7 @@ def _check_shape(body):
 
 
 class MessageBatchView(APIView):
+    required_permission = Perm.MESSAGES_SEND
     permission_classes = [permissions.IsAuthenticated, HasActiveTenant, CanWrite]
     parser_classes = [StrictJSONParser]
 
@@ -293,6 +296,7 @@ class MessageBatchView(APIView):
 
 
 class MessageDetailView(APIView):
+    required_permission = Perm.MESSAGES_READ
     permission_classes = [permissions.IsAuthenticated, HasActiveTenant]
 
     @extend_schema(tags=TAGS, parameters=[OpenApiParameter("id", int, OpenApiParameter.PATH)],
@@ -305,6 +309,7 @@ class MessageDetailView(APIView):
 
 
 class MessageMediaView(APIView):
+    required_permission = Perm.MESSAGES_READ
     permission_classes = [permissions.IsAuthenticated, HasActiveTenant]
 
     @extend_schema(tags=TAGS, operation_id="messages_media", parameters=[

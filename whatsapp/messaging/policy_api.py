@@ -2,7 +2,7 @@
 
 GET/POST /api/v1/blocked-numbers, DELETE /api/v1/blocked-numbers/{id}, GET/PATCH /api/v1/pacing, and
 GET /api/v1/sessions/{name}/queue (a session's sending queue under that pacing).
-Every member reads; owners and admins change (403 owner_or_admin_required), and only while the tenant may write
+Every member reads; owners and admins change (403 permission_denied), and only while the tenant may write
 (402 payment_required). Ids are the tenant's own: another tenant's id is a 404 like an unknown one.
 """
 from django.urls import path
@@ -11,11 +11,11 @@ from rest_framework import exceptions, permissions, serializers, status
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from accounts.api import require_owner_or_admin
 from accounts.models import User
 from billing.permissions import CanWrite
 from core.api import PAGE_PARAMETERS, PageLimitPagination, StrictModelSerializer, StrictSerializer, field_with_schema
 from core.errors import DomainError
+from core.permissions import Perm
 from core.phones import PATTERN as PHONE_PATTERN
 from tenants.permissions import HasActiveTenant
 from whatsapp.sessions.models import WhatsAppSession
@@ -87,6 +87,8 @@ class SendingPolicyView(APIView):
 
 
 class BlockedNumberListView(SendingPolicyView):
+    required_permissions = {"GET": Perm.SETTINGS_READ, "POST": Perm.SETTINGS_MANAGE}
+
     @extend_schema(tags=TAGS, parameters=PAGE_PARAMETERS,
                    responses=BlockedNumberSerializer(many=True))
     def get(self, request):
@@ -102,7 +104,6 @@ class BlockedNumberListView(SendingPolicyView):
     })
     def post(self, request):
         """Block a number (owner or admin): messages to it are refused with 400 blocked_recipient."""
-        require_owner_or_admin(request, "block numbers")
         serializer = BlockNumberSerializer(data=request.data)
         if not serializer.is_valid():
             if "phone" in serializer.errors:
@@ -117,18 +118,21 @@ class BlockedNumberListView(SendingPolicyView):
 
 
 class BlockedNumberDetailView(SendingPolicyView):
+    required_permission = Perm.SETTINGS_MANAGE
+
     @extend_schema(tags=TAGS, responses={204: None, 404: OpenApiResponse(description="not_found")})
     def delete(self, request, pk):
         """Unblock a number (owner or admin)."""
         blocked = BlockedNumber.objects.filter(pk=pk).first()
         if blocked is None:
             raise exceptions.NotFound("No such blocked number.")
-        require_owner_or_admin(request, "unblock numbers")
         policy.unblock_number(_tenant(request), blocked, acting_user=request.user)
         return Response(status=status.HTTP_204_NO_CONTENT)
 
 
 class PacingView(SendingPolicyView):
+    required_permissions = {"GET": Perm.SETTINGS_READ, "PATCH": Perm.SETTINGS_MANAGE}
+
     @extend_schema(tags=TAGS, responses=PacingSerializer)
     def get(self, request):
         """The per-number pacing policy: what the business set (null = the installation's default), the
@@ -140,7 +144,6 @@ class PacingView(SendingPolicyView):
     def patch(self, request):
         """Change the pacing policy (owner or admin); fields left out keep their value, null restores the
         installation's default."""
-        require_owner_or_admin(request, "change the pacing policy")
         if not isinstance(request.data, dict):
             raise DomainError(MessagingError.INVALID_PACING, "Send a JSON object with the fields to change.")
         unknown = sorted(set(request.data) - set(PacingUpdateSerializer().fields))
@@ -177,6 +180,7 @@ QueueSerializer = inline_serializer("SessionQueue", fields={
 
 
 class SessionQueueView(APIView):
+    required_permission = Perm.SESSIONS_READ
     permission_classes = [permissions.IsAuthenticated, HasActiveTenant]
 
     @extend_schema(tags=["sessions"], parameters=[OpenApiParameter("name", str, OpenApiParameter.PATH)],

@@ -14,12 +14,12 @@ from django.views.decorators.cache import never_cache
 
 from billing.decorators import billing_access_required
 from core.errors import DomainError
+from core.permissions import Perm, can, permission_required
 from whatsapp.sessions.models import WhatsAppSession
 
 from . import pacing, policy
 from .models import BlockedNumber
 
-MANAGER_ROLES = ("owner", "admin")
 LABELS = {
     "min_interval_ms": "Minimum gap between messages (ms)",
     "jitter_ms": "Random extra gap, up to (ms)",
@@ -52,7 +52,7 @@ class BlockForm(forms.Form):
 
 
 def _can_manage(request):
-    return request.membership is not None and request.membership.role in MANAGER_ROLES
+    return can(request.membership, Perm.SETTINGS_MANAGE)
 
 
 def _pacing_initial():
@@ -64,6 +64,7 @@ def _pacing_initial():
 
 @never_cache
 @billing_access_required
+@permission_required(Perm.SETTINGS_READ, POST=Perm.SETTINGS_MANAGE)
 def sending_settings(request):
     defaults = pacing.installation_defaults()
     pacing_form = PacingForm(initial=_pacing_initial(), defaults=defaults, prefix="pacing")
@@ -124,6 +125,7 @@ def _int(value):
 
 @never_cache
 @billing_access_required
+@permission_required(Perm.SESSIONS_READ)
 def session_queue(request, name):
     """The session's queue and pacing figures (pacing.queue_stats) for its live page."""
     session = WhatsAppSession.objects.filter(name=name).first()

@@ -18,11 +18,11 @@ from rest_framework import exceptions, permissions, status
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from accounts.api import require_owner_or_admin
 from billing.permissions import CanWrite
 from core.api import PAGE_PARAMETERS, PageLimitPagination, choice_param, whole_number_param
 from core.errors import DomainError
 from core.phones import normalize_phone
+from core.permissions import Perm
 from tenants.permissions import HasActiveTenant
 
 from . import actions, simulator
@@ -73,6 +73,7 @@ def _is_running(session):
 
 
 class SessionApiView(APIView):
+    required_permission = Perm.SESSIONS_MANAGE
     permission_classes = [permissions.IsAuthenticated, HasActiveTenant]
 
 
@@ -87,6 +88,8 @@ NAME_PARAMETER = OpenApiParameter("name", {"type": "string", "pattern": actions.
 
 
 class SessionListView(SessionWriteView):
+    required_permissions = {"GET": Perm.SESSIONS_READ, "POST": Perm.SESSIONS_MANAGE}
+
     @extend_schema(
         tags=TAGS,
         parameters=[
@@ -109,7 +112,6 @@ class SessionListView(SessionWriteView):
     def post(self, request):
         """Create a session (owner or admin), within the plan's session limit: 402 plan_limit_reached at the
         limit, 409 duplicate_name, 400 invalid_name."""
-        require_owner_or_admin(request, "create sessions")
         serializer = SessionCreateSerializer(data=request.data)
         if not serializer.is_valid():
             if "name" in serializer.errors:
@@ -123,6 +125,8 @@ class SessionListView(SessionWriteView):
 
 
 class SessionDetailView(SessionApiView):
+    required_permissions = {"GET": Perm.SESSIONS_READ, "DELETE": Perm.SESSIONS_MANAGE}
+
     @extend_schema(tags=TAGS, parameters=[NAME_PARAMETER], responses=WhatsAppSessionSerializer)
     def get(self, request, name):
         return Response(_payload(_session(name)))
@@ -131,7 +135,6 @@ class SessionDetailView(SessionApiView):
     def delete(self, request, name):
         """Delete the session and its activity (owner or admin); a linked, running one unlinks its phone first."""
         session = _session(name)
-        require_owner_or_admin(request, "delete sessions")
         actions.delete_session(_tenant(request), session, acting_user=request.user)
         return Response(status=status.HTTP_204_NO_CONTENT)
 
@@ -173,7 +176,6 @@ class SessionLogoutView(SessionApiView):
     def post(self, request, name):
         """Unlink the phone (owner or admin). Relinking needs a new scan or pairing code."""
         session = _session(name)
-        require_owner_or_admin(request, "unlink phones")
         session = actions.logout_session(_tenant(request), session, acting_user=request.user)
         session.refresh_from_db()
         return Response(_payload(session), status=status.HTTP_202_ACCEPTED)
@@ -189,6 +191,8 @@ NO_QR_MESSAGES = {
 
 
 class SessionQrView(SessionApiView):
+    required_permission = Perm.SESSIONS_READ
+
     @extend_schema(tags=TAGS, parameters=[NAME_PARAMETER], responses={
         200: QrCodeSerializer,
         409: OpenApiResponse(description="no_qr: no QR code is waiting for a scan (details.status says why)."),
@@ -238,6 +242,8 @@ class SessionPairingCodeView(SessionWriteView):
 
 
 class SessionActivityView(SessionApiView):
+    required_permission = Perm.SESSIONS_READ
+
     @extend_schema(tags=TAGS, parameters=[
         NAME_PARAMETER,
         OpenApiParameter("limit", {"type": "integer", "minimum": 1, "maximum": ACTIVITY_MAX_LIMIT},

@@ -17,7 +17,8 @@ from channels.generic.websocket import AsyncJsonWebsocketConsumer
 from django_tenants.utils import tenant_context
 
 from billing import entitlements
-from core.sockets import FORBIDDEN, NOT_FOUND, refuse
+from core.permissions import Perm, socket_can
+from core.sockets import FORBIDDEN, NOT_FOUND, member_group, refuse
 
 from .actions import NAME_RE
 from .events import session_group, session_payload, sessions_group
@@ -43,6 +44,7 @@ def _usable_in_schema(tenant):
 
 class _TenantConsumer(AsyncJsonWebsocketConsumer):
     groups_joined = ()
+    required_permission = Perm.SESSIONS_READ  # core.permissions: a role without it is refused with 4403
 
     def _principal_tenant(self):
         user, tenant = self.scope.get("user"), self.scope.get("tenant")
@@ -54,6 +56,9 @@ class _TenantConsumer(AsyncJsonWebsocketConsumer):
         """The principal's tenant when it may watch; else the socket is closed (4404 without a tenant, 4403
         when it is suspended) and None returned."""
         tenant = self._principal_tenant()
+        if tenant is not None and not socket_can(self.scope, self.required_permission):
+            await refuse(self, FORBIDDEN)
+            return None
         usable = tenant is not None and await database_sync_to_async(_usable_in_schema)(tenant)
         if not usable:
             await refuse(self, NOT_FOUND if tenant is None else FORBIDDEN)
@@ -65,6 +70,9 @@ class _TenantConsumer(AsyncJsonWebsocketConsumer):
         is closed — 4404 when find returns None (unknown, another tenant's) or there is no tenant, 4403 when it
         returns False (suspended) — and (None, None) returned."""
         tenant = self._principal_tenant()
+        if tenant is not None and not socket_can(self.scope, self.required_permission):
+            await refuse(self, FORBIDDEN)
+            return None, None
         found = await database_sync_to_async(find)(tenant, key) if tenant is not None else None
         if found is None or found is False:
             await refuse(self, NOT_FOUND if found is None else FORBIDDEN)
@@ -72,6 +80,8 @@ class _TenantConsumer(AsyncJsonWebsocketConsumer):
         return tenant, found
 
     async def join(self, *groups):
+        user, tenant = self.scope.get("user"), self.scope.get("tenant")
+        groups = (*groups, member_group(tenant.pk, user.pk))  # removing the member closes this socket
         self.groups_joined = groups
         for group in groups:
             await self.channel_layer.group_add(group, self.channel_name)
@@ -79,6 +89,9 @@ class _TenantConsumer(AsyncJsonWebsocketConsumer):
     async def disconnect(self, code):
         for group in self.groups_joined:
             await self.channel_layer.group_discard(group, self.channel_name)
+
+    async def member_removed(self, event):
+        await self.close(code=FORBIDDEN)
 
     async def receive_json(self, content, **kwargs):
         if isinstance(content, dict) and content.get("type") == "ping":

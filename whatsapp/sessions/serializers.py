@@ -1,4 +1,5 @@
 """What the sessions API reads and writes."""
+from django.core.validators import RegexValidator
 from rest_framework import serializers
 
 from core.api import StrictModelSerializer, StrictSerializer, field_with_schema
@@ -71,13 +72,17 @@ class QrCodeSerializer(StrictSerializer):
 
 
 class SimulatedScanSerializer(StrictSerializer):
-    phone = serializers.CharField(max_length=32, help_text="The phone that scans, in international format.")
+    phone = field_with_schema(serializers.CharField, {"type": "string", "pattern": PHONE_PATTERN}, max_length=32,
+                              validators=[RegexValidator(PHONE_PATTERN)],
+                              help_text="The phone that scans, in international format.")
     push_name = serializers.CharField(max_length=120, required=False, default="Simulated user")
 
 
 class SimulatedInboundSerializer(StrictSerializer):
     # "from" is a Python keyword: declared as from_ and renamed in get_fields.
-    from_ = serializers.CharField(max_length=32, help_text="The sender's phone, in international format.")
+    from_ = field_with_schema(serializers.CharField, {"type": "string", "pattern": PHONE_PATTERN}, max_length=32,
+                              validators=[RegexValidator(PHONE_PATTERN)],
+                              help_text="The sender's phone, in international format.")
     type = serializers.ChoiceField(choices=["text", "image", "document", "audio", "video", "sticker", "location"],
                                    default="text")
     text = serializers.CharField(max_length=4096, trim_whitespace=False, required=False, default="",

@@ -24,6 +24,7 @@ from django.views.decorators.cache import never_cache
 from billing import entitlements
 from billing.decorators import billing_access_required
 from core.errors import DomainError
+from core.permissions import Perm, can, permission_required
 from whatsapp.host import commands
 
 from . import actions, panels, simulator
@@ -34,7 +35,6 @@ from .qr import qr_svg
 
 log = logging.getLogger(__name__)
 S = WhatsAppSession.Status
-MANAGER_ROLES = ("owner", "admin")
 ACTIVITY_SHOWN = 50
 
 # Which buttons a status offers (the pages and sessions.js read these lists, so they agree).
@@ -64,7 +64,7 @@ NEXT_STEP = {
 
 
 def _can_manage(request):
-    return request.membership is not None and request.membership.role in MANAGER_ROLES
+    return can(request.membership, Perm.SESSIONS_MANAGE)
 
 
 def _session_or_404(name):
@@ -185,6 +185,7 @@ def _respond(request, outcome, *, back):
 
 @never_cache
 @billing_access_required
+@permission_required(Perm.SESSIONS_READ, POST=Perm.SESSIONS_MANAGE)
 def session_list(request):
     form = SessionCreateForm()
     status = 200
@@ -224,6 +225,7 @@ def session_list(request):
 
 @never_cache
 @billing_access_required
+@permission_required(Perm.SESSIONS_READ, POST=Perm.SESSIONS_MANAGE)
 def session_detail(request, name):
     session = _session_or_404(name)
     back = reverse("session", kwargs={"name": session.name})
@@ -243,6 +245,7 @@ def session_detail(request, name):
 
 @never_cache
 @billing_access_required
+@permission_required(Perm.SESSIONS_READ)
 def session_qr(request, name):
     """The session's current QR code as SVG (404 when none is waiting). The live page loads it again whenever
     the host reports a new code."""

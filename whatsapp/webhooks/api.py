@@ -11,7 +11,6 @@ from rest_framework import permissions, serializers
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from accounts.api import require_owner_or_admin
 from billing.permissions import CanWrite
 from core.api import (
     PAGE_PARAMETERS,
@@ -23,6 +22,7 @@ from core.api import (
 )
 from core.errors import CommonError, DomainError
 from core.net import HTTP_URL_PATTERN
+from core.permissions import Perm
 from tenants.permissions import HasActiveTenant
 
 from . import EVENTS, actions
@@ -89,6 +89,7 @@ def _validated(request, *, partial):
 
 
 class WebhookView(APIView):
+    required_permission = Perm.WEBHOOKS_MANAGE
     permission_classes = [permissions.IsAuthenticated, HasActiveTenant, CanWrite]
 
 
@@ -99,6 +100,8 @@ NEW_ENDPOINT = inline_serializer("NewWebhookEndpoint", {
 
 
 class EndpointListView(WebhookView):
+    required_permissions = {"GET": Perm.WEBHOOKS_READ, "POST": Perm.WEBHOOKS_MANAGE}
+
     @extend_schema(tags=TAGS, parameters=PAGE_PARAMETERS,
                    responses=WebhookEndpointSerializer(many=True))
     def get(self, request):
@@ -111,7 +114,6 @@ class EndpointListView(WebhookView):
     def post(self, request):
         """Register an endpoint (owner or admin). 400 invalid_url, unknown_event, private_target,
         unresolvable_host. The response holds the signing secret, once."""
-        require_owner_or_admin(request, "manage webhooks")
         data = _validated(request, partial=False)
         endpoint, secret = actions.create_endpoint(request._request.tenant, acting_user=request.user, url=data["url"],
                                                    events=data["events"], description=data.get("description", ""),
@@ -120,6 +122,9 @@ class EndpointListView(WebhookView):
 
 
 class EndpointDetailView(WebhookView):
+    required_permissions = {"GET": Perm.WEBHOOKS_READ, "PATCH": Perm.WEBHOOKS_MANAGE,
+                            "DELETE": Perm.WEBHOOKS_MANAGE}
+
     @extend_schema(tags=TAGS, responses=WebhookEndpointSerializer)
     def get(self, request, pk):
         return Response(WebhookEndpointSerializer(get_object_or_404(WebhookEndpoint, pk=pk)).data)
@@ -128,7 +133,6 @@ class EndpointDetailView(WebhookView):
     def patch(self, request, pk):
         """Change url, events, description or enabled (owner or admin); enabling clears disabled_reason."""
         endpoint = get_object_or_404(WebhookEndpoint, pk=pk)
-        require_owner_or_admin(request, "manage webhooks")
         endpoint = actions.update_endpoint(request._request.tenant, endpoint, acting_user=request.user,
                                            **_validated(request, partial=True))
         return Response(WebhookEndpointSerializer(endpoint).data)
@@ -137,12 +141,13 @@ class EndpointDetailView(WebhookView):
     def delete(self, request, pk):
         """Delete the endpoint and its deliveries (owner or admin)."""
         endpoint = get_object_or_404(WebhookEndpoint, pk=pk)
-        require_owner_or_admin(request, "manage webhooks")
         actions.delete_endpoint(request._request.tenant, endpoint, acting_user=request.user)
         return Response(status=204)
 
 
 class DeliveryListView(WebhookView):
+    required_permission = Perm.WEBHOOKS_READ
+
     @extend_schema(tags=TAGS, parameters=[
         OpenApiParameter("status", str, enum=WebhookDelivery.Status.values),
         *PAGE_PARAMETERS,

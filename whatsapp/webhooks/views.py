@@ -21,6 +21,7 @@ from django.views.decorators.cache import never_cache
 from billing.decorators import billing_access_required
 from core import once
 from core.errors import DomainError
+from core.permissions import Perm, can, permission_required
 
 from . import actions
 from . import delivery as wire
@@ -33,7 +34,7 @@ MANAGE_REFUSED = "Only the business's owner or an admin can manage webhooks."
 
 
 def _can_manage(request):
-    return request.membership is not None and request.membership.can_manage
+    return can(request.membership, Perm.WEBHOOKS_MANAGE)
 
 
 def _require_manager(request):
@@ -83,6 +84,7 @@ def _detail_context(request, endpoint, *, form=None, new_secret=None):
 
 @never_cache
 @billing_access_required
+@permission_required(Perm.WEBHOOKS_READ, POST=Perm.WEBHOOKS_MANAGE)
 def webhook_list(request):
     form = EndpointForm()
     status = 200
@@ -108,6 +110,7 @@ def webhook_list(request):
 
 @never_cache
 @billing_access_required
+@permission_required(Perm.WEBHOOKS_READ, POST=Perm.WEBHOOKS_MANAGE)
 def webhook_detail(request, pk):
     endpoint = get_object_or_404(WebhookEndpoint, pk=pk)  # another tenant's id is not in this schema: 404
     back = request.get_full_path()

@@ -130,7 +130,7 @@ def test_contacts_over_the_api(named, clients):
     error(alice.post(f"{V1}/audience-contacts", {"phone": "+14155550102", "tags": [" x"]}, format="json"),
           400, "invalid_contact")
     error(bob.post(f"{V1}/audience-contacts", {"phone": "+14155550102"}, format="json"), 403,
-          "owner_or_admin_required")
+          "permission_denied")
     assert ok(bob.get(f"{V1}/audience-contacts/{made['id']}"))["phone"] == "+14155550101"
     error(carol.get(f"{V1}/audience-contacts/{made['id']}"), 404, "not_found")
     error(carol.delete(f"{V1}/audience-contacts/{made['id']}"), 404, "not_found")
@@ -144,7 +144,7 @@ def test_opt_outs_over_the_api(named, clients):
     assert row["source"] == "api"
     error(alice.post(f"{V1}/opt-outs", {"phone": "14155550101"}, format="json"), 409, "already_opted_out")
     assert [r["phone"] for r in ok(clients["bob"].get(f"{V1}/opt-outs"))] == ["+14155550101"]
-    error(clients["bob"].delete(f"{V1}/opt-outs/{row['id']}"), 403, "owner_or_admin_required")
+    error(clients["bob"].delete(f"{V1}/opt-outs/{row['id']}"), 403, "permission_denied")
     error(clients["carol"].delete(f"{V1}/opt-outs/{row['id']}"), 404, "not_found")
     assert alice.delete(f"{V1}/opt-outs/{row['id']}").status_code == 204
     actions = list(AuditLog.objects.filter(tenant=named.acme, action__startswith="campaigns.")

@@ -266,15 +266,20 @@ def test_the_pages_list_show_and_send_for_members(named, acme, client, monkeypat
         assert Message.objects.filter(direction="out").count() == 1
 
 
-def test_only_owners_and_admins_delete_contacts_on_the_page(named, acme, client):
+def test_viewers_do_not_delete_contacts_on_the_page(named, acme, client):
+    from accounts.models import Membership
+    from conftest import make_user
+
     inbound(acme)
     contact = Contact.objects.get()
-    client.force_login(named.bob)
+    viewer = make_user("vera@acme.test")
+    Membership.objects.create(user=viewer, tenant=named.acme, role=Membership.Role.VIEWER)
+    client.force_login(viewer)
     denied = client.post("/conversations/", {"action": "delete_contact", "contact": contact.pk},
                          HTTP_ACCEPT="application/json")
     with tenant_context(named.acme):
         assert denied.status_code == 403 and Contact.objects.exists()
-    client.force_login(named.alice)
+    client.force_login(named.bob)  # an agent
     done = client.post("/conversations/", {"action": "delete_contact", "contact": contact.pk},
                        HTTP_ACCEPT="application/json")
     with tenant_context(named.acme):

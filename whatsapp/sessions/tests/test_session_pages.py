@@ -122,7 +122,7 @@ def test_start_restart_logout_and_delete_from_the_list(as_user, named):
 
 def test_start_means_a_qr_code_even_after_linking_by_phone_number(as_user, named):
     make_session(named.acme, named.alice, "front-desk", status="stopped", pairing_phone="+14155550123")
-    as_user(named.bob).post("/sessions/front-desk/", {"action": "start"})
+    as_user(named.alice).post("/sessions/front-desk/", {"action": "start"})
     session = get_session(ACME, "front-desk")
     assert session.should_run and session.pairing_phone == ""
 
@@ -145,19 +145,19 @@ def test_actions_answer_json_for_the_live_page(as_user, named):
 
 # --- roles --------------------------------------------------------------------------------------------------
 
-def test_members_view_and_start_but_do_not_create_log_out_or_delete(as_user, named):
+def test_agents_view_but_do_not_create_start_log_out_or_delete(as_user, named):
     make_session(named.acme, named.alice, "front-desk", label="Front desk")
     client = as_user(named.bob)
     page = client.get("/sessions/").content.decode()
     assert "Front desk" in page and "Add a session" not in page and 'data-testid="member-note"' in page
-    assert 'value="delete"' not in page and 'value="logout"' not in page
+    assert 'value="delete"' not in page and 'value="logout"' not in page and 'value="start"' not in page
     assert client.post("/sessions/", {"action": "create", "label": "Mine"}).status_code == 403
     assert client.post("/sessions/", {"action": "delete", "session": "front-desk"}).status_code == 403
     assert client.post("/sessions/front-desk/", {"action": "logout"}).status_code == 403
     assert client.post("/sessions/front-desk/", {"action": "logout"}, **JSON).status_code == 403
     assert get_session(ACME, "front-desk") is not None
-    assert client.post("/sessions/front-desk/", {"action": "start"}).status_code == 302
-    assert get_session(ACME, "front-desk").should_run
+    assert client.post("/sessions/front-desk/", {"action": "start"}).status_code == 403
+    assert not get_session(ACME, "front-desk").should_run
 
 
 def test_admins_manage_sessions(as_user, named):
@@ -204,7 +204,9 @@ def test_session_page_shows_status_explanation_qr_and_activity(as_user, named):
     assert 'src="/sessions/front-desk/qr.svg?v=' in page
     assert 'data-ws="/ws/sessions/front-desk/?tenant_id=' in page
     assert "Created by alice@acme.test" in page  # the activity log
-    assert "Link with phone number instead" in page
+    assert 'data-testid="link-phone"' not in page and 'data-testid="start"' not in page  # an agent links nothing
+    assert 'data-testid="link-phone"' in as_user(named.alice).get("/sessions/front-desk/").content.decode()
+    client = as_user(named.bob)
     svg = client.get("/sessions/front-desk/qr.svg")
     assert svg.status_code == 200 and svg["Content-Type"] == "image/svg+xml"
     assert svg.content.startswith(b"<svg") and "no-store" in svg["Cache-Control"]
@@ -217,7 +219,7 @@ def test_no_qr_svg_when_no_code_is_waiting(as_user, named):
 
 def test_link_with_phone_number(as_user, named):
     make_session(named.acme, named.alice, "front-desk")
-    client = as_user(named.bob)
+    client = as_user(named.alice)
     response = client.post("/sessions/front-desk/", {"action": "link_phone", "link-phone": "12"}, **JSON)
     assert response.status_code == 400 and response.json()["code"] == "invalid_phone"
     assert "international format" in response.json()["message"]
@@ -232,7 +234,7 @@ def test_link_with_phone_number(as_user, named):
 def test_simulator_banner_and_simulated_scan(as_user, named, settings):
     settings.WHATSAPP_PROVIDER = "simulator"
     session = make_session(named.acme, named.alice, "front-desk", status="qr")
-    client = as_user(named.bob)
+    client = as_user(named.alice)
     assert "Simulated WhatsApp." in client.get("/sessions/").content.decode()
     page = client.get("/sessions/front-desk/").content.decode()
     assert "Simulated WhatsApp." in page and "Simulate scan" in page

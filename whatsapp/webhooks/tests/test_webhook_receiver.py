@@ -348,10 +348,11 @@ def test_cross_tenant_matrix(named, clients, receiver, django_capture_on_commit_
         assert [d["id"] for d in ok(client.get(f"{V1}/webhooks/{mine_endpoint}/deliveries"))] == [mine_delivery]
         error(client.get(f"{V1}/webhooks/{theirs_endpoint}"), 404, "not_found")
         error(client.get(f"{V1}/webhooks/{theirs_endpoint}/deliveries"), 404, "not_found")
-        error(client.patch(f"{V1}/webhooks/{theirs_endpoint}", {"enabled": False}, format="json"), 404,
-              "not_found")
-        error(client.delete(f"{V1}/webhooks/{theirs_endpoint}"), 404, "not_found")
-        error(client.post(f"{V1}/webhook-deliveries/{theirs_delivery}/replay"), 404, "not_found")
+        # bob, an agent, may not manage webhooks at all: refused before any lookup.
+        refused = (403, "permission_denied") if user == "bob" else (404, "not_found")
+        error(client.patch(f"{V1}/webhooks/{theirs_endpoint}", {"enabled": False}, format="json"), *refused)
+        error(client.delete(f"{V1}/webhooks/{theirs_endpoint}"), *refused)
+        error(client.post(f"{V1}/webhook-deliveries/{theirs_delivery}/replay"), *refused)
     with tenant_context(named.acme):
         assert WebhookEndpoint.objects.get(pk=alice_endpoint).enabled
     with tenant_context(named.globex):
@@ -374,5 +375,5 @@ def test_replay_in_a_read_only_tenant_is_402(named, clients, receiver, django_ca
     _, receiver.secret = register(clients["alice"], receiver.url)
     [pk] = emit(named.acme, django_capture_on_commit_callbacks)
     Subscription.objects.filter(tenant=named.acme).update(status="read_only", read_only_since=timezone.now())
-    error(clients["bob"].post(f"{V1}/webhook-deliveries/{pk}/replay"), 402, "payment_required")
+    error(clients["alice"].post(f"{V1}/webhook-deliveries/{pk}/replay"), 402, "payment_required")
     assert load(named.acme, pk).attempts == 1

@@ -1,0 +1,10 @@
+"""Error codes of analytics, usage and metrics."""
+from core.errors import ErrorCode
+
+
+class AnalyticsError(ErrorCode):
+    NOT_IN_PLAN = "feature_not_in_plan", 403
+    INVALID_DAYS = "invalid_days", 400
+    EVENT_TOO_LARGE = "event_too_large", 413
+    INVALID_EVENT = "invalid_event", 400
+    INVALID_RANGE = "invalid_range", 400

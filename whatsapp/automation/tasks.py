@@ -1,0 +1,11 @@
+from celery import shared_task
+from django_tenants.utils import schema_context
+
+from . import bot
+
+
+@shared_task(name="whatsapp.automation.tasks.ask_bot", ignore_result=True)
+def ask_bot(schema_name, message_id):
+    """The bot webhook for one inbound message (whatsapp.automation.bot), in the tenant's schema."""
+    with schema_context(schema_name):
+        bot.ask(message_id)
