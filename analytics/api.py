@@ -158,7 +158,8 @@ class DashboardView(AnalyticsView):
     def get(self, request):
         """Everything the Analytics page shows: messages today, this week and this month (the workspace's time
         zone), delivery and read rates and failures by reason (last 30 days), sessions by state, contacts,
-        conversations and first response times, the weekday × hour activity and top contacts of the last 30 days,
+        conversations and first response times, the weekday × hour activity of the last 30 days, top contacts
+        of this month,
         webhook health."""
         return Response(selectors.dashboard(request._request.tenant))
 

@@ -48,18 +48,19 @@ class HourlyRollup(models.Model):
         indexes = [models.Index(fields=["hour"], name="analytics_hourly_hour_idx")]
 
 
-class ChatDaily(models.Model):
-    """Messages exchanged with one chat (a contact or a group) per UTC day: top contacts."""
+class ChatMonthly(models.Model):
+    """Messages exchanged with one chat (a contact or a group) per UTC month (its first day): top contacts read a
+    month's few thousand rows, not a row per chat per day."""
 
-    day = models.DateField()
+    month = models.DateField()
     session_id = models.BigIntegerField()
     chat_jid = models.CharField(max_length=100)
     sent = models.BigIntegerField(default=0)
     received = models.BigIntegerField(default=0)
 
     class Meta:
-        constraints = [models.UniqueConstraint(fields=["day", "session_id", "chat_jid"], name="analytics_chat_key")]
-        indexes = [models.Index(fields=["day"], name="analytics_chat_day_idx")]
+        constraints = [models.UniqueConstraint(fields=["month", "session_id", "chat_jid"], name="analytics_chat_key")]
+        indexes = [models.Index(fields=["month"], name="analytics_chat_month_idx")]
 
 
 class FailureDaily(models.Model):
@@ -116,18 +117,18 @@ class ApiUsageHourly(models.Model):
         constraints = [models.UniqueConstraint(fields=["hour", "api_key_id"], name="analytics_api_usage_key")]
 
 
-class FirstResponseHourly(models.Model):
-    """First responses of one UTC hour and session by bucket of their time (analytics.rollups.RESPONSE_BUCKETS):
+class FirstResponseDaily(models.Model):
+    """First responses of one UTC day and session by bucket of their time (analytics.rollups.RESPONSE_BUCKETS):
     averages exact (seconds_sum / count), medians estimated within a bucket, read without touching every
     response."""
 
-    hour = models.DateTimeField()
+    day = models.DateField()
     session_id = models.BigIntegerField()
     bucket = models.SmallIntegerField()
     count = models.BigIntegerField(default=0)
     seconds_sum = models.FloatField(default=0)
 
     class Meta:
-        constraints = [models.UniqueConstraint(fields=["hour", "session_id", "bucket"],
-                                               name="analytics_response_hour_key")]
-        indexes = [models.Index(fields=["hour"], name="analytics_response_hour_idx")]
+        constraints = [models.UniqueConstraint(fields=["day", "session_id", "bucket"],
+                                               name="analytics_response_day_key")]
+        indexes = [models.Index(fields=["day"], name="analytics_response_day_idx")]

@@ -79,17 +79,18 @@ _RESPONSES_OF_TOUCHED = """
   SELECT m.id, m.session_id, m.conversation_id, m.created_at, date_trunc('hour', m.created_at, 'UTC'),
          EXTRACT(EPOCH FROM m.created_at - fi.first_in)::float8
   FROM analytics_touched t
-  JOIN whatsapp_message m ON m.conversation_id = t.conversation_id AND m.created_at >= t.since
-                             AND m.direction = 'out'
+  CROSS JOIN LATERAL (
+    SELECT id, session_id, conversation_id, created_at FROM whatsapp_message
+    WHERE conversation_id = t.conversation_id AND created_at >= t.since AND direction = 'out') m
   LEFT JOIN LATERAL (
     SELECT o.created_at, o.id FROM whatsapp_message o
     WHERE o.conversation_id = m.conversation_id AND o.direction = 'out' AND (o.created_at, o.id) < (m.created_at, m.id)
     ORDER BY o.created_at DESC, o.id DESC LIMIT 1) lo ON true
   CROSS JOIN LATERAL (
-    SELECT min(i.created_at) AS first_in FROM whatsapp_message i
+    SELECT i.created_at AS first_in FROM whatsapp_message i
     WHERE i.conversation_id = m.conversation_id AND i.direction = 'in' AND (i.created_at, i.id) < (m.created_at, m.id)
-      AND (lo.id IS NULL OR (i.created_at, i.id) > (lo.created_at, lo.id))) fi
-  WHERE fi.first_in IS NOT NULL
+      AND (i.created_at, i.id) > (COALESCE(lo.created_at, '-infinity'::timestamptz), COALESCE(lo.id, 0))
+    ORDER BY i.created_at, i.id LIMIT 1) fi
 """
 
 # One statement: the counter rows committed so far are taken away (rows of transactions still open stay for the
@@ -109,13 +110,13 @@ hourly AS (
   DO UPDATE SET count = r.count + EXCLUDED.count, media_bytes = r.media_bytes + EXCLUDED.media_bytes
   RETURNING 1),
 chats AS (
-  INSERT INTO analytics_chatdaily AS r (day, session_id, chat_jid, sent, received)
-  SELECT (hour AT TIME ZONE 'UTC')::date, session_id, chat_jid,
+  INSERT INTO analytics_chatmonthly AS r (month, session_id, chat_jid, sent, received)
+  SELECT date_trunc('month', hour AT TIME ZONE 'UTC')::date, session_id, chat_jid,
          sum(CASE WHEN direction = 'out' THEN n ELSE 0 END), sum(CASE WHEN direction = 'in' THEN n ELSE 0 END)
   FROM (SELECT hour, session_id, chat_jid, direction, CASE WHEN old_status IS NULL THEN 1 ELSE -1 END AS n
         FROM moved WHERE old_status IS NULL OR new_status IS NULL) born_or_gone
   GROUP BY 1, 2, 3 ORDER BY 1, 2, 3
-  ON CONFLICT (day, session_id, chat_jid)
+  ON CONFLICT (month, session_id, chat_jid)
   DO UPDATE SET sent = r.sent + EXCLUDED.sent, received = r.received + EXCLUDED.received
   RETURNING 1),
 failures AS (
@@ -139,17 +140,19 @@ SELECT (SELECT count(*) FROM moved), (SELECT count(*) FROM hourly), (SELECT coun
 # Then the first responses of the touched conversations are taken out and computed again (two statements: a row
 # deleted and inserted again by one statement is not allowed), their histogram following each.
 _HISTOGRAM_UPSERT = """
-  INSERT INTO analytics_firstresponsehourly AS r (hour, session_id, bucket, count, seconds_sum)
-  SELECT hour, session_id, width_bucket(seconds, """ + _BUCKETS_SQL + """), sum({sign}), sum({sign} * seconds)
+  INSERT INTO analytics_firstresponsedaily AS r (day, session_id, bucket, count, seconds_sum)
+  SELECT (hour AT TIME ZONE 'UTC')::date, session_id, width_bucket(seconds, """ + _BUCKETS_SQL + """), sum({sign}),
+         sum({sign} * seconds)
   FROM {source} GROUP BY 1, 2, 3 ORDER BY 1, 2, 3
-  ON CONFLICT (hour, session_id, bucket)
+  ON CONFLICT (day, session_id, bucket)
   DO UPDATE SET count = r.count + EXCLUDED.count, seconds_sum = r.seconds_sum + EXCLUDED.seconds_sum
 """
 UNANSWER_SQL = """
 WITH gone AS (
-  DELETE FROM analytics_firstresponse f USING analytics_touched t
-  WHERE f.conversation_id = t.conversation_id AND f.created_at >= t.since
-  RETURNING f.hour, f.session_id, f.seconds)
+  DELETE FROM analytics_firstresponse WHERE id IN (
+    SELECT r.id FROM analytics_touched t CROSS JOIN LATERAL (
+      SELECT id FROM analytics_firstresponse WHERE conversation_id = t.conversation_id AND created_at >= t.since) r)
+  RETURNING hour, session_id, seconds)
 """ + _HISTOGRAM_UPSERT.replace("{sign}", "-1").replace("{source}", "gone")
 ANSWER_SQL = """
 WITH fresh AS (
@@ -163,16 +166,16 @@ TOUCHED_TABLE_SQL = ("CREATE TEMP TABLE IF NOT EXISTS analytics_touched (convers
 REBUILD_SQL = """
 DELETE FROM analytics_messagecounter;
 DELETE FROM analytics_hourlyrollup;
-DELETE FROM analytics_chatdaily;
+DELETE FROM analytics_chatmonthly;
 DELETE FROM analytics_failuredaily;
 DELETE FROM analytics_firstresponse;
-DELETE FROM analytics_firstresponsehourly;
+DELETE FROM analytics_firstresponsedaily;
 INSERT INTO analytics_hourlyrollup (hour, session_id, direction, type, status, count, media_bytes)
 SELECT date_trunc('hour', created_at, 'UTC'), session_id, direction, type, status, count(*),
        COALESCE(sum(media_size), 0)
 FROM whatsapp_message GROUP BY 1, 2, 3, 4, 5;
-INSERT INTO analytics_chatdaily (day, session_id, chat_jid, sent, received)
-SELECT (date_trunc('hour', created_at, 'UTC') AT TIME ZONE 'UTC')::date, session_id, chat_jid,
+INSERT INTO analytics_chatmonthly (month, session_id, chat_jid, sent, received)
+SELECT date_trunc('month', created_at AT TIME ZONE 'UTC')::date, session_id, chat_jid,
        count(*) FILTER (WHERE direction = 'out'), count(*) FILTER (WHERE direction = 'in')
 FROM whatsapp_message GROUP BY 1, 2, 3;
 INSERT INTO analytics_failuredaily (day, session_id, reason, count)
@@ -191,8 +194,9 @@ SELECT s.id, s.session_id, s.conversation_id, s.created_at, date_trunc('hour', s
        EXTRACT(EPOCH FROM s.created_at - f.first_in)::float8
 FROM seq s JOIN firsts f ON f.conversation_id = s.conversation_id AND f.outs = s.outs - 1
 WHERE s.direction = 'out';
-INSERT INTO analytics_firstresponsehourly (hour, session_id, bucket, count, seconds_sum)
-SELECT hour, session_id, width_bucket(seconds, """ + _BUCKETS_SQL + """), count(*), sum(seconds)
+INSERT INTO analytics_firstresponsedaily (day, session_id, bucket, count, seconds_sum)
+SELECT (hour AT TIME ZONE 'UTC')::date, session_id, width_bucket(seconds, """ + _BUCKETS_SQL + """), count(*),
+       sum(seconds)
 FROM analytics_firstresponse GROUP BY 1, 2, 3;
 """
 
@@ -210,6 +214,7 @@ def fold():
         cursor.execute("SELECT pg_try_advisory_xact_lock(%s)", [key])
         if not cursor.fetchone()[0]:
             return None
+        cursor.execute("SET LOCAL jit = off")  # compiling costs more than these small statements run
         cursor.execute(TOUCHED_TABLE_SQL)
         cursor.execute("DELETE FROM analytics_touched")  # a fold inside a longer transaction starts afresh
         cursor.execute(FOLD_SQL)

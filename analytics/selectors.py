@@ -132,13 +132,26 @@ def trends(zone, days, session_id=None, *, today=None):
     return out
 
 
-def message_stats(zone, now=None):
+def _local_hours(zone, first_day):
+    """(local hour, direction, status, n) from first_day's local midnight on: one scan shared by the day figures
+    and the weekday × hour activity."""
+    rows = _rows(f"""
+        SELECT hour AT TIME ZONE %(tz)s, direction, status, sum(n) FROM ({_HOURLY}) h GROUP BY 1, 2, 3""",
+                 {"since": floor_hour(midnight(first_day, zone)), "tz": str(zone)})
+    return [(local, direction, status, int(n)) for local, direction, status, n in rows if n]
+
+
+def message_stats(zone, now=None, hours=None):
     now = (now or timezone.now()).astimezone(zone)
     today = now.date()
     week_start = today - timedelta(days=today.weekday())
     month_start = today.replace(day=1)
     recent_start = today - timedelta(days=RECENT_DAYS - 1)
-    days = daily_counts(zone, min(week_start, month_start, recent_start))
+    first = min(week_start, month_start, recent_start)
+    days = {}
+    for local, direction, status, n in hours if hours is not None else _local_hours(zone, first):
+        if local.date() >= first:
+            _add(days.setdefault(local.date(), empty_counts()), direction, status, n)
     recent = _sum(days, recent_start, today)
     return {
         "today": _public(_sum(days, today, today)),
@@ -164,52 +177,51 @@ def failures_by_reason(since_day, limit=10):
     return [{"reason": reason or "(no reason given)", "count": int(n)} for reason, n in rows]
 
 
-def hourly_activity(zone, now=None):
+def hourly_activity(zone, now=None, hours=None):
     """Messages (both directions) of the last 30 days by local weekday (0 = Monday) and hour: 168 cells."""
-    now = (now or timezone.now()).astimezone(zone)
-    since = floor_hour(midnight(now.date() - timedelta(days=RECENT_DAYS - 1), zone))
-    rows = _rows(f"""
-        SELECT extract(isodow FROM hour AT TIME ZONE %(tz)s)::int - 1, extract(hour FROM hour AT TIME ZONE %(tz)s)::int,
-               sum(n) FILTER (WHERE direction = 'out'), sum(n) FILTER (WHERE direction = 'in')
-        FROM ({_HOURLY}) h GROUP BY 1, 2""", {"since": since, "tz": str(zone)})
-    cells = {(weekday, hour): (int(sent or 0), int(received or 0)) for weekday, hour, sent, received in rows}
-    return [{"weekday": weekday, "hour": hour, "sent": cells.get((weekday, hour), (0, 0))[0],
-             "received": cells.get((weekday, hour), (0, 0))[1]}
-            for weekday in range(7) for hour in range(24)]
+    first = (now or timezone.now()).astimezone(zone).date() - timedelta(days=RECENT_DAYS - 1)
+    cells = {(weekday, hour): [0, 0] for weekday in range(7) for hour in range(24)}
+    for local, direction, _, n in hours if hours is not None else _local_hours(zone, first):
+        if local.date() >= first:
+            cells[(local.weekday(), local.hour)][0 if direction == "out" else 1] += n
+    return [{"weekday": weekday, "hour": hour, "sent": sent, "received": received}
+            for (weekday, hour), (sent, received) in cells.items()]
 
 
 def top_contacts(zone, now=None, limit=TOP_CONTACTS):
-    now = (now or timezone.now()).astimezone(zone)
-    since = (now - timedelta(days=RECENT_DAYS)).date()
+    """The chats with the most messages this month (UTC months)."""
+    month = (now or timezone.now()).astimezone(UTC).date().replace(day=1)
     rows = _rows("""
         SELECT chat_jid, sum(sent), sum(received) FROM (
-          SELECT chat_jid, sent, received FROM analytics_chatdaily WHERE day >= %(day)s
+          SELECT chat_jid, sent, received FROM analytics_chatmonthly WHERE month = %(month)s
           UNION ALL
           SELECT chat_jid, CASE WHEN direction = 'out' THEN n ELSE 0 END, CASE WHEN direction = 'in' THEN n ELSE 0 END
           FROM (SELECT chat_jid, direction, CASE WHEN old_status IS NULL THEN 1 ELSE -1 END AS n
                 FROM analytics_messagecounter
-                WHERE (old_status IS NULL OR new_status IS NULL) AND (hour AT TIME ZONE 'UTC')::date >= %(day)s) c
+                WHERE (old_status IS NULL OR new_status IS NULL) AND hour >= %(since)s) c
         ) chats
         GROUP BY 1 HAVING sum(sent) + sum(received) > 0 ORDER BY sum(sent) + sum(received) DESC, 1
-        LIMIT %(limit)s""", {"day": since, "limit": limit})
+        LIMIT %(limit)s""", {"month": month, "since": datetime.combine(month, time.min, tzinfo=UTC), "limit": limit})
     jids = [row[0] for row in rows]
-    names = {c.jid: c.name or c.push_name or c.phone for c in Contact.objects.filter(jid__in=jids)}
-    names.update({g.jid: g.name for g in Group.objects.filter(jid__in=jids)})
-    phones = {c.jid: c.phone for c in Contact.objects.filter(jid__in=jids)}
+    contacts = {c.jid: c for c in Contact.objects.filter(jid__in=jids)}
+    groups = {g.jid: g.name for g in Group.objects.filter(jid__in=jids)}
     out = []
     for jid, sent, received in rows:
-        phone = phones.get(jid) or ("+" + jid.split("@")[0] if jid.endswith("@s.whatsapp.net") else "")
-        out.append({"chat_jid": jid, "name": names.get(jid) or phone or jid, "phone": phone,
-                    "sent": int(sent), "received": int(received), "total": int(sent) + int(received)})
+        contact = contacts.get(jid)
+        phone = (contact.phone if contact else "") or ("+" + jid.split("@")[0] if jid.endswith("@s.whatsapp.net")
+                                                        else "")
+        name = (contact.name or contact.push_name if contact else "") or groups.get(jid) or phone or jid
+        out.append({"chat_jid": jid, "name": name, "phone": phone, "sent": int(sent), "received": int(received),
+                    "total": int(sent) + int(received)})
     return out
 
 
 def first_response(now=None):
     """Count and average (exact) and median (estimated within its bucket, linearly) of the last 30 days' first
     responses, from their hourly histogram."""
-    since = floor_hour((now or timezone.now()) - timedelta(days=RECENT_DAYS))
+    since = ((now or timezone.now()) - timedelta(days=RECENT_DAYS)).astimezone(UTC).date()
     buckets = _rows("""
-        SELECT bucket, sum(count), sum(seconds_sum) FROM analytics_firstresponsehourly WHERE hour >= %s
+        SELECT bucket, sum(count), sum(seconds_sum) FROM analytics_firstresponsedaily WHERE day >= %s
         GROUP BY 1 HAVING sum(count) > 0 ORDER BY 1""", [since])
     count = sum(int(n) for _, n, _ in buckets)
     if not count:
@@ -270,13 +282,15 @@ def dashboard(tenant, now=None):
     zone = zone_of(tenant)
     sessions = session_stats()
     conversations = conversation_stats(now)
+    today = now.astimezone(zone).date()
+    hours = _local_hours(zone, min(today.replace(day=1), today - timedelta(days=RECENT_DAYS - 1)))
     return {
         "overview": {"time_zone": str(zone), "generated_at": now.isoformat(), "sessions": sessions["total"],
                      "sessions_active": sessions["active"], "contacts": Contact.objects.count(),
                      "conversations": conversations["total"]},
-        "message_stats": message_stats(zone, now),
+        "message_stats": message_stats(zone, now, hours),
         "session_stats": sessions,
-        "hourly_activity": hourly_activity(zone, now),
+        "hourly_activity": hourly_activity(zone, now, hours),
         "top_contacts": top_contacts(zone, now),
         "conversation_stats": conversations,
         "webhook_health": webhook_health(now),

@@ -13,6 +13,7 @@ from rest_framework import permissions, serializers
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
+from backups.models import Backup
 from core import heartbeats
 from core.errors import CommonError, DomainError
 from core.permissions import Perm, permission_required
@@ -72,7 +73,18 @@ def _session_hosts():
             "max_sessions": settings.WHATSAPP_MAX_SESSIONS}, None
 
 
-CHECKS = {"database": _database, "redis": _redis, "workers": _workers, "session_hosts": _session_hosts}
+def _last_backup():
+    """The newest finished backup (informational: a failed backup is the backups' own alarm)."""
+    backup = Backup.objects.filter(finished_at__isnull=False).order_by("-finished_at").first()
+    if backup is None:
+        return {"last": None}, None
+    return {"last": {"id": backup.pk, "kind": backup.kind, "status": backup.status,
+                     "finished_at": backup.finished_at.isoformat(),
+                     "age_hours": round((timezone.now() - backup.finished_at).total_seconds() / 3600, 1)}}, None
+
+
+CHECKS = {"database": _database, "redis": _redis, "workers": _workers, "session_hosts": _session_hosts,
+          "backups": _last_backup}
 
 HealthSerializer = inline_serializer("Health", {
     "status": serializers.ChoiceField(["ok", "degraded"]),

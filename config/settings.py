@@ -4,6 +4,7 @@ Every variable read here is listed in .env.example with its default. Values come
 precedence: the process environment, var/runtime.env (written by scripts/bootstrap.sh with the database and
 Redis it found or started; `make` exports it), then .env.
 """
+import os
 from datetime import timedelta
 from pathlib import Path
 
@@ -53,6 +54,7 @@ SHARED_APPS = [
     "billing",
     "whatsapp.host",
     "backups",  # Backup records span schemas: they live in public
+    "alerts",  # platform and tenant alerts: public, one row per incident
     "allauth",
     "allauth.account",
     "allauth.mfa",
@@ -78,6 +80,7 @@ TENANT_LIMIT_SET_CALLS = env.bool("TENANT_LIMIT_SET_CALLS", default=True)
 
 MIDDLEWARE = [
     "config.errors.RequestGuardMiddleware",  # first: request ids, NUL bytes, /api/ errors in the envelope
+    "analytics.middleware.RequestMetricsMiddleware",  # HTTP counts and latency for /metrics
     "django.middleware.security.SecurityMiddleware",
     "django_permissions_policy.PermissionsPolicyMiddleware",
     "whitenoise.middleware.WhiteNoiseMiddleware",
@@ -305,6 +308,28 @@ ANALYTICS_ROLLUP_SECONDS = env.int("ANALYTICS_ROLLUP_SECONDS", default=15)
 ANALYTICS_RETENTION_DAYS = env.int("ANALYTICS_RETENTION_DAYS", default=90)
 # Seconds between two checks of an open analytics page for changed figures.
 ANALYTICS_LIVE_SECONDS = env.float("ANALYTICS_LIVE_SECONDS", default=2)
+# GET /metrics (Prometheus): a bearer token, or a client in these networks; per-tenant labels only when asked (one
+# series per tenant per figure). Every process's HTTP counts go through files in PROMETHEUS_MULTIPROC_DIR
+# (prometheus_client's multiprocess mode), which must be set before prometheus_client is imported: here.
+METRICS_TOKEN = env("METRICS_TOKEN", default="")
+METRICS_ALLOWED_NETWORKS = env.list("METRICS_ALLOWED_NETWORKS", default=["127.0.0.1/32", "::1/128"])
+METRICS_PER_TENANT = env.bool("METRICS_PER_TENANT", default=False)
+PROMETHEUS_MULTIPROC_DIR = env("PROMETHEUS_MULTIPROC_DIR", default=str(BASE_DIR / "var" / "prometheus"))
+os.environ["PROMETHEUS_MULTIPROC_DIR"] = PROMETHEUS_MULTIPROC_DIR
+Path(PROMETHEUS_MULTIPROC_DIR).mkdir(parents=True, exist_ok=True)
+
+# Alerts (alerts.rules, checked every minute): told by email, a signed webhook and Telegram, once when an incident
+# fires and once when it resolves; one that holds again within ALERT_COOLDOWN_MINUTES goes on without a new message.
+WHATSAPP_ALERTING_ENABLED = env.bool("WHATSAPP_ALERTING_ENABLED", default=True)
+WHATSAPP_ALERT_WEBHOOK = env("WHATSAPP_ALERT_WEBHOOK", default="")
+WHATSAPP_ALERT_WEBHOOK_SECRET = env("WHATSAPP_ALERT_WEBHOOK_SECRET", default="")
+WHATSAPP_ALERT_ERROR_RATE = env.float("WHATSAPP_ALERT_ERROR_RATE", default=0.1)
+ALERT_QUEUE_AGE_SECONDS = env.int("ALERT_QUEUE_AGE_SECONDS", default=600)
+ALERT_SESSION_DOWN_MINUTES = env.int("ALERT_SESSION_DOWN_MINUTES", default=10)
+ALERT_COOLDOWN_MINUTES = env.int("ALERT_COOLDOWN_MINUTES", default=15)
+TELEGRAM_BOT_TOKEN = env("TELEGRAM_BOT_TOKEN", default="")
+TELEGRAM_CHAT_IDS = env.list("TELEGRAM_CHAT_IDS", default=[])
+TELEGRAM_API_BASE = env("TELEGRAM_API_BASE", default="https://api.telegram.org")
 
 # --- accounts -----------------------------------------------------------------------------------
 AUTH_USER_MODEL = "accounts.User"
@@ -383,7 +408,9 @@ SPECTACULAR_SETTINGS = {
     "SWAGGER_UI_FAVICON_HREF": "SIDECAR",
     # The envelope and the error answers of every operation (core.schema).
     # The message types' enum is named once (a send's `type` and a simulated inbound's differ; both are "type").
-    "ENUM_NAME_OVERRIDES": {"MessageTypeEnum": "whatsapp.messaging.types.SUPPORTED_TYPES"},
+    "ENUM_NAME_OVERRIDES": {"MessageTypeEnum": "whatsapp.messaging.types.SUPPORTED_TYPES",
+                            "RoleEnum": "core.permissions.Role.choices",
+                            "InvitableRoleEnum": "accounts.members.INVITABLE_CHOICES"},
     "POSTPROCESSING_HOOKS": ["drf_spectacular.hooks.postprocess_schema_enums", "core.schema.envelope_and_errors"],
 }
 
@@ -419,6 +446,7 @@ CELERY_BEAT_SCHEDULE = {
     "analytics-rollups": {"task": "analytics.tasks.fold_rollups",
                           "schedule": timedelta(seconds=ANALYTICS_ROLLUP_SECONDS)},
     "analytics-api-usage": {"task": "analytics.tasks.flush_api_usage", "schedule": timedelta(minutes=1)},
+    "check-alerts": {"task": "alerts.tasks.check_alerts", "schedule": timedelta(minutes=1)},
     "analytics-retention": {"task": "analytics.tasks.purge_old_events", "schedule": timedelta(hours=1)},
 }
 

@@ -12,6 +12,8 @@ from backups import urls as backup_urls
 from accounts import views as accounts_views
 from billing import api as billing_api
 from billing import views as billing_views
+from alerts import views as alert_views
+from analytics.metrics import metrics_view
 from config.health import DetailedHealthView, liveness
 from tenants import api as tenants_api
 from tenants import views as tenants_views
@@ -26,6 +28,10 @@ api_v1 = [
     path("me", accounts_api.MeView.as_view(), name="api_me"),
     path("api-keys", accounts_api.ApiKeyListView.as_view(), name="api_api_keys"),
     path("api-keys/<int:pk>", accounts_api.ApiKeyDetailView.as_view(), name="api_api_key"),
+    path("members", accounts_api.MemberListView.as_view(), name="api_members"),
+    path("members/<int:pk>", accounts_api.MemberDetailView.as_view(), name="api_member"),
+    path("invitations", accounts_api.InvitationListView.as_view(), name="api_invitations"),
+    path("invitations/<int:pk>", accounts_api.InvitationDetailView.as_view(), name="api_invitation"),
     path("health/detailed", DetailedHealthView.as_view(), name="api_health_detailed"),
     path("tenants", accounts_api.TenantListView.as_view(), name="api_tenants"),
     path("tenants/<int:pk>", tenants_api.TenantDetailView.as_view(), name="api_tenant"),
@@ -68,6 +74,7 @@ urlpatterns = [
     path("api/v1/", include(api_v1)),
     path("", accounts_views.landing, name="landing"),
     path("health", liveness, name="health"),
+    path("metrics", metrics_view, name="metrics"),
     # Sign-up creates a user, a pending tenant and a membership: all or nothing.
     path("accounts/signup/", transaction.atomic(SignupView.as_view()), name="account_signup"),
     path("accounts/", include("allauth.urls")),
@@ -80,6 +87,8 @@ urlpatterns = [
     path("dashboard/", accounts_views.dashboard_page, name="dashboard"),
     path("dashboard/api-keys/", accounts_views.api_keys, name="api_keys"),
     path("dashboard/api-keys/<int:key_id>/revoke", accounts_views.revoke_api_key, name="revoke_api_key"),
+    path("members/", accounts_views.members_page, name="members"),
+    path("invitations/<str:token>/", accounts_views.accept_invitation, name="accept_invitation"),
     path("billing/", include("billing.urls")),
     path("sessions/", include("whatsapp.sessions.urls")),
     path("conversations/", include("whatsapp.inbox.urls")),
@@ -93,6 +102,7 @@ urlpatterns = [
     path("switch/<int:tenant_id>", tenants_views.switch_tenant, name="switch_tenant"),
     path("platform/", tenants_views.platform_approvals, name="platform_approvals"),
     path("platform/tenants/", tenants_views.platform_tenants, name="platform_tenants"),
+    path("platform/alerts/", alert_views.alert_history, name="platform_alerts"),
     # Before the <verb> route, which would take "billing" for a verb.
     path("platform/tenants/<int:tenant_id>/billing", billing_views.platform_tenant_billing,
          name="platform_tenant_billing"),

@@ -16,10 +16,10 @@ from django_tenants.utils import tenant_context
 
 from analytics import rollups, selectors
 from analytics.models import (
-    ChatDaily,
+    ChatMonthly,
     FailureDaily,
     FirstResponse,
-    FirstResponseHourly,
+    FirstResponseDaily,
     HourlyRollup,
     MessageCounter,
 )
@@ -56,12 +56,12 @@ def hourly_from_rollups():
 
 def side_tables():
     return (
-        sorted((c.day, c.session_id, c.chat_jid, c.sent, c.received) for c in ChatDaily.objects.all()
+        sorted((c.month, c.session_id, c.chat_jid, c.sent, c.received) for c in ChatMonthly.objects.all()
                if c.sent or c.received),
         sorted((f.day, f.session_id, f.reason, f.count) for f in FailureDaily.objects.all() if f.count),
         sorted((r.message_id, r.session_id, r.hour, round(r.seconds, 3)) for r in FirstResponse.objects.all()),
-        sorted((r.hour, r.session_id, r.bucket, r.count, round(r.seconds_sum, 2))
-               for r in FirstResponseHourly.objects.all() if r.count),
+        sorted((r.day, r.session_id, r.bucket, r.count, round(r.seconds_sum, 2))
+               for r in FirstResponseDaily.objects.all() if r.count),
     )
 
 
