@@ -1,20 +1,31 @@
 from django.shortcuts import get_object_or_404
-from drf_spectacular.utils import extend_schema, inline_serializer
+from django.utils import timezone
+from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema, inline_serializer
 from rest_framework import permissions, serializers
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from billing.entitlements import access_for, limits_for, plan_of, subscription_of
 from billing.permissions import CanWrite
-from core.api import PageLimitPagination, StrictModelSerializer, StrictSerializer
-from core.permissions import Perm, require
+from core.api import (
+    PAGE_PARAMETERS,
+    PageLimitPagination,
+    StrictModelSerializer,
+    StrictSerializer,
+    choice_param,
+    paginated,
+)
+from core.errors import CommonError, DomainError
+from core.permissions import Perm, Role, require
 from tenants import api as tenants_api
 from tenants.models import Tenant
 from tenants.permissions import HasActiveTenant
 from tenants.serializers import PlanSerializer, TenantCreateSerializer, TenantSerializer
 
+from . import members
 from .actions import create_api_key, create_tenant, revoke_api_key
-from .models import ApiKey
+from .errors import MemberError
+from .models import ApiKey, Invitation, Membership, two_factor_users
 
 
 def require_owner_or_admin(request, doing):
@@ -124,3 +135,145 @@ class TenantListView(tenants_api.TenantListView):
         serializer.is_valid(raise_exception=True)
         tenant = create_tenant(acting_user=request.user, **serializer.validated_data)
         return Response(TenantSerializer(Tenant.objects.get(pk=tenant.pk)).data, status=201)
+
+
+# --- the team: members and invitations ------------------------------------------------------------------------------
+
+class MemberSerializer(serializers.Serializer):
+    id = serializers.IntegerField(help_text="The membership's id (the {id} of /members/{id}).")
+    user_id = serializers.IntegerField()
+    email = serializers.EmailField()
+    full_name = serializers.CharField()
+    role = serializers.ChoiceField(choices=Role.choices)
+    two_factor = serializers.BooleanField(help_text="Whether the member signs in with a second factor.")
+    last_login = serializers.DateTimeField(allow_null=True)
+    joined_at = serializers.DateTimeField()
+
+
+class InvitationSerializer(serializers.Serializer):
+    id = serializers.IntegerField()
+    email = serializers.EmailField()
+    role = serializers.ChoiceField(choices=Role.choices)
+    status = serializers.ChoiceField(choices=["pending", "accepted", "revoked", "expired"])
+    invited_by = serializers.EmailField(allow_null=True)
+    created_at = serializers.DateTimeField()
+    sent_at = serializers.DateTimeField()
+    expires_at = serializers.DateTimeField()
+
+
+INVITABLE = members.INVITABLE_CHOICES
+
+
+class InviteSerializer(StrictSerializer):
+    email = serializers.CharField(max_length=254, help_text="Who to invite; they get an email with a link.")
+    role = serializers.ChoiceField(choices=INVITABLE)
+
+
+class RoleChangeSerializer(StrictSerializer):
+    role = serializers.ChoiceField(choices=INVITABLE)
+
+
+def member_payload(membership, with_two_factor):
+    user = membership.user
+    return {"id": membership.pk, "user_id": user.pk, "email": user.email, "full_name": user.full_name,
+            "role": membership.role, "two_factor": user.pk in with_two_factor, "last_login": user.last_login,
+            "joined_at": membership.created_at}
+
+
+def invitation_payload(invitation):
+    return {"id": invitation.pk, "email": invitation.email, "role": invitation.role, "status": invitation.status,
+            "invited_by": invitation.invited_by.email if invitation.invited_by else None,
+            "created_at": invitation.created_at, "sent_at": invitation.sent_at, "expires_at": invitation.expires_at}
+
+
+def _bad(serializer):
+    field, problems = next(iter(serializer.errors.items()))
+    raise DomainError(CommonError.VALIDATION_ERROR, f"{field}: {problems[0]}", serializer.errors)
+
+
+def _invite(request):
+    serializer = InviteSerializer(data=request.data)
+    if not serializer.is_valid():
+        _bad(serializer)
+    invitation, _ = members.invite_member(request._request.tenant, acting_user=request.user,
+                                          **serializer.validated_data)
+    return Response(invitation_payload(invitation), status=201)
+
+
+INVITE_RESPONSES = {201: InvitationSerializer, 402: OpenApiResponse(
+    description="plan_limit_reached: the plan's member limit, pending invitations included (details.billing_url)."),
+    409: OpenApiResponse(description="already_member, already_invited")}
+
+
+class TeamView(APIView):
+    permission_classes = [permissions.IsAuthenticated, HasActiveTenant, CanWrite]
+    required_permissions = {"GET": Perm.MEMBERS_READ, "POST": Perm.MEMBERS_MANAGE, "PATCH": Perm.MEMBERS_MANAGE,
+                            "DELETE": Perm.MEMBERS_MANAGE}
+
+
+class MemberListView(TeamView):
+    @extend_schema(tags=["members"], parameters=PAGE_PARAMETERS, responses=MemberSerializer(many=True))
+    def get(self, request):
+        """The workspace's members, oldest first."""
+        rows = Membership.objects.filter(tenant=request._request.tenant).select_related("user")
+        with_two_factor = two_factor_users(rows.values_list("user_id", flat=True))
+        return paginated(request, self, rows, lambda row: member_payload(row, with_two_factor))
+
+    @extend_schema(tags=["members"], request=InviteSerializer, responses=INVITE_RESPONSES)
+    def post(self, request):
+        """Add a member: they are invited by email with the role (the same as POST /invitations)."""
+        return _invite(request)
+
+
+class MemberDetailView(TeamView):
+    def _membership(self, request, pk):
+        return get_object_or_404(Membership.objects.select_related("user"), pk=pk, tenant=request._request.tenant)
+
+    @extend_schema(tags=["members"], request=RoleChangeSerializer, responses={
+        200: MemberSerializer, 403: OpenApiResponse(description="permission_denied, owner_protected")})
+    def patch(self, request, pk):
+        """Change a member's role (admin, agent or viewer; the owner's changes by transferring ownership)."""
+        membership = self._membership(request, pk)
+        serializer = RoleChangeSerializer(data=request.data)
+        if not serializer.is_valid():
+            _bad(serializer)
+        membership = members.change_role(membership, acting_user=request.user, **serializer.validated_data)
+        return Response(member_payload(membership, two_factor_users([membership.user_id])))
+
+    @extend_schema(tags=["members"], responses={204: None, 403: OpenApiResponse(
+        description="permission_denied, owner_protected"), 409: OpenApiResponse(description="last_owner")})
+    def delete(self, request, pk):
+        """Remove a member: their API keys for this workspace are revoked and their open pages closed at once."""
+        members.remove_member(self._membership(request, pk), acting_user=request.user)
+        return Response(status=204)
+
+
+class InvitationListView(TeamView):
+    @extend_schema(tags=["members"], parameters=[*PAGE_PARAMETERS, OpenApiParameter(
+        "status", {"type": "string", "enum": ["pending", "accepted", "revoked", "expired"]})],
+        responses=InvitationSerializer(many=True))
+    def get(self, request):
+        """The workspace's invitations, newest first; `status` filters."""
+        rows = Invitation.objects.filter(tenant=request._request.tenant).select_related("invited_by")
+        wanted = choice_param(request, "status", ["pending", "accepted", "revoked", "expired"],
+                              MemberError.INVALID_STATUS)
+        now = timezone.now()
+        rows = {None: rows, "pending": rows.pending(), "accepted": rows.filter(accepted_at__isnull=False),
+                "revoked": rows.filter(revoked_at__isnull=False, accepted_at__isnull=True),
+                "expired": rows.filter(accepted_at__isnull=True, revoked_at__isnull=True, expires_at__lte=now)}[wanted]
+        return paginated(request, self, rows, invitation_payload)
+
+    @extend_schema(tags=["members"], request=InviteSerializer, responses=INVITE_RESPONSES)
+    def post(self, request):
+        """Invite someone by email with a role; the link is valid 7 days."""
+        return _invite(request)
+
+
+class InvitationDetailView(TeamView):
+    @extend_schema(tags=["members"], responses={204: None, 409: OpenApiResponse(
+        description="invitation_not_pending: accepted already")})
+    def delete(self, request, pk):
+        """Revoke an invitation: its link stops working and its seat is free again."""
+        invitation = get_object_or_404(Invitation, pk=pk, tenant=request._request.tenant)
+        members.revoke_invitation(invitation, acting_user=request.user)
+        return Response(status=204)

@@ -121,3 +121,66 @@ class ApiKey(models.Model):
     @property
     def is_revoked(self):
         return self.revoked_at is not None
+
+
+INVITATION_DAYS = 7
+
+
+def hash_invitation_token(raw_token: str) -> str:
+    return hashlib.sha256(raw_token.encode()).hexdigest()
+
+
+class InvitationQuerySet(models.QuerySet):
+    def pending(self):
+        """Neither accepted nor revoked, and not expired: these hold a seat of the plan's member limit."""
+        return self.filter(accepted_at__isnull=True, revoked_at__isnull=True, expires_at__gt=timezone.now())
+
+
+class Invitation(models.Model):
+    """An invitation by email to join a workspace with a role. The link carries a token of which only the hash is
+    stored; it is valid INVITATION_DAYS days, may be sent again (a new token, a new week) or revoked."""
+
+    tenant = models.ForeignKey("tenants.Tenant", on_delete=models.CASCADE, related_name="invitations")
+    email = models.EmailField()
+    role = models.CharField(max_length=10, choices=Role.choices)
+    token_hash = models.CharField(max_length=64, unique=True)
+    invited_by = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL,
+                                   related_name="+")
+    created_at = models.DateTimeField(default=timezone.now)
+    sent_at = models.DateTimeField(default=timezone.now)
+    expires_at = models.DateTimeField()
+    accepted_at = models.DateTimeField(null=True, blank=True)
+    accepted_by = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL,
+                                    related_name="+")
+    revoked_at = models.DateTimeField(null=True, blank=True)
+
+    objects = InvitationQuerySet.as_manager()
+
+    class Meta:
+        ordering = ["-created_at", "-id"]
+
+    def __str__(self):
+        return f"{self.email} as {self.role} of {self.tenant}"
+
+    @staticmethod
+    def generate_token():
+        return secrets.token_urlsafe(32)
+
+    @property
+    def status(self):
+        if self.accepted_at:
+            return "accepted"
+        if self.revoked_at:
+            return "revoked"
+        if self.expires_at <= timezone.now():
+            return "expired"
+        return "pending"
+
+
+def two_factor_users(user_ids):
+    """The ids among `user_ids` of users with a second factor (TOTP or a passkey), in one query."""
+    # allauth.mfa's models load after this module (INSTALLED_APPS order): imported when called.
+    from allauth.mfa.models import Authenticator
+
+    return set(Authenticator.objects.filter(user_id__in=list(user_ids)).exclude(
+        type=Authenticator.Type.RECOVERY_CODES).values_list("user_id", flat=True))

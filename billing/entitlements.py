@@ -87,7 +87,8 @@ def limits_for(tenant):
 # What a plan limit counts. Apps that own a limited resource register a counter here (the sessions issue
 # adds "max_sessions").
 USAGE_COUNTERS = {
-    "max_users": ("team member", lambda tenant: tenant.memberships.count()),
+    # Pending invitations hold a seat: inviting past the limit is refused, not accepting later.
+    "max_users": ("team member", lambda tenant: tenant.memberships.count() + tenant.invitations.pending().count()),
 }
 
 

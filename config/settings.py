@@ -408,7 +408,9 @@ SPECTACULAR_SETTINGS = {
     "SWAGGER_UI_FAVICON_HREF": "SIDECAR",
     # The envelope and the error answers of every operation (core.schema).
     # The message types' enum is named once (a send's `type` and a simulated inbound's differ; both are "type").
-    "ENUM_NAME_OVERRIDES": {"MessageTypeEnum": "whatsapp.messaging.types.SUPPORTED_TYPES"},
+    "ENUM_NAME_OVERRIDES": {"MessageTypeEnum": "whatsapp.messaging.types.SUPPORTED_TYPES",
+                            "RoleEnum": "core.permissions.Role.choices",
+                            "InvitableRoleEnum": "accounts.members.INVITABLE_CHOICES"},
     "POSTPROCESSING_HOOKS": ["drf_spectacular.hooks.postprocess_schema_enums", "core.schema.envelope_and_errors"],
 }
 

@@ -56,6 +56,7 @@ WRITE_METHODS = {"post", "put", "patch", "delete"}
 # (tests/test_api_fuzz.py) accepts a 400 for a schema-valid request only with one of these codes.
 RULES_BEYOND_THE_SCHEMA = {
     "invalid_phone": "not a phone number that exists",
+    "invalid_email": "an email address that cannot receive mail",
     "invalid_recipient": "not a phone number or WhatsApp address that exists",
     "blocked_recipient": "a number this business or the installation blocked",
     "recipient_not_allowed": "a number outside the installation's allowed pattern",

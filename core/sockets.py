@@ -9,3 +9,11 @@ FORBIDDEN = 4403  # the tenant may not watch now (suspended)
 async def refuse(consumer, code):
     await consumer.accept()
     await consumer.close(code=code)
+
+
+def member_group(tenant_id, user_id):
+    """The group every socket of one member of one workspace joins, so that removing the member closes them."""
+    return f"member.{tenant_id}.{user_id}"
+
+
+MEMBER_REMOVED = "member.removed"  # the group message's type; consumers close with FORBIDDEN on it

@@ -18,7 +18,7 @@ from django_tenants.utils import tenant_context
 
 from billing import entitlements
 from core.permissions import Perm, socket_can
-from core.sockets import FORBIDDEN, NOT_FOUND, refuse
+from core.sockets import FORBIDDEN, NOT_FOUND, member_group, refuse
 
 from .actions import NAME_RE
 from .events import session_group, session_payload, sessions_group
@@ -80,6 +80,8 @@ class _TenantConsumer(AsyncJsonWebsocketConsumer):
         return tenant, found
 
     async def join(self, *groups):
+        user, tenant = self.scope.get("user"), self.scope.get("tenant")
+        groups = (*groups, member_group(tenant.pk, user.pk))  # removing the member closes this socket
         self.groups_joined = groups
         for group in groups:
             await self.channel_layer.group_add(group, self.channel_name)
@@ -87,6 +89,9 @@ class _TenantConsumer(AsyncJsonWebsocketConsumer):
     async def disconnect(self, code):
         for group in self.groups_joined:
             await self.channel_layer.group_discard(group, self.channel_name)
+
+    async def member_removed(self, event):
+        await self.close(code=FORBIDDEN)
 
     async def receive_json(self, content, **kwargs):
         if isinstance(content, dict) and content.get("type") == "ping":
