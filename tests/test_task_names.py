@@ -31,6 +31,7 @@ TASK_NAMES = {
     "whatsapp.tasks.sweep_queued_messages",
     "whatsapp.webhooks.tasks.deliver_webhook",
     "whatsapp.webhooks.tasks.deliver_due_webhooks",
+    "whatsapp.webhooks.tasks.pump_webhooks",
 }
 
 
