@@ -5,6 +5,7 @@ from backups.consumers import BackupsConsumer, DataExportConsumer
 from tenants.consumers import TenantStatusConsumer
 
 # Conversation sockets are listed in whatsapp/conversation_routing.py.
+from whatsapp.campaigns.consumers import CampaignConsumer
 from whatsapp.inbox.routing import websocket_urlpatterns as conversation_websockets
 from whatsapp.sessions.consumers import SessionConsumer, SessionListConsumer
 
@@ -15,5 +16,6 @@ websocket_urlpatterns = [
     *conversation_websockets,
     path("ws/backups/", BackupsConsumer.as_asgi()),
     path("ws/data-export/", DataExportConsumer.as_asgi()),
+    path("ws/campaigns/<int:campaign_id>/", CampaignConsumer.as_asgi()),
     path("ws/analytics/", AnalyticsConsumer.as_asgi()),
 ]

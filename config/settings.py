@@ -264,6 +264,8 @@ WEBHOOK_ALLOW_PRIVATE_TARGETS = env.bool("WEBHOOK_ALLOW_PRIVATE_TARGETS", defaul
 WEBHOOK_ENCRYPTION_KEY = env("WEBHOOK_ENCRYPTION_KEY", default="")
 # Seconds a delivery attempt may take; only a 2xx answer within it counts as delivered.
 WEBHOOK_TIMEOUT_SECONDS = env.float("WEBHOOK_TIMEOUT_SECONDS", default=15)
+# Deliveries in flight at once per endpoint (and pump): one slow or dead endpoint holds at most this many.
+WEBHOOK_CONCURRENCY_PER_ENDPOINT = env.int("WEBHOOK_CONCURRENCY_PER_ENDPOINT", default=16)
 # The receptionist (whatsapp.automation): automatic messages one contact may get per hour (a loop between two
 # bots stops there), and the milliseconds a tenant's bot webhook has to answer before the rules answer instead.
 AUTOREPLY_MAX_PER_CONTACT_PER_HOUR = env.int("AUTOREPLY_MAX_PER_CONTACT_PER_HOUR", default=3)
@@ -439,6 +441,7 @@ CELERY_BEAT_SCHEDULE = {
     "billing-clock": {"task": "billing.tasks.run_billing_clock", "schedule": timedelta(minutes=15)},
     "deliver-due-webhooks": {"task": "whatsapp.webhooks.tasks.deliver_due_webhooks", "schedule": timedelta(seconds=10)},
     "sweep-queued-messages": {"task": "whatsapp.tasks.sweep_queued_messages", "schedule": timedelta(seconds=30)},
+    "feed-campaigns": {"task": "whatsapp.campaigns.tasks.feed_campaigns", "schedule": timedelta(seconds=5)},
     "nightly-backup": {"task": "backups.tasks.nightly_backup", "schedule": _cron(BACKUP_SCHEDULE)},
     "backup-housekeeping": {"task": "backups.tasks.housekeeping", "schedule": timedelta(minutes=1)},
     "ship-wal": {"task": "backups.tasks.ship_wal", "schedule": timedelta(seconds=BACKUP_WAL_SHIP_SECONDS)},

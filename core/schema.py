@@ -97,6 +97,14 @@ RULES_BEYOND_THE_SCHEMA = {
     "invalid_country": "a country code that is no country",
     "missing_phone_column": "a CSV without a phone column",
     "invalid_csv": "a CSV that cannot be read",
+    "unknown_variable": "a template variable that is not a contact's",
+    "unknown_template": "a template id that is not this business's",
+    "unknown_session": "a session name that is not this business's",
+    "invalid_audience": "an audience without anyone, or numbers that exist nowhere",
+    "invalid_campaign": "a least gap over the most, a cold cap over the daily cap, one quiet bound without the other",
+    "empty_audience": "an audience with nobody left once opted-out and blocked numbers are out",
+    "invalid_template": "a template whose variable is not closed, a caption over WhatsApp's length, media without "
+                        "its URL",
 }
 
 

@@ -60,7 +60,25 @@ def fill_acme(named):
                                      kind="rule", rule=rule, source=rule.name)
         endpoint, _ = create_endpoint(named.acme, acting_user=named.alice, url="https://hooks.example.com/wa",
                                       events=["message.received", "message.read"], description="CRM")
-    return {"conversation": conversation.pk, "endpoint": endpoint.pk}
+        campaign, template = fill_broadcasts(named)
+    return {"conversation": conversation.pk, "endpoint": endpoint.pk, "campaign": campaign, "template": template}
+
+
+def fill_broadcasts(named):
+    """Contacts with tags and fields, an opt-out, a template with a variation, a running campaign (in Acme's schema)."""
+    from whatsapp.campaigns import actions
+    from whatsapp.models import AudienceContact, MessageTemplate, OptOut
+
+    AudienceContact.objects.bulk_create([
+        AudienceContact(phone=f"+1415555{n:04d}", name=f"Guest {n}", tags=["fair", "vip"] if n % 2 else ["fair"],
+                        fields={"seat": str(n), "order_id": f"A-{n}"}) for n in range(101, 106)])
+    OptOut.objects.create(phone="+14155550105", source="inbound", keyword="stop")
+    template = MessageTemplate.objects.create(name="Invitation", body="Hi {{first_name}}, your seat is {{field.seat}}.",
+                                              variations=["Hello {{name}}: seat {{field.seat}}"])
+    campaign = actions.create_campaign(named.acme, acting_user=named.alice, name="Spring fair", template=template.pk,
+                                       audience={"tags": ["fair"]}, sessions=["front-desk"], quiet_start="21:00",
+                                       quiet_end="08:00", start=True)
+    return campaign.pk, template.pk
 
 
 def pending_sign_up(plans):
@@ -140,6 +158,8 @@ def test_main_pages_have_no_serious_accessibility_violations(named, plans, live_
         ("/sending/", 200), ("/analytics/", 200), ("/automation/", 200), ("/automation/?session=front-desk", 200),
         ("/dashboard/api-keys/", 200), ("/members/", 200), ("/billing/", 200), ("/accounts/email/", 200),
         ("/accounts/password/change/", 200), ("/accounts/2fa/", 200), ("/platform/", 403), ("/no-such-page/", 404),
+        ("/broadcasts/", 200), (f"/broadcasts/{ids['campaign']}/", 200), (f"/broadcasts/templates/?preview={ids['template']}", 200),
+        ("/broadcasts/contacts/", 200),
     ], found)
     check_pages(browser, live_system, named.admin.email, [
         ("/platform/", 200), ("/platform/tenants/", 200), (f"/platform/tenants/{named.acme.pk}/billing", 200),

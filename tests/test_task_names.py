@@ -27,9 +27,11 @@ TASK_NAMES = {
     "whatsapp.host.tasks.sync_now",
     "whatsapp.host.tasks.session_command",
     "whatsapp.tasks.drain_session",
+    "whatsapp.campaigns.tasks.feed_campaigns",
     "whatsapp.tasks.sweep_queued_messages",
     "whatsapp.webhooks.tasks.deliver_webhook",
     "whatsapp.webhooks.tasks.deliver_due_webhooks",
+    "whatsapp.webhooks.tasks.pump_webhooks",
 }
 
 

@@ -28,6 +28,7 @@ from whatsapp.conversations.actions import is_group_jid
 from whatsapp.messaging import actions as messaging
 from whatsapp.messaging.models import Message
 from whatsapp.sessions.models import WhatsAppSession
+from whatsapp.webhooks import actions as webhooks
 
 from . import actions, matching, schedule
 from .models import AutomationLog, KeywordRule, Receptionist
@@ -227,8 +228,14 @@ def carry_out(message, answer, now):
             except DomainError as exc:  # a number we may not message, a media URL that fails: logged, skipped
                 detail = f"not sent: {exc.code.value}: {exc.message}"[:500]
         if answer.handoff and message.conversation is not None:
-            actions.set_handoff(None, session, conversation=message.conversation, on=True, requested=True,
-                                reason="contact_asked" if answer.kind == Kind.HANDOFF else "rule", now=now)
+            reason = "bot" if answer.source == "bot" else "rule" if answer.rule is not None else "contact_asked"
+            row = actions.set_handoff(None, session, conversation=message.conversation, on=True, requested=True,
+                                      reason=reason, now=now)
+            # The escalation: the tenant's systems (subscribed webhooks) hear that a person is wanted.
+            webhooks.emit_event("conversation.handoff_requested", {
+                "conversation_id": message.conversation_id, "session": session.name, "chat": message.chat_jid,
+                "from": message.from_phone or message.sender_jid, "reason": reason, "message_id": message.pk,
+                "text": (message.text or message.caption)[:500], "until": row.until.isoformat()}, now=now)
         return AutomationLog.objects.create(
             session=session, chat_jid=message.chat_jid, conversation=message.conversation,
             contact_id=message.contact_id, inbound=message, reply=reply, kind=answer.kind, rule=answer.rule,

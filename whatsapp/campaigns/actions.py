@@ -4,6 +4,7 @@ messages) go out on commit. Campaign sending itself is whatsapp.campaigns.feeder
 import logging
 import re
 import unicodedata
+from datetime import timedelta
 
 from django.conf import settings
 from django.db import IntegrityError, connection, transaction
@@ -14,16 +15,28 @@ from billing import entitlements
 from core.errors import DomainError
 from tenants.models import Tenant
 from whatsapp.messaging import actions as messaging
+from whatsapp.sessions.models import WhatsAppSession
+from whatsapp.webhooks.actions import emit_event
 
-from . import csvimport
+from . import csvimport, planning, progress, rendering
 from .errors import CampaignError
-from .models import AudienceContact, BroadcastSettings, CampaignRecipient, OptOut
+from .models import (
+    AudienceContact,
+    BroadcastSettings,
+    Campaign,
+    CampaignRecipient,
+    CampaignSender,
+    MessageTemplate,
+    OptOut,
+)
 from .phones import to_e164, valid_country
 
 log = logging.getLogger(__name__)
 R = CampaignRecipient.Status
 DEFAULT_CONFIRMATION = ("You will not get our broadcasts any more. Reply START if you change your mind.")
 MAX_OPT_OUT_WORDS = 50
+# An inbound message counts as a reply to the campaign messages its number got within this long.
+REPLY_WINDOW = timedelta(days=7)
 MAX_WORD_LENGTH = 40
 
 
@@ -220,8 +233,8 @@ def on_inbound_text(session, *, phone, text, now=None):
     campaign is counted; a message that is only an opt-out word puts the number on the opt-out list and, the
     first time, answers it once with the confirmation."""
     now = now or timezone.now()
-    CampaignRecipient.objects.filter(phone=phone, status=R.QUEUED, replied_at__isnull=True,
-                                     queued_at__lte=now).update(replied_at=now)
+    CampaignRecipient.objects.filter(phone=phone, status=R.QUEUED, replied_at__isnull=True, queued_at__lte=now,
+                                     queued_at__gte=now - REPLY_WINDOW).update(replied_at=now)
     word = normalize_word(text)
     if not word or word not in opt_out_words():
         return None
@@ -237,3 +250,305 @@ def on_inbound_text(session, *, phone, text, now=None):
         except DomainError as exc:  # the session went away, the tenant cannot write: no confirmation then
             log.warning("opt-out of %s not confirmed: %s", phone, exc)
     return row
+
+
+# --- templates ----------------------------------------------------------------------------------------------
+
+MAX_TEXT = 4096
+MAX_CAPTION = 1024
+
+
+def check_template(*, name, body, variations, defaults, media_type, media_url):
+    """The template's fields, cleaned, or 400 invalid_template / unknown_variable."""
+    name = str(name or "").strip()
+    if not name or len(name) > 100:
+        raise DomainError(CampaignError.INVALID_TEMPLATE, "name: 1 to 100 characters.")
+    if media_type not in MessageTemplate.MediaType.values:
+        raise DomainError(CampaignError.INVALID_TEMPLATE, "media_type: image, video, document or empty.")
+    limit = MAX_CAPTION if media_type else MAX_TEXT
+    if not isinstance(variations, list) or len(variations) > rendering.MAX_VARIATIONS - 1:
+        raise DomainError(CampaignError.INVALID_TEMPLATE,
+                          f"variations: at most {rendering.MAX_VARIATIONS - 1} other phrasings.")
+    texts = [body, *variations]
+    for index, text in enumerate(texts):
+        if not isinstance(text, str) or not text.strip() or len(text) > limit:
+            where = "body" if index == 0 else f"variations[{index - 1}]"
+            raise DomainError(CampaignError.INVALID_TEMPLATE, f"{where}: a text of 1 to {limit} characters"
+                                                              f"{' (a caption)' if media_type else ''}.")
+        rendering.variables_of(text)
+    if not isinstance(defaults, dict) or len(defaults) > 50:
+        raise DomainError(CampaignError.INVALID_TEMPLATE, "defaults: an object of variables and their defaults.")
+    for key, value in defaults.items():
+        if not rendering.is_known(key):
+            raise DomainError(CampaignError.UNKNOWN_VARIABLE, f"defaults: unknown variable '{key}'.",
+                              {"variable": key})
+        if not isinstance(value, str) or len(value) > rendering.MAX_DEFAULT:
+            raise DomainError(CampaignError.INVALID_TEMPLATE,
+                              f"defaults.{key}: a text of at most {rendering.MAX_DEFAULT} characters.")
+    media_url = str(media_url or "").strip()
+    if media_type and not re.match(r"^https?://[^\s/]+", media_url):
+        raise DomainError(CampaignError.INVALID_TEMPLATE, "media_url: the http(s) address of the image, video or "
+                                                          "document.")
+    if not media_type and media_url:
+        raise DomainError(CampaignError.INVALID_TEMPLATE, "media_url: set media_type too.")
+    return {"name": name, "body": body, "variations": variations, "defaults": defaults, "media_type": media_type,
+            "media_url": media_url}
+
+
+def create_template(tenant, *, acting_user, name, body, variations=(), defaults=None, media_type="", media_url=""):
+    entitlements.require_write(tenant)
+    fields = check_template(name=name, body=body, variations=list(variations),
+                            defaults=defaults if defaults is not None else {}, media_type=media_type,
+                            media_url=media_url)
+    try:
+        with transaction.atomic():
+            template = MessageTemplate.objects.create(**fields)
+            audit.record("campaigns.template_created", actor=acting_user, target=template, after=fields,
+                         tenant=tenant)
+    except IntegrityError:
+        raise DomainError(CampaignError.TEMPLATE_EXISTS, f"A template is already named '{fields['name']}'.",
+                          {"name": fields["name"]}) from None
+    return template
+
+
+def update_template(tenant, template, *, acting_user, changes):
+    entitlements.require_write(tenant)
+    before = {k: getattr(template, k) for k in ("name", "body", "variations", "defaults", "media_type", "media_url")}
+    fields = check_template(**{**before, **changes})
+    try:
+        with transaction.atomic():
+            for key, value in fields.items():
+                setattr(template, key, value)
+            template.updated_at = timezone.now()
+            template.save()
+            audit.record("campaigns.template_updated", actor=acting_user, target=template, before=before,
+                         after=fields, tenant=tenant)
+    except IntegrityError:
+        raise DomainError(CampaignError.TEMPLATE_EXISTS, f"A template is already named '{fields['name']}'.",
+                          {"name": fields["name"]}) from None
+    return template
+
+
+def delete_template(tenant, template, *, acting_user):
+    """409 template_in_use while a campaign uses it (campaigns keep what they sent)."""
+    entitlements.require_write(tenant)
+    with transaction.atomic():
+        if template.campaigns.exists():
+            raise DomainError(CampaignError.TEMPLATE_IN_USE, "A campaign uses this template; it stays.",
+                              {"campaigns": list(template.campaigns.values_list("pk", flat=True)[:20])})
+        audit.record("campaigns.template_deleted", actor=acting_user, target=template,
+                     before={"name": template.name, "body": template.body}, tenant=tenant)
+        template.delete()
+
+
+def preview_template(template, contact, campaign_id=0):
+    """Every variation of `template` rendered for `contact` (an AudienceContact or a dict), and the one it gets."""
+    values = rendering.values_for(contact)
+    chosen, _ = rendering.render_for(template, values, campaign_id)
+    return {"variables": values, "chosen": chosen,
+            "texts": [rendering.render(text, values, template.defaults) for text in rendering.texts_of(template)]}
+
+
+# --- campaigns ----------------------------------------------------------------------------------------------
+
+C = Campaign.Status
+GAP_BOUNDS = (5, 3600)
+CAP_BOUNDS = (1, 100_000)
+MAX_PHONES = 1000
+
+
+def campaign_payload(campaign):
+    """What the campaign.* webhooks carry."""
+    return {"id": campaign.pk, "name": campaign.name, "status": campaign.status,
+            "pause_reason": campaign.pause_reason, "recipients": campaign.planned_count}
+
+
+def check_campaign(*, name, template, audience, sessions, start_at, quiet_start, quiet_end, min_gap_seconds,
+                   max_gap_seconds, daily_cap, cold_daily_cap, progress_every):
+    """The campaign's fields, resolved (template, sessions) and cleaned; 400 with the field's code otherwise."""
+    name = str(name or "").strip()
+    if not name or len(name) > 120:
+        raise DomainError(CampaignError.INVALID_CAMPAIGN, "name: 1 to 120 characters.")
+    if isinstance(template, int) and not isinstance(template, bool):
+        found = MessageTemplate.objects.filter(pk=template).first()
+    else:
+        found = MessageTemplate.objects.filter(name=str(template or "")).first()
+    if found is None:
+        raise DomainError(CampaignError.UNKNOWN_TEMPLATE, f"No template {template!r}.", {"template": template})
+    if not isinstance(audience, dict) or set(audience) - {"tags", "phones", "all"}:
+        raise DomainError(CampaignError.INVALID_AUDIENCE, "audience: {\"tags\": [...], \"phones\": [...], \"all\": "
+                                                          "true|false}.")
+    tags = check_tags(list(audience.get("tags") or []), CampaignError.INVALID_AUDIENCE)
+    raw_phones = audience.get("phones") or []
+    if not isinstance(raw_phones, list) or len(raw_phones) > MAX_PHONES:
+        raise DomainError(CampaignError.INVALID_AUDIENCE, f"audience.phones: a list of at most {MAX_PHONES} numbers "
+                                                          "(import a CSV for more).")
+    phones, bad = [], []
+    for raw in raw_phones:
+        try:
+            phones.append(to_e164(raw))
+        except DomainError as exc:
+            bad.append({"phone": str(raw)[:40], "reason": exc.message})
+    if bad:
+        raise DomainError(CampaignError.INVALID_AUDIENCE, f"{len(bad)} of the numbers are not valid; nothing was "
+                                                          "created.", {"rejected": bad[:100]})
+    everyone = audience.get("all", False)
+    if not isinstance(everyone, bool):
+        raise DomainError(CampaignError.INVALID_AUDIENCE, "audience.all: true or false.")
+    if not (tags or phones or everyone):
+        raise DomainError(CampaignError.INVALID_AUDIENCE, "audience: give tags, phones, or all: true.")
+    if not isinstance(sessions, list) or not sessions or len(sessions) > 20:
+        raise DomainError(CampaignError.UNKNOWN_SESSION, "sessions: the names of 1 to 20 numbers to send from.")
+    names = list(dict.fromkeys(str(s) for s in sessions))
+    found_sessions = list(WhatsAppSession.objects.filter(name__in=names))
+    missing = sorted(set(names) - {s.name for s in found_sessions})
+    if missing:
+        raise DomainError(CampaignError.UNKNOWN_SESSION, f"No session named {', '.join(missing)}.",
+                          {"sessions": missing})
+    for field_name, value in (("min_gap_seconds", min_gap_seconds), ("max_gap_seconds", max_gap_seconds)):
+        if not GAP_BOUNDS[0] <= value <= GAP_BOUNDS[1]:
+            raise DomainError(CampaignError.INVALID_CAMPAIGN, f"{field_name}: {GAP_BOUNDS[0]} to {GAP_BOUNDS[1]} "
+                                                              "seconds.")
+    if min_gap_seconds > max_gap_seconds:
+        raise DomainError(CampaignError.INVALID_CAMPAIGN, "min_gap_seconds cannot be more than max_gap_seconds.")
+    if not CAP_BOUNDS[0] <= daily_cap <= CAP_BOUNDS[1] or not 0 <= cold_daily_cap <= daily_cap:
+        raise DomainError(CampaignError.INVALID_CAMPAIGN, "daily_cap: 1 to 100000; cold_daily_cap: 0 to daily_cap.")
+    if (quiet_start is None) != (quiet_end is None):
+        raise DomainError(CampaignError.INVALID_CAMPAIGN, "quiet_start and quiet_end go together.")
+    if not 1 <= progress_every <= 100_000:
+        raise DomainError(CampaignError.INVALID_CAMPAIGN, "progress_every: 1 to 100000.")
+    return {"name": name, "template": found, "audience": {"tags": tags, "phones": phones, "all": everyone},
+            "sessions": found_sessions, "start_at": start_at, "quiet_start": quiet_start, "quiet_end": quiet_end,
+            "min_gap_seconds": min_gap_seconds, "max_gap_seconds": max_gap_seconds, "daily_cap": daily_cap,
+            "cold_daily_cap": cold_daily_cap, "progress_every": progress_every}
+
+
+DEFAULTS = {"start_at": None, "quiet_start": None, "quiet_end": None, "min_gap_seconds": 30, "max_gap_seconds": 60,
+            "daily_cap": 200, "cold_daily_cap": 50, "progress_every": 100}
+
+
+def _check_monthly_limit(tenant, now):
+    plan = entitlements.plan_of(tenant)
+    limit = (plan.features or {}).get("campaigns_per_month") if plan else None
+    if not isinstance(limit, int) or isinstance(limit, bool) or limit < 0:
+        return
+    month = now.replace(day=1, hour=0, minute=0, second=0, microsecond=0)
+    made = Campaign.objects.filter(created_at__gte=month).count()
+    if made >= limit:
+        raise DomainError(CampaignError.CAMPAIGN_LIMIT_REACHED,
+                          f"Your plan allows {limit} campaigns a month and you made {made}. Upgrade on the Billing "
+                          "page for more.", {"allowed": limit, "in_use": made})
+
+
+def create_campaign(tenant, *, acting_user, start=False, now=None, **given):
+    """A draft campaign (and, with `start`, started at once: see start_campaign)."""
+    entitlements.require_write(tenant)
+    now = now or timezone.now()
+    fields = check_campaign(**{**DEFAULTS, **given})
+    sessions = fields.pop("sessions")
+    with transaction.atomic():
+        _check_monthly_limit(tenant, now)
+        campaign = Campaign.objects.create(created_by=acting_user if getattr(acting_user, "pk", None) else None,
+                                           created_at=now, **fields)
+        campaign.sessions.set(sessions)
+        audit.record("campaigns.campaign_created", actor=acting_user, target=campaign,
+                     after={"name": campaign.name, "template": campaign.template_id, "audience": campaign.audience,
+                            "sessions": [s.name for s in sessions]}, tenant=tenant)
+        if start:
+            campaign = start_campaign(tenant, campaign, acting_user=acting_user, now=now)
+    return campaign
+
+
+def _locked(campaign):
+    return Campaign.objects.select_for_update().select_related("template").get(pk=campaign.pk)
+
+
+def start_campaign(tenant, campaign, *, acting_user, now=None):
+    """Plan a draft's recipients (planning.plan) and run it now, or at its start_at (scheduled). Every number must be
+    connected (409 session_not_connected); a campaign not in draft is 409 campaign_not_startable."""
+    entitlements.require_write(tenant)
+    now = now or timezone.now()
+    with transaction.atomic():
+        campaign = _locked(campaign)
+        if campaign.status != C.DRAFT:
+            raise DomainError(CampaignError.CAMPAIGN_NOT_STARTABLE,
+                              f"This campaign is {campaign.get_status_display().lower()}; only a draft starts "
+                              "(resume a paused one).", {"status": campaign.status})
+        sessions = list(campaign.sessions.all())
+        down = [s.name for s in sessions if s.status != WhatsAppSession.Status.CONNECTED]
+        if down:
+            raise DomainError(CampaignError.SESSION_NOT_CONNECTED,
+                              f"Not connected: {', '.join(down)}. Link the number(s) or leave them out.",
+                              {"sessions": down})
+        campaign.planned_count = planning.plan(campaign, tenant)
+        CampaignSender.objects.bulk_create([CampaignSender(campaign=campaign, session=s) for s in sessions])
+        campaign.status = C.SCHEDULED if campaign.start_at and campaign.start_at > now else C.RUNNING
+        if campaign.status == C.RUNNING:
+            campaign.started_at = now
+            emit_event("campaign.started", campaign_payload(campaign))
+        campaign.save(update_fields=["planned_count", "status", "started_at"])
+        audit.record("campaigns.campaign_started", actor=acting_user, target=campaign,
+                     after={"status": campaign.status, "recipients": campaign.planned_count}, tenant=tenant)
+        progress.push(campaign, tenant)
+    return campaign
+
+
+def pause_campaign(tenant, campaign, *, acting_user=None, reason="", now=None):
+    """Stop feeding it (messages already handed to a number's queue still go). A person's pause or a safety stop
+    (`reason`, acting_user None): both audited, both a campaign.paused webhook."""
+    with transaction.atomic():
+        campaign = _locked(campaign)
+        if campaign.status not in (C.RUNNING, C.SCHEDULED):
+            raise DomainError(CampaignError.CAMPAIGN_STATE, f"This campaign is "
+                                                            f"{campaign.get_status_display().lower()}; only a running "
+                                                            "or scheduled one pauses.", {"status": campaign.status})
+        before = campaign.status
+        campaign.status, campaign.pause_reason = C.PAUSED, reason[:300]
+        campaign.save(update_fields=["status", "pause_reason"])
+        audit.record("campaigns.campaign_paused", actor=acting_user, target=campaign,
+                     before={"status": before}, after={"status": campaign.status, "reason": reason}, tenant=tenant)
+        emit_event("campaign.paused", campaign_payload(campaign))
+        progress.push(campaign, tenant)
+    return campaign
+
+
+def resume_campaign(tenant, campaign, *, acting_user, now=None):
+    entitlements.require_write(tenant)
+    now = now or timezone.now()
+    with transaction.atomic():
+        campaign = _locked(campaign)
+        if campaign.status != C.PAUSED:
+            raise DomainError(CampaignError.CAMPAIGN_STATE, "Only a paused campaign resumes.",
+                              {"status": campaign.status})
+        campaign.status = C.SCHEDULED if campaign.start_at and campaign.start_at > now else C.RUNNING
+        campaign.pause_reason = ""
+        if campaign.status == C.RUNNING and campaign.started_at is None:
+            campaign.started_at = now
+            emit_event("campaign.started", campaign_payload(campaign))
+        campaign.save(update_fields=["status", "pause_reason", "started_at"])
+        audit.record("campaigns.campaign_resumed", actor=acting_user, target=campaign,
+                     after={"status": campaign.status}, tenant=tenant)
+        progress.push(campaign, tenant)
+    return campaign
+
+
+def cancel_campaign(tenant, campaign, *, acting_user, now=None):
+    """For good: recipients not handed to a queue yet are cancelled. 409 campaign_state once finished/cancelled."""
+    now = now or timezone.now()
+    with transaction.atomic():
+        campaign = _locked(campaign)
+        if campaign.status in (C.CANCELLED, C.FINISHED):
+            raise DomainError(CampaignError.CAMPAIGN_STATE, f"This campaign is already "
+                                                            f"{campaign.get_status_display().lower()}.",
+                              {"status": campaign.status})
+        before = campaign.status
+        CampaignRecipient.objects.filter(campaign=campaign, status=R.PENDING).update(
+            status=R.CANCELLED, reason="cancelled: the campaign was cancelled")
+        campaign.status, campaign.finished_at = C.CANCELLED, now
+        campaign.save(update_fields=["status", "finished_at"])
+        audit.record("campaigns.campaign_cancelled", actor=acting_user, target=campaign,
+                     before={"status": before}, after={"status": campaign.status}, tenant=tenant)
+        if before != C.DRAFT:
+            emit_event("campaign.finished", campaign_payload(campaign))
+        progress.push(campaign, tenant)
+    return campaign

@@ -15,16 +15,19 @@ from django.db import transaction
 from django.http import Http404, StreamingHttpResponse
 from django.shortcuts import redirect, render
 from django.urls import reverse
+from django.utils import timezone
 from django.views.decorators.cache import never_cache
 from django_tenants.utils import schema_context
 
 from billing.decorators import billing_access_required
 from core.errors import DomainError
 from core.permissions import Perm, can, permission_required
+from whatsapp.sessions.models import WhatsAppSession
 
-from . import actions, csvimport
+from . import actions, csvimport, planning, progress
 from .errors import CampaignError
-from .models import AudienceContact, OptOut
+from .models import AudienceContact, Campaign, MessageTemplate, OptOut
+from .selectors import FILTERS, recipient_payload, recipients_of
 
 PREVIEW_SECONDS = 900
 SHOWN = 100
@@ -206,3 +209,215 @@ def _int(value):
         return int(value)
     except (TypeError, ValueError):
         return None
+
+
+class TemplateForm(forms.Form):
+    name = forms.CharField(max_length=100)
+    body = forms.CharField(widget=forms.Textarea(attrs={"rows": 4}), label="Text (the caption with media)",
+                           help_text="Variables: {{name}}, {{first_name}}, {{phone}}, {{field.order_id}}; a default "
+                                     "after a bar: {{name|friend}}.")
+    variations = forms.CharField(required=False, widget=forms.Textarea(attrs={"rows": 4}),
+                                 label="Other phrasings (optional)",
+                                 help_text="Separated by a line with only ---; each recipient gets one phrasing.")
+    media_type = forms.ChoiceField(choices=MessageTemplate.MediaType.choices, required=False, label="Media")
+    media_url = forms.CharField(max_length=2000, required=False, label="Media URL",
+                                widget=forms.URLInput(attrs={"placeholder": "https://…"}))
+
+
+def _variations(text):
+    parts, current = [], []
+    for line in text.splitlines():
+        if line.strip() == "---":
+            parts.append("\n".join(current))
+            current = []
+        else:
+            current.append(line)
+    parts.append("\n".join(current))
+    return [p.strip() for p in parts if p.strip()]
+
+
+@never_cache
+@billing_access_required
+@permission_required(Perm.CAMPAIGNS_READ, POST=Perm.CAMPAIGNS_MANAGE)
+def templates_page(request):
+    form, status = TemplateForm(), 200
+    if request.method == "POST":
+        if not can_manage(request):
+            raise PermissionDenied("Only an owner or admin can change templates.")
+        action = request.POST.get("action", "")
+        try:
+            if action == "create":
+                form = TemplateForm(request.POST)
+                if form.is_valid():
+                    data = form.cleaned_data
+                    template = actions.create_template(
+                        request.tenant, acting_user=request.user, name=data["name"], body=data["body"],
+                        variations=_variations(data["variations"]), media_type=data["media_type"] or "",
+                        media_url=data["media_url"])
+                    messages.success(request, f"Template “{template.name}” saved.")
+                    return redirect(f"{reverse('campaign_templates')}?preview={template.pk}")
+                status = 400
+            elif action == "delete":
+                template = MessageTemplate.objects.filter(pk=_int(request.POST.get("id"))).first()
+                if template is None:
+                    raise Http404("No such template")
+                actions.delete_template(request.tenant, template, acting_user=request.user)
+                messages.success(request, f"Template “{template.name}” deleted.")
+                return redirect("campaign_templates")
+            else:
+                messages.error(request, "Unknown action.")
+                return redirect("campaign_templates")
+        except DomainError as exc:
+            if form.is_bound:
+                form.add_error(None, exc.message)
+            else:
+                messages.error(request, exc.message)
+            status = exc.status
+    preview = None
+    template = MessageTemplate.objects.filter(pk=_int(request.GET.get("preview"))).first()
+    contacts = list(AudienceContact.objects.all()[:200])
+    if template is not None:
+        contact = next((c for c in contacts if c.pk == _int(request.GET.get("contact"))), None) or (
+            contacts[0] if contacts else None)
+        sample = contact if contact is not None else {"phone": "+14155550123", "name": "", "fields": {}}
+        preview = {"template": template, "contact": contact, **actions.preview_template(template, sample)}
+    return render(request, "whatsapp/campaigns/templates.html", {
+        "can_manage": can_manage(request), "form": form, "templates": MessageTemplate.objects.all(),
+        "preview": preview, "contacts": contacts}, status=status)
+
+
+class CampaignForm(forms.Form):
+    name = forms.CharField(max_length=120)
+    template = forms.ModelChoiceField(queryset=MessageTemplate.objects.none(), empty_label=None)
+    tags = forms.CharField(required=False, max_length=400, label="Contacts tagged (any of)",
+                           help_text="Separated by commas. Empty with no numbers and no file: every contact.")
+    phones = forms.CharField(required=False, label="And these numbers", widget=forms.Textarea(attrs={"rows": 2}),
+                             help_text="One per line, with the country code.")
+    file = forms.FileField(required=False, label="And the numbers of a CSV",
+                           help_text="Imported as contacts (with a tag of this campaign's own) first.")
+    sessions = forms.ModelMultipleChoiceField(queryset=WhatsAppSession.objects.none(),
+                                              widget=forms.CheckboxSelectMultiple, label="Send from")
+    start_at = forms.DateTimeField(required=False, label="Start at (workspace time; empty: when started)",
+                                   widget=forms.DateTimeInput(attrs={"type": "datetime-local"}))
+    quiet_start = forms.TimeField(required=False, label="Quiet from", widget=forms.TimeInput(attrs={"type": "time"}))
+    quiet_end = forms.TimeField(required=False, label="Quiet until", widget=forms.TimeInput(attrs={"type": "time"}))
+    min_gap_seconds = forms.IntegerField(initial=30, min_value=actions.GAP_BOUNDS[0], max_value=actions.GAP_BOUNDS[1],
+                                         label="Least gap per number (s)")
+    max_gap_seconds = forms.IntegerField(initial=60, min_value=actions.GAP_BOUNDS[0], max_value=actions.GAP_BOUNDS[1],
+                                         label="Most gap per number (s)")
+    daily_cap = forms.IntegerField(initial=200, min_value=1, max_value=actions.CAP_BOUNDS[1],
+                                   label="Messages per number per day")
+    cold_daily_cap = forms.IntegerField(initial=50, min_value=0, max_value=actions.CAP_BOUNDS[1],
+                                        label="Of those, to contacts who never wrote first")
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.fields["template"].queryset = MessageTemplate.objects.all()
+        self.fields["sessions"].queryset = WhatsAppSession.objects.order_by("name")
+
+
+@never_cache
+@billing_access_required
+@permission_required(Perm.CAMPAIGNS_READ, POST=Perm.CAMPAIGNS_MANAGE)
+def campaigns_page(request):
+    form, status = CampaignForm(), 200
+    if request.method == "POST":
+        if not can_manage(request):
+            raise PermissionDenied("Only an owner or admin can create campaigns.")
+        form = CampaignForm(request.POST, request.FILES)
+        if form.is_valid():
+            data = form.cleaned_data
+            tz = planning.timezone_of(request.tenant)
+            try:
+                tags = _split_tags(data["tags"])
+                if data["file"] is not None:
+                    own_tag = f"campaign-{secrets.token_hex(3)}"
+                    actions.import_contacts(request.tenant, acting_user=request.user, data=data["file"].read(),
+                                            add_tags=[own_tag])
+                    tags.append(own_tag)
+                phones = [p.strip() for p in data["phones"].splitlines() if p.strip()]
+                start_at = data["start_at"]
+                if start_at is not None:
+                    start_at = start_at.replace(tzinfo=tz) if start_at.tzinfo is None else start_at
+                campaign = actions.create_campaign(
+                    request.tenant, acting_user=request.user, name=data["name"], template=data["template"].pk,
+                    audience={"tags": tags, "phones": phones, "all": not tags and not phones},
+                    sessions=[s.name for s in data["sessions"]], start_at=start_at, quiet_start=data["quiet_start"],
+                    quiet_end=data["quiet_end"], min_gap_seconds=data["min_gap_seconds"],
+                    max_gap_seconds=data["max_gap_seconds"], daily_cap=data["daily_cap"],
+                    cold_daily_cap=data["cold_daily_cap"])
+                messages.success(request, "Campaign saved as a draft: check the dry run, then start it.")
+                return redirect("campaign_detail", campaign_id=campaign.pk)
+            except DomainError as exc:
+                form.add_error(None, exc.message)
+                status = exc.status
+        else:
+            status = 400
+    tenant = request.tenant
+    campaigns = [(c, progress.progress(c, tenant)) for c in Campaign.objects.select_related("template")[:50]]
+    return render(request, "whatsapp/campaigns/list.html", {
+        "can_manage": can_manage(request), "form": form, "campaigns": campaigns,
+        "has_templates": MessageTemplate.objects.exists()}, status=status)
+
+
+DONE = {"start": "Campaign started.", "pause": "Campaign paused.", "resume": "Campaign resumed.",
+        "cancel": "Campaign cancelled."}
+VERBS = {"start": actions.start_campaign, "pause": actions.pause_campaign, "resume": actions.resume_campaign,
+         "cancel": actions.cancel_campaign}
+
+
+@never_cache
+@billing_access_required
+@permission_required(Perm.CAMPAIGNS_READ, POST=Perm.CAMPAIGNS_MANAGE)
+def campaign_detail(request, campaign_id):
+    campaign = Campaign.objects.filter(pk=campaign_id).select_related("template").first()
+    if campaign is None:
+        raise Http404("No such campaign")
+    if request.method == "POST":
+        if not can_manage(request):
+            raise PermissionDenied("Only an owner or admin can change campaigns.")
+        verb = VERBS.get(request.POST.get("action", ""))
+        if verb is None:
+            messages.error(request, "Unknown action.")
+        else:
+            try:
+                verb(request.tenant, campaign, acting_user=request.user)
+                messages.success(request, DONE[request.POST["action"]])
+            except DomainError as exc:
+                messages.error(request, exc.message)
+        return redirect("campaign_detail", campaign_id=campaign.pk)
+    wanted = request.GET.get("status", "")
+    if wanted not in FILTERS:
+        wanted = ""
+    rows = recipients_of(campaign, wanted or None)
+    figures = progress.progress(campaign, request.tenant)
+    return render(request, "whatsapp/campaigns/detail.html", {
+        "can_manage": can_manage(request), "campaign": campaign, "figures": figures,
+        "dry_run": planning.dry_run(campaign, request.tenant, timezone.now()) if campaign.status == "draft" else None,
+        "recipients": [recipient_payload(r) for r in rows[:SHOWN]], "recipient_count": rows.count(),
+        "filters": FILTERS, "wanted": wanted, "counts_order": progress.KEYS})
+
+
+@never_cache
+@billing_access_required
+@permission_required(Perm.CAMPAIGNS_READ)
+def campaign_recipients_export(request, campaign_id):
+    """Every recipient with its state and reason, as CSV."""
+    campaign = Campaign.objects.filter(pk=campaign_id).first()
+    if campaign is None:
+        raise Http404("No such campaign")
+    writer = csv.writer(_Echo())
+    schema_name = request.tenant.schema_name
+    columns = ["phone", "name", "status", "reason", "session", "text", "queued_at", "sent_at", "delivered_at",
+               "read_at", "replied_at", "opted_out_at"]
+
+    def rows():  # streamed after the view returned: in the tenant's schema again
+        yield writer.writerow(columns)
+        with schema_context(schema_name), transaction.atomic():
+            for recipient in recipients_of(campaign).iterator(chunk_size=2000):
+                payload = recipient_payload(recipient)
+                yield writer.writerow([_safe(payload[c] if payload[c] is not None else "") for c in columns])
+
+    response = StreamingHttpResponse(rows(), content_type="text/csv; charset=utf-8")
+    response["Content-Disposition"] = f'attachment; filename="campaign-{campaign.pk}-recipients.csv"'
+    return response

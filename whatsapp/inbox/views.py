@@ -165,6 +165,12 @@ def conversation_detail(request, pk):
         action = request.POST.get("action")
         if action == "send":
             return _send(request, conversation)
+        if action in ("handoff_on", "handoff_off"):  # a person takes the conversation from automation, or gives it back
+            automation.set_handoff(request.tenant, conversation.session, conversation=conversation,
+                                   on=action == "handoff_on", acting_user=request.user, reason="manual")
+            messages.success(request, "You have this conversation: automation stays silent here."
+                             if action == "handoff_on" else "Automation answers this conversation again.")
+            return redirect(back)
         if action == "mark_read":  # the open page says it was seen (on load, and as messages arrive)
             conversations.mark_read(conversation)
             return _respond(request, True, "Read.", back=back)
@@ -181,4 +187,5 @@ def conversation_detail(request, pk):
         "can_send": conversation.session.status == WhatsAppSession.Status.CONNECTED,
         "can_reply": can(request.membership, Perm.CONVERSATIONS_REPLY),
         "simulator": _simulator(),
+        "handoff": automation.active_handoff(conversation.session, conversation),
     })

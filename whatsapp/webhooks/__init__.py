@@ -15,4 +15,9 @@ EVENTS = [
     "session.connected",
     "session.disconnected",
     "session.logged_out",
+    "conversation.handoff_requested",  # the contact (or a rule, or the bot) asked for a person: whatsapp.automation
+    "campaign.started",
+    "campaign.progress",
+    "campaign.paused",
+    "campaign.finished",
 ]

@@ -12,6 +12,7 @@ from core.errors import DomainError
 
 from . import EVENTS
 from . import delivery as wire
+from . import pump
 from .errors import WebhookError
 from .models import WebhookDelivery, WebhookEndpoint
 from .tasks import deliver_webhook
@@ -41,7 +42,8 @@ def emit_event(event_type, data, *, now=None):
 
 def emit_events(event_type, items, *, now=None):
     """emit_event for many events of one type at once (a batch of messages sent or receipts): one query for the
-    subscribed endpoints and one insert, whatever the number of events. Returns the deliveries."""
+    subscribed endpoints and one insert, whatever the number of events; the schema's pump sends them on commit
+    (whatsapp.webhooks.pump). Returns the deliveries."""
     if event_type not in EVENTS:
         raise ValueError(f"Unknown webhook event '{event_type}'.")
     if not items:
@@ -59,7 +61,8 @@ def emit_events(event_type, items, *, now=None):
                             webhook_id=wire.new_webhook_id(), next_attempt_at=now, created_at=now)
             for data in items for endpoint in endpoints
         ])
-        _enqueue_on_commit([d.pk for d in deliveries])
+        schema = connection.schema_name
+        transaction.on_commit(lambda: pump.wake(schema))  # one pump per burst sends them, concurrently
     return deliveries
 
 

@@ -7,6 +7,7 @@ import random
 import secrets
 import time
 import uuid
+from dataclasses import dataclass
 from datetime import timedelta
 from urllib.parse import urlsplit
 
@@ -20,21 +21,26 @@ from standardwebhooks import Webhook
 
 from core.net import TargetError, check_target, resolve_target  # noqa: F401  (check_target: the forms' and API's)
 
-from .models import WebhookDelivery
+from .models import WebhookDelivery, WebhookEndpoint
 
 # Waits after the 1st, 2nd, … failed attempt; after the last one the delivery is dead-lettered.
 RETRY_SCHEDULE = [timedelta(seconds=5), timedelta(minutes=5), timedelta(minutes=30), timedelta(hours=2),
                   timedelta(hours=5), timedelta(hours=10), timedelta(hours=10)]
 MAX_ATTEMPTS = len(RETRY_SCHEDULE) + 1
 JITTER = 0.10
-# A claimed delivery is due again after this long if its worker died mid-attempt (longer than any attempt).
-CLAIM_SECONDS = 300
+# A claimed delivery is due again this long after its claim if its worker died mid-attempt: a little over the
+# longest attempt, so a lost task's deliveries are retried within a minute (the sweeper runs every 10 s).
+CLAIM_MARGIN_SECONDS = 15
 RESPONSE_EXCERPT_CHARS = 500
 ERROR_CHARS = 500
 
 
 def current_time(now=None):
     return now or timezone.now()
+
+
+def claim_seconds():
+    return settings.WEBHOOK_TIMEOUT_SECONDS + CLAIM_MARGIN_SECONDS
 
 
 class SecretUnreadable(Exception):
@@ -128,17 +134,51 @@ def _post(url, body, headers, addresses):
                     if index == len(addresses) - 1:
                         raise
         code, excerpt = response.status_code, response.text[:RESPONSE_EXCERPT_CHARS]
-        took = time.monotonic() - started
-        if not 200 <= code < 300:
-            error = f"HTTP {code}"
-        elif took > settings.WEBHOOK_TIMEOUT_SECONDS:
-            # httpx's timeout bounds each read, not the whole exchange: a slow trickle is still too late
-            error = f"Answered after {took:.1f} s, over the {settings.WEBHOOK_TIMEOUT_SECONDS:g} s limit"
+        error = late_or_failed(code, time.monotonic() - started)
     except httpx.TimeoutException:
         error = f"Timed out after {settings.WEBHOOK_TIMEOUT_SECONDS:g} s"
     except httpx.HTTPError as exc:
         error = f"{type(exc).__name__}: {exc}"
     return code, excerpt, error[:ERROR_CHARS], int((time.monotonic() - started) * 1000)
+
+
+def late_or_failed(code, took):
+    """The error of an answer: its status if not 2xx, or its lateness (httpx's timeout bounds each read, not the
+    whole exchange: a slow trickle is still too late); "" for a good answer."""
+    if not 200 <= code < 300:
+        return f"HTTP {code}"
+    if took > settings.WEBHOOK_TIMEOUT_SECONDS:
+        return f"Answered after {took:.1f} s, over the {settings.WEBHOOK_TIMEOUT_SECONDS:g} s limit"
+    return ""
+
+
+@dataclass(frozen=True)
+class Outcome:
+    status: str
+    next_attempt_at: object
+    succeeded_at: object
+    error: str
+    disable: bool = False  # the endpoint answered 410 Gone
+
+
+def outcome(attempt_number, code, error, now):
+    """What follows the `attempt_number`-th attempt (1-based) that answered `code` with `error`."""
+    S = WebhookDelivery.Status
+    if code is not None and 200 <= code < 300 and not error:
+        return Outcome(S.SUCCEEDED, None, now, error)
+    if code == 410:
+        return Outcome(S.DEAD, None, None, "HTTP 410 Gone: the endpoint was disabled", disable=True)
+    delay = next_delay(attempt_number)
+    if delay is None:
+        return Outcome(S.DEAD, None, None, error)
+    return Outcome(S.FAILED, now + delay, None, error)
+
+
+def disable_gone(endpoint_id, now):
+    """The endpoint answered 410 Gone: disabled, with why."""
+    WebhookEndpoint.objects.filter(pk=endpoint_id, enabled=True).update(
+        enabled=False, disabled_at=now,
+        disabled_reason=f"The endpoint answered 410 Gone on {now:%Y-%m-%d %H:%M:%S} UTC.")
 
 
 def claim(delivery_id, *, now=None, lease=None):
@@ -158,15 +198,13 @@ def claim(delivery_id, *, now=None, lease=None):
         if lease is None and delivery.next_attempt_at > now:
             return None
         if lease is None:
-            delivery.next_attempt_at = now + timedelta(seconds=CLAIM_SECONDS)
+            delivery.next_attempt_at = now + timedelta(seconds=claim_seconds())
             delivery.save(update_fields=["next_attempt_at"])
     return delivery
 
 
 def attempt(delivery, *, now=None):
     """POST the delivery once, record the attempt and decide what happens next. Returns the delivery."""
-
-    S = WebhookDelivery.Status
     now = current_time(now)
     endpoint = delivery.endpoint
     body = body_of(delivery)
@@ -182,29 +220,18 @@ def attempt(delivery, *, now=None):
         code, excerpt, error, duration = _post(endpoint.url, body, headers, addresses)
 
     delivery.attempts += 1
-    delivery.last_status_code, delivery.last_error, delivery.last_duration_ms = code, error, duration
+    result = outcome(delivery.attempts, code, error, now)
+    delivery.last_status_code, delivery.last_error, delivery.last_duration_ms = code, result.error, duration
     delivery.attempt_log = [*delivery.attempt_log, {"at": now, "status_code": code, "duration_ms": duration,
-                                                    "error": error, "response": excerpt}]
-    disable = False
-    if code is not None and 200 <= code < 300 and not error:
-        delivery.status, delivery.next_attempt_at, delivery.succeeded_at = S.SUCCEEDED, None, now
-    elif code == 410:
-        delivery.status, delivery.next_attempt_at = S.DEAD, None
-        delivery.last_error = "HTTP 410 Gone: the endpoint was disabled"
-        disable = True
-    else:
-        delay = next_delay(delivery.attempts)
-        if delay is None:
-            delivery.status, delivery.next_attempt_at = S.DEAD, None
-        else:
-            delivery.status, delivery.next_attempt_at = S.FAILED, now + delay
+                                                    "error": result.error, "response": excerpt}]
+    delivery.status, delivery.next_attempt_at = result.status, result.next_attempt_at
+    if result.succeeded_at is not None:
+        delivery.succeeded_at = result.succeeded_at
     with transaction.atomic():
         delivery.save(update_fields=["attempts", "last_status_code", "last_error", "last_duration_ms",
                                      "attempt_log", "status", "next_attempt_at", "succeeded_at"])
-        if disable:
-            type(endpoint).objects.filter(pk=endpoint.pk, enabled=True).update(
-                enabled=False, disabled_at=now,
-                disabled_reason=f"The endpoint answered 410 Gone on {now:%Y-%m-%d %H:%M:%S} UTC.")
+        if result.disable:
+            disable_gone(endpoint.pk, now)
     return delivery
 
 
@@ -214,7 +241,7 @@ def claim_due(*, now=None, limit=100):
 
     S = WebhookDelivery.Status
     now = current_time(now)
-    lease = now + timedelta(seconds=CLAIM_SECONDS)
+    lease = now + timedelta(seconds=claim_seconds())
     with transaction.atomic():
         ids = list(WebhookDelivery.objects.select_for_update(skip_locked=True, of=("self",))
                    .filter(status__in=[S.PENDING, S.FAILED], next_attempt_at__lte=now, endpoint__enabled=True)

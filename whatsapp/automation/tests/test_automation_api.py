@@ -178,3 +178,18 @@ def test_the_page_shows_and_changes_the_automation(named, as_user):
     assert as_user(named.carol).get("/automation/?session=front-desk").status_code == 404
     assert as_user(named.carol).post("/automation/", {"action": "delete_rule", "id": rule.pk}).status_code == 404
     assert as_user(named.alice).post("/automation/", {"action": "delete_rule", "id": rule.pk}).status_code == 302
+
+
+def test_the_conversation_page_switches_the_handoff(named, as_user):
+    front = session(named.acme)
+    with tenant_context(named.acme):
+        conversation = Conversation.objects.create(session=front, chat_jid="6281234567890@s.whatsapp.net")
+    url = f"/conversations/{conversation.pk}/"
+    assert b"Automation answers this conversation" in as_user(named.bob).get(url).content
+    assert as_user(named.bob).post(url, {"action": "handoff_on"}).status_code == 302
+    page = as_user(named.bob).get(url).content.decode()
+    assert "A person has this conversation" in page and "Give back to automation" in page
+    assert as_user(named.bob).post(url, {"action": "handoff_off"}).status_code == 302
+    assert b"Automation answers this conversation" in as_user(named.bob).get(url).content
+    with tenant_context(named.acme):
+        assert AuditLog.objects.filter(action__in=["whatsapp.handoff_on", "whatsapp.handoff_off"]).count() == 2

@@ -14,7 +14,9 @@ from django_tenants.utils import tenant_context
 
 from whatsapp.automation import actions, engine, schedule
 from whatsapp.automation.models import AutomationLog, Handoff, KeywordRule
-from whatsapp.models import Message, WhatsAppSession
+from whatsapp.models import Message, WebhookDelivery, WhatsAppSession
+from whatsapp.webhooks import actions as webhook_actions
+from whatsapp.webhooks import delivery as webhook_delivery
 from whatsapp.providers import simulator_outbox
 from whatsapp.providers.base import EventKind, ProviderEvent
 from whatsapp.tests.support import drain, link_session, ok, settle
@@ -151,13 +153,23 @@ def test_a_catastrophic_regex_times_out_as_no_match(named, clients, host, clock)
     assert raised.value.code == "invalid_pattern"
 
 
-def test_a_handoff_keyword_flags_the_conversation_and_silences_automation(named, clients, host, clock):
+def test_a_handoff_keyword_flags_the_conversation_and_silences_automation(named, clients, host, clock, monkeypatch,
+                                                                          settings):
+    settings.WEBHOOK_ALLOW_PRIVATE_TARGETS = True
+    monkeypatch.setattr(webhook_delivery, "attempt", lambda delivery, now=None: None)  # stored, not sent
     link_session(clients["alice"], host, clock)
     configure(named.acme, fallback="Fallback", handoff_keywords=["human", "agent"],
               handoff_reply="A person will answer you shortly.", cooldown_minutes=0)
+    with tenant_context(named.acme):
+        webhook_actions.create_endpoint(named.acme, acting_user=None, url="http://127.0.0.1:9/desk",
+                                        events=["conversation.handoff_requested"])
     inbound(clients["alice"], host, "I want a HUMAN please")
     inbound(clients["alice"], host, "hello?")
     assert answers(named.acme) == [("handoff", "A person will answer you shortly.", "sent")]
+    with tenant_context(named.acme):  # the escalation went to the tenant's webhook
+        [delivery] = WebhookDelivery.objects.filter(event_type="conversation.handoff_requested")
+        assert delivery.payload["data"]["reason"] == "contact_asked"
+        assert delivery.payload["data"]["text"] == "I want a HUMAN please" and delivery.payload["data"]["until"]
     with tenant_context(named.acme):
         assert AutomationLog.objects.filter(kind="skipped", detail__startswith="handoff").count() == 1
         session = WhatsAppSession.objects.get()

@@ -400,9 +400,14 @@ def test_test_helpers_validate_their_input(named, clients, simulator):
           "missing_text")
     error(alice.post(f"{V1}/test-helpers/sessions/front-desk/inbound", {"text": "hi"}, format="json"), 400,
           "validation_error")
+    # Outside the schema's phone pattern: a validation error; inside it but no number that exists: invalid_phone.
     error(alice.post(f"{V1}/test-helpers/sessions/front-desk/scan", {"phone": "12"}, format="json"), 400,
-          "invalid_phone")
+          "validation_error")
     error(alice.post(f"{V1}/test-helpers/sessions/front-desk/inbound", {"from": "nobody", "text": "hi"},
+                     format="json"), 400, "validation_error")
+    error(alice.post(f"{V1}/test-helpers/sessions/front-desk/scan", {"phone": "+999 1234 5678"}, format="json"), 400,
+          "invalid_phone")
+    error(alice.post(f"{V1}/test-helpers/sessions/front-desk/inbound", {"from": "+999 1234 5678", "text": "hi"},
                      format="json"), 400, "invalid_phone")
 
 

@@ -119,7 +119,7 @@ def test_only_a_2xx_is_success_and_redirects_are_not_followed(named, clients, re
     _, receiver.secret = register(clients["alice"], receiver.url)
     [pk] = emit(named.acme, django_capture_on_commit_callbacks)
     delivery = load(named.acme, pk)
-    assert delivery.status == outcome and delivery.last_status_code == status
+    assert delivery.status == outcome and delivery.last_status_code == status, delivery.last_error
     assert len(receiver.received) == 1
 
 
