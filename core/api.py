@@ -1,5 +1,6 @@
 """API conventions shared by every app: the response envelope, errors with codes, page/limit pagination."""
 import copy
+import re
 
 from django.core.exceptions import PermissionDenied
 from django.http import Http404, QueryDict
@@ -235,6 +236,17 @@ def _expected_json_type(field):
     if isinstance(field, serializers.DictField | serializers.Serializer):
         return (dict,), "an object"
     return None
+
+
+# A character a person can see, the same set in the schema's regex dialect (ECMA-262: \s adds U+FEFF) and in
+# Python's (\s and str.strip() add U+001C-U+001F and U+0085): outside both kinds of white space and not NUL. A text
+# the schema says "has something to read" matches VISIBLE_CHAR; the server asks has_visible_text(), so the two agree.
+VISIBLE_CHAR = r"[^\s\u001c-\u001f\u0085\ufeff\u0000]"
+_VISIBLE = re.compile(VISIBLE_CHAR)
+
+
+def has_visible_text(value):
+    return isinstance(value, str) and _VISIBLE.search(value) is not None
 
 
 def field_with_schema(field_class, schema, **kwargs):

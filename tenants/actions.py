@@ -5,6 +5,7 @@ from django.utils import timezone
 from django.utils.text import slugify
 
 from audit import actions as audit
+from core.api import has_visible_text
 from core.errors import DomainError
 
 from . import notify, pool, signals
@@ -173,14 +174,14 @@ def retry_provisioning(tenant, *, acting_user):
 @in_public_schema
 @transaction.atomic
 def reject_tenant(tenant, *, acting_user, reason):
-    reason = (reason or "").strip()
-    if not reason:
+    if not has_visible_text(reason):
         raise DomainError(TenantError.REASON_REQUIRED, "Give the applicant a reason for the rejection.")
     tenant = Tenant.objects.select_for_update().get(pk=tenant.pk)
     if tenant.status != Tenant.Status.PENDING:
         raise TenantStateError(tenant, "reject")
     before = snapshot(tenant)
     tenant.status = Tenant.Status.REJECTED
+    reason = reason.strip()
     tenant.rejection_reason = reason
     tenant.save()
     audit.record("tenant.rejected", actor=acting_user, target=tenant, before=before,

@@ -2,7 +2,7 @@ import zoneinfo
 
 from rest_framework import serializers
 
-from core.api import StrictModelSerializer, StrictSerializer, field_with_schema
+from core.api import VISIBLE_CHAR, StrictModelSerializer, StrictSerializer, field_with_schema, has_visible_text
 from core.net import HTTP_URL_PATTERN, check_target
 from core.schema import DYNAMIC_ENUM
 
@@ -84,5 +84,10 @@ class ReasonSerializer(StrictSerializer):
 class RejectSerializer(StrictSerializer):
     # The applicant reads it: something to read (reject_tenant answers reason_required otherwise).
     reason = field_with_schema(serializers.CharField, {"type": "string", "minLength": 1, "maxLength": 2000,
-                                                       "pattern": r"^[^\u0000]*\S[^\u0000]*$"}, max_length=2000,
-                               help_text="Why, for the applicant.")
+                                                       "pattern": rf"^[^\u0000]*{VISIBLE_CHAR}[^\u0000]*$"},
+                               max_length=2000, trim_whitespace=False, help_text="Why, for the applicant.")
+
+    def validate_reason(self, value):
+        if not has_visible_text(value):  # white space of either regex dialect only: the schema's pattern refuses it
+            raise serializers.ValidationError("Give the applicant a reason to read.")
+        return value

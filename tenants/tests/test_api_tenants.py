@@ -141,7 +141,9 @@ def test_settings_get_and_patch_with_validation(admin_api, named):
 
 def test_approve_reject_suspend_reactivate_state_machine(admin_api, named, pending, pooled_schema, monkeypatch):
     monkeypatch.setattr("tenants.tasks.refill_tenant_pool.delay", lambda: None)
-    for body in ({"reason": " "}, {}):  # the schema asks for a reason with something in it
+    # The schema asks for a reason with something in it, white space of its regex dialect (U+FEFF) and of Python's
+    # (U+001D, which str.strip() removes) alike.
+    for body in ({"reason": " "}, {"reason": "\u001d"}, {"reason": "\ufeff "}, {}):
         response = admin_api.post(f"/api/v1/tenants/{pending.pk}/reject", body, format="json")
         assert response.status_code == 400 and error(response) == "validation_error"
     response = admin_api.post(f"/api/v1/tenants/{pending.pk}/approve", {"plan": "pro"}, format="json")

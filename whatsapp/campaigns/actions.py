@@ -12,6 +12,7 @@ from django.utils import timezone
 
 from audit import actions as audit
 from billing import entitlements
+from core.api import has_visible_text
 from core.errors import DomainError
 from tenants.models import Tenant
 from whatsapp.messaging import actions as messaging
@@ -260,9 +261,10 @@ MAX_CAPTION = 1024
 
 def check_template(*, name, body, variations, defaults, media_type, media_url):
     """The template's fields, cleaned, or 400 invalid_template / unknown_variable."""
-    name = str(name or "").strip()
-    if not name or len(name) > 100:
+    name = str(name or "")
+    if not has_visible_text(name) or len(name) > 100:
         raise DomainError(CampaignError.INVALID_TEMPLATE, "name: 1 to 100 characters.")
+    name = name.strip()
     if media_type not in MessageTemplate.MediaType.values:
         raise DomainError(CampaignError.INVALID_TEMPLATE, "media_type: image, video, document or empty.")
     limit = MAX_CAPTION if media_type else MAX_TEXT
@@ -271,7 +273,7 @@ def check_template(*, name, body, variations, defaults, media_type, media_url):
                           f"variations: at most {rendering.MAX_VARIATIONS - 1} other phrasings.")
     texts = [body, *variations]
     for index, text in enumerate(texts):
-        if not isinstance(text, str) or not text.strip() or len(text) > limit:
+        if not has_visible_text(text) or len(text) > limit:
             where = "body" if index == 0 else f"variations[{index - 1}]"
             raise DomainError(CampaignError.INVALID_TEMPLATE, f"{where}: a text of 1 to {limit} characters"
                                                               f"{' (a caption)' if media_type else ''}.")
@@ -366,9 +368,10 @@ def campaign_payload(campaign):
 def check_campaign(*, name, template, audience, sessions, start_at, quiet_start, quiet_end, min_gap_seconds,
                    max_gap_seconds, daily_cap, cold_daily_cap, progress_every):
     """The campaign's fields, resolved (template, sessions) and cleaned; 400 with the field's code otherwise."""
-    name = str(name or "").strip()
-    if not name or len(name) > 120:
+    name = str(name or "")
+    if not has_visible_text(name) or len(name) > 120:
         raise DomainError(CampaignError.INVALID_CAMPAIGN, "name: 1 to 120 characters.")
+    name = name.strip()
     if isinstance(template, int) and not isinstance(template, bool):
         found = MessageTemplate.objects.filter(pk=template).first()
     else:

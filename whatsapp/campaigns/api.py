@@ -19,6 +19,7 @@ from rest_framework.views import APIView
 from accounts.api import require_owner_or_admin
 from billing.permissions import CanWrite
 from core.api import (
+    VISIBLE_CHAR,
     PAGE_PARAMETERS,
     StrictJSONParser,
     StrictSerializer,
@@ -265,12 +266,12 @@ class TemplateSerializer(serializers.Serializer):
     updated_at = serializers.DateTimeField()
 
 
-TEXT_SCHEMA = {"type": "string", "minLength": 1, "maxLength": actions.MAX_TEXT, "pattern": r"\S"}
+TEXT_SCHEMA = {"type": "string", "minLength": 1, "maxLength": actions.MAX_TEXT, "pattern": VISIBLE_CHAR}
 
 
 class TemplateWriteSerializer(StrictSerializer):
     name = field_with_schema(serializers.CharField, {"type": "string", "minLength": 1, "maxLength": 100,
-                                                     "pattern": r"\S"}, trim_whitespace=False)
+                                                     "pattern": VISIBLE_CHAR}, trim_whitespace=False)
     body = field_with_schema(serializers.CharField, TEXT_SCHEMA, trim_whitespace=False,
                              help_text="The text (the caption with media): {{name}}, {{first_name}}, {{phone}}, "
                                        "{{field.<custom field>}}, {{name|default}}")
@@ -468,7 +469,7 @@ def _int_field(low, high, help_text):
 
 class CampaignCreateSerializer(StrictSerializer):
     name = field_with_schema(serializers.CharField, {"type": "string", "minLength": 1, "maxLength": 120,
-                                                     "pattern": r"\S"}, trim_whitespace=False)
+                                                     "pattern": VISIBLE_CHAR}, trim_whitespace=False)
     template = serializers.IntegerField(min_value=1, max_value=2147483647, help_text="The template's id")
     # tags, phones, all: together they are who it goes to, minus the opt-out list and blocked numbers. (No
     # help_text: drf-spectacular would wrap the reference in allOf, which the schema hook does not close.)
