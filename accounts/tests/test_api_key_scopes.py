@@ -253,3 +253,16 @@ def test_the_page_rotates_a_key_and_shows_the_new_one_once(client, named):
     client.force_login(named.bob)
     assert client.post(f"/dashboard/api-keys/{bob_key.pk}/rotate", {"overlap_hours": "0"}).status_code == 403
     assert ApiKey.objects.get(pk=bob_key.pk).replaced_by is None
+
+
+def test_readme_shows_each_permissions_scope():
+    from pathlib import Path
+
+    from core.permissions import PERMISSIONS, Role
+
+    readme = Path(__file__).resolve().parents[2].joinpath("README.md").read_text().replace("  ", " ")
+    for perm, roles in PERMISSIONS.items():
+        if perm in (Perm.PUBLIC, Perm.SIGNED_IN, Perm.PLATFORM):
+            continue
+        row = f"| `{perm}` | " + " | ".join("yes" if role in roles else "" for role in Role) + f" | `{SCOPES[perm]}` |"
+        assert row.replace("  ", " ") in readme, row
