@@ -6,7 +6,7 @@ from django.db import migrations, models
 class Migration(migrations.Migration):
 
     dependencies = [
-        ('whatsapp', '0011_inbox_assignment'),
+        ('whatsapp', '0012_inbox_canned_replies_notes'),
     ]
 
     operations = [
