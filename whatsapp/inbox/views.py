@@ -1,5 +1,7 @@
-"""The conversation pages: the list (/conversations/: conversations per session, "Sync contacts", the contacts
-with search and delete) and one conversation (/conversations/<id>/: history, live statuses, a test send box).
+"""The conversation pages: the list (/conversations/: the shared inbox — conversations per session, filtered by
+mine / unassigned / all and by status, with unread counts on the tabs — "Sync contacts", the contacts with search
+and delete) and one conversation (/conversations/<id>/: history, live statuses, who answers it and its status,
+a send box).
 
 Views parse and check; whatsapp.conversations.actions and whatsapp.messaging.actions change state; whatsapp.live and the
 consumers of whatsapp.inbox.consumers keep open pages current. Who may do what follows the API: every
@@ -18,10 +20,13 @@ from django.views.decorators.cache import never_cache
 
 from billing.decorators import billing_access_required
 from core.errors import DomainError
-from core.permissions import Perm, can, permission_required
+from core.permissions import Perm, can, can_manage, permission_required
 from whatsapp.automation import actions as automation
 from whatsapp.conversations import actions as conversations
 from whatsapp.conversations.models import Contact, Conversation
+from whatsapp.inbox import actions as inbox
+from whatsapp.inbox import selectors as inbox_selectors
+from whatsapp.inbox.models import CannedReply, ConversationNote
 from whatsapp.live import conversation_summary
 from whatsapp.messaging import actions as messaging
 from whatsapp.messaging.models import Message
@@ -95,6 +100,17 @@ def _list_action(request):
     return _respond(request, False, "Unknown action.", status=400, code="unknown_action", back=back)
 
 
+def _inbox_filters(request):
+    """The list's filters from the query string; anything unknown is the default (all, open)."""
+    assigned = request.GET.get("assigned", "all")
+    status = request.GET.get("status", Conversation.Status.OPEN)
+    if assigned not in inbox_selectors.ASSIGNED_FILTERS:
+        assigned = "all"
+    if status != "any" and status not in inbox_selectors.STATUSES:
+        status = Conversation.Status.OPEN
+    return assigned, status
+
+
 @never_cache
 @billing_access_required
 @permission_required(Perm.CONVERSATIONS_READ, POST=Perm.CONTACTS_MANAGE)
@@ -102,11 +118,18 @@ def conversation_list(request):
     if request.method == "POST":
         return _list_action(request)
     sessions = list(WhatsAppSession.objects.all())
-    rows = (Conversation.objects.select_related("session", "contact", "group")
-            .order_by(F("last_message_at").desc(nulls_last=True), "-id")[:CONVERSATIONS_SHOWN])
+    assigned, status = _inbox_filters(request)
+    wanted_status = None if status == "any" else status
+    rows = inbox_selectors.filtered(Conversation.objects.select_related("session", "contact", "group"),
+                                    assigned=assigned, status=wanted_status, membership=request.membership,
+                                    tenant=request.tenant)
+    rows = inbox_selectors.ordered(rows)[:CONVERSATIONS_SHOWN]
     by_session = {session.pk: [] for session in sessions}
+    names = inbox_selectors.member_names(request.tenant)
     for row in rows:
+        row.assignee_name = names.get(row.assignee_id, "")
         by_session.setdefault(row.session_id, []).append(row)
+    counts = inbox_selectors.counts(tenant=request.tenant, membership=request.membership, status=wanted_status)
     query = request.GET.get("q", "")
     contacts = _contacts(query)
     return render(request, "whatsapp/conversations/list.html", {
@@ -117,6 +140,14 @@ def conversation_list(request):
         "query": query,
         "can_manage": _can_manage(request),
         "simulator": _simulator(),
+        "assigned": assigned,
+        "status": status,
+        "tabs": [(name, label, counts[name]) for name, label in
+                 (("mine", "Mine"), ("unassigned", "Unassigned"), ("all", "All"))],
+        "statuses": [("open", "Open"), ("pending", "Pending"), ("closed", "Closed"), ("any", "Any status")],
+        "member_names": names,
+        "me": request.membership.pk if request.membership else None,
+        "sessions_with_conversations": set(Conversation.objects.values_list("session_id", flat=True).distinct()),
     })
 
 
@@ -134,7 +165,7 @@ def _recipient(conversation):
 
 def _send(request, conversation):
     back = reverse("conversation", kwargs={"pk": conversation.pk})
-    text = request.POST.get("text", "")
+    text = inbox.expand_canned(request.POST.get("text", ""))  # "/price" alone sends the canned reply
     if not text.strip():
         return _respond(request, False, "Type a message to send.", status=400, code="missing_text", back=back)
     if len(text) > TEXT_MAX:
@@ -171,12 +202,17 @@ def conversation_detail(request, pk):
             messages.success(request, "You have this conversation: automation stays silent here."
                              if action == "handoff_on" else "Automation answers this conversation again.")
             return redirect(back)
+        if action in ("assign", "assign_me", "round_robin", "set_status"):
+            return _inbox_action(request, conversation, action, back)
+        if action in ("add_note", "delete_note"):
+            return _note_action(request, conversation, action, back)
         if action == "mark_read":  # the open page says it was seen (on load, and as messages arrive)
             conversations.mark_read(conversation)
             return _respond(request, True, "Read.", back=back)
         return _respond(request, False, "Unknown action.", status=400, code="unknown_action", back=back)
     rows = list(Message.objects.filter(conversation=conversation).order_by("-created_at", "-id")[:MESSAGES_SHOWN])
     rows.reverse()
+    names = inbox_selectors.member_names(request.tenant)
     name = conversation.session.name
     return render(request, "whatsapp/conversations/detail.html", {
         "conversation": conversation,
@@ -186,6 +222,100 @@ def conversation_detail(request, pk):
         "recipient": _recipient(conversation),
         "can_send": conversation.session.status == WhatsAppSession.Status.CONNECTED,
         "can_reply": can(request.membership, Perm.CONVERSATIONS_REPLY),
+        "can_manage_notes": bool(request.membership and can_manage(request.membership.role)),
         "simulator": _simulator(),
         "handoff": automation.active_handoff(conversation.session, conversation),
+        "assignee_name": names.get(conversation.assignee_id, "") if conversation.assignee_id else "",
+        "responders": inbox_selectors.responders(request.tenant),
+        "member_names": names,
+        "statuses": Conversation.Status.choices,
+        "me": request.membership.pk if request.membership else None,
+        "notes": inbox_selectors.notes_of(conversation),
+        "note_max": inbox.MAX_NOTE_TEXT,
+        "canned": [{"code": reply.code, "text": reply.text} for reply in CannedReply.objects.order_by("code")],
+    })
+
+
+def _note_action(request, conversation, action, back):
+    """Add an internal note, or delete one (its author, an owner or an admin); POST → redirect → GET."""
+    try:
+        if action == "add_note":
+            inbox.add_note(request.tenant, conversation, request.POST.get("text", ""), acting_user=request.user)
+            messages.success(request, "Note added (only members see it).")
+        else:
+            raw = str(request.POST.get("note", ""))
+            note = (ConversationNote.objects.filter(pk=int(raw), conversation=conversation).first()
+                    if raw.isdigit() else None)
+            if note is None:
+                raise Http404("No such note.")
+            inbox.delete_note(request.tenant, note, acting_user=request.user, membership=request.membership)
+            messages.success(request, "Note deleted.")
+    except DomainError as exc:
+        if exc.status == 403:
+            raise PermissionDenied(exc.message) from exc
+        messages.error(request, exc.message)
+    return redirect(back)
+
+
+def _inbox_action(request, conversation, action, back):
+    """Assign (a member, oneself, the next agent) or change the status; POST → redirect → GET with a notice."""
+    try:
+        if action == "round_robin":
+            row = inbox.assign_round_robin(request.tenant, conversation, acting_user=request.user)
+            done = f"Assigned to {inbox_selectors.member_names(request.tenant).get(row.assignee_id)} (round robin)."
+        elif action in ("assign", "assign_me"):
+            raw = str(request.POST.get("member", "")) if action == "assign" else str(request.membership.pk)
+            if raw and not raw.isdigit():
+                raise Http404("No such member.")
+            member = inbox.member_of(request.tenant, int(raw)) if raw else None
+            inbox.assign(request.tenant, conversation, member, acting_user=request.user)
+            done = f"Assigned to {member.user.full_name or member.user.email}." if member else "Unassigned."
+        else:
+            status = str(request.POST.get("status", ""))
+            inbox.set_status(request.tenant, conversation, status, acting_user=request.user)
+            done = f"Marked {status}."
+    except DomainError as exc:
+        if exc.status == 404:
+            raise Http404(exc.message) from exc
+        messages.error(request, exc.message)
+        return redirect(back)
+    messages.success(request, done)
+    return redirect(back)
+
+
+@never_cache
+@billing_access_required
+@permission_required(Perm.CONVERSATIONS_READ, POST=Perm.CANNED_REPLIES_MANAGE)
+def canned_replies(request):
+    """Canned replies: every member sees them (and uses them in the composer by typing /code); owners and admins
+    add, change and delete them. Each form posts here and comes back with a notice (POST → redirect → GET)."""
+    back = reverse("canned_replies")
+    if request.method == "POST":
+        action = request.POST.get("action", "")
+        raw = str(request.POST.get("reply", ""))
+        reply = CannedReply.objects.filter(pk=int(raw)).first() if raw.isdigit() else None
+        try:
+            if action == "create":
+                reply = inbox.create_canned_reply(request.tenant, code=request.POST.get("code", ""),
+                                                  text=request.POST.get("text", ""), acting_user=request.user)
+                messages.success(request, f"/{reply.code} saved.")
+            elif action in ("update", "delete"):
+                if reply is None:  # unknown, or another tenant's (not in this schema)
+                    raise Http404("No such canned reply.")
+                if action == "update":
+                    inbox.update_canned_reply(request.tenant, reply, acting_user=request.user,
+                                              code=request.POST.get("code", ""), text=request.POST.get("text", ""))
+                    messages.success(request, f"/{reply.code} saved.")
+                else:
+                    inbox.delete_canned_reply(request.tenant, reply, acting_user=request.user)
+                    messages.success(request, f"/{reply.code} deleted.")
+            else:
+                messages.error(request, "Unknown action.")
+        except DomainError as exc:
+            messages.error(request, exc.message)
+        return redirect(back)
+    return render(request, "whatsapp/conversations/canned.html", {
+        "replies": CannedReply.objects.order_by("code"),
+        "can_manage": can(request.membership, Perm.CANNED_REPLIES_MANAGE),
+        "max_text": inbox.MAX_CANNED_TEXT,
     })

@@ -1,0 +1,232 @@
+"""Changing the shared inbox: who answers a conversation (by hand, or the next agent by round robin), its status
+(open, pending, closed), canned replies and internal notes. One transaction each, with its audit row; open pages
+hear of assignments and statuses on commit.
+
+Called by whatsapp.inbox.api and whatsapp.inbox.views, which check the caller's permission (conversations.reply)
+first. A member id is the workspace's accounts.Membership id: another workspace's is not found (404), like an
+unknown one.
+"""
+import logging
+import re
+
+from asgiref.sync import async_to_sync
+from channels.layers import get_channel_layer
+from django.db import IntegrityError, connection, transaction
+from django.utils import timezone
+
+from accounts.models import Membership
+from audit import actions as audit
+from core.api import has_visible_text
+from core.errors import CommonError, DomainError
+from core.permissions import Perm, allows, can_manage
+from whatsapp.conversations.models import Conversation
+from whatsapp.live import conversation_group, conversation_summary, conversations_group
+
+from . import selectors
+from .errors import InboxError
+from .models import CannedReply, ConversationNote, RoundRobin
+
+log = logging.getLogger(__name__)
+
+CODE_PATTERN = r"^/?[a-zA-Z0-9_-]{1,32}$"
+MAX_CANNED_TEXT = 4096  # what one WhatsApp text holds
+MAX_CANNED_REPLIES = 500
+MAX_NOTE_TEXT = 4000
+
+
+def member_of(tenant, member_id):
+    """The workspace's member with this membership id; 404 not_found for an unknown one or another workspace's."""
+    member = (Membership.objects.filter(pk=member_id, tenant=tenant).select_related("user").first()
+              if isinstance(member_id, int) and not isinstance(member_id, bool) else None)
+    if member is None:
+        raise DomainError(CommonError.NOT_FOUND, "No such member in this workspace.", {"member_id": member_id})
+    return member
+
+
+def _locked(conversation):
+    return Conversation.objects.select_for_update(of=("self",)).select_related("session", "contact", "group").get(
+        pk=conversation.pk)
+
+
+def assign(tenant, conversation, member, *, acting_user):
+    """Give `conversation` to `member` (a Membership of `tenant`), or take it from whoever has it (member None).
+    400 assignee_cannot_reply for a member whose role does not answer conversations."""
+    if member is not None and not allows(member.role, Perm.CONVERSATIONS_REPLY):
+        raise DomainError(InboxError.ASSIGNEE_CANNOT_REPLY,
+                          f"{member.user.email} reads conversations but cannot answer them; give it to someone "
+                          "who can.", {"member_id": member.pk, "role": member.role})
+    with transaction.atomic():
+        row = _locked(conversation)
+        return _assign_locked(tenant, row, member, acting_user=acting_user, how="manual")
+
+
+def assign_round_robin(tenant, conversation, *, acting_user):
+    """Give `conversation` to the next member of the round robin (whatsapp.inbox.selectors.round_robin_pool: the
+    agents in membership order, starting after the one who got the last conversation this way). 409 no_agents
+    when nobody answers conversations."""
+    pool = selectors.round_robin_pool(tenant)
+    if not pool:
+        raise DomainError(InboxError.NO_AGENTS, "Nobody in this workspace answers conversations; invite an agent.")
+    with transaction.atomic():
+        cursor, _ = RoundRobin.objects.select_for_update().get_or_create(pk=1)
+        member = next((m for m in pool if cursor.last_member_id is not None and m.pk > cursor.last_member_id),
+                      pool[0])
+        cursor.last_member_id, cursor.updated_at = member.pk, timezone.now()
+        cursor.save(update_fields=["last_member_id", "updated_at"])
+        row = _locked(conversation)
+        return _assign_locked(tenant, row, member, acting_user=acting_user, how="round_robin")
+
+
+def _assign_locked(tenant, row, member, *, acting_user, how):
+    before = {"assignee_id": row.assignee_id}
+    row.assignee_id = member.pk if member is not None else None
+    row.assigned_at = timezone.now() if member is not None else None
+    row.save(update_fields=["assignee_id", "assigned_at"])
+    audit.record("whatsapp.conversation_assigned" if member is not None else "whatsapp.conversation_unassigned",
+                 actor=acting_user, target=row, tenant=tenant, before=before,
+                 after={"assignee_id": row.assignee_id, "how": how})
+    _announce_on_commit(row)
+    return row
+
+
+def set_status(tenant, conversation, status, *, acting_user):
+    """Open, pending (waiting on someone) or closed. A new message from the contact opens it again."""
+    if status not in Conversation.Status.values:
+        raise DomainError(CommonError.VALIDATION_ERROR, f"status is one of {', '.join(Conversation.Status.values)}.",
+                          {"status": list(Conversation.Status.values)})
+    with transaction.atomic():
+        row = _locked(conversation)
+        if row.status == status:
+            return row
+        before = {"status": row.status}
+        row.status = status
+        row.save(update_fields=["status"])
+        audit.record("whatsapp.conversation_status_changed", actor=acting_user, target=row, tenant=tenant,
+                     before=before, after={"status": status})
+        _announce_on_commit(row)
+        return row
+
+
+def _announce_on_commit(row):
+    schema, summary = connection.schema_name, conversation_summary(row)
+    transaction.on_commit(lambda: _announce(schema, row.pk, summary))
+
+
+def _announce(schema, conversation_id, summary):
+    """The list page and the conversation's page show the new status and assignee without a reload."""
+    message = {"type": "conversation.update", "data": summary}
+    try:
+        layer = get_channel_layer()
+        async_to_sync(layer.group_send)(conversations_group(schema), message)
+        async_to_sync(layer.group_send)(conversation_group(schema, conversation_id), message)
+    except Exception:  # the pages show it on their next load anyway
+        log.warning("inbox announcement for conversation %s failed", conversation_id, exc_info=True)
+
+
+# --- canned replies ----------------------------------------------------------------------------------------------
+
+def _code(raw):
+    """"/Price" → "price"; 400 validation_error unless letters, digits, - and _ (1 to 32, after an optional /)."""
+    raw = str(raw or "")
+    if not re.fullmatch(CODE_PATTERN, raw):
+        raise DomainError(CommonError.VALIDATION_ERROR, "code: 1 to 32 letters, digits, - or _ (e.g. price).",
+                          {"code": ["1 to 32 letters, digits, - or _."]})
+    return raw.lstrip("/").lower()
+
+
+def _canned_text(text):
+    text = str(text or "")
+    if not has_visible_text(text) or len(text) > MAX_CANNED_TEXT:
+        raise DomainError(CommonError.VALIDATION_ERROR, f"text: 1 to {MAX_CANNED_TEXT} characters.",
+                          {"text": [f"1 to {MAX_CANNED_TEXT} characters."]})
+    return text
+
+
+def _snapshot(reply):
+    return {"code": reply.code, "text": reply.text}
+
+
+def _save_canned(reply, fields):
+    """Save, answering 409 canned_code_taken when another reply has the code."""
+    try:
+        with transaction.atomic():
+            reply.save(update_fields=fields) if fields else reply.save()
+    except IntegrityError as exc:
+        raise DomainError(InboxError.CANNED_CODE_TAKEN, f"/{reply.code} is taken; pick another code.",
+                          {"code": reply.code}) from exc
+
+
+def create_canned_reply(tenant, *, code, text, acting_user):
+    """A new canned reply. 409 canned_code_taken, 400 too_many_canned_replies (MAX_CANNED_REPLIES)."""
+    author = acting_user if getattr(acting_user, "pk", None) else None
+    reply = CannedReply(code=_code(code), text=_canned_text(text), created_by=author)
+    with transaction.atomic():
+        if CannedReply.objects.count() >= MAX_CANNED_REPLIES:
+            raise DomainError(InboxError.TOO_MANY_CANNED_REPLIES,
+                              f"A workspace has at most {MAX_CANNED_REPLIES} canned replies; delete some first.")
+        _save_canned(reply, None)
+        audit.record("whatsapp.canned_reply_created", actor=acting_user, target=reply, tenant=tenant,
+                     after=_snapshot(reply))
+    return reply
+
+
+def update_canned_reply(tenant, reply, *, acting_user, code=None, text=None):
+    before = _snapshot(reply)
+    if code is not None:
+        reply.code = _code(code)
+    if text is not None:
+        reply.text = _canned_text(text)
+    if _snapshot(reply) == before:
+        return reply
+    reply.updated_at = timezone.now()
+    with transaction.atomic():
+        _save_canned(reply, ["code", "text", "updated_at"])
+        audit.record("whatsapp.canned_reply_updated", actor=acting_user, target=reply, tenant=tenant,
+                     before=before, after=_snapshot(reply))
+    return reply
+
+
+def delete_canned_reply(tenant, reply, *, acting_user):
+    with transaction.atomic():
+        audit.record("whatsapp.canned_reply_deleted", actor=acting_user, target=reply, tenant=tenant,
+                     before=_snapshot(reply))
+        reply.delete()
+
+
+def expand_canned(text):
+    """The canned reply's text when `text` is exactly "/code" of one (the composer's shortcut without script);
+    otherwise `text` unchanged."""
+    stripped = str(text or "").strip()
+    if stripped.startswith("/") and 1 < len(stripped) <= 33:
+        reply = CannedReply.objects.filter(code=stripped[1:].lower()).first()
+        if reply is not None:
+            return reply.text
+    return text
+
+
+# --- internal notes ------------------------------------------------------------------------------------------------
+
+def add_note(tenant, conversation, text, *, acting_user):
+    """A note for the team on `conversation`; never sent to WhatsApp."""
+    text = str(text or "")
+    if not has_visible_text(text) or len(text) > MAX_NOTE_TEXT:
+        raise DomainError(CommonError.VALIDATION_ERROR, f"text: 1 to {MAX_NOTE_TEXT} characters.",
+                          {"text": [f"1 to {MAX_NOTE_TEXT} characters."]})
+    with transaction.atomic():
+        note = ConversationNote.objects.create(conversation=conversation, text=text,
+                                               author=acting_user if getattr(acting_user, "pk", None) else None)
+        audit.record("whatsapp.conversation_note_added", actor=acting_user, target=note, tenant=tenant,
+                     after={"conversation_id": conversation.pk, "text": text[:200]})
+    return note
+
+
+def delete_note(tenant, note, *, acting_user, membership):
+    """Its author deletes a note, or an owner or admin does (403 not_your_note for anyone else)."""
+    mine = note.author_id is not None and note.author_id == getattr(acting_user, "pk", None)
+    if not mine and not (membership is not None and can_manage(membership.role)):
+        raise DomainError(InboxError.NOT_YOUR_NOTE, "Only its author, an owner or an admin deletes a note.")
+    with transaction.atomic():
+        audit.record("whatsapp.conversation_note_deleted", actor=acting_user, target=note, tenant=tenant,
+                     before={"conversation_id": note.conversation_id, "author_id": note.author_id,
+                             "text": note.text[:200]})
+        note.delete()
