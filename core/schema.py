@@ -105,6 +105,7 @@ RULES_BEYOND_THE_SCHEMA = {
     "empty_audience": "an audience with nobody left once opted-out and blocked numbers are out",
     "invalid_template": "a template whose variable is not closed, a caption over WhatsApp's length, media without "
                         "its URL",
+    "assignee_cannot_reply": "a conversation given to a member whose role does not answer conversations",
 }
 
 

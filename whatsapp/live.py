@@ -65,6 +65,9 @@ def conversation_summary(conversation, session_name=None):
         "last_message_at": _iso(conversation.last_message_at),
         "last_message_preview": conversation.last_message_preview,
         "unread_count": conversation.unread_count,
+        "status": conversation.status,
+        "assignee_id": conversation.assignee_id,
+        "assigned_at": _iso(conversation.assigned_at),
     }
 
 

@@ -151,15 +151,54 @@
     badge.setAttribute("data-testid", "unread-" + c.id); badge.setAttribute("aria-label", "unread messages");
     var preview = el("span", "conv-preview muted"); preview.setAttribute("data-field", "preview");
     var time = el("time", "conv-time muted"); time.setAttribute("data-field", "time");
-    [title, badge, preview, time].forEach(function (node) { a.appendChild(node); });
+    var inbox = el("span", "conv-inbox muted");
+    var status = el("span", "pill"); status.setAttribute("data-field", "status");
+    status.setAttribute("data-testid", "status-" + c.id);
+    var assignee = el("span"); assignee.setAttribute("data-field", "assignee");
+    assignee.setAttribute("data-testid", "assignee-" + c.id);
+    inbox.appendChild(status); inbox.appendChild(document.createTextNode(" ")); inbox.appendChild(assignee);
+    [title, badge, preview, time, inbox].forEach(function (node) { a.appendChild(node); });
     li.appendChild(a);
     return li;
+  }
+
+  // The inbox's filters (mine / unassigned / all, a status): a conversation that no longer matches leaves the list.
+  var memberNamesNode = document.getElementById("member-names");
+  var memberNames = memberNamesNode ? JSON.parse(memberNamesNode.textContent) : {};
+  var STATUS_LABELS = { open: "Open", pending: "Pending", closed: "Closed" };
+
+  function assigneeLabel(c) {
+    if (!c.assignee_id) return "Unassigned";
+    return memberNames[String(c.assignee_id)] || "a former member";
+  }
+
+  function matchesFilters(c) {
+    if (!listRoot || c.status === undefined) return true;
+    var wanted = listRoot.getAttribute("data-status-filter");
+    if (wanted && wanted !== "any" && c.status !== wanted) return false;
+    var assigned = listRoot.getAttribute("data-assigned");
+    var known = c.assignee_id && memberNames[String(c.assignee_id)];
+    if (assigned === "mine") return String(c.assignee_id) === listRoot.getAttribute("data-me");
+    if (assigned === "unassigned") return !known;
+    return true;
+  }
+
+  function applyInbox(scope, c) {
+    if (c.status === undefined) return;
+    var status = scope.querySelector('[data-field="status"]');
+    if (status) { status.textContent = STATUS_LABELS[c.status] || c.status; status.className = "pill st-" + c.status; }
+    var assignee = scope.querySelector('[data-field="assignee"]');
+    if (assignee) assignee.textContent = threadRoot && c.assignee_id ? "Assigned to " + assigneeLabel(c) : assigneeLabel(c);
   }
 
   function applySummary(c) {
     if (!listRoot || !c || !c.last_message_at && c.unread_count === undefined) return;
     var row = document.querySelector('[data-conversation-id="' + c.id + '"]');
     var list = document.querySelector('[data-conv-list="' + c.session_id + '"]');
+    if (!matchesFilters(c)) {
+      if (row) row.parentNode.removeChild(row);
+      return;
+    }
     if (!row) {
       if (!list) return;  // a session added since the page was rendered
       row = rowFor(c);
@@ -171,6 +210,7 @@
     setField(row, "preview", c.last_message_preview || "");
     var time = setField(row, "time", formatTime(c.last_message_at));
     if (time && c.last_message_at) time.setAttribute("datetime", c.last_message_at);
+    applyInbox(row, c);
     var badge = row.querySelector('[data-field="unread"]');
     if (badge) { badge.textContent = c.unread_count; badge.classList.toggle("hidden", !c.unread_count); }
     if (c.last_message_at) row.setAttribute("data-last-at", c.last_message_at);
@@ -222,6 +262,12 @@
       (msg.data.messages || []).forEach(upsertMessage);
     } else if (msg.type === "conversations.snapshot") {
       (msg.data.conversations || []).forEach(applySummary);
+    } else if (msg.type === "conversation.update") {
+      applySummary(msg.data);
+      if (threadRoot && msg.data.id === conversationId) {
+        var card = document.querySelector("[data-testid=inbox-card]");
+        if (card) applyInbox(card, msg.data);
+      }
     } else if (msg.type === "contacts.synced") {
       onSynced(msg.data);
     }

@@ -171,9 +171,10 @@ def _note(conversation, message, *, unread):
     changes = {"last_message_at": message.created_at, "last_message_preview": preview_of(message)}
     newer_or_first = Q(last_message_at__isnull=True) | Q(last_message_at__lte=message.created_at)
     Conversation.objects.filter(pk=conversation.pk).filter(newer_or_first).update(**changes)
-    if unread:
-        Conversation.objects.filter(pk=conversation.pk).update(unread_count=F("unread_count") + 1)
-    conversation.refresh_from_db(fields=["last_message_at", "last_message_preview", "unread_count"])
+    if unread:  # the contact wrote: the inbox has it open again (in the same statement)
+        Conversation.objects.filter(pk=conversation.pk).update(unread_count=F("unread_count") + 1,
+                                                               status=Conversation.Status.OPEN)
+    conversation.refresh_from_db(fields=["last_message_at", "last_message_preview", "unread_count", "status"])
 
 
 # --- messaging's seams ------------------------------------------------------------------------------------------

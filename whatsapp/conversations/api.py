@@ -1,7 +1,7 @@
 """Contacts, groups and conversations over the API (included under /api/v1/ by config/urls.py):
 
-GET contacts, POST contacts/sync, DELETE contacts/{id}, GET groups, GET groups/{id}, GET conversations
-(a conversation's messages: whatsapp.inbox.api).
+GET contacts, POST contacts/sync, DELETE contacts/{id}, GET groups, GET groups/{id} (the conversations
+themselves, the shared inbox: whatsapp.inbox.api).
 
 The request runs in the caller's tenant schema, so another tenant's ids and session names are 404 like unknown
 ones. Any member reads and asks for a sync; deleting a contact is for owners and admins. A sync needs a paying
@@ -103,7 +103,12 @@ CONVERSATION_FIELDS = {
         "participants": serializers.IntegerField()}, allow_null=True),
     "last_message_at": serializers.DateTimeField(allow_null=True),
     "last_message_preview": serializers.CharField(), "unread_count": serializers.IntegerField(),
+    "status": serializers.ChoiceField(choices=Conversation.Status.values,
+                                      help_text="open, pending or closed; a message from the contact opens it"),
+    "assignee_id": serializers.IntegerField(allow_null=True, help_text="The member answering it (GET /members)"),
+    "assigned_at": serializers.DateTimeField(allow_null=True),
 }
+ConversationSerializer = inline_serializer("Conversation", CONVERSATION_FIELDS)
 SyncRequestSerializer = inline_serializer("ContactSyncRequest", {
     "session": serializers.CharField(max_length=64, help_text="The session's name; it must be connected."),
 })
@@ -208,23 +213,10 @@ class GroupDetailView(DirectoryView):
         return Response(group_payload(group, with_participants=True))
 
 
-class ConversationListView(DirectoryView):
-    @extend_schema(tags=["conversations"], parameters=[SESSION_FILTER, *PAGE_PARAMETERS],
-                   responses=serializers.ListSerializer(child=inline_serializer(
-                       "Conversation", CONVERSATION_FIELDS)))
-    def get(self, request):
-        """The tenant's conversations, latest activity first, with the contact or group, the last message's
-        preview and how many inbound messages nobody has looked at yet."""
-        rows = _by_session(Conversation.objects.select_related("session", "contact", "group"), request)
-        rows = rows.order_by(F("last_message_at").desc(nulls_last=True), "-id")
-        return paginated(request, self, rows, conversation_summary)
-
-
 urlpatterns = [
     path("contacts", ContactListView.as_view(), name="api_contacts"),
     path("contacts/sync", ContactSyncView.as_view(), name="api_contacts_sync"),
     path("contacts/<int:pk>", ContactDetailView.as_view(), name="api_contact"),
     path("groups", GroupListView.as_view(), name="api_groups"),
     path("groups/<int:pk>", GroupDetailView.as_view(), name="api_group"),
-    path("conversations", ConversationListView.as_view(), name="api_conversations"),
 ]

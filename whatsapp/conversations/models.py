@@ -52,7 +52,13 @@ class Group(models.Model):
 
 
 class Conversation(models.Model):
-    """One chat of one session (a contact or a group): what the conversation pages list."""
+    """One chat of one session (a contact or a group): what the conversation pages list, and a ticket of the shared
+    inbox: open, pending or closed, and assigned to a member (whatsapp.inbox.actions changes both)."""
+
+    class Status(models.TextChoices):
+        OPEN = "open", "Open"
+        PENDING = "pending", "Pending"
+        CLOSED = "closed", "Closed"
 
     session = models.ForeignKey(WhatsAppSession, on_delete=models.CASCADE, related_name="conversations")
     chat_jid = models.CharField(max_length=100)
@@ -62,6 +68,13 @@ class Conversation(models.Model):
     last_message_at = models.DateTimeField(null=True, blank=True, db_index=True)
     last_message_preview = models.CharField(max_length=200, blank=True)
     unread_count = models.PositiveIntegerField(default=0)
+    # A new inbound message opens a pending or closed conversation again (whatsapp.conversations.actions._note).
+    status = models.CharField(max_length=10, choices=Status.choices, default=Status.OPEN, db_index=True)
+    # The accounts.Membership (public schema) answering it, by id: a foreign key from a tenant table into public
+    # would make removing a member (done in the public schema) reach for this table where it does not exist. A
+    # removed member's conversations count as unassigned (whatsapp.inbox.selectors).
+    assignee_id = models.PositiveIntegerField(null=True, blank=True, db_index=True)
+    assigned_at = models.DateTimeField(null=True, blank=True)
     created_at = models.DateTimeField(default=timezone.now)
 
     class Meta:

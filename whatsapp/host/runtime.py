@@ -306,12 +306,16 @@ class SessionHost:
 
     def handle_many(self, batch):
         """Apply events in order; a run of receipts between other events is applied as one receipt per session
-        and status (in the order each first appeared: a message's delivered before its read)."""
+        and status (in the order each first appeared: a message's delivered before its read). Each event is
+        acknowledged to the provider once applied (committed), not before."""
         receipts = {}
         for event in batch:
             if event.kind == EventKind.RECEIPT and event.data.get("status") in ("delivered", "read"):
-                group = receipts.setdefault((event.session_key, event.data["status"]), [event, []])
-                group[1].extend(event.data.get("ids") or [])
+                group = receipts.setdefault((event.session_key, event.data["status"]), [event, [], []])
+                ids = list(event.data.get("ids") or [])
+                group[1].extend(ids)
+                if event.ack is not None:
+                    group[2].append((event.ack, ids))
                 continue
             self._handle_receipts(receipts)
             receipts = {}
@@ -319,10 +323,24 @@ class SessionHost:
         self._handle_receipts(receipts)
 
     def _handle_receipts(self, receipts):
-        for first, ids in receipts.values():
-            self.handle(ProviderEvent(first.session_key, first.kind, {**first.data, "ids": ids}, at=first.at))
+        for first, ids, acks in receipts.values():
+            merged = ProviderEvent(first.session_key, first.kind, {**first.data, "ids": ids}, at=first.at)
+            applied = self.handle(merged, acks=acks)
+            if applied is not None:
+                self._ack_resolved(acks, applied.early_receipt_ids)
 
-    def handle(self, event):
+    @staticmethod
+    def _ack_resolved(acks, still_early):
+        """Acknowledge the events whose ids are all applied; those with an early id wait with it."""
+        still_early = set(still_early)
+        for ack, ids in acks:
+            if not still_early.intersection(ids):
+                _acknowledge(ack)
+
+    def handle(self, event, acks=None):
+        """Apply one event; acknowledge it to the provider once committed (a receipt merged by handle_many brings
+        its originals' `acks`, acknowledged by the caller; early ids keep theirs until they resolve). Returns
+        what was applied, or None when nothing was (the provider redelivers an unacknowledged event later)."""
         if event.kind not in (EventKind.MESSAGE, EventKind.RECEIPT) and not self._fence_holds(event.session_key):
             # A status event from a client this host no longer owns (paused past its lease, or the session was
             # deleted): the holder reports the session's state, this copy stops. Messages and receipts are
@@ -332,7 +350,7 @@ class SessionHost:
             with self._lock:
                 self.fences.pop(event.session_key, None)
                 self._stop_provider(event.session_key)
-            return
+            return None
         if event.kind == EventKind.CONNECTED:
             self.believed_connected.add(event.session_key)
         elif event.kind in (EventKind.DISCONNECTED, EventKind.LOGGED_OUT, EventKind.QR, EventKind.ERROR):
@@ -342,12 +360,17 @@ class SessionHost:
         except Exception:
             log.exception("event %s for %s could not be applied", event.kind, event.session_key)
             close_old_connections()
-            return
+            return None
+        if acks is None and event.ack is not None:
+            acks = [(event.ack, list(event.data.get("ids") or []))]
+            if not applied.early_receipt_ids:
+                _acknowledge(event.ack)
         if applied.early_receipt_ids:
-            self._keep_early_receipt(event, applied.early_receipt_ids)
+            self._keep_early_receipt(event, applied.early_receipt_ids, acks=acks)
         if applied.stop:
             with self._lock:
                 self._stop_provider(event.session_key)
+        return applied
 
     def _fence_holds(self, key):
         fence = self.fences.get(key)
@@ -360,9 +383,11 @@ class SessionHost:
             close_old_connections()
             return True  # the database is the problem; applying it cannot make two hosts write
 
-    def _keep_early_receipt(self, event, ids, give_up_at=None):
+    def _keep_early_receipt(self, event, ids, give_up_at=None, acks=None):
+        """Keep the early `ids` to try again, with the acknowledgements of the events that named them."""
         retry = ProviderEvent(event.session_key, event.kind, {**event.data, "ids": list(ids)}, at=event.at)
-        self.early_receipts.append((retry, give_up_at or time.monotonic() + EARLY_RECEIPT_KEEP_SECONDS))
+        waiting = [(ack, acked_ids) for ack, acked_ids in acks or () if set(ids).intersection(acked_ids)]
+        self.early_receipts.append((retry, give_up_at or time.monotonic() + EARLY_RECEIPT_KEEP_SECONDS, waiting))
 
     def retry_early_receipts(self):
         """Apply the kept early receipts again (together, per session and status); those still early are kept
@@ -370,27 +395,39 @@ class SessionHost:
         pending, self.early_receipts = self.early_receipts, []
         now = time.monotonic()
         groups = {}
-        for event, give_up_at in pending:
-            group = groups.setdefault((event.session_key, event.data.get("status")), [event, {}])
+        for event, give_up_at, acks in pending:
+            group = groups.setdefault((event.session_key, event.data.get("status")), [event, {}, []])
             for receipt_id in event.data.get("ids") or ():
                 group[1][receipt_id] = min(give_up_at, group[1].get(receipt_id, give_up_at))
-        for (key, _), (first, give_up) in groups.items():
+            group[2].extend(acks)
+        for (key, _), (first, give_up, acks) in groups.items():
             event = ProviderEvent(key, first.kind, {**first.data, "ids": list(give_up)}, at=first.at)
             try:
                 applied = handlers.apply(event)
             except Exception:
                 log.exception("early receipt for %s could not be applied", key)
                 close_old_connections()
-                continue
+                continue  # not acknowledged: the provider delivers them again on the next connection
             by_deadline = {}
             for receipt_id in applied.early_receipt_ids:
                 if now < give_up[receipt_id]:
                     by_deadline.setdefault(give_up[receipt_id], []).append(receipt_id)
-                else:
+                else:  # given up: acknowledged like an applied one (WhatsApp would never stop resending it)
                     log.warning("receipt %s for %s matched no message after %s s", receipt_id, key,
                                 EARLY_RECEIPT_KEEP_SECONDS)
+            waiting = [i for ids in by_deadline.values() for i in ids]
+            self._ack_resolved(acks, waiting)
             for give_up_at, ids in by_deadline.items():
-                self._keep_early_receipt(event, ids, give_up_at)
+                self._keep_early_receipt(event, ids, give_up_at, acks=acks)
+
+
+def _acknowledge(ack):
+    """Tell the provider an event is committed. A failed acknowledgement only means a redelivery, applied
+    idempotently, so it is logged and the host goes on."""
+    try:
+        ack()
+    except Exception:
+        log.exception("an event could not be acknowledged to the provider")
 
 
 def provider_error(key, exc):

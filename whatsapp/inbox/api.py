@@ -1,29 +1,162 @@
-"""A conversation's messages over the API: GET /api/v1/conversations/{id}/messages (included by config/urls.py)."""
-from django.urls import path
-from drf_spectacular.utils import extend_schema
-from rest_framework import exceptions, serializers
+"""The shared inbox over the API (included under /api/v1/ by config/urls.py):
 
-from core.api import PAGE_PARAMETERS, paginated
-from whatsapp.conversations.api import ID_PARAMETER, DirectoryView
+GET conversations (filters: assigned=mine|unassigned|all, status=open|pending|closed, session), GET
+conversations/counts (the tabs' figures, unread included), GET/PATCH conversations/{id} (status),
+POST conversations/{id}/assign (a member by id, nobody, or the next agent by round robin) and
+GET conversations/{id}/messages.
+
+Any member reads; assigning and changing a status is conversations.reply (owners, admins, agents: a viewer gets 403
+permission_denied). Ids are the tenant's own: another tenant's conversation or member id is 404. Changes need a
+paying tenant (402 while read-only) and are audited (whatsapp.inbox.actions).
+"""
+from django.urls import path
+from drf_spectacular.utils import OpenApiParameter, extend_schema, inline_serializer
+from rest_framework import exceptions, serializers
+from rest_framework.response import Response
+
+from billing.permissions import CanWrite
+from core.api import PAGE_PARAMETERS, StrictSerializer, paginated
+from core.errors import CommonError, DomainError
+from core.permissions import Perm
+from tenants.permissions import HasActiveTenant
+from whatsapp.conversations.api import ID_PARAMETER, SESSION_FILTER, ConversationSerializer, DirectoryView
 from whatsapp.conversations.models import Conversation
+from whatsapp.live import conversation_summary
 from whatsapp.messaging.api import MessageSerializer
 from whatsapp.messaging.models import Message
 from whatsapp.messaging.payloads import message_payload
+from whatsapp.sessions import selectors as session_selectors
+
+from . import actions, selectors
+
+TAGS = ["conversations"]
+ASSIGNED_PARAMETER = OpenApiParameter(
+    "assigned", str, enum=list(selectors.ASSIGNED_FILTERS),
+    description="mine: assigned to the caller; unassigned: to nobody (or to a member who has left); all (default)")
+STATUS_PARAMETER = OpenApiParameter("status", str, enum=list(selectors.STATUSES),
+                                    description="Only conversations with this status (default: any)")
+
+
+class ConversationPatchSerializer(StrictSerializer):
+    status = serializers.ChoiceField(choices=Conversation.Status.values, required=False,
+                                     help_text="open, pending (waiting on someone) or closed")
+
+
+class AssignSerializer(StrictSerializer):
+    member_id = serializers.IntegerField(
+        required=False, allow_null=True, min_value=1, max_value=2_147_483_647,
+        help_text="The member (GET /members) who answers it; null takes it from whoever has it; left out: the next "
+                  "agent by round robin")
+
+
+_FIGURES = inline_serializer("InboxFigures", {
+    "conversations": serializers.IntegerField(),
+    "unread_conversations": serializers.IntegerField(help_text="Conversations with messages nobody has read"),
+    "unread_messages": serializers.IntegerField(),
+})
+CountsSerializer = inline_serializer("InboxCounts", {
+    "status": serializers.ChoiceField(choices=Conversation.Status.values, allow_null=True),
+    "mine": _FIGURES, "unassigned": _FIGURES, "all": _FIGURES,
+})
+
+
+def _conversation(pk):
+    conversation = Conversation.objects.select_related("session", "contact", "group").filter(pk=pk).first()
+    if conversation is None:
+        raise exceptions.NotFound("No such conversation.")
+    return conversation
+
+
+def _valid(serializer_class, request):
+    serializer = serializer_class(data=request.data)
+    if not serializer.is_valid():
+        raise DomainError(CommonError.VALIDATION_ERROR, "Invalid request.", serializer.errors)
+    return dict(serializer.validated_data)
+
+
+class ConversationListView(DirectoryView):
+    @extend_schema(tags=TAGS, parameters=[SESSION_FILTER, ASSIGNED_PARAMETER, STATUS_PARAMETER, *PAGE_PARAMETERS],
+                   responses=serializers.ListSerializer(child=ConversationSerializer))
+    def get(self, request):
+        """The tenant's conversations, latest activity first, with the contact or group, the last message's
+        preview, how many inbound messages nobody has looked at yet, the status and the assignee."""
+        rows = Conversation.objects.select_related("session", "contact", "group")
+        session = session_selectors.from_filter(request)
+        if session is not None:
+            rows = rows.filter(session=session)
+        rows = selectors.filtered(rows, assigned=request.query_params.get("assigned"),
+                                  status=request.query_params.get("status"),
+                                  membership=getattr(request._request, "membership", None),
+                                  tenant=request._request.tenant)
+        return paginated(request, self, selectors.ordered(rows), conversation_summary)
+
+
+class ConversationCountsView(DirectoryView):
+    @extend_schema(tags=TAGS, parameters=[STATUS_PARAMETER], responses=CountsSerializer)
+    def get(self, request):
+        """How many conversations each tab of the inbox holds (mine, unassigned, all), and how many of them have
+        unread messages."""
+        status = request.query_params.get("status")
+        figures = selectors.counts(tenant=request._request.tenant,
+                                   membership=getattr(request._request, "membership", None), status=status)
+        return Response({"status": status, **figures})
+
+
+class ConversationDetailView(DirectoryView):
+    required_permissions = {"GET": Perm.CONVERSATIONS_READ, "PATCH": Perm.CONVERSATIONS_REPLY}
+    permission_classes = [*DirectoryView.permission_classes, CanWrite]
+
+    @extend_schema(tags=TAGS, parameters=[ID_PARAMETER], responses=ConversationSerializer)
+    def get(self, request, pk):
+        return Response(conversation_summary(_conversation(pk)))
+
+    @extend_schema(tags=TAGS, parameters=[ID_PARAMETER], request=ConversationPatchSerializer,
+                   responses=ConversationSerializer)
+    def patch(self, request, pk):
+        """Change the conversation's status (owner, admin or agent); fields left out keep their value."""
+        conversation = _conversation(pk)
+        data = _valid(ConversationPatchSerializer, request)
+        if "status" in data:
+            conversation = actions.set_status(request._request.tenant, conversation, data["status"],
+                                              acting_user=request.user)
+        return Response(conversation_summary(conversation))
+
+
+class ConversationAssignView(DirectoryView):
+    required_permission = Perm.CONVERSATIONS_REPLY
+    permission_classes = [*DirectoryView.permission_classes, CanWrite]
+
+    @extend_schema(tags=TAGS, parameters=[ID_PARAMETER], request=AssignSerializer, responses=ConversationSerializer)
+    def post(self, request, pk):
+        """Give the conversation to a member (`member_id`), to nobody (`null`), or, with `member_id` left out, to
+        the next agent by round robin (agents in turn; everyone who answers when the workspace has no agent).
+        404 for a member id that is not this workspace's; 400 assignee_cannot_reply for a viewer; 409 no_agents."""
+        conversation = _conversation(pk)
+        data = _valid(AssignSerializer, request)
+        tenant = request._request.tenant
+        if "member_id" not in data:
+            conversation = actions.assign_round_robin(tenant, conversation, acting_user=request.user)
+        else:
+            member = actions.member_of(tenant, data["member_id"]) if data["member_id"] is not None else None
+            conversation = actions.assign(tenant, conversation, member, acting_user=request.user)
+        return Response(conversation_summary(conversation))
 
 
 class ConversationMessagesView(DirectoryView):
-    @extend_schema(tags=["conversations"], parameters=[ID_PARAMETER, *PAGE_PARAMETERS],
+    @extend_schema(tags=TAGS, parameters=[ID_PARAMETER, *PAGE_PARAMETERS],
                    responses=serializers.ListSerializer(child=MessageSerializer))
     def get(self, request, pk):
         """One conversation's messages, newest first."""
-        conversation = Conversation.objects.filter(pk=pk).first()
-        if conversation is None:
-            raise exceptions.NotFound("No such conversation.")
+        conversation = _conversation(pk)
         rows = Message.objects.select_related("session").filter(conversation=conversation).order_by(
             "-created_at", "-id")
         return paginated(request, self, rows, message_payload)
 
 
 urlpatterns = [
+    path("conversations", ConversationListView.as_view(), name="api_conversations"),
+    path("conversations/counts", ConversationCountsView.as_view(), name="api_conversation_counts"),
+    path("conversations/<int:pk>", ConversationDetailView.as_view(), name="api_conversation"),
+    path("conversations/<int:pk>/assign", ConversationAssignView.as_view(), name="api_conversation_assign"),
     path("conversations/<int:pk>/messages", ConversationMessagesView.as_view(), name="api_conversation_messages"),
 ]

@@ -1,8 +1,10 @@
 """Live conversation pages over websockets (the tenant and its checks as in whatsapp.sessions.consumers).
 
-/ws/conversations/        the list page: every message.update of the tenant, contacts.synced
-/ws/conversations/<id>/   one conversation: its messages' message.update; an id that is not in the tenant's
-                          schema (unknown, or another tenant's) closes with 4404 before anything is sent
+/ws/conversations/        the list page: every message.update of the tenant, contacts.synced, conversation.update
+                          (a status or an assignee changed: whatsapp.inbox.actions)
+/ws/conversations/<id>/   one conversation: its messages' message.update, its conversation.update; an id that is
+                          not in the tenant's schema (unknown, or another tenant's) closes with 4404 before anything
+                          is sent
 
 On connect each sends a snapshot ({"type": "conversations.snapshot" | "conversation.snapshot"}) so that what
 changed between the page's render and the socket's join (or during a reconnect) is not lost: the page upserts.
@@ -48,6 +50,9 @@ class ConversationListConsumer(_TenantConsumer):
     async def contacts_synced(self, event):
         await self.send_json({"type": "contacts.synced", "data": event["data"]})
 
+    async def conversation_update(self, event):
+        await self.send_json({"type": "conversation.update", "data": event["data"]})
+
 
 class ConversationConsumer(_TenantConsumer):
     required_permission = Perm.CONVERSATIONS_READ
@@ -87,3 +92,7 @@ class ConversationConsumer(_TenantConsumer):
         for item in event["data"]:
             if item.get("conversation_id") == self.conversation_id:
                 await self.send_json({"type": "message.update", "data": item})
+
+    async def conversation_update(self, event):
+        if event["data"].get("id") == self.conversation_id:
+            await self.send_json({"type": "conversation.update", "data": event["data"]})

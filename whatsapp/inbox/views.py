@@ -1,5 +1,7 @@
-"""The conversation pages: the list (/conversations/: conversations per session, "Sync contacts", the contacts
-with search and delete) and one conversation (/conversations/<id>/: history, live statuses, a test send box).
+"""The conversation pages: the list (/conversations/: the shared inbox — conversations per session, filtered by
+mine / unassigned / all and by status, with unread counts on the tabs — "Sync contacts", the contacts with search
+and delete) and one conversation (/conversations/<id>/: history, live statuses, who answers it and its status,
+a send box).
 
 Views parse and check; whatsapp.conversations.actions and whatsapp.messaging.actions change state; whatsapp.live and the
 consumers of whatsapp.inbox.consumers keep open pages current. Who may do what follows the API: every
@@ -22,6 +24,8 @@ from core.permissions import Perm, can, permission_required
 from whatsapp.automation import actions as automation
 from whatsapp.conversations import actions as conversations
 from whatsapp.conversations.models import Contact, Conversation
+from whatsapp.inbox import actions as inbox
+from whatsapp.inbox import selectors as inbox_selectors
 from whatsapp.live import conversation_summary
 from whatsapp.messaging import actions as messaging
 from whatsapp.messaging.models import Message
@@ -95,6 +99,17 @@ def _list_action(request):
     return _respond(request, False, "Unknown action.", status=400, code="unknown_action", back=back)
 
 
+def _inbox_filters(request):
+    """The list's filters from the query string; anything unknown is the default (all, open)."""
+    assigned = request.GET.get("assigned", "all")
+    status = request.GET.get("status", Conversation.Status.OPEN)
+    if assigned not in inbox_selectors.ASSIGNED_FILTERS:
+        assigned = "all"
+    if status != "any" and status not in inbox_selectors.STATUSES:
+        status = Conversation.Status.OPEN
+    return assigned, status
+
+
 @never_cache
 @billing_access_required
 @permission_required(Perm.CONVERSATIONS_READ, POST=Perm.CONTACTS_MANAGE)
@@ -102,11 +117,18 @@ def conversation_list(request):
     if request.method == "POST":
         return _list_action(request)
     sessions = list(WhatsAppSession.objects.all())
-    rows = (Conversation.objects.select_related("session", "contact", "group")
-            .order_by(F("last_message_at").desc(nulls_last=True), "-id")[:CONVERSATIONS_SHOWN])
+    assigned, status = _inbox_filters(request)
+    wanted_status = None if status == "any" else status
+    rows = inbox_selectors.filtered(Conversation.objects.select_related("session", "contact", "group"),
+                                    assigned=assigned, status=wanted_status, membership=request.membership,
+                                    tenant=request.tenant)
+    rows = inbox_selectors.ordered(rows)[:CONVERSATIONS_SHOWN]
     by_session = {session.pk: [] for session in sessions}
+    names = inbox_selectors.member_names(request.tenant)
     for row in rows:
+        row.assignee_name = names.get(row.assignee_id, "")
         by_session.setdefault(row.session_id, []).append(row)
+    counts = inbox_selectors.counts(tenant=request.tenant, membership=request.membership, status=wanted_status)
     query = request.GET.get("q", "")
     contacts = _contacts(query)
     return render(request, "whatsapp/conversations/list.html", {
@@ -117,6 +139,14 @@ def conversation_list(request):
         "query": query,
         "can_manage": _can_manage(request),
         "simulator": _simulator(),
+        "assigned": assigned,
+        "status": status,
+        "tabs": [(name, label, counts[name]) for name, label in
+                 (("mine", "Mine"), ("unassigned", "Unassigned"), ("all", "All"))],
+        "statuses": [("open", "Open"), ("pending", "Pending"), ("closed", "Closed"), ("any", "Any status")],
+        "member_names": names,
+        "me": request.membership.pk if request.membership else None,
+        "sessions_with_conversations": set(Conversation.objects.values_list("session_id", flat=True).distinct()),
     })
 
 
@@ -171,12 +201,15 @@ def conversation_detail(request, pk):
             messages.success(request, "You have this conversation: automation stays silent here."
                              if action == "handoff_on" else "Automation answers this conversation again.")
             return redirect(back)
+        if action in ("assign", "assign_me", "round_robin", "set_status"):
+            return _inbox_action(request, conversation, action, back)
         if action == "mark_read":  # the open page says it was seen (on load, and as messages arrive)
             conversations.mark_read(conversation)
             return _respond(request, True, "Read.", back=back)
         return _respond(request, False, "Unknown action.", status=400, code="unknown_action", back=back)
     rows = list(Message.objects.filter(conversation=conversation).order_by("-created_at", "-id")[:MESSAGES_SHOWN])
     rows.reverse()
+    names = inbox_selectors.member_names(request.tenant)
     name = conversation.session.name
     return render(request, "whatsapp/conversations/detail.html", {
         "conversation": conversation,
@@ -188,4 +221,35 @@ def conversation_detail(request, pk):
         "can_reply": can(request.membership, Perm.CONVERSATIONS_REPLY),
         "simulator": _simulator(),
         "handoff": automation.active_handoff(conversation.session, conversation),
+        "assignee_name": names.get(conversation.assignee_id, "") if conversation.assignee_id else "",
+        "responders": inbox_selectors.responders(request.tenant),
+        "member_names": names,
+        "statuses": Conversation.Status.choices,
+        "me": request.membership.pk if request.membership else None,
     })
+
+
+def _inbox_action(request, conversation, action, back):
+    """Assign (a member, oneself, the next agent) or change the status; POST → redirect → GET with a notice."""
+    try:
+        if action == "round_robin":
+            row = inbox.assign_round_robin(request.tenant, conversation, acting_user=request.user)
+            done = f"Assigned to {inbox_selectors.member_names(request.tenant).get(row.assignee_id)} (round robin)."
+        elif action in ("assign", "assign_me"):
+            raw = str(request.POST.get("member", "")) if action == "assign" else str(request.membership.pk)
+            if raw and not raw.isdigit():
+                raise Http404("No such member.")
+            member = inbox.member_of(request.tenant, int(raw)) if raw else None
+            inbox.assign(request.tenant, conversation, member, acting_user=request.user)
+            done = f"Assigned to {member.user.full_name or member.user.email}." if member else "Unassigned."
+        else:
+            status = str(request.POST.get("status", ""))
+            inbox.set_status(request.tenant, conversation, status, acting_user=request.user)
+            done = f"Marked {status}."
+    except DomainError as exc:
+        if exc.status == 404:
+            raise Http404(exc.message) from exc
+        messages.error(request, exc.message)
+        return redirect(back)
+    messages.success(request, done)
+    return redirect(back)

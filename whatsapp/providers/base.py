@@ -28,10 +28,15 @@ class EventKind:
 
 @dataclass(frozen=True)
 class ProviderEvent:
+    """`ack`, when set, acknowledges the event to WhatsApp's side: the host calls it once the event is committed
+    (never before), and a provider that sets it redelivers what was not acknowledged when the session connects
+    again, on any host. None: the provider acknowledged it itself (neonize: whatsmeow acks on receipt)."""
+
     session_key: str
     kind: str
     data: dict = field(default_factory=dict)
     at: float = field(default_factory=time.time)
+    ack: Callable[[], None] | None = field(default=None, compare=False, repr=False)
 
 
 @dataclass(frozen=True)

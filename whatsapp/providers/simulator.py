@@ -11,8 +11,12 @@ How it behaves (times from `SimulatorTiming`, limits from `ProviderSettings`):
 - `start()` with identity resumes the device saved in `<store_dir>/<quoted key>.simulator.json` (written on a scan,
   deleted on logout — the counterpart of neonize's per-session store): CONNECTED after the connect delay, or
   LOGGED_OUT "device not linked" when the store does not hold that device.
-- `send()` returns "SIM<hex>" and delivers RECEIPT delivered, then read. Receipts due while disconnected arrive
-  after the reconnect, in order.
+- `send()` returns "SIM<hex>" and delivers RECEIPT delivered, then read.
+- WhatsApp's offline queue (simulator_server): receipts that are due and inbound messages are kept on "WhatsApp's
+  side" (files in the store dir, shared by every host) until the host acknowledges them (`ProviderEvent.ack`,
+  called once the event is committed). Whatever is not acknowledged — due while the session was offline, or
+  emitted to a host that died before committing it — is delivered again when the session connects, on any host,
+  in due order. A message from a contact to a linked device that is offline waits there too.
 
 Controls (what the test-helper API calls): `simulate_scan`, `simulate_inbound`, `simulate_disconnect`,
 `simulate_logout`, `simulate_contacts` (the address book that `fetch_contacts` / `fetch_groups` read). Failure
@@ -42,8 +46,8 @@ import weakref
 from dataclasses import dataclass
 from urllib.parse import quote
 
-from . import simulator_outbox
-from .base import DeviceIdentity, EventKind, OutgoingMessage, ProviderError, SessionProvider
+from . import simulator_outbox, simulator_server
+from .base import DeviceIdentity, EventKind, OutgoingMessage, ProviderError, ProviderEvent, SessionProvider
 
 logger = logging.getLogger(__name__)
 
@@ -113,6 +117,9 @@ class ThreadScheduler:
     def now(self):
         return time.monotonic()
 
+    def wall(self):
+        return time.time()
+
     def call_later(self, delay, fn):
         timer = Timer(fn, self._count_cancelled)
         with self._cond:
@@ -174,9 +181,14 @@ class ManualScheduler:
         self._heap = []
         self._seq = itertools.count()
         self._now = 0.0
+        self._wall_base = time.time()
 
     def now(self):
         return self._now
+
+    def wall(self):
+        """Epoch seconds that move with the manual clock (due times kept on WhatsApp's side use them)."""
+        return self._wall_base + self._now
 
     def call_later(self, delay, fn):
         timer = Timer(fn)
@@ -338,7 +350,6 @@ class SimulatorProvider(SessionProvider):
         self._qr_timer = None
         self._qr_keys = None
         self._linked = None  # the store's contents while connected (phone, push_name, jid_*)
-        self._held_receipts = []  # receipts that fell due while disconnected
         self._fail_next_send = None
         self._unreachable = False
         self._address_book = None  # (contacts, groups) set by simulate_contacts; None: simulated_address_book()
@@ -420,9 +431,12 @@ class SimulatorProvider(SessionProvider):
                 code, self._fail_next_send = self._fail_next_send, None
                 raise ProviderError(code, f"simulated send failure ({code})")
             message_id = message_id or _new_message_id()
-            self._later(self.timing.delivered_s, self._receipt_due, message_id, chat, "delivered")
+            # Accepted (the outbox line), then owed a delivery receipt: a kill between the two writes (a few µs)
+            # is the one window in which WhatsApp has the message but the receipt is not kept.
             simulator_outbox.record(self.store_dir, session_key=self.session_key, message_id=message_id, chat=chat,
                                     type=message.type, text=message.text or message.caption)
+            self._owe({"kind": "receipt", "id": message_id, "chat": chat, "status": "delivered",
+                       "due": self._wall() + self.timing.delivered_s})
             return message_id
 
     def fetch_contacts(self):
@@ -490,12 +504,16 @@ class SimulatorProvider(SessionProvider):
         elif type != "text":
             raise ProviderError("unsupported_type", f"inbound {type!r} messages cannot be simulated")
         with self._lock:
-            if self._state != CONNECTED:
+            # WhatsApp keeps a message for a linked device that is offline; a device never linked gets none.
+            if self.identity is None:
                 raise ProviderError("not_connected", "the session is not connected to WhatsApp")
             message_id = _new_message_id()
             jid = f"{digits}@s.whatsapp.net"
-            self.emit(EventKind.MESSAGE, id=message_id, chat=jid, sender=jid, sender_phone=f"+{digits}",
-                      from_me=False, timestamp=int(time.time()), **data)
+            data = {"id": message_id, "chat": jid, "sender": jid, "sender_phone": f"+{digits}", "from_me": False,
+                    "timestamp": int(time.time()), **data}
+            simulator_outbox.record_inbound(self.store_dir, session_key=self.session_key, message_id=message_id,
+                                            chat=jid)
+            self._owe({"kind": "message", "id": message_id, "due": self._wall(), "data": data})
             return message_id
 
     def simulate_disconnect(self, reason="connection lost"):
@@ -555,15 +573,17 @@ class SimulatorProvider(SessionProvider):
             self.identity = None
             self._new_run()
             self._state = LOGGED_OUT
+            simulator_server.forget(self.store_dir, self.session_key)
             self.emit(EventKind.LOGGED_OUT, reason="device not linked")
             return
         self._linked = stored
         self._state = CONNECTED
         self.emit(EventKind.CONNECTED, phone=stored["phone"], push_name=stored["push_name"],
                   jid_user=stored["jid_user"], jid_device=stored["jid_device"])
-        held, self._held_receipts = self._held_receipts, []
-        for message_id, chat, status in held:
-            self._receipt_due(message_id, chat, status)
+        # WhatsApp hands the new connection everything not acknowledged: what fell due while offline now, in
+        # order; what is not due yet when it falls due.
+        for name, item in simulator_server.pending(self.store_dir, self.session_key):
+            self._schedule(name, item)
 
     def _connection_lost(self, reason, retries_done):
         """Report a lost or failed connection and schedule the next attempt, or give up after the last one."""
@@ -597,6 +617,7 @@ class SimulatorProvider(SessionProvider):
                 os.remove(self.store_file)
             except FileNotFoundError:
                 pass
+            simulator_server.forget(self.store_dir, self.session_key)
             self.identity = None
             self._state = LOGGED_OUT
             self.emit(EventKind.LOGGED_OUT, reason=reason)
@@ -635,16 +656,47 @@ class SimulatorProvider(SessionProvider):
         self._state = QR_EXPIRED
         self.emit(EventKind.QR_EXPIRED, attempts=attempts, message="QR expired, restart")
 
-    # --- receipts ---
+    # --- WhatsApp's offline queue (simulator_server) ---
 
-    def _receipt_due(self, message_id, chat, status):
-        if self._state != CONNECTED:
-            self._held_receipts.append((message_id, chat, status))
+    def _owe(self, item):
+        """Keep `item` on WhatsApp's side and deliver it when due (if connected then; else on the next connect)."""
+        name = simulator_server.put(self.store_dir, self.session_key, item)
+        if name is not None and self._state == CONNECTED:
+            self._schedule(name, item)
+
+    def _schedule(self, name, item):
+        delay = item.get("due", 0) - self._wall()
+        if delay <= 0:
+            self._deliver(name, item)
+        else:
+            self._later(delay, self._deliver, name, item)
+
+    def _deliver(self, name, item):
+        """Emit a kept item to the connected device, acknowledged by the host once committed. One that is no
+        longer kept was acknowledged already (by this host or an earlier one)."""
+        if self._state != CONNECTED or not simulator_server.holds(self.store_dir, self.session_key, name):
             return
-        self.emit(EventKind.RECEIPT, ids=[message_id], chat=chat, status=status, timestamp=int(time.time()))
+        store_dir, key = self.store_dir, self.session_key
+
+        def ack():
+            simulator_server.ack(store_dir, key, name)
+
+        if item["kind"] == "message":
+            self._emit(ProviderEvent(key, EventKind.MESSAGE, dict(item["data"]), ack=ack))
+            return
+        message_id, chat, status = item["id"], item["chat"], item["status"]
+        read = read_name = None
         if status == "delivered" and self.timing.read_s is not None:
-            self._later(max(0.0, self.timing.read_s - self.timing.delivered_s), self._receipt_due, message_id, chat,
-                        "read")
+            # The contact reads it some time after it was delivered: kept before the delivered receipt goes (so no
+            # kill in between can lose it), scheduled after it (so it never overtakes it). When this receipt is a
+            # redelivery the read one is kept, and scheduled, already.
+            read = {"kind": "receipt", "id": message_id, "chat": chat, "status": "read",
+                    "due": self._wall() + max(0.0, self.timing.read_s - self.timing.delivered_s)}
+            read_name = simulator_server.put(store_dir, key, read)
+        self._emit(ProviderEvent(key, EventKind.RECEIPT, {"ids": [message_id], "chat": chat, "status": status,
+                                                          "timestamp": int(time.time())}, ack=ack))
+        if read_name is not None:
+            self._schedule(read_name, read)
 
     @staticmethod
     def _chat_jid(to):
@@ -694,6 +746,11 @@ class SimulatorProvider(SessionProvider):
         now = getattr(self._scheduler, "now", None)
         return now() if now else time.monotonic()
 
+    def _wall(self):
+        """Epoch seconds on the scheduler's clock: due times kept on WhatsApp's side are read by other processes."""
+        wall = getattr(self._scheduler, "wall", None)
+        return wall() if wall else time.time()
+
     def _later(self, delay, fn, *args):
         """Call fn(*args) under the lock after `delay`, unless the run it belongs to has ended by then."""
         run = self._run
@@ -724,5 +781,4 @@ class SimulatorProvider(SessionProvider):
         self._timers.clear()
         self._qr_timer = None
         self._pairing_deadline = None
-        self._held_receipts = []
         self._linked = None

@@ -2,7 +2,8 @@
 
 The session host can die (SIGKILL) between WhatsApp accepting a message and the database recording it, and a
 later host may send the message again: the database alone cannot tell how many copies reached WhatsApp. This
-log can. Each line goes out in a single os.write on a file opened with O_APPEND, so once `record` returns the
+log can (`record_inbound` keeps the same kind of log of the inbound messages it accepted for a device). Each line
+goes out in a single os.write on a file opened with O_APPEND, so once `record` returns the
 line is in the kernel's page cache whole, whatever happens to the writing process next (a SIGKILL does not
 lose it, and concurrent writers — threads or processes — never interleave within a line). Only a machine
 crash could; the simulator does not pretend to be durable against that.
@@ -46,13 +47,35 @@ def record(store_dir, *, session_key, message_id, chat, type, text):
 def read(store_dir):
     """Every record in the log, in write order. A last line without its newline (a write cut short by a full
     disk) is not a record and is skipped."""
+    return _read_lines(outbox_path(store_dir))
+
+
+INBOUND_FILENAME = "simulator-inbound.jsonl"
+
+
+def inbound_path(store_dir):
+    return os.path.join(store_dir, INBOUND_FILENAME)
+
+
+def record_inbound(store_dir, *, session_key, message_id, chat):
+    """Append one inbound message simulated "WhatsApp" accepted for the session (before it is delivered to the
+    device): the count of what must end up stored, which tests and benches compare with the database."""
+    line = json.dumps({"session": session_key, "id": message_id, "chat": chat}, ensure_ascii=True,
+                      separators=(",", ":")) + "\n"
+    data = line.encode()
+    written = os.write(_fd(inbound_path(store_dir)), data)
+    if written != len(data):
+        raise OSError(f"short write to the simulator inbound log ({written} of {len(data)} bytes)")
+
+
+def read_inbound(store_dir):
+    return _read_lines(inbound_path(store_dir))
+
+
+def _read_lines(path):
     try:
-        with open(outbox_path(store_dir), "rb") as f:
+        with open(path, "rb") as f:
             raw = f.read()
     except FileNotFoundError:
         return []
-    records = []
-    for line in raw.split(b"\n")[:-1]:
-        if line.strip():
-            records.append(json.loads(line))
-    return records
+    return [json.loads(line) for line in raw.split(b"\n")[:-1] if line.strip()]

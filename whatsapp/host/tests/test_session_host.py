@@ -318,3 +318,81 @@ def test_a_clean_shutdown_hands_the_sessions_over_at_once(named, make_host, cloc
     assert a.sync() == {key} and b.sync() == set()
     a.stop(release=True)  # warm shutdown: no waiting for the lease to expire
     assert b.sync() == {key} and key in b.providers
+
+
+def test_what_a_dead_host_had_not_committed_is_redelivered_to_the_next_and_stored_once(named, make_host, clock,
+                                                                                       settings):
+    """WhatsApp's offline queue: host-a dies with receipts and inbound messages heard but not committed, and one
+    inbound message committed but not acknowledged (killed between the two). host-b resumes the device: it gets
+    everything not acknowledged again, applies it once, and acknowledges it, so a third connection gets nothing."""
+    from whatsapp.host import handlers
+    from whatsapp.models import Message
+    from whatsapp.providers import simulator_server
+
+    settings.WHATSAPP_PACING_ENABLED = False
+    session = wanted_session("front-desk")
+    key = f"{SCHEMA}:{session.pk}"
+    a, b = make_host("host-a"), make_host("host-b")
+    a.sync()
+    clock.advance(1)
+    drain(a)
+    a.provider(key).simulate_scan("+14155550123")
+    clock.advance(1)
+    drain(a)
+    with schema_context(SCHEMA):
+        out = [Message.objects.create(session_id=session.pk, direction="out", chat_jid="1@s.whatsapp.net",
+                                      text=f"m{i}") for i in range(3)]
+    a.drain(key)
+    provider = a.provider(key)
+    inbound = [provider.simulate_inbound("+447700900123", f"in{i}") for i in range(3)]
+    clock.advance(1)  # the delivery receipts come
+    heard = []
+    while not a.events.empty():
+        heard.append(a.events.get())
+    assert [e.kind for e in heard] == ["message"] * 3 + ["receipt"] * 3
+    a.handle(heard[0])  # committed and acknowledged
+    handlers.apply(heard[1])  # committed; killed before the acknowledgement
+    # host-a is SIGKILLed: the rest of its queue is gone, its client with it, its lease runs out.
+    a.providers.pop(key).stop()
+    SessionLease.objects.filter(host_id="host-a").update(lease_expires_at=timezone.now() - timedelta(seconds=1))
+
+    assert b.sync() == {key}
+    clock.advance(1)
+    b.handle_many([b.events.get() for _ in range(b.events.qsize())])
+    clock.advance(3)  # the read receipts
+    b.handle_many([b.events.get() for _ in range(b.events.qsize())])
+    with schema_context(SCHEMA):
+        stored = list(Message.objects.filter(direction="in").values_list("provider_message_id", flat=True))
+        statuses = {m.status for m in Message.objects.filter(pk__in=[m.pk for m in out])}
+    assert sorted(stored) == sorted(inbound)  # each once: the committed one's redelivery was ignored
+    assert statuses == {"read"}
+    assert simulator_server.pending(b.store_dir, key) == []  # all acknowledged once committed
+
+    b.providers[key].stop()
+    b.providers.pop(key)
+    b.sync()  # starts it again: a new connection
+    clock.advance(1)
+    assert [e.kind for e in list(b.events.queue)] == ["connected"]
+
+
+def test_an_event_that_could_not_be_applied_is_not_acknowledged(named, make_host, clock, monkeypatch):
+    from whatsapp.host import handlers
+    from whatsapp.providers import simulator_server
+
+    session = wanted_session("front-desk")
+    key = f"{SCHEMA}:{session.pk}"
+    host = make_host("host-a")
+    host.sync()
+    clock.advance(1)
+    drain(host)
+    host.provider(key).simulate_scan("+14155550123")
+    clock.advance(1)
+    drain(host)
+    host.provider(key).simulate_inbound("+447700900123", "hello")
+
+    def broken(event):
+        raise RuntimeError("database down")
+
+    monkeypatch.setattr(handlers, "apply", broken)
+    host.handle_many([host.events.get()])
+    assert len(simulator_server.pending(host.store_dir, key)) == 1  # WhatsApp still has it for the next connection

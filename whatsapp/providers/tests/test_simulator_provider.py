@@ -517,3 +517,98 @@ def _wait_for(condition, timeout=3.0):
     while not condition():
         assert time.monotonic() < deadline, "timed out"
         time.sleep(0.002)
+
+
+# --- WhatsApp's offline queue (simulator_server): kept until acknowledged, redelivered on connect ---------------
+
+
+def test_receipts_due_while_no_host_runs_the_session_arrive_when_it_connects_again_anywhere(make, linked, clock):
+    from whatsapp.providers import simulator_server
+
+    provider, events = linked
+    message_id = provider.send(PHONE, TEXT)
+    provider.stop()  # the host dies: its timers are gone, nothing was acknowledged
+    clock.advance(10)  # the delivery receipt falls due while no host runs the session
+    assert events.of(EventKind.RECEIPT) == []
+    assert [i["status"] for _, i in simulator_server.pending(provider.store_dir, provider.session_key)] == [
+        "delivered"]
+
+    elsewhere, later = make(identity=provider.identity)  # another host resumes the device
+    elsewhere.start()
+    clock.advance(0.2)
+    assert later.kinds() == [EventKind.CONNECTED, EventKind.RECEIPT]
+    delivered = later.events[-1]
+    assert delivered.data["ids"] == [message_id] and delivered.data["status"] == "delivered"
+    clock.advance(2)
+    read = later.events[-1]
+    assert read.kind == EventKind.RECEIPT and read.data["status"] == "read"
+
+    # Not acknowledged: the next connection gets both again. Acknowledged: never again.
+    elsewhere.stop()
+    again, third = make(identity=provider.identity)
+    again.start()
+    clock.advance(0.2)
+    assert [e.data["status"] for e in third.events if e.kind == EventKind.RECEIPT] == ["delivered", "read"]
+    for event in third.events:
+        if event.ack:
+            event.ack()
+            event.ack()  # twice is harmless
+    assert simulator_server.pending(provider.store_dir, provider.session_key) == []
+    again.stop()
+    fourth, fourth_events = make(identity=provider.identity)
+    fourth.start()
+    clock.advance(10)
+    assert fourth_events.kinds() == [EventKind.CONNECTED]
+
+
+def test_an_acknowledged_delivered_receipt_still_leads_to_the_read_one_after_a_crash(make, linked, clock):
+    provider, events = linked
+    message_id = provider.send(PHONE, TEXT)
+    clock.advance(1)
+    delivered = events.events[-1]
+    assert delivered.data == {**delivered.data, "ids": [message_id], "status": "delivered"}
+    delivered.ack()  # committed and acknowledged; the host dies before the read receipt
+    provider.stop()
+    elsewhere, later = make(identity=provider.identity)
+    elsewhere.start()
+    clock.advance(0.2)
+    assert later.kinds() == [EventKind.CONNECTED]  # the read receipt is not due yet: it keeps its time
+    clock.advance(2)
+    assert [(e.data["ids"], e.data["status"]) for e in later.events if e.kind == EventKind.RECEIPT] == [
+        ([message_id], "read")]
+
+
+def test_an_inbound_message_waits_for_an_offline_device_and_is_redelivered_until_acknowledged(make, linked, clock):
+    from whatsapp.providers import simulator_outbox, simulator_server
+
+    provider, events = linked
+    provider.simulate_disconnect()
+    message_id = provider.simulate_inbound("+44 20 7946 0000", "while you were away")
+    assert events.of(EventKind.MESSAGE) == []
+    assert [r["id"] for r in simulator_outbox.read_inbound(provider.store_dir)] == [message_id]
+    clock.advance(5)  # reconnects by itself
+    assert events.kinds()[-2:] == [EventKind.CONNECTED, EventKind.MESSAGE]
+    first = events.events[-1]
+    assert first.data["id"] == message_id and first.data["text"] == "while you were away"
+
+    media_id = provider.simulate_inbound("+44 20 7946 0000", type="image", media=b"\x89PNG", mimetype="image/png")
+    provider.stop()  # the host dies before committing either
+    elsewhere, later = make(identity=provider.identity)
+    elsewhere.start()
+    clock.advance(0.2)
+    redelivered = [e for e in later.events if e.kind == EventKind.MESSAGE]
+    assert [e.data["id"] for e in redelivered] == [message_id, media_id]
+    assert redelivered[1].data["media"] == b"\x89PNG"  # bytes again, as the first delivery had them
+    redelivered[0].ack()
+    assert [i["id"] for _, i in simulator_server.pending(provider.store_dir, provider.session_key)] == [media_id]
+
+
+def test_an_unlinked_device_loses_what_whatsapp_kept_for_it(make, linked, clock):
+    from whatsapp.providers import simulator_server
+
+    provider, events = linked
+    provider.send(PHONE, TEXT)
+    provider.simulate_inbound(PHONE, "hi")
+    assert len(simulator_server.pending(provider.store_dir, provider.session_key)) == 2
+    provider.simulate_logout()
+    assert simulator_server.pending(provider.store_dir, provider.session_key) == []
