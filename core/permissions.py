@@ -34,7 +34,8 @@ class Perm(str, enum.Enum):
     MESSAGES_READ = "messages.read"
     MESSAGES_SEND = "messages.send"
     CONVERSATIONS_READ = "conversations.read"  # conversations, contacts, groups
-    CONVERSATIONS_REPLY = "conversations.reply"  # answer and assign conversations
+    CONVERSATIONS_REPLY = "conversations.reply"  # answer and assign conversations, leave internal notes
+    CANNED_REPLIES_MANAGE = "canned_replies.manage"  # the inbox's saved answers (every member reads and uses them)
     CONTACTS_MANAGE = "contacts.manage"  # sync, delete contacts
     SESSIONS_READ = "sessions.read"
     SESSIONS_MANAGE = "sessions.manage"  # create, start, link, unlink, delete
@@ -75,6 +76,7 @@ PERMISSIONS = {
     Perm.MESSAGES_SEND: frozenset({O, A, G}),
     Perm.CONVERSATIONS_READ: EVERYONE,
     Perm.CONVERSATIONS_REPLY: frozenset({O, A, G}),
+    Perm.CANNED_REPLIES_MANAGE: MANAGERS,
     Perm.CONTACTS_MANAGE: frozenset({O, A, G}),
     Perm.SESSIONS_READ: EVERYONE,
     Perm.SESSIONS_MANAGE: MANAGERS,

@@ -106,6 +106,7 @@ RULES_BEYOND_THE_SCHEMA = {
     "invalid_template": "a template whose variable is not closed, a caption over WhatsApp's length, media without "
                         "its URL",
     "assignee_cannot_reply": "a conversation given to a member whose role does not answer conversations",
+    "too_many_canned_replies": "more canned replies than a workspace may have",
 }
 
 

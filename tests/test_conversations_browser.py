@@ -98,7 +98,7 @@ def test_messages_appear_and_move_to_delivered_and_read_live(named, live_system,
     assert owner.evaluate("window.__sameDocument === true"), "the conversation page was reloaded"
 
     # --- a test send from the page, and another inbound message, live ----------------------------------------------
-    owner.get_by_label(re.compile("Test send")).fill("Sent from the dashboard")
+    owner.get_by_label(re.compile("Reply")).fill("Sent from the dashboard")
     owner.get_by_test_id("send").click()
     mine = owner.locator(".conv-out", has_text="Sent from the dashboard")
     expect(mine).to_have_count(1)
@@ -126,3 +126,30 @@ def test_messages_appear_and_move_to_delivered_and_read_live(named, live_system,
     owner.goto("/conversations/")
     expect(owner.get_by_test_id(f"unread-{conversation['id']}")).to_have_text("0")
     expect(owner.get_by_test_id(f"unread-{conversation['id']}")).to_be_hidden()
+
+    # --- the shared inbox: take it, answer with a canned reply, leave a note, close it ------------------------------
+    status, _ = api(live_system, key, "POST", "canned-replies", {"code": "price", "text": "Plans start at $9."})
+    assert status == 201
+    owner.goto(f"/conversations/{conversation['id']}/")
+    owner.get_by_test_id("assign-me").click()
+    expect(owner.get_by_test_id("conversation-assignee")).to_contain_text("Assigned to")
+    composer = owner.get_by_label(re.compile("Reply"))
+    composer.fill("")
+    composer.press_sequentially("/pri")
+    owner.get_by_test_id("canned-option-price").click()
+    expect(composer).to_have_value("Plans start at $9.")
+    owner.get_by_test_id("send").click()
+    expect(owner.locator(".conv-out", has_text="Plans start at $9.")).to_have_count(1)
+    owner.get_by_label("Add a note for the team").fill("Quoted the basic plan.")
+    owner.get_by_test_id("note-add").click()
+    expect(owner.get_by_test_id("notes")).to_contain_text("Quoted the basic plan.")
+    owner.get_by_test_id("status-closed").click()
+    expect(owner.get_by_test_id("conversation-status")).to_have_text("Closed")
+    assert_fits_phone(owner, "the conversation with its inbox controls")
+    _, messages = api(live_system, key, "GET", f"conversations/{conversation['id']}/messages")
+    assert not any("Quoted the basic plan." in (m["text"] or "") for m in messages["data"])
+    owner.goto("/conversations/?assigned=mine&status=open")
+    expect(owner.get_by_test_id(f"conversation-row-{conversation['id']}")).to_have_count(0)
+    owner.goto("/conversations/?assigned=mine&status=closed")
+    expect(owner.get_by_test_id(f"status-{conversation['id']}")).to_have_text("Closed")
+    assert_fits_phone(owner, "the inbox filtered")

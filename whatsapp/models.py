@@ -11,12 +11,12 @@ from whatsapp.campaigns.models import (
     OptOut,
 )
 from whatsapp.conversations.models import Contact, Conversation, Group
-from whatsapp.inbox.models import RoundRobin
+from whatsapp.inbox.models import CannedReply, ConversationNote, RoundRobin
 from whatsapp.messaging.models import BlockedNumber, Message, PacingPolicy
 from whatsapp.sessions.models import SessionActivity, WhatsAppSession
 from whatsapp.webhooks.models import WebhookDelivery, WebhookEndpoint
 
-__all__ = ["AudienceContact", "AutomationLog", "BlockedNumber", "BroadcastSettings", "Campaign", "CampaignRecipient",
-           "CampaignSender", "Contact", "Conversation", "Group", "Handoff", "KeywordRule", "Message", "MessageTemplate",
-           "OptOut", "PacingPolicy", "Receptionist", "RoundRobin", "SessionActivity", "WebhookDelivery",
-           "WebhookEndpoint", "WhatsAppSession"]
+__all__ = ["AudienceContact", "AutomationLog", "BlockedNumber", "BroadcastSettings", "CannedReply", "Campaign",
+           "CampaignRecipient", "CampaignSender", "Contact", "Conversation", "ConversationNote", "Group", "Handoff",
+           "KeywordRule", "Message", "MessageTemplate", "OptOut", "PacingPolicy", "Receptionist", "RoundRobin",
+           "SessionActivity", "WebhookDelivery", "WebhookEndpoint", "WhatsAppSession"]

@@ -313,6 +313,7 @@
       post(form, function (body) {
         if (body.ok) {
           form.querySelector("textarea").value = "";
+          closePicker();
           if (body.message_data) upsertMessage(body.message_data);
         } else {
           error.textContent = body.message;
@@ -330,6 +331,57 @@
       });
     }
   });
+
+  // --- canned replies in the composer: "/" then the code's first letters lists the matches; picking one puts its
+  // text in the box (arrow down reaches the list, Escape closes it). "/code" sent alone is expanded by the server.
+  var cannedNode = document.getElementById("canned-replies");
+  var canned = cannedNode ? JSON.parse(cannedNode.textContent) : [];
+  var picker = document.querySelector("[data-canned-picker]");
+  var composer = document.querySelector("form[data-send-form] textarea");
+  function closePicker() { if (picker) { picker.innerHTML = ""; picker.classList.add("hidden"); } }
+  function openPicker() {
+    if (!picker || !composer) return;
+    var value = composer.value;
+    if (value.charAt(0) !== "/" || /\s/.test(value)) { closePicker(); return; }
+    var typed = value.slice(1).toLowerCase();
+    var matches = canned.filter(function (r) { return r.code.indexOf(typed) === 0; }).slice(0, 8);
+    picker.innerHTML = "";
+    matches.forEach(function (reply) {
+      var li = el("li");
+      var button = el("button", "canned-option");
+      button.type = "button";
+      button.setAttribute("data-testid", "canned-option-" + reply.code);
+      button.appendChild(el("strong", null, "/" + reply.code));
+      button.appendChild(el("span", "muted", " " + reply.text.slice(0, 80)));
+      button.addEventListener("click", function () {
+        composer.value = reply.text;
+        closePicker();
+        composer.focus();
+      });
+      li.appendChild(button);
+      picker.appendChild(li);
+    });
+    if (!matches.length) picker.appendChild(el("li", "muted", canned.length ? "No canned reply starts with that." :
+                                                               "No canned replies yet."));
+    picker.classList.remove("hidden");
+  }
+  if (composer && picker) {
+    composer.addEventListener("input", openPicker);
+    composer.addEventListener("keydown", function (event) {
+      if (event.key === "Escape") closePicker();
+      if (event.key === "ArrowDown" && !picker.classList.contains("hidden")) {
+        var first = picker.querySelector("button");
+        if (first) { event.preventDefault(); first.focus(); }
+      }
+    });
+    picker.addEventListener("keydown", function (event) {
+      var buttons = Array.prototype.slice.call(picker.querySelectorAll("button"));
+      var at = buttons.indexOf(document.activeElement);
+      if (event.key === "ArrowDown" && at < buttons.length - 1) { event.preventDefault(); buttons[at + 1].focus(); }
+      if (event.key === "ArrowUp") { event.preventDefault(); (at > 0 ? buttons[at - 1] : composer).focus(); }
+      if (event.key === "Escape") { closePicker(); composer.focus(); }
+    });
+  }
 
   document.querySelectorAll("time[datetime][data-local]").forEach(function (node) {
     node.textContent = formatTime(node.getAttribute("datetime"));

@@ -1,29 +1,37 @@
-"""Changing the shared inbox: who answers a conversation (by hand, or the next agent by round robin) and its
-status (open, pending, closed). One transaction each, with its audit row; open pages hear of it on commit.
+"""Changing the shared inbox: who answers a conversation (by hand, or the next agent by round robin), its status
+(open, pending, closed), canned replies and internal notes. One transaction each, with its audit row; open pages
+hear of assignments and statuses on commit.
 
 Called by whatsapp.inbox.api and whatsapp.inbox.views, which check the caller's permission (conversations.reply)
 first. A member id is the workspace's accounts.Membership id: another workspace's is not found (404), like an
 unknown one.
 """
 import logging
+import re
 
 from asgiref.sync import async_to_sync
 from channels.layers import get_channel_layer
-from django.db import connection, transaction
+from django.db import IntegrityError, connection, transaction
 from django.utils import timezone
 
 from accounts.models import Membership
 from audit import actions as audit
+from core.api import has_visible_text
 from core.errors import CommonError, DomainError
-from core.permissions import Perm, allows
+from core.permissions import Perm, allows, can_manage
 from whatsapp.conversations.models import Conversation
 from whatsapp.live import conversation_group, conversation_summary, conversations_group
 
 from . import selectors
 from .errors import InboxError
-from .models import RoundRobin
+from .models import CannedReply, ConversationNote, RoundRobin
 
 log = logging.getLogger(__name__)
+
+CODE_PATTERN = r"^/?[a-zA-Z0-9_-]{1,32}$"
+MAX_CANNED_TEXT = 4096  # what one WhatsApp text holds
+MAX_CANNED_REPLIES = 500
+MAX_NOTE_TEXT = 4000
 
 
 def member_of(tenant, member_id):
@@ -113,3 +121,112 @@ def _announce(schema, conversation_id, summary):
         async_to_sync(layer.group_send)(conversation_group(schema, conversation_id), message)
     except Exception:  # the pages show it on their next load anyway
         log.warning("inbox announcement for conversation %s failed", conversation_id, exc_info=True)
+
+
+# --- canned replies ----------------------------------------------------------------------------------------------
+
+def _code(raw):
+    """"/Price" → "price"; 400 validation_error unless letters, digits, - and _ (1 to 32, after an optional /)."""
+    raw = str(raw or "")
+    if not re.fullmatch(CODE_PATTERN, raw):
+        raise DomainError(CommonError.VALIDATION_ERROR, "code: 1 to 32 letters, digits, - or _ (e.g. price).",
+                          {"code": ["1 to 32 letters, digits, - or _."]})
+    return raw.lstrip("/").lower()
+
+
+def _canned_text(text):
+    text = str(text or "")
+    if not has_visible_text(text) or len(text) > MAX_CANNED_TEXT:
+        raise DomainError(CommonError.VALIDATION_ERROR, f"text: 1 to {MAX_CANNED_TEXT} characters.",
+                          {"text": [f"1 to {MAX_CANNED_TEXT} characters."]})
+    return text
+
+
+def _snapshot(reply):
+    return {"code": reply.code, "text": reply.text}
+
+
+def _save_canned(reply, fields):
+    """Save, answering 409 canned_code_taken when another reply has the code."""
+    try:
+        with transaction.atomic():
+            reply.save(update_fields=fields) if fields else reply.save()
+    except IntegrityError as exc:
+        raise DomainError(InboxError.CANNED_CODE_TAKEN, f"/{reply.code} is taken; pick another code.",
+                          {"code": reply.code}) from exc
+
+
+def create_canned_reply(tenant, *, code, text, acting_user):
+    """A new canned reply. 409 canned_code_taken, 400 too_many_canned_replies (MAX_CANNED_REPLIES)."""
+    author = acting_user if getattr(acting_user, "pk", None) else None
+    reply = CannedReply(code=_code(code), text=_canned_text(text), created_by=author)
+    with transaction.atomic():
+        if CannedReply.objects.count() >= MAX_CANNED_REPLIES:
+            raise DomainError(InboxError.TOO_MANY_CANNED_REPLIES,
+                              f"A workspace has at most {MAX_CANNED_REPLIES} canned replies; delete some first.")
+        _save_canned(reply, None)
+        audit.record("whatsapp.canned_reply_created", actor=acting_user, target=reply, tenant=tenant,
+                     after=_snapshot(reply))
+    return reply
+
+
+def update_canned_reply(tenant, reply, *, acting_user, code=None, text=None):
+    before = _snapshot(reply)
+    if code is not None:
+        reply.code = _code(code)
+    if text is not None:
+        reply.text = _canned_text(text)
+    if _snapshot(reply) == before:
+        return reply
+    reply.updated_at = timezone.now()
+    with transaction.atomic():
+        _save_canned(reply, ["code", "text", "updated_at"])
+        audit.record("whatsapp.canned_reply_updated", actor=acting_user, target=reply, tenant=tenant,
+                     before=before, after=_snapshot(reply))
+    return reply
+
+
+def delete_canned_reply(tenant, reply, *, acting_user):
+    with transaction.atomic():
+        audit.record("whatsapp.canned_reply_deleted", actor=acting_user, target=reply, tenant=tenant,
+                     before=_snapshot(reply))
+        reply.delete()
+
+
+def expand_canned(text):
+    """The canned reply's text when `text` is exactly "/code" of one (the composer's shortcut without script);
+    otherwise `text` unchanged."""
+    stripped = str(text or "").strip()
+    if stripped.startswith("/") and 1 < len(stripped) <= 33:
+        reply = CannedReply.objects.filter(code=stripped[1:].lower()).first()
+        if reply is not None:
+            return reply.text
+    return text
+
+
+# --- internal notes ------------------------------------------------------------------------------------------------
+
+def add_note(tenant, conversation, text, *, acting_user):
+    """A note for the team on `conversation`; never sent to WhatsApp."""
+    text = str(text or "")
+    if not has_visible_text(text) or len(text) > MAX_NOTE_TEXT:
+        raise DomainError(CommonError.VALIDATION_ERROR, f"text: 1 to {MAX_NOTE_TEXT} characters.",
+                          {"text": [f"1 to {MAX_NOTE_TEXT} characters."]})
+    with transaction.atomic():
+        note = ConversationNote.objects.create(conversation=conversation, text=text,
+                                               author=acting_user if getattr(acting_user, "pk", None) else None)
+        audit.record("whatsapp.conversation_note_added", actor=acting_user, target=note, tenant=tenant,
+                     after={"conversation_id": conversation.pk, "text": text[:200]})
+    return note
+
+
+def delete_note(tenant, note, *, acting_user, membership):
+    """Its author deletes a note, or an owner or admin does (403 not_your_note for anyone else)."""
+    mine = note.author_id is not None and note.author_id == getattr(acting_user, "pk", None)
+    if not mine and not (membership is not None and can_manage(membership.role)):
+        raise DomainError(InboxError.NOT_YOUR_NOTE, "Only its author, an owner or an admin deletes a note.")
+    with transaction.atomic():
+        audit.record("whatsapp.conversation_note_deleted", actor=acting_user, target=note, tenant=tenant,
+                     before={"conversation_id": note.conversation_id, "author_id": note.author_id,
+                             "text": note.text[:200]})
+        note.delete()

@@ -3,11 +3,14 @@
 GET conversations (filters: assigned=mine|unassigned|all, status=open|pending|closed, session), GET
 conversations/counts (the tabs' figures, unread included), GET/PATCH conversations/{id} (status),
 POST conversations/{id}/assign (a member by id, nobody, or the next agent by round robin) and
-GET conversations/{id}/messages.
+GET conversations/{id}/messages; GET/POST canned-replies, GET/PATCH/DELETE canned-replies/{id}; GET/POST
+conversations/{id}/notes, DELETE conversations/{id}/notes/{note_id}.
 
-Any member reads; assigning and changing a status is conversations.reply (owners, admins, agents: a viewer gets 403
-permission_denied). Ids are the tenant's own: another tenant's conversation or member id is 404. Changes need a
-paying tenant (402 while read-only) and are audited (whatsapp.inbox.actions).
+Any member reads; assigning, changing a status and writing notes is conversations.reply (owners, admins, agents: a
+viewer gets 403 permission_denied); canned replies are canned_replies.manage (owners, admins); a note is deleted by
+its author, an owner or an admin (403 not_your_note). Ids are the tenant's own: another tenant's conversation,
+member, canned reply or note is 404. Changes need a paying tenant (402 while read-only) and are audited
+(whatsapp.inbox.actions).
 """
 from django.urls import path
 from drf_spectacular.utils import OpenApiParameter, extend_schema, inline_serializer
@@ -15,7 +18,7 @@ from rest_framework import exceptions, serializers
 from rest_framework.response import Response
 
 from billing.permissions import CanWrite
-from core.api import PAGE_PARAMETERS, StrictSerializer, paginated
+from core.api import PAGE_PARAMETERS, VISIBLE_CHAR, StrictSerializer, field_with_schema, paginated
 from core.errors import CommonError, DomainError
 from core.permissions import Perm
 from tenants.permissions import HasActiveTenant
@@ -28,6 +31,7 @@ from whatsapp.messaging.payloads import message_payload
 from whatsapp.sessions import selectors as session_selectors
 
 from . import actions, selectors
+from .models import CannedReply, ConversationNote
 
 TAGS = ["conversations"]
 ASSIGNED_PARAMETER = OpenApiParameter(
@@ -153,10 +157,138 @@ class ConversationMessagesView(DirectoryView):
         return paginated(request, self, rows, message_payload)
 
 
+CannedReplySerializer = inline_serializer("CannedReply", {
+    "id": serializers.IntegerField(), "code": serializers.CharField(help_text="Typed after a / in the composer"),
+    "text": serializers.CharField(), "created_at": serializers.DateTimeField(),
+    "updated_at": serializers.DateTimeField(),
+})
+NoteSerializer = inline_serializer("ConversationNote", {
+    "id": serializers.IntegerField(), "conversation_id": serializers.IntegerField(), "text": serializers.CharField(),
+    "author": inline_serializer("NoteAuthor", {"id": serializers.IntegerField(), "email": serializers.EmailField(),
+                                               "full_name": serializers.CharField()}, allow_null=True),
+    "created_at": serializers.DateTimeField(),
+})
+
+
+class CannedReplyWriteSerializer(StrictSerializer):
+    code = field_with_schema(serializers.CharField, {"type": "string", "pattern": actions.CODE_PATTERN},
+                             max_length=33, trim_whitespace=False,
+                             help_text='"price" (or "/price"): letters, digits, - and _; kept in lower case')
+    text = field_with_schema(serializers.CharField, {"type": "string", "minLength": 1,
+                                                     "maxLength": actions.MAX_CANNED_TEXT, "pattern": VISIBLE_CHAR},
+                             trim_whitespace=False)
+
+
+class CannedReplyPatchSerializer(CannedReplyWriteSerializer):
+    """Fields left out keep their value."""
+
+    def get_fields(self):
+        fields = super().get_fields()
+        for field in fields.values():
+            field.required = False
+        return fields
+
+
+class NoteWriteSerializer(StrictSerializer):
+    text = field_with_schema(serializers.CharField, {"type": "string", "minLength": 1,
+                                                     "maxLength": actions.MAX_NOTE_TEXT, "pattern": VISIBLE_CHAR},
+                             trim_whitespace=False, help_text="For the team only; never sent to WhatsApp")
+
+
+class CannedReplyListView(DirectoryView):
+    required_permissions = {"GET": Perm.CONVERSATIONS_READ, "POST": Perm.CANNED_REPLIES_MANAGE}
+    permission_classes = [*DirectoryView.permission_classes, CanWrite]
+
+    @extend_schema(tags=TAGS, parameters=PAGE_PARAMETERS,
+                   responses=serializers.ListSerializer(child=CannedReplySerializer))
+    def get(self, request):
+        """The workspace's canned replies, by code."""
+        return paginated(request, self, CannedReply.objects.order_by("code"), selectors.canned_payload)
+
+    @extend_schema(tags=TAGS, request=CannedReplyWriteSerializer, responses={201: CannedReplySerializer})
+    def post(self, request):
+        """Save a canned reply (owner or admin). 409 canned_code_taken; 400 too_many_canned_replies."""
+        data = _valid(CannedReplyWriteSerializer, request)
+        reply = actions.create_canned_reply(request._request.tenant, code=data["code"], text=data["text"],
+                                            acting_user=request.user)
+        return Response(selectors.canned_payload(reply), status=201)
+
+
+class CannedReplyDetailView(DirectoryView):
+    required_permissions = {"GET": Perm.CONVERSATIONS_READ, "PATCH": Perm.CANNED_REPLIES_MANAGE,
+                            "DELETE": Perm.CANNED_REPLIES_MANAGE}
+    permission_classes = [*DirectoryView.permission_classes, CanWrite]
+
+    @staticmethod
+    def _reply(pk):
+        reply = CannedReply.objects.filter(pk=pk).first()
+        if reply is None:
+            raise exceptions.NotFound("No such canned reply.")
+        return reply
+
+    @extend_schema(tags=TAGS, parameters=[ID_PARAMETER], responses=CannedReplySerializer)
+    def get(self, request, pk):
+        return Response(selectors.canned_payload(self._reply(pk)))
+
+    @extend_schema(tags=TAGS, parameters=[ID_PARAMETER], request=CannedReplyPatchSerializer,
+                   responses=CannedReplySerializer)
+    def patch(self, request, pk):
+        """Change a canned reply's code or text (owner or admin); fields left out keep their value."""
+        reply = self._reply(pk)
+        data = _valid(CannedReplyPatchSerializer, request)
+        reply = actions.update_canned_reply(request._request.tenant, reply, acting_user=request.user,
+                                            code=data.get("code"), text=data.get("text"))
+        return Response(selectors.canned_payload(reply))
+
+    @extend_schema(tags=TAGS, parameters=[ID_PARAMETER], responses={204: None})
+    def delete(self, request, pk):
+        actions.delete_canned_reply(request._request.tenant, self._reply(pk), acting_user=request.user)
+        return Response(status=204)
+
+
+class NoteListView(DirectoryView):
+    required_permissions = {"GET": Perm.CONVERSATIONS_READ, "POST": Perm.CONVERSATIONS_REPLY}
+    permission_classes = [*DirectoryView.permission_classes, CanWrite]
+
+    @extend_schema(tags=TAGS, parameters=[ID_PARAMETER, *PAGE_PARAMETERS],
+                   responses=serializers.ListSerializer(child=NoteSerializer))
+    def get(self, request, pk):
+        """The conversation's internal notes, oldest first (members only; never sent to WhatsApp)."""
+        return paginated(request, self, selectors.notes_of(_conversation(pk)), selectors.note_payload)
+
+    @extend_schema(tags=TAGS, parameters=[ID_PARAMETER], request=NoteWriteSerializer, responses={201: NoteSerializer})
+    def post(self, request, pk):
+        """Leave a note for the team on the conversation (owner, admin or agent). Nothing goes to the contact."""
+        conversation = _conversation(pk)
+        data = _valid(NoteWriteSerializer, request)
+        note = actions.add_note(request._request.tenant, conversation, data["text"], acting_user=request.user)
+        return Response(selectors.note_payload(note), status=201)
+
+
+class NoteDetailView(DirectoryView):
+    required_permission = Perm.CONVERSATIONS_REPLY
+    permission_classes = [*DirectoryView.permission_classes, CanWrite]
+
+    @extend_schema(tags=TAGS, parameters=[ID_PARAMETER, OpenApiParameter("note_id", int, OpenApiParameter.PATH)],
+                   responses={204: None})
+    def delete(self, request, pk, note_id):
+        """Delete a note: its author, an owner or an admin (403 not_your_note otherwise)."""
+        note = ConversationNote.objects.filter(pk=note_id, conversation_id=pk).first()
+        if note is None:
+            raise exceptions.NotFound("No such note.")
+        actions.delete_note(request._request.tenant, note, acting_user=request.user,
+                            membership=getattr(request._request, "membership", None))
+        return Response(status=204)
+
+
 urlpatterns = [
     path("conversations", ConversationListView.as_view(), name="api_conversations"),
     path("conversations/counts", ConversationCountsView.as_view(), name="api_conversation_counts"),
     path("conversations/<int:pk>", ConversationDetailView.as_view(), name="api_conversation"),
     path("conversations/<int:pk>/assign", ConversationAssignView.as_view(), name="api_conversation_assign"),
     path("conversations/<int:pk>/messages", ConversationMessagesView.as_view(), name="api_conversation_messages"),
+    path("conversations/<int:pk>/notes", NoteListView.as_view(), name="api_conversation_notes"),
+    path("conversations/<int:pk>/notes/<int:note_id>", NoteDetailView.as_view(), name="api_conversation_note"),
+    path("canned-replies", CannedReplyListView.as_view(), name="api_canned_replies"),
+    path("canned-replies/<int:pk>", CannedReplyDetailView.as_view(), name="api_canned_reply"),
 ]

@@ -8,3 +8,7 @@ class InboxError(ErrorCode):
     # Round robin found nobody to give the conversation to.
     NO_AGENTS = "no_agents", 409
     INVALID_FILTER = "invalid_filter", 400
+    CANNED_CODE_TAKEN = "canned_code_taken", 409
+    TOO_MANY_CANNED_REPLIES = "too_many_canned_replies", 400
+    # A note may be deleted by its author, or by an owner or admin.
+    NOT_YOUR_NOTE = "not_your_note", 403

@@ -1,6 +1,10 @@
-"""The shared inbox's own rows (tenant schema): where round robin stands. A conversation's status and assignee
-live on the conversation (whatsapp.conversations.models.Conversation). Changed only by whatsapp.inbox.actions."""
+"""The shared inbox's own rows (tenant schema): where round robin stands, canned replies and internal notes. A
+conversation's status and assignee live on the conversation (whatsapp.conversations.models.Conversation). Changed
+only by whatsapp.inbox.actions."""
 from django.db import models
+from django.utils import timezone
+
+from whatsapp.conversations.models import Conversation
 
 
 class RoundRobin(models.Model):
@@ -10,3 +14,36 @@ class RoundRobin(models.Model):
 
     last_member_id = models.PositiveIntegerField(null=True, blank=True)
     updated_at = models.DateTimeField(null=True, blank=True)
+
+
+class CannedReply(models.Model):
+    """A saved answer members pick by its short code while replying ("/price" → the text). The code is kept in
+    lower case, so "/Price" and "/price" are the same reply."""
+
+    code = models.CharField(max_length=32, unique=True, help_text="Letters, digits, - and _; typed after a /")
+    text = models.TextField()
+    # No database constraint into the public schema (as Message.created_by): a flush of public must not need it.
+    created_by = models.ForeignKey("accounts.User", null=True, blank=True, on_delete=models.SET_NULL, related_name="+",
+                                   db_constraint=False)
+    created_at = models.DateTimeField(default=timezone.now)
+    updated_at = models.DateTimeField(default=timezone.now)
+
+    class Meta:
+        ordering = ["code"]
+
+    def __str__(self):
+        return f"/{self.code}"
+
+
+class ConversationNote(models.Model):
+    """A note members leave on a conversation for each other: shown on the conversation's page and API, never
+    sent to WhatsApp (it is no message and never enters the sending pipeline)."""
+
+    conversation = models.ForeignKey(Conversation, on_delete=models.CASCADE, related_name="notes")
+    author = models.ForeignKey("accounts.User", null=True, blank=True, on_delete=models.SET_NULL, related_name="+",
+                               db_constraint=False)
+    text = models.TextField()
+    created_at = models.DateTimeField(default=timezone.now, db_index=True)
+
+    class Meta:
+        ordering = ["created_at", "id"]

@@ -1,5 +1,5 @@
 """Reading the shared inbox: the workspace's members who answer, conversations by filter (mine / unassigned /
-all, and status) and the unread counts the tabs show. Used by the inbox's API and pages."""
+all, and status), the unread counts the tabs show, canned replies and notes as the API and pages show them."""
 from django.db.models import Count, F, Q, Sum
 
 from accounts.models import Membership
@@ -8,6 +8,7 @@ from core.permissions import Perm, allows, can_manage
 from whatsapp.conversations.models import Conversation
 
 from .errors import InboxError
+from .models import ConversationNote
 
 ASSIGNED_FILTERS = ("mine", "unassigned", "all")
 STATUSES = tuple(Conversation.Status.values)
@@ -90,3 +91,23 @@ def counts(*, tenant, membership, status):
     return {name: {"conversations": found[f"{name}_conversations"],
                    "unread_conversations": found[f"{name}_unread_conversations"],
                    "unread_messages": found[f"{name}_unread_messages"]} for name in ASSIGNED_FILTERS}
+
+
+def _iso(value):
+    return value.isoformat() if value else None
+
+
+def canned_payload(reply):
+    return {"id": reply.pk, "code": reply.code, "text": reply.text, "created_at": _iso(reply.created_at),
+            "updated_at": _iso(reply.updated_at)}
+
+
+def note_payload(note):
+    author = note.author
+    return {"id": note.pk, "conversation_id": note.conversation_id, "text": note.text,
+            "author": {"id": author.pk, "email": author.email, "full_name": author.full_name} if author else None,
+            "created_at": _iso(note.created_at)}
+
+
+def notes_of(conversation):
+    return ConversationNote.objects.filter(conversation=conversation).select_related("author")

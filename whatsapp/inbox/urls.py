@@ -5,4 +5,5 @@ from . import views
 urlpatterns = [
     path("", views.conversation_list, name="conversations"),
     path("<int:pk>/", views.conversation_detail, name="conversation"),
+    path("canned-replies/", views.canned_replies, name="canned_replies"),
 ]

@@ -20,12 +20,13 @@ from django.views.decorators.cache import never_cache
 
 from billing.decorators import billing_access_required
 from core.errors import DomainError
-from core.permissions import Perm, can, permission_required
+from core.permissions import Perm, can, can_manage, permission_required
 from whatsapp.automation import actions as automation
 from whatsapp.conversations import actions as conversations
 from whatsapp.conversations.models import Contact, Conversation
 from whatsapp.inbox import actions as inbox
 from whatsapp.inbox import selectors as inbox_selectors
+from whatsapp.inbox.models import CannedReply, ConversationNote
 from whatsapp.live import conversation_summary
 from whatsapp.messaging import actions as messaging
 from whatsapp.messaging.models import Message
@@ -164,7 +165,7 @@ def _recipient(conversation):
 
 def _send(request, conversation):
     back = reverse("conversation", kwargs={"pk": conversation.pk})
-    text = request.POST.get("text", "")
+    text = inbox.expand_canned(request.POST.get("text", ""))  # "/price" alone sends the canned reply
     if not text.strip():
         return _respond(request, False, "Type a message to send.", status=400, code="missing_text", back=back)
     if len(text) > TEXT_MAX:
@@ -203,6 +204,8 @@ def conversation_detail(request, pk):
             return redirect(back)
         if action in ("assign", "assign_me", "round_robin", "set_status"):
             return _inbox_action(request, conversation, action, back)
+        if action in ("add_note", "delete_note"):
+            return _note_action(request, conversation, action, back)
         if action == "mark_read":  # the open page says it was seen (on load, and as messages arrive)
             conversations.mark_read(conversation)
             return _respond(request, True, "Read.", back=back)
@@ -219,6 +222,7 @@ def conversation_detail(request, pk):
         "recipient": _recipient(conversation),
         "can_send": conversation.session.status == WhatsAppSession.Status.CONNECTED,
         "can_reply": can(request.membership, Perm.CONVERSATIONS_REPLY),
+        "can_manage_notes": bool(request.membership and can_manage(request.membership.role)),
         "simulator": _simulator(),
         "handoff": automation.active_handoff(conversation.session, conversation),
         "assignee_name": names.get(conversation.assignee_id, "") if conversation.assignee_id else "",
@@ -226,7 +230,31 @@ def conversation_detail(request, pk):
         "member_names": names,
         "statuses": Conversation.Status.choices,
         "me": request.membership.pk if request.membership else None,
+        "notes": inbox_selectors.notes_of(conversation),
+        "note_max": inbox.MAX_NOTE_TEXT,
+        "canned": [{"code": reply.code, "text": reply.text} for reply in CannedReply.objects.order_by("code")],
     })
+
+
+def _note_action(request, conversation, action, back):
+    """Add an internal note, or delete one (its author, an owner or an admin); POST → redirect → GET."""
+    try:
+        if action == "add_note":
+            inbox.add_note(request.tenant, conversation, request.POST.get("text", ""), acting_user=request.user)
+            messages.success(request, "Note added (only members see it).")
+        else:
+            raw = str(request.POST.get("note", ""))
+            note = (ConversationNote.objects.filter(pk=int(raw), conversation=conversation).first()
+                    if raw.isdigit() else None)
+            if note is None:
+                raise Http404("No such note.")
+            inbox.delete_note(request.tenant, note, acting_user=request.user, membership=request.membership)
+            messages.success(request, "Note deleted.")
+    except DomainError as exc:
+        if exc.status == 403:
+            raise PermissionDenied(exc.message) from exc
+        messages.error(request, exc.message)
+    return redirect(back)
 
 
 def _inbox_action(request, conversation, action, back):
@@ -253,3 +281,41 @@ def _inbox_action(request, conversation, action, back):
         return redirect(back)
     messages.success(request, done)
     return redirect(back)
+
+
+@never_cache
+@billing_access_required
+@permission_required(Perm.CONVERSATIONS_READ, POST=Perm.CANNED_REPLIES_MANAGE)
+def canned_replies(request):
+    """Canned replies: every member sees them (and uses them in the composer by typing /code); owners and admins
+    add, change and delete them. Each form posts here and comes back with a notice (POST → redirect → GET)."""
+    back = reverse("canned_replies")
+    if request.method == "POST":
+        action = request.POST.get("action", "")
+        raw = str(request.POST.get("reply", ""))
+        reply = CannedReply.objects.filter(pk=int(raw)).first() if raw.isdigit() else None
+        try:
+            if action == "create":
+                reply = inbox.create_canned_reply(request.tenant, code=request.POST.get("code", ""),
+                                                  text=request.POST.get("text", ""), acting_user=request.user)
+                messages.success(request, f"/{reply.code} saved.")
+            elif action in ("update", "delete"):
+                if reply is None:  # unknown, or another tenant's (not in this schema)
+                    raise Http404("No such canned reply.")
+                if action == "update":
+                    inbox.update_canned_reply(request.tenant, reply, acting_user=request.user,
+                                              code=request.POST.get("code", ""), text=request.POST.get("text", ""))
+                    messages.success(request, f"/{reply.code} saved.")
+                else:
+                    inbox.delete_canned_reply(request.tenant, reply, acting_user=request.user)
+                    messages.success(request, f"/{reply.code} deleted.")
+            else:
+                messages.error(request, "Unknown action.")
+        except DomainError as exc:
+            messages.error(request, exc.message)
+        return redirect(back)
+    return render(request, "whatsapp/conversations/canned.html", {
+        "replies": CannedReply.objects.order_by("code"),
+        "can_manage": can(request.membership, Perm.CANNED_REPLIES_MANAGE),
+        "max_text": inbox.MAX_CANNED_TEXT,
+    })
