@@ -13,6 +13,7 @@ from drf_spectacular.utils import OpenApiParameter, extend_schema
 from rest_framework import permissions, serializers
 from rest_framework.views import APIView
 
+from audit.enums import AuditAction
 from audit.models import AuditLog
 from core.api import PAGE_PARAMETERS, paginated
 from core.errors import CommonError, DomainError
@@ -46,7 +47,7 @@ def filtered(tenant, params, *, strict=False):
     if action:
         rows = rows.filter(action__startswith=action)
     if actor:
-        rows = rows.filter(actor__email__iexact=actor)
+        rows = rows.filter(actor_key=actor) if actor.startswith("sb_") else rows.filter(actor__email__iexact=actor)
     since = _date(params.get("since"), "since", strict=strict)
     until = _date(params.get("until"), "until", end=True, strict=strict)
     if since:
@@ -58,14 +59,18 @@ def filtered(tenant, params, *, strict=False):
 
 def row_payload(row):
     return {"id": row.pk, "action": row.action, "actor": row.actor.email if row.actor else None,
+            "actor_key": row.actor_key or None, "ip": row.ip,
             "target_type": row.target_type, "target_id": row.target_id, "before": row.before, "after": row.after,
             "created_at": row.created_at}
 
 
 class AuditRowSerializer(serializers.Serializer):
     id = serializers.IntegerField()
-    action = serializers.CharField()
+    action = serializers.ChoiceField(choices=AuditAction.choices)
     actor = serializers.CharField(allow_null=True, help_text="The email of the person; null for the system.")
+    actor_key = serializers.CharField(allow_null=True, help_text="The prefix of the API key the person acted "
+                                                                 "through; null on a page or for the system.")
+    ip = serializers.IPAddressField(allow_null=True, help_text="The client's address; null outside a request.")
     target_type = serializers.CharField()
     target_id = serializers.CharField()
     before = serializers.DictField()
@@ -76,7 +81,7 @@ class AuditRowSerializer(serializers.Serializer):
 FILTERS = [
     OpenApiParameter("action", {"type": "string", "maxLength": 60},
                      description="Actions starting with this, e.g. member. or webhook.endpoint_created."),
-    OpenApiParameter("actor", {"type": "string", "maxLength": 254}, description="The acting person's email."),
+    OpenApiParameter("actor", {"type": "string", "maxLength": 254}, description="The acting person's email, or an API key's prefix (sb_…)."),
     OpenApiParameter("since", {"type": "string", "format": "date"}, description="From this day (YYYY-MM-DD)."),
     OpenApiParameter("until", {"type": "string", "format": "date"}, description="Up to this day, inclusive."),
 ]
@@ -132,9 +137,11 @@ def audit_export(request):
     writer = csv.writer(_Echo())
 
     def lines():
-        yield writer.writerow(["created_at", "action", "actor", "target_type", "target_id", "before", "after"])
+        yield writer.writerow(["created_at", "action", "actor", "actor_key", "ip", "target_type", "target_id",
+                               "before", "after"])
         for row in rows.iterator(chunk_size=1000):
             yield writer.writerow([row.created_at.isoformat(), row.action, _safe(row.actor.email if row.actor else ""),
+                                   row.actor_key, row.ip or "",
                                    row.target_type, row.target_id, _safe(row.before), _safe(row.after)])
 
     response = StreamingHttpResponse(lines(), content_type="text/csv; charset=utf-8")

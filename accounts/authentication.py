@@ -8,6 +8,7 @@ from drf_spectacular.extensions import OpenApiAuthenticationExtension
 from rest_framework import exceptions
 from rest_framework.authentication import BaseAuthentication
 
+from audit import context as audit_context
 from billing.models import Subscription
 from core import rows
 from core.permissions import Perm, declared_permission, require_scope
@@ -115,6 +116,7 @@ class ApiKeyAuthentication(BaseAuthentication):
         if key.last_used_at is None or now - key.last_used_at > LAST_USED_RESOLUTION:
             ApiKey.objects.filter(pk=key.pk).update(last_used_at=now)
         request._request.api_key = key
+        audit_context.acting_key(key.prefix)
         return key.user, key
 
     def authenticate_header(self, request):

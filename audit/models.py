@@ -12,7 +12,10 @@ class AuditLog(models.Model):
     tenant = models.ForeignKey(
         "tenants.Tenant", null=True, blank=True, on_delete=models.SET_NULL, related_name="audit_logs"
     )
-    action = models.CharField(max_length=60, db_index=True)
+    # The prefix of the API key the actor acted through (sb_1a2b3c4d); empty for a person on a page or the system.
+    actor_key = models.CharField(max_length=16, blank=True, default="")
+    ip = models.GenericIPAddressField(null=True, blank=True, help_text="The request's client address; null outside one")
+    action = models.CharField(max_length=60, db_index=True, help_text="An audit.enums.AuditAction")
     target_type = models.CharField(max_length=60)
     target_id = models.CharField(max_length=64)
     before = models.JSONField(default=dict, blank=True)
