@@ -86,6 +86,8 @@ class AuditAction(models.TextChoices):
     WHATSAPP_CONVERSATION_NOTE_ADDED = "whatsapp.conversation_note_added"
     WHATSAPP_CONVERSATION_NOTE_DELETED = "whatsapp.conversation_note_deleted"
     WHATSAPP_CONVERSATION_STATUS_CHANGED = "whatsapp.conversation_status_changed"
+    WHATSAPP_CONVERSATION_UNASSIGNED = "whatsapp.conversation_unassigned"
+    WHATSAPP_HANDOFF_OFF = "whatsapp.handoff_off"
     WHATSAPP_HANDOFF_ON = "whatsapp.handoff_on"
     WHATSAPP_NUMBER_BLOCKED = "whatsapp.number_blocked"
     WHATSAPP_NUMBER_UNBLOCKED = "whatsapp.number_unblocked"

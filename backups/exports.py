@@ -125,7 +125,8 @@ def build(export, report):
                 _write_array(archive, f"{model._meta.app_label}/{model._meta.model_name}.json", rows, counted)
         connection.set_schema_to_public()
         audit_rows = AuditLog.objects.filter(tenant=tenant).order_by("pk").values(
-            "created_at", "action", "target_type", "target_id", "before", "after", "actor__email").iterator()
+            "created_at", "action", "target_type", "target_id", "before", "after", "actor__email", "actor_key",
+            "ip").iterator()
         _write_array(archive, "audit.json", audit_rows)
         report(85, "Adding media files")
         media = contents.media_dir(tenant.schema_name)

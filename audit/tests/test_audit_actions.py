@@ -1,5 +1,5 @@
 """One enum of audit actions (audit.enums.AuditAction), and the actor's key and IP on every row a request writes."""
-import re
+import ast
 from pathlib import Path
 
 import pytest
@@ -11,9 +11,36 @@ from audit.enums import AuditAction
 from audit.models import AuditLog
 
 ROOT = Path(__file__).resolve().parents[2]
-LITERAL = re.compile(r"""\brecord\(\s*f?["']([a-z_]+\.[a-z_.{}]+)["']""")
-# Actions built from a value: the values it takes.
+# Actions built from a value (an f-string): the values it takes.
 BUILT = {"billing.read_only.{reason}": ["trial_expired", "payment_failed"]}
+
+
+def _is_audit_record(call, imports_record):
+    """audit.record(…) (or x.audit.record(…)), or record(…) in a module that imports it from audit.actions."""
+    func = call.func
+    if isinstance(func, ast.Name):
+        return func.id == "record" and imports_record
+    return isinstance(func, ast.Attribute) and func.attr == "record" and ast.unparse(func.value).endswith("audit")
+
+
+def _actions_of(expression, where):
+    """The actions an expression (the first argument of audit.record) can be: its string constants, each branch of
+    a conditional, an f-string's values from BUILT. Anything else cannot be checked and fails the test."""
+    if isinstance(expression, ast.Constant) and isinstance(expression.value, str):
+        return {expression.value}
+    if isinstance(expression, ast.IfExp):
+        return _actions_of(expression.body, where) | _actions_of(expression.orelse, where)
+    if isinstance(expression, ast.JoinedStr):
+        template = "".join(part.value if isinstance(part, ast.Constant) else "{" + ast.unparse(part.value) + "}"
+                           for part in expression.values)
+        assert template in BUILT, f"{where}: list the values of {template} in BUILT"
+        name = template[template.index("{"):template.index("}") + 1]
+        return {template.replace(name, value) for value in BUILT[template]}
+    if isinstance(expression, ast.Attribute) and isinstance(expression.value, ast.Name) \
+            and expression.value.id == "AuditAction":
+        return {AuditAction[expression.attr].value}
+    raise AssertionError(f"{where}: audit.record's action is not a literal the test can read: "
+                         f"{ast.unparse(expression)}")
 
 
 def actions_in_the_code():
@@ -22,11 +49,13 @@ def actions_in_the_code():
         parts = path.relative_to(ROOT).parts
         if parts[0].startswith(".") or "tests" in parts or parts[0] in ("bench", "scripts"):
             continue
-        for action in LITERAL.findall(path.read_text()):
-            if "{" in action:
-                found |= {action.replace("{reason}", value) for value in BUILT[action]}
-            else:
-                found.add(action)
+        source = path.read_text()
+        imports_record = "from audit.actions import record" in source
+        for node in ast.walk(ast.parse(source)):
+            if isinstance(node, ast.Call) and _is_audit_record(node, imports_record):
+                where = f"{path.relative_to(ROOT)}:{node.lineno}"
+                first = node.args[0] if node.args else next(k.value for k in node.keywords if k.arg == "action")
+                found |= _actions_of(first, where)
     return found
 
 
