@@ -288,6 +288,16 @@ class TemplateWriteSerializer(StrictSerializer):
                                   help_text="image/video/document: its public http(s) URL")
 
 
+class TemplatePatchSerializer(TemplateWriteSerializer):
+    """PATCH /templates/{id}: any of the fields (what _template_body(partial=True) takes), so the schema says so."""
+
+    def get_fields(self):
+        fields = super().get_fields()
+        for field in fields.values():
+            field.required = False
+        return fields
+
+
 def _template_body(request, partial=False):
     if not int(request.META.get("CONTENT_LENGTH") or 0):
         raise DomainError(CommonError.VALIDATION_ERROR, "Send the template's fields as a JSON object.")
@@ -325,7 +335,7 @@ class TemplateDetailView(BroadcastView):
         """One template."""
         return Response(template_payload(_template(pk)))
 
-    @extend_schema(tags=["broadcasts"], request=TemplateWriteSerializer, responses={
+    @extend_schema(tags=["broadcasts"], request=TemplatePatchSerializer, responses={
         200: TemplateSerializer, 409: OpenApiResponse(description="template_exists")})
     def patch(self, request, pk):
         """Change a template (owner or admin); campaigns already planned keep the texts they rendered."""
