@@ -316,12 +316,17 @@ def store_inbound(session, data, now=None):
     sender_jid = str(data.get("sender") or data.get("chat") or "")[:100]
     sender_phone = data.get("sender_phone")
     fields = message_types.inbound_fields(data)
-    with media.kept_with_row(fields):
-        message = Message.objects.create(
-            session=session, direction=Message.Direction.IN, status=S.RECEIVED,
-            from_phone=(sender_phone or "")[:20], sender_jid=sender_jid, sender_unresolved=not sender_phone,
-            chat_jid=str(data.get("chat") or sender_jid)[:100], provider_message_id=provider_id,
-            created_at=now or timezone.now(), **fields)
+    try:
+        with media.kept_with_row(fields), transaction.atomic():
+            message = Message.objects.create(
+                session=session, direction=Message.Direction.IN, status=S.RECEIVED,
+                from_phone=(sender_phone or "")[:20], sender_jid=sender_jid, sender_unresolved=not sender_phone,
+                chat_jid=str(data.get("chat") or sender_jid)[:100], provider_message_id=provider_id,
+                created_at=now or timezone.now(), **fields)
+    except IntegrityError as exc:  # another host stored the same redelivered message just now
+        if getattr(getattr(exc.__cause__, "diag", None), "constraint_name", None) == "whatsapp_msg_inbound_once":
+            return None
+        raise
     message.session = session
     message.conversation, message.contact = conversations.for_inbound(session, message, data)
     if message.conversation_id or message.contact_id:

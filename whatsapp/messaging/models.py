@@ -85,6 +85,11 @@ class Message(models.Model):
     class Meta:
         ordering = ["-created_at", "-id"]
         indexes = [models.Index(fields=["status", "next_attempt_at"], name="whatsapp_msg_due_idx")]
+        # An inbound message is stored once per WhatsApp id, even when two hosts apply its redelivery at once
+        # (WhatsApp redelivers what was not acknowledged: at-least-once in, exactly-once stored).
+        constraints = [models.UniqueConstraint(
+            fields=["session", "provider_message_id"], name="whatsapp_msg_inbound_once",
+            condition=models.Q(direction="in") & ~models.Q(provider_message_id=""))]
 
     def __str__(self):
         return f"{self.direction} {self.type} {self.pk} ({self.status})"

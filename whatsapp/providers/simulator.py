@@ -350,6 +350,39 @@ def _check_outgoing(message):
         raise ProviderError("invalid_message", "a reaction needs the id of the message it reacts to")
 
 
+def inbound_data(from_phone, text="", *, type="text", media=None, mimetype="", filename="", caption="",
+                 latitude=None, longitude=None, media_error=""):
+    """The MESSAGE event's data for a message a contact sends (see SimulatorProvider.simulate_inbound), with a new
+    WhatsApp id; ProviderError for what WhatsApp would refuse."""
+    digits = phone_digits(from_phone)
+    if isinstance(media, str):
+        media = base64.b64decode(media)
+    data = {"type": type, "text": text}
+    if type in INBOUND_MEDIA_TYPES:
+        if media is None and not media_error:
+            raise ProviderError("invalid_message", f"an inbound {type} needs its media bytes")
+        data.update(caption=caption, mimetype=mimetype, filename=filename)
+        data.update({"media_error": media_error} if media_error else {"media": media})
+    elif type == "location":
+        if latitude is None or longitude is None:
+            raise ProviderError("invalid_message", "an inbound location needs latitude and longitude")
+        data.update(latitude=float(latitude), longitude=float(longitude))
+    elif type != "text":
+        raise ProviderError("unsupported_type", f"inbound {type!r} messages cannot be simulated")
+    jid = f"{digits}@s.whatsapp.net"
+    return {"id": _new_message_id(), "chat": jid, "sender": jid, "sender_phone": f"+{digits}", "from_me": False,
+            "timestamp": int(time.time()), **data}
+
+
+def accept_inbound(store_dir, session_key, data, *, due=None):
+    """WhatsApp's server takes a contact's message (`inbound_data`) for a linked device, whether or not any host
+    runs it now: logged (simulator_outbox.record_inbound) and kept until the device acknowledges it, delivered on
+    its next connection if it is offline. Returns the kept item's (name, item)."""
+    simulator_outbox.record_inbound(store_dir, session_key=session_key, message_id=data["id"], chat=data["chat"])
+    item = {"kind": "message", "id": data["id"], "due": time.time() if due is None else due, "data": data}
+    return simulator_server.put(store_dir, session_key, item), item
+
+
 class _StoreCorrupt(Exception):
     pass
 
@@ -534,39 +567,20 @@ class SimulatorProvider(SessionProvider):
             self._later(self.timing.connect_s, self._connect_attempt, 0)
             return identity
 
-    def simulate_inbound(self, from_phone, text="", *, type="text", media=None, mimetype="", filename="",
-                         caption="", latitude=None, longitude=None, media_error=""):
+    def simulate_inbound(self, from_phone, text="", **options):
         """A contact sends the linked number a message; returns its id. Text by default; `type` image, document,
         audio, video or sticker carries `media` (bytes, or base64 text as a JSON command brings it) as WhatsApp's
         download would deliver it; location carries latitude/longitude (`text` is its name). `media_error`
-        plays a download that failed."""
-        digits = phone_digits(from_phone)
-        if isinstance(media, str):
-            media = base64.b64decode(media)
-        data = {"type": type, "text": text}
-        if type in INBOUND_MEDIA_TYPES:
-            if media is None and not media_error:
-                raise ProviderError("invalid_message", f"an inbound {type} needs its media bytes")
-            data.update(caption=caption, mimetype=mimetype, filename=filename)
-            data.update({"media_error": media_error} if media_error else {"media": media})
-        elif type == "location":
-            if latitude is None or longitude is None:
-                raise ProviderError("invalid_message", "an inbound location needs latitude and longitude")
-            data.update(latitude=float(latitude), longitude=float(longitude))
-        elif type != "text":
-            raise ProviderError("unsupported_type", f"inbound {type!r} messages cannot be simulated")
+        plays a download that failed. A linked device that is offline gets it when it connects."""
+        data = inbound_data(from_phone, text, **options)
         with self._lock:
             # WhatsApp keeps a message for a linked device that is offline; a device never linked gets none.
             if self.identity is None:
                 raise ProviderError("not_connected", "the session is not connected to WhatsApp")
-            message_id = _new_message_id()
-            jid = f"{digits}@s.whatsapp.net"
-            data = {"id": message_id, "chat": jid, "sender": jid, "sender_phone": f"+{digits}", "from_me": False,
-                    "timestamp": int(time.time()), **data}
-            simulator_outbox.record_inbound(self.store_dir, session_key=self.session_key, message_id=message_id,
-                                            chat=jid)
-            self._owe({"kind": "message", "id": message_id, "due": self._wall(), "data": data})
-            return message_id
+            name, item = accept_inbound(self.store_dir, self.session_key, data, due=self._wall())
+            if self._state == CONNECTED:
+                self._schedule(name, item)
+            return data["id"]
 
     def simulate_disconnect(self, reason="connection lost"):
         """The connection drops; like whatsmeow the session reconnects by itself after the reconnect delay."""

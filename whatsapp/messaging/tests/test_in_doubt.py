@@ -164,3 +164,30 @@ def test_sessions_that_cannot_come_back_by_themselves_refuse_sends(named, client
     assert refused["details"] == {"status": status}
     with tenant_context(named.acme):
         assert not Message.objects.exists()
+
+
+def test_an_inbound_message_applied_by_two_hosts_at_once_is_stored_once(named):
+    """The check before the insert cannot see a row another host is inserting: the constraint decides, and the
+    loser returns nothing instead of failing the event (which would leave it unacknowledged forever)."""
+    from whatsapp.messaging import actions as messaging
+
+    with tenant_context(named.acme):
+        session = WhatsAppSession.objects.create(name="twice", status=WhatsAppSession.Status.CONNECTED)
+        data = {"id": "SIMTWICE", "chat": "628123@s.whatsapp.net", "sender": "628123@s.whatsapp.net",
+                "sender_phone": "+6281234567890", "from_me": False, "timestamp": 1, "type": "text", "text": "hi"}
+        first = messaging.store_inbound(session, data)
+        # The other host looked before the first insert committed: the existence check is skipped for it.
+        original = Message.objects.filter
+        calls = []
+
+        def blind_filter(*args, **kwargs):
+            calls.append(kwargs)
+            query = original(*args, **kwargs)
+            return query.none() if kwargs.get("provider_message_id") == "SIMTWICE" else query
+
+        Message.objects.filter = blind_filter
+        try:
+            assert messaging.store_inbound(session, data) is None
+        finally:
+            del Message.objects.filter
+        assert calls and list(Message.objects.filter(direction="in").values_list("pk", flat=True)) == [first.pk]
