@@ -1,5 +1,6 @@
 """State changes of users, memberships and API keys."""
 import secrets
+from datetime import timedelta
 
 from django.conf import settings
 from django.contrib.auth import get_user_model
@@ -12,25 +13,88 @@ from tenants import actions as tenant_actions
 from tenants import notify as tenant_notify
 from tenants.schemas import in_public_schema
 
-from .errors import AccountError
-from .models import ApiKey, Membership, hash_api_key
+from core.permissions import ALL_SCOPES
+
+from .errors import AccountError, ApiKeyError
+from .models import MAX_ROTATION_OVERLAP_HOURS, ApiKey, Membership, hash_api_key
+
+
+def check_scopes(scopes):
+    """The scopes as stored (known ones, each once, in ALL_SCOPES order); None means all of them."""
+    if scopes is None:
+        return list(ALL_SCOPES)
+    unknown = sorted(set(scopes) - set(ALL_SCOPES))
+    if unknown:
+        raise DomainError(ApiKeyError.INVALID_SCOPE, f"Unknown scope {unknown[0]!r}; the scopes are "
+                                                     f"{', '.join(ALL_SCOPES)}.", {"scopes": list(ALL_SCOPES)})
+    if not scopes:
+        raise DomainError(ApiKeyError.INVALID_SCOPE, "Choose at least one scope; a key without any opens nothing.",
+                          {"scopes": list(ALL_SCOPES)})
+    return [scope for scope in ALL_SCOPES if scope in scopes]
+
+
+def check_expiry(expires_at):
+    if expires_at is not None and expires_at <= timezone.now():
+        raise DomainError(ApiKeyError.INVALID_EXPIRY, "The expiry is in the past; choose a later time, or none.")
+    return expires_at
+
+
+def _key_facts(key):
+    return {"name": key.name, "prefix": key.prefix, "scopes": list(key.scopes),
+            "expires_at": key.expires_at.isoformat() if key.expires_at else None}
+
+
+def _new_key(*, user, tenant, name, scopes, expires_at):
+    raw, prefix = ApiKey.generate()
+    key = ApiKey.objects.create(user=user, tenant=tenant, name=name[:80], prefix=prefix, key_hash=hash_api_key(raw),
+                                scopes=scopes, expires_at=expires_at)
+    return key, raw
 
 
 @transaction.atomic
-def create_api_key(*, user, tenant, name):
-    """Returns (api_key, raw_key). The raw key exists only in this return value."""
+def create_api_key(*, user, tenant, name, scopes=None, expires_at=None):
+    """Returns (api_key, raw_key). The raw key exists only in this return value. Without scopes the key may do all
+    its user's role allows; with expires_at it answers 401 api_key_expired from then on."""
     name = (name or "").strip()
     if not name:
         raise DomainError(AccountError.NAME_REQUIRED, "Give the key a name so you can recognise it later.")
+    scopes = check_scopes(scopes)
+    check_expiry(expires_at)
     if tenant is None and not user.is_platform_admin:
         raise DomainError(AccountError.TENANT_REQUIRED, "Only platform admins may hold keys without a tenant.")
     if tenant is not None and not user.memberships.filter(tenant=tenant).exists():
         raise DomainError(CommonError.NOT_FOUND, "No such tenant.")
-    raw, prefix = ApiKey.generate()
-    key = ApiKey.objects.create(user=user, tenant=tenant, name=name[:80], prefix=prefix, key_hash=hash_api_key(raw))
-    audit.record("api_key.created", actor=user, target=key, after={"name": key.name, "prefix": prefix},
-                 tenant=tenant)
+    key, raw = _new_key(user=user, tenant=tenant, name=name, scopes=scopes, expires_at=expires_at)
+    audit.record("api_key.created", actor=user, target=key, after=_key_facts(key), tenant=tenant)
     return key, raw
+
+
+@transaction.atomic
+def rotate_api_key(key, *, acting_user, overlap_hours):
+    """Returns (new_key, raw_key): a new secret with the key's name, scopes and expiry, while the old key keeps
+    working for `overlap_hours` (0: it stops now), time for the software using it to switch."""
+    if not isinstance(overlap_hours, int) or not 0 <= overlap_hours <= MAX_ROTATION_OVERLAP_HOURS:
+        raise DomainError(ApiKeyError.INVALID_OVERLAP,
+                          f"The overlap is a whole number of hours from 0 to {MAX_ROTATION_OVERLAP_HOURS}.")
+    key = ApiKey.objects.select_for_update().get(pk=key.pk)
+    if key.status != "active":
+        raise DomainError(ApiKeyError.API_KEY_NOT_ACTIVE,
+                          f"This key is {key.status}; only an active key can be rotated. Make a new key instead.",
+                          {"status": key.status})
+    now = timezone.now()
+    new_key, raw = _new_key(user=key.user, tenant=key.tenant, name=key.name, scopes=list(key.scopes),
+                            expires_at=key.expires_at)
+    before = _key_facts(key)
+    overlap_end = now + timedelta(hours=overlap_hours)
+    key.expires_at = min(key.expires_at, overlap_end) if key.expires_at else overlap_end
+    key.replaced_by = new_key
+    key.save(update_fields=["expires_at", "replaced_by"])
+    audit.record("api_key.created", actor=acting_user, target=new_key,
+                 after={**_key_facts(new_key), "rotated_from": key.prefix}, tenant=key.tenant)
+    audit.record("api_key.rotated", actor=acting_user, target=key, before=before,
+                 after={**_key_facts(key), "replaced_by": new_key.prefix, "overlap_hours": overlap_hours},
+                 tenant=key.tenant)
+    return new_key, raw
 
 
 @transaction.atomic

@@ -16,16 +16,16 @@ from core.api import (
     paginated,
 )
 from core.errors import CommonError, DomainError
-from core.permissions import Perm, Role, require
+from core.permissions import Perm, Role, Scope, require
 from tenants import api as tenants_api
 from tenants.models import Tenant
 from tenants.permissions import HasActiveTenant
 from tenants.serializers import PlanSerializer, TenantCreateSerializer, TenantSerializer
 
 from . import members
-from .actions import create_api_key, create_tenant, revoke_api_key
+from .actions import create_api_key, create_tenant, revoke_api_key, rotate_api_key
 from .errors import MemberError
-from .models import ApiKey, Invitation, Membership, two_factor_users
+from .models import MAX_ROTATION_OVERLAP_HOURS, ApiKey, Invitation, Membership, two_factor_users
 
 
 def require_owner_or_admin(request, doing):
@@ -78,14 +78,48 @@ class MeView(APIView):
         })
 
 
+API_KEY_STATUSES = ["active", "rotated", "expired", "revoked"]
+
+
 class ApiKeySerializer(StrictModelSerializer):
+    scopes = serializers.ListField(child=serializers.ChoiceField(choices=Scope.choices))
+    status = serializers.ChoiceField(choices=API_KEY_STATUSES, help_text=(
+        "rotated: replaced by a newer key (replaced_by) and still working until expires_at, the overlap's end."))
+
     class Meta:
         model = ApiKey
-        fields = ["id", "name", "prefix", "created_at", "last_used_at", "revoked_at"]
+        fields = ["id", "name", "prefix", "scopes", "expires_at", "status", "replaced_by", "created_at",
+                  "last_used_at", "revoked_at"]
+
+
+SCOPES_HELP = ("What the key may be used for, within its user's role: messages:send (send, reply, record events), "
+               "read (every read), manage (change settings, sessions, webhooks, keys, members). Default: all.")
 
 
 class ApiKeyCreateSerializer(StrictSerializer):
     name = serializers.CharField(max_length=80)
+    scopes = serializers.ListField(child=serializers.ChoiceField(choices=Scope.choices), min_length=1,
+                                   max_length=len(Scope.choices), required=False, help_text=SCOPES_HELP)
+    expires_at = serializers.DateTimeField(required=False, allow_null=True, help_text=(
+        "When the key stops working (401 api_key_expired); in the future. Null or missing: never."))
+
+
+class ApiKeyRotateSerializer(StrictSerializer):
+    overlap_hours = serializers.IntegerField(min_value=0, max_value=MAX_ROTATION_OVERLAP_HOURS, default=24,
+                                             help_text="How long the old key keeps working (0: it stops now).")
+
+
+NEW_KEY_FIELDS = {
+    "id": serializers.IntegerField(), "name": serializers.CharField(), "prefix": serializers.CharField(),
+    "scopes": serializers.ListField(child=serializers.ChoiceField(choices=Scope.choices)),
+    "expires_at": serializers.DateTimeField(allow_null=True),
+    "key": serializers.CharField(help_text="Shown once; only its hash is stored."),
+}
+
+
+def new_key_payload(key, raw):
+    return {"id": key.pk, "name": key.name, "prefix": key.prefix, "scopes": list(key.scopes),
+            "expires_at": key.expires_at, "key": raw}
 
 
 class ApiKeyListView(APIView):
@@ -102,16 +136,13 @@ class ApiKeyListView(APIView):
         page = paginator.paginate_queryset(keys, request, view=self)
         return paginator.get_paginated_response(ApiKeySerializer(page, many=True).data)
 
-    @extend_schema(request=ApiKeyCreateSerializer, responses={201: inline_serializer("NewApiKey", {
-        "id": serializers.IntegerField(), "name": serializers.CharField(), "prefix": serializers.CharField(),
-        "key": serializers.CharField(help_text="Shown once; only its hash is stored."),
-    })})
+    @extend_schema(request=ApiKeyCreateSerializer, responses={201: inline_serializer("NewApiKey", NEW_KEY_FIELDS)})
     def post(self, request):
+        """Make a key: shown once in the answer. A key never does more than your role allows, whatever its scopes."""
         serializer = ApiKeyCreateSerializer(data=request.data)
         serializer.is_valid(raise_exception=True)
-        key, raw = create_api_key(user=request.user, tenant=request._request.tenant,
-                                  name=serializer.validated_data["name"])
-        return Response({"id": key.pk, "name": key.name, "prefix": key.prefix, "key": raw}, status=201)
+        key, raw = create_api_key(user=request.user, tenant=request._request.tenant, **serializer.validated_data)
+        return Response(new_key_payload(key, raw), status=201)
 
 
 class ApiKeyDetailView(APIView):
@@ -124,6 +155,27 @@ class ApiKeyDetailView(APIView):
         key = get_object_or_404(ApiKey, pk=pk, user=request.user, tenant=request._request.tenant)
         revoke_api_key(key, acting_user=request.user)
         return Response(status=204)
+
+
+class ApiKeyRotateView(APIView):
+    required_permission = Perm.API_KEYS_MANAGE
+    permission_classes = [permissions.IsAuthenticated, HasActiveTenant, CanWrite]
+
+    @extend_schema(request=ApiKeyRotateSerializer, responses={
+        201: inline_serializer("RotatedApiKey", {**NEW_KEY_FIELDS, "replaces": inline_serializer("ReplacedApiKey", {
+            "id": serializers.IntegerField(), "prefix": serializers.CharField(),
+            "expires_at": serializers.DateTimeField(help_text="When the old key stops working.")})}),
+        409: OpenApiResponse(description="api_key_not_active: the key is revoked, expired or rotated already")})
+    def post(self, request, pk):
+        """Rotate one of your keys: a new secret (shown once) with the same name, scopes and expiry; the old key keeps
+        working for overlap_hours, then answers 401 api_key_expired."""
+        key = get_object_or_404(ApiKey, pk=pk, user=request.user, tenant=request._request.tenant)
+        serializer = ApiKeyRotateSerializer(data=request.data)
+        serializer.is_valid(raise_exception=True)
+        new_key, raw = rotate_api_key(key, acting_user=request.user, **serializer.validated_data)
+        key.refresh_from_db()
+        return Response({**new_key_payload(new_key, raw),
+                         "replaces": {"id": key.pk, "prefix": key.prefix, "expires_at": key.expires_at}}, status=201)
 
 
 class TenantListView(tenants_api.TenantListView):

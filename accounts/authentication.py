@@ -10,6 +10,7 @@ from rest_framework.authentication import BaseAuthentication
 
 from billing.models import Subscription
 from core import rows
+from core.permissions import Perm, declared_permission, require_scope
 from tenants.models import Plan, Tenant
 from tenants.resolution import TenantNotSelectable, check_key_selector, selector_from_headers
 
@@ -70,7 +71,9 @@ def _principal_by_orm(key_hash):
 
 class ApiKeyAuthentication(BaseAuthentication):
     """`Authorization: Bearer <key>` or `X-API-Key: <key>`. The key names its user and tenant; the request
-    then runs in that tenant's schema."""
+    then runs in that tenant's schema. The key's scopes are checked here, against what the view declares for the
+    method (core.permissions.SCOPES), so no view, whatever its permission classes, runs for a key without the
+    scope; the user's role is checked after (HasActiveTenant)."""
 
     def authenticate(self, request):
         raw = _raw_key(request)
@@ -81,6 +84,14 @@ class ApiKeyAuthentication(BaseAuthentication):
             raise exceptions.AuthenticationFailed("Invalid API key.", code="invalid_api_key")
         if key.is_revoked:
             raise exceptions.AuthenticationFailed("This API key has been revoked.", code="api_key_revoked")
+        now = timezone.now()
+        if key.expires_at is not None and key.expires_at <= now:
+            if key.replaced_by_id is not None:
+                raise exceptions.AuthenticationFailed(
+                    "This API key was rotated and its overlap has ended; use the key that replaced it.",
+                    code="api_key_expired")
+            raise exceptions.AuthenticationFailed("This API key has expired; make a new one.",
+                                                  code="api_key_expired")
         if not key.user.is_active:
             raise exceptions.AuthenticationFailed("The user of this API key is deactivated.", code="user_inactive")
         tenant_id, slug = selector_from_headers(request.headers, request.get_host())
@@ -96,7 +107,11 @@ class ApiKeyAuthentication(BaseAuthentication):
             request._request.membership = membership
             if key.tenant.has_schema:
                 connection.set_tenant(key.tenant)
-        now = timezone.now()
+        view = (request.parser_context or {}).get("view")
+        perm = declared_permission(view, request.method) if view is not None else None
+        # A platform endpoint refuses other users on its own terms (some as a 404, to stay hidden): no scope answer.
+        if perm is not None and (perm != Perm.PLATFORM or key.user.is_platform_admin):
+            require_scope(key.scopes, perm)
         if key.last_used_at is None or now - key.last_used_at > LAST_USED_RESOLUTION:
             ApiKey.objects.filter(pk=key.pk).update(last_used_at=now)
         request._request.api_key = key

@@ -22,3 +22,10 @@ class MemberError(ErrorCode):
     WRONG_PASSWORD = "wrong_password", 400
     NOT_A_MEMBER = "not_a_member", 404
     INVALID_STATUS = "invalid_status", 400
+
+
+class ApiKeyError(ErrorCode):
+    INVALID_SCOPE = "invalid_scope", 400
+    INVALID_EXPIRY = "invalid_expiry", 400
+    INVALID_OVERLAP = "invalid_overlap", 400
+    API_KEY_NOT_ACTIVE = "api_key_not_active", 409

@@ -2,12 +2,13 @@ import hashlib
 import secrets
 
 from django.conf import settings
+from django.contrib.postgres.fields import ArrayField
 from django.contrib.auth.models import AbstractBaseUser, BaseUserManager, PermissionsMixin
 from django.db import models
 from django.utils import timezone
 
 from core import permissions
-from core.permissions import Role
+from core.permissions import ALL_SCOPES, Role, Scope
 
 
 class UserManager(BaseUserManager):
@@ -84,9 +85,20 @@ def hash_api_key(raw_key: str) -> str:
     return hashlib.sha256(raw_key.encode()).hexdigest()
 
 
+def all_scopes():
+    """Every scope: a key made without choosing (and every key made before scopes existed) may do all its user's
+    role allows."""
+    return list(ALL_SCOPES)
+
+
+MAX_ROTATION_OVERLAP_HOURS = 168
+
+
 class ApiKeyQuerySet(models.QuerySet):
     def active(self):
-        return self.filter(revoked_at__isnull=True)
+        """Keys that still open the API: not revoked and not expired (a rotated key until its overlap ends)."""
+        return self.filter(revoked_at__isnull=True).filter(
+            models.Q(expires_at__isnull=True) | models.Q(expires_at__gt=timezone.now()))
 
 
 class ApiKey(models.Model):
@@ -103,6 +115,11 @@ class ApiKey(models.Model):
     created_at = models.DateTimeField(default=timezone.now)
     last_used_at = models.DateTimeField(null=True, blank=True)
     revoked_at = models.DateTimeField(null=True, blank=True)
+    scopes = ArrayField(models.CharField(max_length=20, choices=Scope.choices), default=all_scopes,
+                        help_text="What the key may be used for, within its user's role (core.permissions.SCOPES)")
+    expires_at = models.DateTimeField(null=True, blank=True, help_text="After this the key answers 401")
+    # Set when the key was rotated: the new key, while this one keeps working until expires_at (the overlap).
+    replaced_by = models.ForeignKey("self", null=True, blank=True, on_delete=models.SET_NULL, related_name="+")
 
     objects = ApiKeyQuerySet.as_manager()
 
@@ -121,6 +138,21 @@ class ApiKey(models.Model):
     @property
     def is_revoked(self):
         return self.revoked_at is not None
+
+    @property
+    def is_expired(self):
+        return self.expires_at is not None and self.expires_at <= timezone.now()
+
+    @property
+    def status(self):
+        """revoked, expired, rotated (the old key of a rotation, in its overlap) or active."""
+        if self.is_revoked:
+            return "revoked"
+        if self.is_expired:
+            return "expired"
+        if self.replaced_by_id is not None:
+            return "rotated"
+        return "active"
 
 
 INVITATION_DAYS = 7

@@ -1,3 +1,6 @@
+import datetime
+import zoneinfo
+
 from django import forms
 from django.contrib import messages
 from django.contrib.auth import get_user_model, login, password_validation
@@ -14,12 +17,13 @@ from billing import selectors as billing_selectors
 from billing.decorators import billing_access_required
 from core import once
 from core.errors import DomainError
-from core.permissions import Perm, can, permission_required
+from core.permissions import Perm, Scope, can, permission_required
 from tenants.decorators import active_tenant_required
 from tenants.resolution import SESSION_KEY
 
 from . import actions, dashboard, members
-from .models import INVITATION_DAYS, ApiKey, Invitation, Membership, two_factor_users
+from .errors import ApiKeyError
+from .models import INVITATION_DAYS, MAX_ROTATION_OVERLAP_HOURS, ApiKey, Invitation, Membership, two_factor_users
 
 
 @permission_required(Perm.PUBLIC)
@@ -44,6 +48,28 @@ def dashboard_page(request):
     })
 
 
+def _scopes_from_form(request):
+    """The ticked scopes. A POST without the page's scope fieldset (marked by scopes_shown: a script, a page
+    loaded before scopes existed) makes a key with every scope, as the API does."""
+    return request.POST.getlist("scopes") if "scopes_shown" in request.POST else None
+
+
+def _expiry_from_form(request, tenant):
+    """The end of the day picked in the form's expires_on, in the workspace's time zone; None when left empty."""
+    picked = request.POST.get("expires_on", "").strip()
+    if not picked:
+        return None
+    try:
+        day = datetime.date.fromisoformat(picked)
+    except ValueError:
+        raise DomainError(ApiKeyError.INVALID_EXPIRY, "The expiry is not a date; pick one, or leave it empty.")
+    try:
+        zone = zoneinfo.ZoneInfo(tenant.timezone)
+    except (zoneinfo.ZoneInfoNotFoundError, ValueError):
+        zone = datetime.UTC
+    return datetime.datetime.combine(day + datetime.timedelta(days=1), datetime.time(), tzinfo=zone)
+
+
 @never_cache
 @billing_access_required
 @permission_required(Perm.API_KEYS_MANAGE)
@@ -53,15 +79,49 @@ def api_keys(request):
     if request.method == "POST":
         try:
             key, raw = actions.create_api_key(user=request.user, tenant=request.tenant,
-                                              name=request.POST.get("name", ""))
+                                              name=request.POST.get("name", ""),
+                                              scopes=_scopes_from_form(request),
+                                              expires_at=_expiry_from_form(request, request.tenant))
         except DomainError as exc:
             messages.error(request, exc.message)
         else:
             messages.success(request, f"Key '{key.name}' created. Copy it now: it will not be shown again.")
             once.keep(request, "api_key", raw)
         return redirect("api_keys")
-    keys = ApiKey.objects.filter(user=request.user, tenant=request.tenant)
-    return render(request, "accounts/api_keys.html", {"keys": keys, "new_key": once.take(request, "api_key")})
+    keys = ApiKey.objects.filter(user=request.user, tenant=request.tenant).select_related("replaced_by")
+    return render(request, "accounts/api_keys.html", {
+        "keys": keys, "new_key": once.take(request, "api_key"), "scopes": Scope.choices,
+        "overlaps": ROTATION_OVERLAPS, "today": timezone.localdate()})
+
+
+# The overlaps the page offers (the API takes any whole number of hours up to MAX_ROTATION_OVERLAP_HOURS).
+ROTATION_OVERLAPS = [(0, "none: the old key stops now"), (1, "1 hour"), (24, "1 day"), (72, "3 days"),
+                     (MAX_ROTATION_OVERLAP_HOURS, "7 days")]
+
+
+@active_tenant_required
+@require_POST
+@permission_required(Perm.API_KEYS_MANAGE)
+def rotate_api_key(request, key_id):
+    """A new secret for one of the user's keys, shown once on the keys page; the old one works for the overlap."""
+    key = get_object_or_404(ApiKey, pk=key_id, user=request.user, tenant=request.tenant)
+    access = billing_entitlements.access_for(request.tenant)
+    if not access.can_write:  # a new key is a change: refused while read-only, like creating one
+        messages.error(request, access.message)
+        return redirect("api_keys")
+    overlap = request.POST.get("overlap_hours", "")
+    try:
+        new_key, raw = actions.rotate_api_key(key, acting_user=request.user,
+                                              overlap_hours=int(overlap) if overlap.isdigit() else -1)
+    except DomainError as exc:
+        messages.error(request, exc.message)
+    else:
+        key.refresh_from_db()
+        until = "now" if key.expires_at <= timezone.now() else f"until {key.expires_at:%d %b %Y %H:%M} UTC"
+        messages.success(request, f"Key '{key.name}' rotated: copy the new key now, it will not be shown again. "
+                                  f"The old one ({key.prefix}…) works {until}.")
+        once.keep(request, "api_key", raw)
+    return redirect("api_keys")
 
 
 @active_tenant_required

@@ -12,7 +12,7 @@ import httpx
 from django.conf import settings
 from django.contrib.auth import get_user_model
 from django.core.mail import send_mail
-from django.db import transaction
+from django.db import connection, transaction
 from django.utils import timezone
 
 from accounts.models import Membership
@@ -23,6 +23,7 @@ from .models import Alert
 
 log = logging.getLogger(__name__)
 TIMEOUT = 10
+CHECK_LOCK = 0x616C657274  # pg_advisory_xact_lock key of check(): 'alert'
 
 
 def check(now=None):
@@ -31,6 +32,10 @@ def check(now=None):
     holding = rules.incidents(now)
     fired, resolved = [], []
     with transaction.atomic():
+        # One check at a time (beat's, and those an app asks for when something fails): two would both create
+        # the incident that began between them, and the second would break the one-firing-per-key constraint.
+        with connection.cursor() as cursor:
+            cursor.execute("SELECT pg_advisory_xact_lock(%s)", [CHECK_LOCK])
         firing = {alert.key: alert for alert in Alert.objects.select_for_update().filter(state=Alert.State.FIRING)}
         for key, incident in holding.items():
             if key in firing:

@@ -240,7 +240,7 @@ def nightly_backup():
     try:
         start_backup(kind=Backup.Kind.FULL, trigger=Backup.Trigger.SCHEDULED)
     except DomainError as exc:
-        notify.alert_platform_admins("The nightly backup did not start", exc.message)
+        notify.email_platform_admins("The nightly backup did not start", exc.message)
     cleanup_backups()
 
 

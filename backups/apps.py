@@ -6,7 +6,10 @@ class BackupsConfig(AppConfig):
 
     def ready(self):
         from accounts import dashboard  # here: apps register with the dashboard once the registry is ready
+        from alerts import rules
 
+        from .notify import backup_incidents
         from .views import export_card
 
         dashboard.add_card(dashboard.Part("backups/_export_card.html", export_card))
+        rules.register(backup_incidents)

@@ -26,16 +26,25 @@ SUFFIX = ".tar.zst.age"
 class _HashingWriter:
     def __init__(self, handle, on_bytes=None):
         self.handle, self.digest, self.size, self.on_bytes = handle, hashlib.sha256(), 0, on_bytes
+        self.error = None  # what the file system said (pyrage hands its caller only the text)
 
     def write(self, data):
         self.digest.update(data)
         self.size += len(data)
         if self.on_bytes:
             self.on_bytes(self.size)
-        return self.handle.write(data)
+        try:
+            return self.handle.write(data)
+        except OSError as exc:
+            self.error = exc
+            raise
 
     def flush(self):
-        self.handle.flush()
+        try:
+            self.handle.flush()
+        except OSError as exc:
+            self.error = exc
+            raise
 
 
 class _HashingReader:
@@ -147,14 +156,25 @@ class ArchiveWriter:
 
     def __exit__(self, exc_type, exc, tb):
         try:
-            self.tar.close()
-            if self._zstd is not None:
-                self._zstd.close()
-        finally:
-            self._pipe_in.close()
-            self._encrypter.join()
-            self._file.close()
-        if exc_type is None and self._encrypter.error is not None:
+            try:
+                self.tar.close()
+                if self._zstd is not None:
+                    self._zstd.close()
+            finally:
+                # Each step even when the one before raised: a pipe whose reader died (a full disk) fails to close,
+                # and a file left open here would keep the deleted partial file's space taken until the worker ends.
+                try:
+                    self._pipe_in.close()
+                finally:
+                    self._encrypter.join()
+                    self._file.close()
+        except OSError:
+            if self._encrypter.error is None:
+                raise
+        # The writing thread's error is the cause (a full disk, say); the broken pipe this side saw is its effect.
+        if self._encrypter.error is not None and (exc_type is None or issubclass(exc_type, BrokenPipeError)):
+            if self._hashing.error is not None:
+                raise self._hashing.error from self._encrypter.error
             raise self._encrypter.error
         self.sha256, self.size = self._hashing.digest.hexdigest(), self._hashing.size
         return False

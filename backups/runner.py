@@ -6,6 +6,7 @@ decrypted, unpacked and restored into a scratch database (a full backup) or a sc
 every table's row count and the migration state compared with the manifest. Only then does it count as verified.
 """
 import contextlib
+import errno
 import logging
 import os
 import socket
@@ -58,7 +59,7 @@ def worker_is_dead(row, now=None):
 
 
 def fail(row, message):
-    """End the work as failed, remove what it left in progress, and alert the platform admins."""
+    """End the work as failed, remove what it left in progress, and (a backup or a restore) fire its alert."""
     now = timezone.now()
     type(row).objects.filter(pk=row.pk).update(status=Status.FAILED, error=message[:5000], finished_at=now,
                                                 heartbeat_at=now)
@@ -66,7 +67,7 @@ def fail(row, message):
     storage.remove_work_dir(work_name(row))
     publish(row)
     if isinstance(row, Backup) or type(row).__name__ == "Restore":
-        notify.alert_platform_admins(f"{row} failed", f"{row} failed: {message}")
+        notify.check_alerts_soon()
     return row
 
 
@@ -104,15 +105,27 @@ def run_backup(backup_id, verify=True):
         except Exception as exc:
             log.exception("verification of backup %s failed", backup_id)
             Backup.objects.filter(pk=backup.pk).update(verification_error=_reason(exc)[:5000])
-            notify.alert_platform_admins(f"Backup #{backup.pk} did not verify",
-                                         f"Backup #{backup.pk} was made but restoring it failed: {_reason(exc)}")
+            notify.check_alerts_soon()
     Backup.objects.filter(pk=backup.pk).update(progress=100, stage="Done", finished_at=timezone.now())
     backup.refresh_from_db()
     publish(backup)
 
 
 def _reason(exc):
-    return exc.message if isinstance(exc, DomainError) else f"{type(exc).__name__}: {exc}"
+    if isinstance(exc, DomainError):
+        return exc.message
+    if _disk_full(exc):
+        return (f"The disk is full ({exc.strerror}) under {settings.BACKUP_DIR}: the backup stopped midway and "
+                "nothing partial was kept. Free space (or clean up old backups) and back up again.")
+    return f"{type(exc).__name__}: {exc}"
+
+
+def _disk_full(exc):
+    while exc is not None:
+        if isinstance(exc, OSError) and exc.errno in (errno.ENOSPC, errno.EDQUOT):
+            return True
+        exc = exc.__cause__ or exc.__context__
+    return False
 
 
 def make(backup, report, database=None):
@@ -148,9 +161,16 @@ def make(backup, report, database=None):
                     writer.add_file(local, arcname)
     report(96, "Storing")
     name = storage_name(backup)
-    if sealing.wrapped_key:
-        store.write_bytes(name + crypto.KEY_SIDECAR_SUFFIX, sealing.wrapped_key)
-    stored = store.put_file(path, name)
+    try:
+        if sealing.wrapped_key:
+            store.write_bytes(name + crypto.KEY_SIDECAR_SUFFIX, sealing.wrapped_key)
+        stored = store.put_file(path, name)
+    except BaseException:
+        # A storage that fills up or fails midway keeps neither the key beside the backup nor a part of it.
+        for leftover in (name + crypto.KEY_SIDECAR_SUFFIX, name):
+            with contextlib.suppress(Exception):
+                store.delete(leftover)
+        raise
     Backup.objects.filter(pk=backup.pk).update(storage_name=stored, size=writer.size, sha256=writer.sha256,
                                                manifest=manifest, encryption=sealing.mode,
                                                status=Status.SUCCEEDED, finished_at=timezone.now())

@@ -102,9 +102,13 @@ class BackupStore:
                     os.replace(local_path, final)  # same file system: atomic
                 except OSError:
                     partial = final.with_name(final.name + ".part")
-                    shutil.copyfile(local_path, partial)
-                    os.chmod(partial, FILE_MODE)
-                    os.replace(partial, final)
+                    try:
+                        shutil.copyfile(local_path, partial)
+                        os.chmod(partial, FILE_MODE)
+                        os.replace(partial, final)
+                    except BaseException:
+                        partial.unlink(missing_ok=True)  # another file system filled up: no half file stays
+                        raise
                     os.unlink(local_path)
                 return name
             with open(local_path, "rb") as handle:

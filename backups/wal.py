@@ -1,11 +1,14 @@
 """Point-in-time recovery: WAL archiving, weekly base backups, and building a new cluster at a given moment.
 
-- The private Postgres that scripts/bootstrap.sh starts runs with `archive_mode = on`, `archive_timeout = 60`
-  and an `archive_command` that copies each finished WAL segment into BACKUP_WAL_SPOOL_DIR (a plain copy, then a
-  rename: Postgres waits for it, so it must be quick and never leave half a file). `archive_settings()` writes
-  the same lines for scratch clusters.
-- `ship_wal` (beat, every BACKUP_WAL_SHIP_SECONDS) compresses and encrypts each spooled segment into the backup
+- The private Postgres that scripts/bootstrap.sh starts runs with `archive_mode = on`, `archive_timeout =
+  BACKUP_ARCHIVE_TIMEOUT_SECONDS` (30) and an `archive_command` that copies each finished WAL segment into
+  BACKUP_WAL_SPOOL_DIR (a plain copy, then a rename: Postgres waits for it, so it must be quick and never leave
+  half a file). `archive_settings()` writes the same lines for scratch clusters.
+- `ship_wal` (beat, every BACKUP_WAL_SHIP_SECONDS, on the `wal` queue that the Procfile's `wal` worker alone
+  consumes, so a long backup never holds it up) compresses and encrypts each spooled segment into the backup
   storage as `wal/<segment>.zst.age` and then removes it from the spool.
+- So when the machine is lost, what is lost is at most archive_timeout (the segment being written) + the shipping
+  interval (a closed segment waiting in the spool) + one shipment: 30 + 10 + ~0.1 s (bench/backup_restore.py).
 - A base backup (pg_basebackup, tar format with the WAL it needs) is a Backup of kind `base`, made by
   backups.runner like the others; beat takes one by BACKUP_BASE_SCHEDULE (weekly).
 - `pitr_restore` unpacks the newest base backup taken before the target time into a new data directory, fetches
@@ -46,9 +49,11 @@ _SHIPPABLE = re.compile(r"^[0-9A-F]{24}(\.partial|\.[0-9A-F]{8}\.backup)?$|^[0-9
 _STAMP = re.compile(r"(\d{8}T\d{6}Z)-\d+")
 
 
-def archive_settings(spool_dir, timeout_seconds=60):
+def archive_settings(spool_dir, timeout_seconds=None):
     """postgresql.conf lines for WAL archiving into `spool_dir` (bootstrap.sh writes the same for its cluster)."""
     spool = str(spool_dir)
+    if timeout_seconds is None:
+        timeout_seconds = settings.BACKUP_ARCHIVE_TIMEOUT_SECONDS
     command = (f'test -f "{spool}/%f" && cmp -s "%p" "{spool}/%f" || '
                f'(cp "%p" "{spool}/%f.tmp" && mv "{spool}/%f.tmp" "{spool}/%f")')
     return (f"wal_level = replica\narchive_mode = on\narchive_timeout = {int(timeout_seconds)}\n"

@@ -8,11 +8,16 @@ never on the shared server. Parameters (environment):
                                     (random bytes: incompressible), the rest message rows
   BACKUP_BENCH_RUNS (3)             export/restore and raw runs (medians)
   BACKUP_BENCH_SCHEMAS (1000)       tenant schemas of the full backup (0 skips it)
-  BACKUP_BENCH_RPO_RUNS (3)         simulated machine losses (0 skips them); BACKUP_BENCH_ARCHIVE_TIMEOUT (60) s,
-                                    BACKUP_BENCH_SHIP_SECONDS (10) s between WAL shipments
+  BACKUP_BENCH_RPO_RUNS (3)         simulated machine losses (0 skips them); BACKUP_BENCH_ARCHIVE_TIMEOUT
+                                    (settings' BACKUP_ARCHIVE_TIMEOUT_SECONDS) s, BACKUP_BENCH_SHIP_SECONDS
+                                    (BACKUP_WAL_SHIP_SECONDS) s between WAL shipments
+  BACKUP_BENCH_RPO_MOMENT (worst)   when the machine is lost: `worst` = at the last instant before a shipment
+                                    would carry a segment that archive_timeout closed (the most it can lose at that
+                                    tick's phase), `random` = at a random moment
 Figures: tenant_export_s / tenant_restore_s (ours, median), raw_dump_s (pg_dump -Fc -n + tar of the media),
 raw_restore_s, overhead_pct ((ours - raw) / raw of the export), full_1000_s (full backup of BACKUP_BENCH_SCHEMAS
-schemas), rpo_s (median data lost when the machine is lost: only WAL shipped to the storage survives), rpo_max_s.
+schemas), rpo_s (median data lost when the machine is lost: only WAL shipped to the storage survives), rpo_max_s
+(the largest loss of the runs), rpo_bound_s (archive_timeout + the shipping interval + the longest shipment).
 """
 import os
 import random
@@ -34,8 +39,7 @@ MEDIA_SHARE = float(os.environ.get("BACKUP_BENCH_MEDIA_SHARE", "0.5"))
 RUNS = int(os.environ.get("BACKUP_BENCH_RUNS", "3"))
 SCHEMAS = int(os.environ.get("BACKUP_BENCH_SCHEMAS", "1000"))
 RPO_RUNS = int(os.environ.get("BACKUP_BENCH_RPO_RUNS", "3"))
-ARCHIVE_TIMEOUT = int(os.environ.get("BACKUP_BENCH_ARCHIVE_TIMEOUT", "60"))
-SHIP_SECONDS = float(os.environ.get("BACKUP_BENCH_SHIP_SECONDS", "10"))
+RPO_MOMENT = os.environ.get("BACKUP_BENCH_RPO_MOMENT", "worst")
 
 
 def say(text):
@@ -285,26 +289,34 @@ def rpo_figures(work):
     from django.conf import settings
     from django.utils import timezone
 
-    from backups import processes, runner, wal
+    from backups import processes, runner, storage, wal
     from backups.models import Backup
     from backups.tests.cluster import ScratchCluster, private_dir
 
+    archive_timeout = int(os.environ.get("BACKUP_BENCH_ARCHIVE_TIMEOUT", settings.BACKUP_ARCHIVE_TIMEOUT_SECONDS))
+    ship_seconds = float(os.environ.get("BACKUP_BENCH_SHIP_SECONDS", settings.BACKUP_WAL_SHIP_SECONDS))
     spool = private_dir("sb-bench-spool-")
     settings.BACKUP_WAL_SPOOL_DIR = str(spool)
-    source = ScratchCluster(wal.archive_settings(spool, ARCHIVE_TIMEOUT)).start()
-    losses = []
+    source = ScratchCluster(wal.archive_settings(spool, archive_timeout)).start()
+    losses, shipments = [], []
+    say(f"RPO: archive_timeout {archive_timeout} s, WAL shipped every {ship_seconds:g} s, the machine lost at the "
+        f"{RPO_MOMENT} moment")
     try:
         source.sql("CREATE TABLE beats (id bigserial PRIMARY KEY, at timestamptz DEFAULT clock_timestamp())")
         for trial in range(RPO_RUNS):
             base = Backup.objects.create(kind="base", scope="base", status="running", started_at=timezone.now())
             runner.make(base, lambda *args, **kwargs: None, database=source.database())
-            stop = threading.Event()
+            # What the base backup left in the spool goes with the first shipment; a segment beyond these was
+            # closed by archive_timeout (the writes below make far less than a segment of WAL).
+            after_base = set(os.listdir(spool))
+            stop, lose_now = threading.Event(), threading.Event()
             last_commit = {"at": None}
             first_commit = {"at": source.sql("INSERT INTO beats DEFAULT VALUES RETURNING at")[0][0]}
 
             def write():
                 with source.connect() as conn:
-                    while not stop.is_set():
+                    # A machine lost at an instant commits nothing after it (the crash itself takes a moment).
+                    while not stop.is_set() and not lose_now.is_set():
                         try:
                             last_commit["at"] = conn.execute("INSERT INTO beats DEFAULT VALUES RETURNING at"
                                                              ).fetchone()[0]
@@ -313,13 +325,28 @@ def rpo_figures(work):
                         time.sleep(0.1)
 
             def ship():
-                while not stop.wait(SHIP_SECONDS):
-                    wal.ship_wal(spool)
+                # Beat's ticks have no relation to the moment Postgres switches segments: a random phase.
+                if stop.wait(random.uniform(0, ship_seconds)):
+                    return
+                while True:
+                    closed = {name for name in os.listdir(spool) if len(name) == 24} - after_base
+                    if RPO_MOMENT == "worst" and closed:
+                        lose_now.set()  # the machine dies just before this shipment
+                        return
+                    started = time.perf_counter()
+                    if wal.ship_wal(spool):
+                        shipments.append(time.perf_counter() - started)
+                    if stop.wait(ship_seconds):
+                        return
 
             threads = [threading.Thread(target=write), threading.Thread(target=ship)]
             for thread in threads:
                 thread.start()
-            time.sleep(random.uniform(ARCHIVE_TIMEOUT * 0.5, ARCHIVE_TIMEOUT * 1.5))
+            if RPO_MOMENT == "worst":
+                lose_now.wait(archive_timeout + 3 * ship_seconds + 30)
+            else:
+                time.sleep(random.uniform(archive_timeout * 0.5, archive_timeout * 1.5))
+                lose_now.set()
             source.crash()  # the machine is lost: its disk and unshipped spool with it
             stop.set()
             for thread in threads:
@@ -334,15 +361,23 @@ def rpo_figures(work):
             # Nothing written since the base backup survived: everything since the first write is lost.
             lost = (last_commit["at"] - (newest or first_commit["at"])).total_seconds()
             losses.append(lost)
-            say(f"RPO trial {trial + 1}: {lost:.1f} s of writes lost (archive_timeout {ARCHIVE_TIMEOUT} s, shipped "
-                f"every {SHIP_SECONDS:.0f} s); recovery took {recover_s:.1f} s")
+            say(f"RPO trial {trial + 1}: {lost:.1f} s of writes lost; recovery took {recover_s:.1f} s")
             processes.stop_cluster(recovered, bin_dir=source.bin_dir, mode="immediate")
             processes.start_cluster(source.data, bin_dir=source.bin_dir, log_file=source.root / "server.log")
+        store = storage.store()
+        stored = store.listdir(wal.WAL_PREFIX)
+        segment_kb = statistics.median(store.size(name) for name in stored) / 1024 if stored else 0
     finally:
         source.stop()
         shutil.rmtree(spool, ignore_errors=True)
+    bound = archive_timeout + ship_seconds + max(shipments, default=0)
+    say(f"RPO over {len(losses)} losses: median {statistics.median(losses):.1f} s, worst {max(losses):.1f} s; "
+        f"bound archive_timeout + shipping interval + longest shipment ({max(shipments, default=0):.2f} s) = "
+        f"{bound:.1f} s; a shipped segment takes {segment_kb:.0f} KB (median)")
     return {"rpo_s": round(statistics.median(losses), 1), "rpo_max_s": round(max(losses), 1),
-            "rpo_runs": len(losses), "archive_timeout_s": ARCHIVE_TIMEOUT, "ship_every_s": SHIP_SECONDS}
+            "rpo_bound_s": round(bound, 1), "rpo_runs": len(losses), "rpo_moment": RPO_MOMENT,
+            "archive_timeout_s": archive_timeout, "ship_every_s": ship_seconds,
+            "wal_segment_stored_kb": round(segment_kb, 1)}
 
 
 if __name__ == "__main__":

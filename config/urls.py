@@ -11,6 +11,7 @@ from accounts import api as accounts_api
 from accounts import audit_log
 from backups import urls as backup_urls
 from accounts import views as accounts_views
+from accounts import workspace as accounts_workspace
 from billing import api as billing_api
 from billing import views as billing_views
 from alerts import views as alert_views
@@ -27,8 +28,10 @@ api_v1 = [
     # Messages first: the busiest routes are matched first (whatsapp/messages_api.py).
     path("", include("whatsapp.messaging.api")),
     path("me", accounts_api.MeView.as_view(), name="api_me"),
+    path("workspace", accounts_workspace.WorkspaceView.as_view(), name="api_workspace"),
     path("api-keys", accounts_api.ApiKeyListView.as_view(), name="api_api_keys"),
     path("api-keys/<int:pk>", accounts_api.ApiKeyDetailView.as_view(), name="api_api_key"),
+    path("api-keys/<int:pk>/rotate", accounts_api.ApiKeyRotateView.as_view(), name="api_api_key_rotate"),
     path("members", accounts_api.MemberListView.as_view(), name="api_members"),
     path("members/<int:pk>", accounts_api.MemberDetailView.as_view(), name="api_member"),
     path("invitations", accounts_api.InvitationListView.as_view(), name="api_invitations"),
@@ -88,7 +91,9 @@ urlpatterns = [
     path("status.json", tenants_views.tenant_status_json, name="tenant_status_json"),
     path("dashboard/", accounts_views.dashboard_page, name="dashboard"),
     path("dashboard/api-keys/", accounts_views.api_keys, name="api_keys"),
+    path("dashboard/settings/", accounts_workspace.workspace_settings, name="workspace_settings"),
     path("dashboard/api-keys/<int:key_id>/revoke", accounts_views.revoke_api_key, name="revoke_api_key"),
+    path("dashboard/api-keys/<int:key_id>/rotate", accounts_views.rotate_api_key, name="rotate_api_key"),
     path("members/", accounts_views.members_page, name="members"),
     path("audit/", audit_log.audit_page, name="audit_log"),
     path("audit/export.csv", audit_log.audit_export, name="audit_export"),

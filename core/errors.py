@@ -58,6 +58,7 @@ class CommonError(ErrorCode):
     NOT_AUTHENTICATED = "not_authenticated", 401
     PAYMENT_REQUIRED = "payment_required", 402
     PERMISSION_DENIED = "permission_denied", 403
+    INSUFFICIENT_SCOPE = "insufficient_scope", 403
     NOT_FOUND = "not_found", 404
     CONFLICT = "conflict", 409
     RATE_LIMITED = "rate_limited", 429

@@ -2,6 +2,9 @@
 the pages (permission_required, can) and the websockets (socket_can) all ask this module; nothing else compares
 role names.
 
+An API key acts with its user's role narrowed by its scopes (SCOPES maps each permission to the scope a key needs
+for it): role ∩ scopes, never more than the role.
+
 An API view declares what it needs with `required_permission = Perm.X` (every method) or
 `required_permissions = {"GET": Perm.X, "POST": Perm.Y}`; a page with `@permission_required(Perm.X)`. A view that
 declares nothing is refused (fail closed), and tests/test_permission_matrix.py fails for it.
@@ -99,6 +102,50 @@ PERMISSIONS = {
     Perm.DATA_EXPORT: frozenset({O}),
     Perm.WORKSPACE_DELETE: frozenset({O}),
 }
+
+
+class Scope(models.TextChoices):
+    """What an API key may be used for, on top of what its user's role allows."""
+    MESSAGES_SEND = "messages:send", "Send messages"
+    READ = "read", "Read"
+    MANAGE = "manage", "Manage"
+
+
+# The scope a key needs for each permission (None: any key). Like PERMISSIONS, one entry per permission.
+SCOPES = {
+    Perm.PUBLIC: None,
+    Perm.SIGNED_IN: None,
+    Perm.PLATFORM: Scope.MANAGE,  # a platform admin's key acts on every tenant: only a key made to manage
+    Perm.WORKSPACE_READ: Scope.READ,
+    Perm.MESSAGES_READ: Scope.READ,
+    Perm.MESSAGES_SEND: Scope.MESSAGES_SEND,
+    Perm.CONVERSATIONS_READ: Scope.READ,
+    Perm.CONVERSATIONS_REPLY: Scope.MESSAGES_SEND,  # answering and assigning is the work of sending
+    Perm.CANNED_REPLIES_MANAGE: Scope.MANAGE,
+    Perm.CONTACTS_MANAGE: Scope.MANAGE,
+    Perm.SESSIONS_READ: Scope.READ,
+    Perm.SESSIONS_MANAGE: Scope.MANAGE,
+    Perm.WEBHOOKS_READ: Scope.READ,
+    Perm.WEBHOOKS_MANAGE: Scope.MANAGE,
+    Perm.SETTINGS_READ: Scope.READ,
+    Perm.SETTINGS_MANAGE: Scope.MANAGE,
+    Perm.API_KEYS_MANAGE: Scope.MANAGE,
+    Perm.API_KEYS_REVOKE_OWN: Scope.MANAGE,  # a leaked read-only key must not cut its user's other keys
+    Perm.MEMBERS_READ: Scope.READ,
+    Perm.MEMBERS_MANAGE: Scope.MANAGE,
+    Perm.OWNERSHIP_TRANSFER: Scope.MANAGE,
+    Perm.AUDIT_READ: Scope.READ,
+    Perm.ANALYTICS_READ: Scope.READ,
+    Perm.ANALYTICS_EVENTS: Scope.MESSAGES_SEND,  # an integration records its traffic's events as it sends
+    Perm.CAMPAIGNS_READ: Scope.READ,
+    Perm.CAMPAIGNS_MANAGE: Scope.MANAGE,
+    Perm.BILLING_READ: Scope.READ,
+    Perm.BILLING_MANAGE: Scope.MANAGE,
+    Perm.DATA_EXPORT: Scope.MANAGE,
+    Perm.WORKSPACE_DELETE: Scope.MANAGE,
+}
+ALL_SCOPES = tuple(scope.value for scope in Scope)
+
 # Markers a principal without a workspace role may pass (PLATFORM is the platform admin's, checked by its own class).
 WITHOUT_ROLE = frozenset({Perm.PUBLIC, Perm.SIGNED_IN, Perm.PLATFORM})
 
@@ -123,6 +170,25 @@ def refusal(perm):
     return DomainError(CommonError.PERMISSION_DENIED,
                        f"Your role does not allow this ({perm}). Ask an owner or admin of the workspace.",
                        {"permission": str(perm)})
+
+
+def scope_needed(perm):
+    return SCOPES[Perm(perm)]
+
+
+def key_allows(scopes, perm):
+    """Whether an API key with `scopes` may be used for `perm` (its user's role is asked separately)."""
+    needed = scope_needed(perm)
+    return needed is None or needed in scopes
+
+
+def require_scope(scopes, perm):
+    """Raise DomainError insufficient_scope (403), naming the scope needed, unless `scopes` cover `perm`."""
+    if not key_allows(scopes, perm):
+        needed = scope_needed(perm)
+        raise DomainError(CommonError.INSUFFICIENT_SCOPE,
+                          f"This API key lacks the '{needed}' scope this needs ({perm}). Use a key with it, or "
+                          f"make one on the API keys page.", {"scope": str(needed), "permission": str(perm)})
 
 
 def require(membership, perm):

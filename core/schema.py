@@ -41,7 +41,8 @@ ERROR_DESCRIPTIONS = {
     "401": "Not authenticated: no API key, or one that is wrong, revoked or expired.",
     "402": "Payment required: the business is read-only until it pays (payment_required), or a plan limit "
            "(plan_limit_reached).",
-    "403": "Forbidden: the key's user may not do this, or the business is not active.",
+    "403": "Forbidden: the key's user may not do this (permission_denied), the key lacks the scope this needs "
+           "(insufficient_scope, details.scope names it), or the business is not active.",
     "404": "Not found: no such id or name here (another business's objects are not found either).",
     "409": "Conflict: the object's state does not allow it now.",
     "413": "Too large: the body or a file is over the limit.",
@@ -94,6 +95,7 @@ RULES_BEYOND_THE_SCHEMA = {
     "too_many_rules": "more keyword rules than a workspace may have",
     "invalid_range": "a date range backwards, longer than the operation allows or too far back",
     "tenant_required": "a tenant backup without tenant_id",
+    "invalid_expiry": "an API key's expiry in the past",
     "invalid_country": "a country code that is no country",
     "missing_phone_column": "a CSV without a phone column",
     "invalid_csv": "a CSV that cannot be read",

@@ -141,12 +141,13 @@ pg_private_running() {
 }
 
 # Point-in-time recovery for the private cluster only (a server bootstrap did not start is never reconfigured): WAL
-# segments are archived into BACKUP_WAL_SPOOL_DIR (a copy and a rename; at least every 60 s), from where a worker
-# ships them compressed and encrypted to the backup storage (backups/wal.py, whose archive_settings() writes the
+# segments are archived into BACKUP_WAL_SPOOL_DIR (a copy and a rename; at least every BACKUP_ARCHIVE_TIMEOUT_SECONDS,
+# 30), from where the `wal` worker ships them compressed and encrypted to the backup storage (backups/wal.py, whose archive_settings() writes the
 # same lines for scratch clusters). The settings live in a file of their own that postgresql.conf includes.
 configure_wal_archiving() {
-    local spool conf="$PG_DIR/data/switchboard-archive.conf"
+    local spool timeout conf="$PG_DIR/data/switchboard-archive.conf"
     spool=$(scripts/env-get BACKUP_WAL_SPOOL_DIR "$VAR/wal-spool")
+    timeout=$(scripts/env-get BACKUP_ARCHIVE_TIMEOUT_SECONDS 30)
     mkdir -p "$spool"
     if is_root; then chown postgres:postgres "$spool"; fi
     chmod 700 "$spool"
@@ -154,7 +155,7 @@ configure_wal_archiving() {
 # Written by scripts/bootstrap.sh: WAL archiving for point-in-time recovery (README: Operations).
 wal_level = replica
 archive_mode = on
-archive_timeout = 60
+archive_timeout = $timeout
 archive_command = 'test -f "$spool/%f" && cmp -s "%p" "$spool/%f" || (cp "%p" "$spool/%f.tmp" && mv "$spool/%f.tmp" "$spool/%f")'
 EOF
     if is_root; then chown postgres:postgres "$conf"; fi
@@ -178,7 +179,8 @@ start_private_postgres() {
     fi
 
     if pg_private_running; then
-        configure_wal_archiving  # takes effect at the cluster's next start
+        configure_wal_archiving  # archive_mode takes effect at the cluster's next start, archive_timeout now
+        as_pg "$PG_BIN/pg_ctl" reload -D "$PG_DIR/data" >/dev/null 2>&1 || true
         return
     fi
     mkdir -p "$PG_DIR"

@@ -1,4 +1,6 @@
 """State changes of tenants. One transaction each; emails, tasks and live updates go out on commit."""
+import zoneinfo
+
 from celery import shared_task
 from django.db import transaction
 from django.utils import timezone
@@ -7,10 +9,11 @@ from django.utils.text import slugify
 from audit import actions as audit
 from core.api import has_visible_text
 from core.errors import DomainError
+from core.net import check_target
 
 from . import notify, pool, signals
 from .errors import TenantError
-from .models import Domain, Plan, Tenant
+from .models import LOCALES, Domain, Plan, Tenant
 from .schemas import in_public_schema
 
 RESERVED_SLUGS = {"www", "api", "admin", "static", "media", "ws", "app", "mail", "status", "health"}
@@ -239,17 +242,44 @@ def update_tenant(tenant, *, acting_user, **changes):
     return tenant
 
 
+SETTINGS_FIELDS = ("name", "timezone", "locale", "webhook_url")
+
+
+def settings_of(tenant):
+    return {field: getattr(tenant, field) for field in SETTINGS_FIELDS}
+
+
 @in_public_schema
 @transaction.atomic
 def update_tenant_settings(tenant, *, acting_user, **changes):
+    """The workspace's settings (SETTINGS_FIELDS), by its owners and admins or a platform admin. The time zone is
+    the one analytics' days and the automation's business hours use; the locale the one its pages are shown in."""
+    unknown = set(changes) - set(SETTINGS_FIELDS)
+    if unknown:
+        raise ValueError(f"not settings: {sorted(unknown)}")
+    if "name" in changes:
+        changes["name"] = (changes["name"] or "").strip()
+        if not any(char.isalnum() for char in changes["name"]):
+            raise DomainError(TenantError.INVALID_NAME, "Use letters or digits in the business name.")
+    if "timezone" in changes and changes["timezone"] not in zoneinfo.available_timezones():
+        raise DomainError(TenantError.INVALID_TIME_ZONE,
+                          f"'{changes['timezone']}' is not an IANA time zone, e.g. Asia/Jakarta.")
+    if "locale" in changes and changes["locale"] not in dict(LOCALES):
+        raise DomainError(TenantError.INVALID_LOCALE, f"'{changes['locale']}' is not a language offered here.",
+                          {"locales": [code for code, _ in LOCALES]})
+    if changes.get("webhook_url"):
+        check_target(changes["webhook_url"], resolve=False)  # DomainError invalid_url
     tenant = Tenant.objects.select_for_update().get(pk=tenant.pk)
-    before = {"webhook_url": tenant.webhook_url, "timezone": tenant.timezone}
-    for field in ("webhook_url", "timezone"):
-        if field in changes:
-            setattr(tenant, field, changes[field])
-    tenant.save()
-    audit.record("tenant.settings_updated", actor=acting_user, target=tenant, before=before,
-                 after={"webhook_url": tenant.webhook_url, "timezone": tenant.timezone}, tenant=tenant)
+    before = settings_of(tenant)
+    for field, value in changes.items():
+        setattr(tenant, field, value)
+    after = settings_of(tenant)
+    if after != before:
+        tenant.save(update_fields=[field for field in SETTINGS_FIELDS if after[field] != before[field]])
+        changed = [field for field in SETTINGS_FIELDS if after[field] != before[field]]
+        audit.record("tenant.settings_updated", actor=acting_user, target=tenant,
+                     before={field: before[field] for field in changed},
+                     after={field: after[field] for field in changed}, tenant=tenant)
     return tenant
 
 

@@ -11,6 +11,8 @@ class TenantError(ErrorCode):
     TENANT_POOLED = "tenant_pooled", 403
     INVALID_TENANT_STATE = "invalid_tenant_state", 409
     INVALID_NAME = "invalid_name", 400
+    INVALID_TIME_ZONE = "invalid_time_zone", 400
+    INVALID_LOCALE = "invalid_locale", 400
     INVALID_STATUS = "invalid_status", 400
     REASON_REQUIRED = "reason_required", 400
     RESERVED_SLUG = "reserved_slug", 400

@@ -1,5 +1,6 @@
 from django.db import connection
 from django.http import Http404
+from django.utils import translation
 
 from .resolution import SESSION_KEY, TenantNotSelectable, select_membership, selector_from_headers
 
@@ -32,6 +33,9 @@ class TenantFromPrincipalMiddleware:
                     request.tenant = membership.tenant
                     if membership.tenant.has_schema:
                         connection.set_tenant(membership.tenant)
+                    if not request.path.startswith("/api/"):  # the pages speak the workspace's language
+                        translation.activate(membership.tenant.locale)
             return self.get_response(request)
         finally:
+            translation.deactivate()
             connection.set_schema_to_public()

@@ -40,6 +40,12 @@ class Plan(models.Model):
         }
 
 
+# The languages a workspace's pages may be shown in (Django's own texts, dates and numbers follow it).
+LOCALES = [("en", "English"), ("en-gb", "English (UK)"), ("de", "Deutsch"), ("es", "Español"), ("fr", "Français"),
+           ("id", "Bahasa Indonesia"), ("it", "Italiano"), ("nl", "Nederlands"), ("pt-br", "Português (Brasil)"),
+           ("tr", "Türkçe")]
+
+
 class Tenant(TenantMixin):
     """A business. Pending sign-ups are tenants without a schema; approval gives them one from the pool."""
 
@@ -62,6 +68,7 @@ class Tenant(TenantMixin):
     trial_ends_at = models.DateTimeField(null=True, blank=True)
     webhook_url = models.URLField(blank=True, max_length=500)
     timezone = models.CharField(max_length=64, default="UTC")
+    locale = models.CharField(max_length=10, choices=LOCALES, default="en")
     contact_phone = models.CharField(max_length=20, blank=True)
     rejection_reason = models.TextField(blank=True)
     suspension_reason = models.TextField(blank=True)

@@ -6,7 +6,7 @@ from core.api import VISIBLE_CHAR, StrictModelSerializer, StrictSerializer, fiel
 from core.net import HTTP_URL_PATTERN, check_target
 from core.schema import DYNAMIC_ENUM
 
-from .models import Plan, Tenant
+from .models import LOCALES, Plan, Tenant
 
 
 def PlanCodeField(**kwargs):  # noqa: N802  (a field, named like one)
@@ -90,4 +90,41 @@ class RejectSerializer(StrictSerializer):
     def validate_reason(self, value):
         if not has_visible_text(value):  # white space of either regex dialect only: the schema's pattern refuses it
             raise serializers.ValidationError("Give the applicant a reason to read.")
+        return value
+
+
+def _webhook_url_field():
+    return field_with_schema(serializers.CharField, {"type": "string", "maxLength": 500, "anyOf": [
+        {"pattern": HTTP_URL_PATTERN}, {"maxLength": 0}]}, max_length=500, required=False, allow_blank=True,
+        help_text="Where new webhook endpoints point by default; empty for none.")
+
+
+class WorkspaceSerializer(serializers.Serializer):
+    id = serializers.IntegerField()
+    name = serializers.CharField()
+    slug = serializers.CharField()
+    timezone = serializers.CharField(help_text="IANA time zone: analytics' days and business hours use it.")
+    locale = serializers.ChoiceField(choices=LOCALES, help_text="The language the workspace's pages are shown in.")
+    webhook_url = serializers.CharField(help_text="The default URL of new webhook endpoints; empty for none.")
+
+
+class WorkspaceSettingsSerializer(StrictSerializer):
+    """PATCH /workspace: any of the settings; the action checks each (invalid_name, invalid_url)."""
+    name = field_with_schema(serializers.CharField, {"type": "string", "minLength": 1, "maxLength": 120,
+                                                     "pattern": rf"^[^\u0000]*{VISIBLE_CHAR}[^\u0000]*$"},
+                             max_length=120, trim_whitespace=False, required=False,
+                             help_text="The business's name as its members see it (the slug does not change).")
+    timezone = field_with_schema(serializers.CharField, {"type": "string", "enum": TIME_ZONES}, max_length=64,
+                                 required=False, help_text="An IANA time zone, e.g. Asia/Jakarta.")
+    locale = serializers.ChoiceField(choices=LOCALES, required=False)
+    webhook_url = _webhook_url_field()
+
+    def validate_name(self, value):
+        if not has_visible_text(value):
+            raise serializers.ValidationError("Give the business a name.")
+        return value
+
+    def validate_timezone(self, value):
+        if value not in zoneinfo.available_timezones():
+            raise serializers.ValidationError(f"'{value}' is not an IANA time zone, e.g. Asia/Jakarta.")
         return value

@@ -54,6 +54,19 @@ def test_only_platform_admins_see_backups(named, clients, client):
     assert client.get("/api/v1/backups").status_code == 401
     client.force_login(named.alice)
     assert client.get("/platform/backups/").status_code == 404
+    # An existing backup and restore are as invisible as a missing one, on the API and on the page.
+    backup = Backup.objects.create(kind="tenant", scope="tenant:t_test_acme", tenant=named.acme,
+                                   tenant_schema="t_test_acme", status=Status.SUCCEEDED, storage_name="x")
+    restore = Restore.objects.create(backup=backup, mode="in_place", scope="tenant:t_test_acme", tenant=named.acme,
+                                     status=Status.SUCCEEDED)
+    for method, url in (("get", f"/api/v1/backups/{backup.pk}"), ("get", f"/api/v1/backups/{backup.pk}/download"),
+                        ("post", f"/api/v1/backups/{backup.pk}/restore"), ("delete", f"/api/v1/backups/{backup.pk}"),
+                        ("get", f"/api/v1/backups/restores/{restore.pk}")):
+        error(getattr(alice, method)(url, {}, format="json"), 404, "not_found")
+    for url in (f"/platform/backups/{backup.pk}/download", f"/platform/backups/{backup.pk}/delete",
+                f"/platform/backups/{backup.pk}/restore", "/platform/backups/start"):
+        assert client.post(url).status_code == 404, url
+    assert Backup.objects.filter(pk=backup.pk).exists() and Restore.objects.count() == 1
 
 
 def test_admin_backs_up_through_the_api_and_a_second_one_of_the_same_scope_is_refused(named, clients, settings):
@@ -81,6 +94,22 @@ def test_admin_backs_up_through_the_api_and_a_second_one_of_the_same_scope_is_re
     full = error(admin.post(f"/api/v1/backups/{data['id']}/restore", {"as_new_tenant": "maybe"}, format="json"),
                  400, "validation_error")
     assert full
+
+
+def test_two_backups_of_one_scope_that_race_past_the_check_the_second_gets_409(named, clients, monkeypatch):
+    """Both requests looked before either inserted: the database's one-active-per-scope constraint decides."""
+    running = Backup.objects.create(kind="full", scope="full", status=Status.RUNNING)
+    looks = []
+
+    def busy_with(scope):
+        looks.append(scope)
+        return None if len(looks) == 1 else running  # the first look came before the other's insert
+
+    monkeypatch.setattr(actions, "_busy_with", busy_with)
+    refused = error(clients["admin"].post("/api/v1/backups", {"type": "full"}, format="json"), 409,
+                    "backup_already_running")
+    assert refused["details"]["backup_id"] == running.pk
+    assert list(Backup.objects.values_list("pk", flat=True)) == [running.pk]
 
 
 def test_a_full_backup_is_restored_offline_not_through_the_api(named, clients):

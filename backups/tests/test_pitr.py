@@ -72,3 +72,18 @@ def test_recovery_to_a_moment_keeps_what_was_before_it_and_nothing_after(archivi
                  "--port", str(port))
     notes = [row[0] for row in cluster.sql("SELECT note FROM notes ORDER BY id", port=port)]
     assert notes == ["before the base backup", "after the base backup, before T"]
+
+
+def test_wal_is_archived_and_shipped_often_enough_for_a_one_minute_rpo(settings):
+    """RPO when the machine is lost ≤ archive_timeout + the shipping interval (+ one shipment, ~0.1 s): below 60 s,
+    and the shipping runs on a queue that one Procfile process alone consumes, so a long backup on `default` never
+    holds it up. bench/backup_restore.py measures it (rpo_max_s)."""
+    assert "archive_timeout = 30\n" in wal.archive_settings("/spool")
+    assert settings.BACKUP_ARCHIVE_TIMEOUT_SECONDS + settings.BACKUP_WAL_SHIP_SECONDS < 55
+    entry = settings.CELERY_BEAT_SCHEDULE["ship-wal"]
+    assert entry["schedule"].total_seconds() == settings.BACKUP_WAL_SHIP_SECONDS
+    queue = entry["options"]["queue"]
+    procfile = (Path(__file__).resolve().parents[2] / "Procfile").read_text().splitlines()
+    consumers = {line.split(":")[0]: line.split(" -Q ")[1].split()[0].split(",") for line in procfile if " -Q " in line}
+    assert [name for name, queues in consumers.items() if queue in queues] == ["wal"]
+    assert consumers["wal"] == [queue] and queue != settings.CELERY_TASK_DEFAULT_QUEUE

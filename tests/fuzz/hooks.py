@@ -8,9 +8,21 @@ import schemathesis
 RULES = set(json.loads(os.environ["SWITCHBOARD_FUZZ_RULES"]))
 
 
+def _has_nul_key(value):
+    """Whether a map in the body has a key with a NUL: every map's keys are bounded by propertyNames in the schema
+    (core.schema), which schemathesis does not apply to OpenAPI 3.0, so such a body is not schema-valid."""
+    if isinstance(value, dict):
+        return any("\x00" in str(key) or _has_nul_key(item) for key, item in value.items())
+    if isinstance(value, list):
+        return any(_has_nul_key(item) for item in value)
+    return False
+
+
 @schemathesis.check
 def schema_valid_requests_are_refused_only_for_named_rules(ctx, response, case):
     if response.status_code != 400 or case.meta is None or case.meta.generation.mode.name.lower() != "positive":
+        return None
+    if _has_nul_key(case.body):
         return None
     try:
         code = response.json()["error"]["code"]

@@ -86,7 +86,8 @@ def _detail_context(request, endpoint, *, form=None, new_secret=None):
 @billing_access_required
 @permission_required(Perm.WEBHOOKS_READ, POST=Perm.WEBHOOKS_MANAGE)
 def webhook_list(request):
-    form = EndpointForm()
+    # A new endpoint starts at the workspace's default webhook URL (its settings), when it has one.
+    form = EndpointForm(initial={"url": request.tenant.webhook_url} if request.tenant.webhook_url else None)
     status = 200
     if request.method == "POST":
         _require_manager(request)

@@ -52,6 +52,8 @@ class Command(BaseCommand):
         if backup.kind != Backup.Kind.FULL:
             raise CommandError("That is not a full backup: restore a tenant backup from the Backups page or the API.")
         live = pg.Database.from_settings()
+        if replace and not force:
+            self._refuse_while_used(live)  # before the long part: found at the swap it would have been for nothing
         work_name = f"full-restore-{stamp}"
         work = storage.work_dir(work_name)
         target_name = target_database or f"{live.name[:40]}_restored_{stamp}"
@@ -89,15 +91,22 @@ class Command(BaseCommand):
         finally:
             storage.remove_work_dir(work_name)
 
-    def _swap(self, live, restored_name, stamp, force):
-        connection.close()
-        admin = live.named("postgres")
-        with admin.connect(autocommit=True) as conn:
+    def _refuse_while_used(self, live, restored_name=None):
+        _let_go(live)
+        with live.named("postgres").connect(autocommit=True) as conn:
             others = conn.execute("SELECT count(*) FROM pg_stat_activity WHERE datname = %s AND pid <> "
                                   "pg_backend_pid()", [live.name]).fetchone()[0]
-            if others and not force:
-                raise CommandError(f"{others} session(s) still use {live.name}: stop every process (web, worker, "
-                                   "whatsapp, beat) first, or add --force to end them.")
+        if others:
+            kept = f" The restored database {restored_name} is kept: drop it or run again." if restored_name else ""
+            raise CommandError(f"{others} session(s) still use {live.name}: stop every process (web, worker, "
+                               f"whatsapp, beat) first, or add --force to end them.{kept}")
+
+    def _swap(self, live, restored_name, stamp, force):
+        if not force:
+            self._refuse_while_used(live, restored_name)
+        _let_go(live)
+        admin = live.named("postgres")
+        with admin.connect(autocommit=True) as conn:
             conn.execute("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = %s AND pid <> "
                          "pg_backend_pid()", [live.name])
             conn.execute(f"ALTER DATABASE {pg.quote_ident(live.name)} RENAME TO "
@@ -114,3 +123,10 @@ class Command(BaseCommand):
                 shutil.move(str(restored), str(target))
             else:
                 target.mkdir(parents=True)
+
+
+def _let_go(live):
+    """This process's own connections to the live database end (the pool's too: they would count as users)."""
+    connection.close()
+    if connection.alias in getattr(connection, "_connection_pools", {}):  # asking for .pool would open one
+        connection.close_pool()
