@@ -136,6 +136,14 @@ def test_messages_appear_and_move_to_delivered_and_read_live(named, live_system,
     composer = owner.get_by_label(re.compile("Reply"))
     composer.fill("")
     composer.press_sequentially("/pri")
+    # While the owner types, the contact's (simulated) phone shows "typing…".
+    chat = CONTACT.lstrip("+") + "@s.whatsapp.net"
+    deadline = time.monotonic() + TIMEOUT_MS / 1000
+    seen = []
+    while not any(entry["chat"] == chat and entry["typing"] for entry in seen) and time.monotonic() < deadline:
+        time.sleep(0.1)
+        seen = api(live_system, key, "GET", "test-helpers/sessions/front-desk/chat-presence")[1]["data"]
+    assert any(entry["chat"] == chat and entry["typing"] for entry in seen), seen
     owner.get_by_test_id("canned-option-price").click()
     expect(composer).to_have_value("Plans start at $9.")
     owner.get_by_test_id("send").click()

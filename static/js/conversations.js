@@ -314,6 +314,9 @@
         if (body.ok) {
           form.querySelector("textarea").value = "";
           closePicker();
+          // A sent message ends "typing…" on WhatsApp by itself.
+          if (pauseTimer) { clearTimeout(pauseTimer); pauseTimer = null; }
+          typingSentAt = 0;
           if (body.message_data) upsertMessage(body.message_data);
         } else {
           error.textContent = body.message;
@@ -365,6 +368,34 @@
                                                                "No canned replies yet."));
     picker.classList.remove("hidden");
   }
+  // --- typing: while a member writes, the contact sees "typing…" (a composing state at most every 8 s, "paused"
+  // after 4 s without a key or once the message is sent). Only when the number is connected (data-can-send).
+  var typingSentAt = 0, pauseTimer = null;
+  function typing(state) {
+    var form = document.querySelector("form[data-send-form]");
+    if (!form || form.getAttribute("data-can-send") !== "true" || !window.fetch) return;
+    var data = new FormData();
+    data.append("csrfmiddlewaretoken", form.querySelector("[name=csrfmiddlewaretoken]").value);
+    data.append("action", "typing");
+    data.append("state", state);
+    fetch(window.location.pathname, { method: "POST", body: data, credentials: "same-origin",
+                                      headers: { "Accept": "application/json" } }).catch(function () {});
+  }
+  function stopTyping() {
+    if (pauseTimer) { clearTimeout(pauseTimer); pauseTimer = null; }
+    if (typingSentAt) { typingSentAt = 0; typing("paused"); }
+  }
+  if (composer) {
+    composer.addEventListener("input", function () {
+      if (!composer.value) { stopTyping(); return; }
+      var now = Date.now();
+      if (now - typingSentAt > 8000) { typingSentAt = now; typing("composing"); }
+      if (pauseTimer) clearTimeout(pauseTimer);
+      pauseTimer = setTimeout(stopTyping, 4000);
+    });
+    composer.addEventListener("blur", stopTyping);
+  }
+
   if (composer && picker) {
     composer.addEventListener("input", openPicker);
     composer.addEventListener("keydown", function (event) {

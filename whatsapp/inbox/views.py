@@ -206,6 +206,12 @@ def conversation_detail(request, pk):
             return _inbox_action(request, conversation, action, back)
         if action in ("add_note", "delete_note"):
             return _note_action(request, conversation, action, back)
+        if action == "typing":  # the composer says a member types (or stopped): the contact sees "typing…"
+            try:
+                inbox.send_typing(conversation, str(request.POST.get("state", "")))
+            except DomainError as exc:
+                return _respond(request, False, exc.message, status=exc.status, code=exc.code.value, back=back)
+            return _respond(request, True, "Typing shown.", back=back)
         if action == "mark_read":  # the open page says it was seen (on load, and as messages arrive)
             conversations.mark_read(conversation)
             return _respond(request, True, "Read.", back=back)

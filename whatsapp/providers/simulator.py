@@ -18,6 +18,10 @@ How it behaves (times from `SimulatorTiming`, limits from `ProviderSettings`):
   emitted to a host that died before committing it — is delivered again when the session connects, on any host,
   in due order. A message from a contact to a linked device that is offline waits there too.
 
+- `send_chat_presence()` ("composing" / "paused") is what the contact's phone would show: kept per chat in
+  `<store_dir>/<quoted key>.presence.json` (a session runs on one host at a time: one writer), read by
+  `chat_presence_seen()` — "typing…" while the last state is composing and younger than TYPING_SHOWN_S.
+
 Controls (what the test-helper API calls): `simulate_scan`, `simulate_inbound`, `simulate_disconnect`,
 `simulate_logout`, `simulate_contacts` (the address book that `fetch_contacts` / `fetch_groups` read). Failure
 injection: `fail_next_send`, `set_unreachable`, `corrupt_store`. A control that does not fit the session's state
@@ -47,7 +51,15 @@ from dataclasses import dataclass
 from urllib.parse import quote
 
 from . import simulator_outbox, simulator_server
-from .base import DeviceIdentity, EventKind, OutgoingMessage, ProviderError, ProviderEvent, SessionProvider
+from .base import (
+    CHAT_PRESENCE_STATES,
+    DeviceIdentity,
+    EventKind,
+    OutgoingMessage,
+    ProviderError,
+    ProviderEvent,
+    SessionProvider,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -55,6 +67,9 @@ logger = logging.getLogger(__name__)
 PAIR_CODE_ALPHABET = "123456789ABCDEFGHJKLMNPQRSTVWXYZ"
 MESSAGE_TYPES = ("text", "image", "document", "audio", "video", "location", "contact", "reaction")
 STORE_SUFFIX = ".simulator.json"
+PRESENCE_SUFFIX = ".presence.json"
+# WhatsApp stops showing "typing…" by itself when no new composing state comes within about this long.
+TYPING_SHOWN_S = 25.0
 STORE_VERSION = 1
 MAX_RETRY_DELAY_S = 60.0
 
@@ -256,6 +271,24 @@ def store_path(store_dir, session_key):
     """`<store_dir>/<session key, percent-quoted>.simulator.json` — quoting keeps distinct keys distinct
     ("t_a:1" and "t_a_1" would collide if both were squashed to underscores)."""
     return os.path.join(store_dir, quote(session_key, safe="") + STORE_SUFFIX)
+
+
+def presence_path(store_dir, session_key):
+    return os.path.join(store_dir, quote(session_key, safe="") + PRESENCE_SUFFIX)
+
+
+def chat_presence_seen(store_dir, session_key, *, now=None):
+    """What the contacts' phones show of the session's typing: [{chat, state, at, typing}], latest first."""
+    try:
+        with open(presence_path(store_dir, session_key), encoding="utf-8") as handle:
+            chats = json.load(handle)
+    except (OSError, ValueError):
+        return []
+    now = time.time() if now is None else now
+    seen = [{"chat": chat, "state": entry.get("state"), "at": entry.get("at"),
+             "typing": entry.get("state") == "composing" and now - float(entry.get("at") or 0) < TYPING_SHOWN_S}
+            for chat, entry in chats.items() if isinstance(entry, dict)]
+    return sorted(seen, key=lambda entry: entry["at"] or 0, reverse=True)
 
 
 def phone_digits(phone):
@@ -471,6 +504,25 @@ class SimulatorProvider(SessionProvider):
             self._owe({"kind": "receipt", "id": message_id, "chat": chat, "status": "delivered",
                        "due": self._wall() + self.timing.delivered_s})
             return message_id
+
+    def send_chat_presence(self, to, state):
+        if state not in CHAT_PRESENCE_STATES:
+            raise ProviderError("invalid_presence", f"chat presence is one of {', '.join(CHAT_PRESENCE_STATES)}")
+        chat = self._chat_jid(to)
+        with self._lock:
+            if self._state != CONNECTED:
+                raise ProviderError("not_connected", "the session is not connected to WhatsApp")
+            path = presence_path(self.store_dir, self.session_key)
+            try:
+                with open(path, encoding="utf-8") as handle:
+                    chats = json.load(handle)
+            except (OSError, ValueError):
+                chats = {}
+            chats[chat] = {"state": state, "at": self._wall()}
+            temporary = f"{path}.{os.getpid()}.tmp"
+            with open(temporary, "w", encoding="utf-8") as handle:
+                json.dump(chats, handle)
+            os.replace(temporary, path)
 
     def fetch_contacts(self):
         """The phone's address book: simulated_address_book() for this session, or what simulate_contacts set."""
