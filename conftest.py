@@ -35,6 +35,16 @@ def _eager_celery():
     yield
 
 
+@pytest.fixture(scope="session", autouse=True)
+def _no_real_wal_spool(tmp_path_factory):
+    """The private Postgres of `make run`/`make test` may archive WAL into var/wal-spool while the suite runs, with
+    no `wal` process shipping it; a test must never see that spool (the wal_not_shipped alert would fire)."""
+    from django.conf import settings
+
+    settings.BACKUP_WAL_SPOOL_DIR = str(tmp_path_factory.mktemp("wal-spool"))
+    yield
+
+
 @pytest.fixture(autouse=True)
 def _fast_password_hashing(request, settings):
     # Django's default PBKDF2 costs ~0.3 s per user; the named fixture makes four users per test.

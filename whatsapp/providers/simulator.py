@@ -419,6 +419,7 @@ class SimulatorProvider(SessionProvider):
         self._fail_next_send = None
         self._unreachable = False
         self._address_book = None  # (contacts, groups) set by simulate_contacts; None: simulated_address_book()
+        self._owed = {}  # name -> item: what WhatsApp's side keeps for this device, as far as this instance knows
         with _registry_lock:
             simulated_sessions[session_key] = self
 
@@ -578,6 +579,7 @@ class SimulatorProvider(SessionProvider):
             if self.identity is None:
                 raise ProviderError("not_connected", "the session is not connected to WhatsApp")
             name, item = accept_inbound(self.store_dir, self.session_key, data, due=self._wall())
+            self._owed[name] = item
             if self._state == CONNECTED:
                 self._schedule(name, item)
             return data["id"]
@@ -640,6 +642,7 @@ class SimulatorProvider(SessionProvider):
             self._new_run()
             self._state = LOGGED_OUT
             simulator_server.forget(self.store_dir, self.session_key)
+            self._owed = {}
             self.emit(EventKind.LOGGED_OUT, reason="device not linked")
             return
         self._linked = stored
@@ -648,7 +651,8 @@ class SimulatorProvider(SessionProvider):
                   jid_user=stored["jid_user"], jid_device=stored["jid_device"])
         # WhatsApp hands the new connection everything not acknowledged: what fell due while offline now, in
         # order; what is not due yet when it falls due.
-        for name, item in simulator_server.pending(self.store_dir, self.session_key):
+        self._owed = dict(simulator_server.compact(self.store_dir, self.session_key))
+        for name, item in list(self._owed.items()):
             self._schedule(name, item)
 
     def _connection_lost(self, reason, retries_done):
@@ -684,6 +688,7 @@ class SimulatorProvider(SessionProvider):
             except FileNotFoundError:
                 pass
             simulator_server.forget(self.store_dir, self.session_key)
+            self._owed = {}
             self.identity = None
             self._state = LOGGED_OUT
             self.emit(EventKind.LOGGED_OUT, reason=reason)
@@ -727,7 +732,8 @@ class SimulatorProvider(SessionProvider):
     def _owe(self, item):
         """Keep `item` on WhatsApp's side and deliver it when due (if connected then; else on the next connect)."""
         name = simulator_server.put(self.store_dir, self.session_key, item)
-        if name is not None and self._state == CONNECTED:
+        self._owed[name] = item
+        if self._state == CONNECTED:
             self._schedule(name, item)
 
     def _schedule(self, name, item):
@@ -740,12 +746,13 @@ class SimulatorProvider(SessionProvider):
     def _deliver(self, name, item):
         """Emit a kept item to the connected device, acknowledged by the host once committed. One that is no
         longer kept was acknowledged already (by this host or an earlier one)."""
-        if self._state != CONNECTED or not simulator_server.holds(self.store_dir, self.session_key, name):
+        if self._state != CONNECTED or name not in self._owed:
             return
-        store_dir, key = self.store_dir, self.session_key
+        store_dir, key, owed = self.store_dir, self.session_key, self._owed
 
         def ack():
             simulator_server.ack(store_dir, key, name)
+            owed.pop(name, None)
 
         if item["kind"] == "message":
             self._emit(ProviderEvent(key, EventKind.MESSAGE, dict(item["data"]), ack=ack))
@@ -758,7 +765,9 @@ class SimulatorProvider(SessionProvider):
             # redelivery the read one is kept, and scheduled, already.
             read = {"kind": "receipt", "id": message_id, "chat": chat, "status": "read",
                     "due": self._wall() + max(0.0, self.timing.read_s - self.timing.delivered_s)}
-            read_name = simulator_server.put(store_dir, key, read)
+            if simulator_server.item_name("receipt", message_id, "read") not in owed:
+                read_name = simulator_server.put(store_dir, key, read)
+                owed[read_name] = read
         self._emit(ProviderEvent(key, EventKind.RECEIPT, {"ids": [message_id], "chat": chat, "status": status,
                                                           "timestamp": int(time.time())}, ack=ack))
         if read_name is not None:

@@ -615,6 +615,29 @@ def test_an_unlinked_device_loses_what_whatsapp_kept_for_it(make, linked, clock)
     assert simulator_server.pending(provider.store_dir, provider.session_key) == []
 
 
+def test_the_server_journal_is_compacted_and_writers_follow_the_new_file(tmp_path):
+    from whatsapp.providers import simulator_server
+
+    store, key = str(tmp_path), "t_acme:1"
+    names = [simulator_server.put(store, key, {"kind": "receipt", "id": f"SIM{i}", "chat": "c", "status": "read",
+                                               "due": i}) for i in range(simulator_server.COMPACT_MIN_RECORDS)]
+    for name in names[1:]:
+        simulator_server.ack(store, key, name)
+    journal = os.path.join(simulator_server.session_dir(store, key), simulator_server.JOURNAL)
+    before = os.path.getsize(journal)
+    assert [n for n, _ in simulator_server.compact(store, key)] == [names[0]]
+    assert os.path.getsize(journal) < before / 100
+    # This process's open descriptor still points at the replaced file: the next record must reach the new one.
+    late = simulator_server.put(store, key, {"kind": "message", "id": "SIMLATE", "due": 10**10,
+                                             "data": {"id": "SIMLATE", "media": b"\x00\x01"}})
+    pending = simulator_server.pending(store, key)
+    assert [n for n, _ in pending] == [names[0], late] and pending[1][1]["data"]["media"] == b"\x00\x01"
+    simulator_server.forget(store, key)
+    assert simulator_server.pending(store, key) == []
+    simulator_server.put(store, key, {"kind": "message", "id": "SIMAFTER", "due": 1, "data": {}})
+    assert [i["id"] for _, i in simulator_server.pending(store, key)] == ["SIMAFTER"]
+
+
 def test_chat_presence_is_what_the_contacts_phone_shows(make, linked, clock, tmp_path):
     store = str(tmp_path / "store")
     provider, events = linked
