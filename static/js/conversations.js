@@ -268,6 +268,11 @@
         var card = document.querySelector("[data-testid=inbox-card]");
         if (card) applyInbox(card, msg.data);
       }
+    } else if (msg.type === "members.presence") {
+      var names = (msg.data.online || []).map(function (id) { return memberNames[String(id)]; })
+        .filter(Boolean).sort();
+      var node = document.querySelector("[data-online-names]");
+      if (node) node.textContent = names.length ? names.join(", ") : "nobody else";
     } else if (msg.type === "contacts.synced") {
       onSynced(msg.data);
     }

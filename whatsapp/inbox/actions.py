@@ -25,7 +25,7 @@ from whatsapp.providers.base import CHAT_PRESENCE_STATES
 from whatsapp.sessions.models import WhatsAppSession
 from whatsapp.live import conversation_group, conversation_summary, conversations_group
 
-from . import selectors
+from . import presence, selectors
 from .errors import InboxError
 from .models import CannedReply, ConversationNote, RoundRobin
 
@@ -65,9 +65,9 @@ def assign(tenant, conversation, member, *, acting_user):
 
 def assign_round_robin(tenant, conversation, *, acting_user):
     """Give `conversation` to the next member of the round robin (whatsapp.inbox.selectors.round_robin_pool: the
-    agents in membership order, starting after the one who got the last conversation this way). 409 no_agents
-    when nobody answers conversations."""
-    pool = selectors.round_robin_pool(tenant)
+    online agents — all agents when none is online — in membership order, starting after the one who got the last
+    conversation this way). 409 no_agents when nobody answers conversations."""
+    pool = selectors.round_robin_pool(tenant, online=presence.online_member_ids(connection.schema_name))
     if not pool:
         raise DomainError(InboxError.NO_AGENTS, "Nobody in this workspace answers conversations; invite an agent.")
     with transaction.atomic():

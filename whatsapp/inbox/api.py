@@ -133,7 +133,8 @@ class ConversationAssignView(DirectoryView):
     @extend_schema(tags=TAGS, parameters=[ID_PARAMETER], request=AssignSerializer, responses=ConversationSerializer)
     def post(self, request, pk):
         """Give the conversation to a member (`member_id`), to nobody (`null`), or, with `member_id` left out, to
-        the next agent by round robin (agents in turn; everyone who answers when the workspace has no agent).
+        the next agent by round robin (the online agents in turn, all agents when none is online; everyone who answers
+        when the workspace has no agent).
         404 for a member id that is not this workspace's; 400 assignee_cannot_reply for a viewer; 409 no_agents."""
         conversation = _conversation(pk)
         data = _valid(AssignSerializer, request)

@@ -25,6 +25,7 @@ from whatsapp.automation import actions as automation
 from whatsapp.conversations import actions as conversations
 from whatsapp.conversations.models import Contact, Conversation
 from whatsapp.inbox import actions as inbox
+from whatsapp.inbox import presence
 from whatsapp.inbox import selectors as inbox_selectors
 from whatsapp.inbox.models import CannedReply, ConversationNote
 from whatsapp.live import conversation_summary
@@ -148,6 +149,8 @@ def conversation_list(request):
         "member_names": names,
         "me": request.membership.pk if request.membership else None,
         "sessions_with_conversations": set(Conversation.objects.values_list("session_id", flat=True).distinct()),
+        "online": sorted(names.get(member, "") for member in presence.online_member_ids(request.tenant.schema_name)
+                         if member in names),
     })
 
 
