@@ -5,9 +5,9 @@ Messages go out and contacts' messages come in through the HTTP API while the ho
 moment when most sent messages still wait for their delivery or read receipt and inbound messages are on their
 way; more come for the device while no host runs it. The simulated WhatsApp keeps what it owes the device
 (simulator_server) until the host acknowledges it after committing it, so the next host, resuming the device,
-gets every receipt and message again: none is lost, and each is stored once. Then the window between commit and acknowledgement is replayed on purpose (items already
-stored put back on WhatsApp's side, as a kill between the two leaves them) and a reconnect redelivers them: the
-database does not change.
+gets every receipt and message again: none is lost, and each is stored once. Then the window between commit and
+acknowledgement is replayed on purpose (items already stored put back on WhatsApp's side, as a kill between the
+two leaves them) and a reconnect redelivers them: the database does not change.
 
 Before the offline queue, receipts owed at a kill were lost for good: the crash test saw 190 of 200 messages stay
 `sent`, and this scenario 60 of 60.
