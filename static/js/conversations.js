@@ -74,6 +74,15 @@
     var time = el("time", null, formatTime(m.created_at));
     time.setAttribute("datetime", m.created_at);
     meta.appendChild(time);
+    if (document.querySelector("form[data-send-form]") && m.type !== "reaction") {
+      var reply = el("button", "conv-reply-button", "Reply");
+      reply.type = "button";
+      reply.setAttribute("data-reply-to", m.id);
+      reply.setAttribute("data-testid", "reply-to-" + m.id);
+      reply.setAttribute("aria-label", "Reply to this message");
+      meta.appendChild(document.createTextNode(" "));
+      meta.appendChild(reply);
+    }
     if (m.direction === "out") {
       var tick = el("span", "conv-tick");
       tick.setAttribute("data-tick", "");
@@ -348,6 +357,7 @@
         if (body.ok) {
           form.querySelector("textarea").value = "";
           closePicker();
+          setReply("", "");
           // A sent message ends "typing…" on WhatsApp by itself.
           if (pauseTimer) { clearTimeout(pauseTimer); pauseTimer = null; }
           typingSentAt = 0;
@@ -447,6 +457,26 @@
       if (event.key === "Escape") { closePicker(); composer.focus(); }
     });
   }
+
+  // --- reply-to: "Reply" on a message quotes it in the next message sent from the box ------------------------------
+  function setReply(id, text) {
+    var form = document.querySelector("form[data-send-form]");
+    if (!form) return;
+    form.querySelector("[data-reply-field]").value = id || "";
+    var bar = form.querySelector("[data-replying]");
+    bar.querySelector("[data-replying-text]").textContent = text || "";
+    bar.classList.toggle("hidden", !id);
+    if (id && composer) composer.focus();
+  }
+  document.addEventListener("click", function (event) {
+    var button = event.target.closest && event.target.closest("[data-reply-to]");
+    if (button) {
+      var body = button.closest(".conv-bubble").querySelector("[data-body]");
+      setReply(button.getAttribute("data-reply-to"), (body ? body.textContent : "").slice(0, 80));
+    } else if (event.target.closest && event.target.closest("[data-reply-cancel]")) {
+      setReply("", "");
+    }
+  });
 
   document.querySelectorAll("time[datetime][data-local]").forEach(function (node) {
     node.textContent = formatTime(node.getAttribute("datetime"));

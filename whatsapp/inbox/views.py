@@ -175,6 +175,12 @@ def _send(request, conversation):
         return _respond(request, False, f"A message holds at most {TEXT_MAX} characters.", status=400,
                         code="text_too_long", back=back)
     body = {"session": conversation.session.name, "to": _recipient(conversation), "type": "text", "text": text}
+    quoted = str(request.POST.get("reply_to", "")).strip()
+    if quoted:  # "Reply" on a message of this conversation: WhatsApp shows it quoted above the answer
+        if not quoted.isdigit() or not Message.objects.filter(pk=int(quoted), conversation=conversation).exists():
+            return _respond(request, False, "Reply to a message of this conversation.", status=400,
+                            code="unknown_reply_to", back=back)
+        body["reply_to"] = int(quoted)
     try:
         with transaction.atomic():
             message, _ = messaging.queue_message(request.tenant, body=body)
