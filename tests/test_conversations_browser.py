@@ -75,6 +75,8 @@ def test_messages_appear_and_move_to_delivered_and_read_live(named, live_system,
     expect(row).to_contain_text("Hi, is the shop open today?")
     expect(row).to_contain_text(CONTACT)
     expect(row.locator("[data-field=unread]")).to_have_text("1")
+    expect(owner.get_by_test_id("tab-all-count")).to_have_text("(1)")  # the tabs' figures follow live
+    expect(owner.get_by_test_id("tab-all-unread")).to_have_text("1")
     assert owner.evaluate("window.__sameDocument === true"), "the list was reloaded"
     owner.screenshot(path=str(SCREENSHOTS / "conversations-list-390.png"), full_page=True)
     assert_fits_phone(owner, "the conversation list")

@@ -237,6 +237,33 @@
     }
   }
 
+  // --- the tabs' figures (mine / unassigned / all): asked again, at most once a second, after any change --------
+  var countsTimer = null;
+  function refreshCounts() {
+    if (!listRoot || countsTimer || !window.fetch) return;
+    countsTimer = setTimeout(function () {
+      countsTimer = null;
+      var status = listRoot.getAttribute("data-status-filter");
+      var query = status && status !== "any" ? "?status=" + encodeURIComponent(status) : "";
+      fetch("/api/v1/conversations/counts" + query, { credentials: "same-origin",
+                                                      headers: { "Accept": "application/json" } })
+        .then(function (response) { return response.ok ? response.json() : null; })
+        .then(function (body) {
+          if (!body || !body.data) return;
+          ["mine", "unassigned", "all"].forEach(function (name) {
+            var tab = listRoot.querySelector('[data-tab="' + name + '"]');
+            var figures = body.data[name];
+            if (!tab || !figures) return;
+            tab.querySelector("[data-tab-count]").textContent = "(" + figures.conversations + ")";
+            var badge = tab.querySelector("[data-tab-unread]");
+            badge.textContent = figures.unread_conversations;
+            badge.classList.toggle("hidden", !figures.unread_conversations);
+          });
+        })
+        .catch(function () {});
+    }, 1000);
+  }
+
   // --- read -------------------------------------------------------------------------------------------------
   // The open conversation was seen: on load and whenever an inbound message arrives while the page is visible.
   // A POST, never the page's GET (a GET changes nothing).
@@ -257,6 +284,7 @@
     if (msg.type === "message.update") {
       upsertMessage(msg.data);
       applySummary(msg.data.conversation);
+      refreshCounts();
       if (msg.data.direction === "in") markRead();
     } else if (msg.type === "conversation.snapshot") {
       (msg.data.messages || []).forEach(upsertMessage);
@@ -264,6 +292,7 @@
       (msg.data.conversations || []).forEach(applySummary);
     } else if (msg.type === "conversation.update") {
       applySummary(msg.data);
+      refreshCounts();
       if (threadRoot && msg.data.id === conversationId) {
         var card = document.querySelector("[data-testid=inbox-card]");
         if (card) applyInbox(card, msg.data);

@@ -4,6 +4,7 @@ assign; another tenant's member or conversation is 404.
 
 Acme: alice (owner), bob (agent), dave (agent), vera (viewer); Globex: carol (owner).
 """
+import re
 import time
 
 import pytest
@@ -226,7 +227,10 @@ def test_the_pages_assign_change_status_and_filter(named, team, chats, client):
     everything = client.get("/conversations/?assigned=all&status=open")
     assert f'data-testid="conversation-row-{chats[2]}"'.encode() in everything.content
     assert f'data-testid="conversation-row-{chats[0]}"'.encode() not in everything.content
-    assert b'data-testid="tab-unassigned-unread"' in everything.content  # unread conversations nobody has
+    # The tabs: with unread messages, one conversation nobody has (chats[2]); bob's two are not open or not unread.
+    badge = re.search(rb'data-testid="tab-unassigned-unread"[^>]*>(\d+)<', everything.content)
+    assert badge and badge.group(1) == b"1"
+    assert re.search(rb'data-testid="tab-all-count"[^>]*>\((\d+)\)<', everything.content).group(1) == b"2"
 
     refused = client.post(page, {"action": "assign", "member": members["vera"].pk}, follow=True)
     assert b"cannot answer them" in refused.content
