@@ -183,7 +183,9 @@ def test_receipts_and_inbound_messages_survive_a_sigkill_of_the_host_and_are_sto
     assert unresolved == [], f"{len(unresolved)} messages never got their receipts: {unresolved[:5]}"
     assert lost_inbound == set(), lost_inbound
     assert set(stored) == received and set(stored.values()) == {1}, stored
-    assert simulator_server.pending(store, key) == []  # all acknowledged once committed
+    # All acknowledged once committed (each just after its commit: waited for, not read at once).
+    live.wait_until(lambda: simulator_server.pending(store, key) == [], timeout=WAIT, interval=0.2,
+                    message="every item to be acknowledged")
 
     # --- the window between commit and acknowledgement, replayed: redelivered, stored once ---------------------
     replay_in = sorted(received)[:REPLAYED]
