@@ -35,6 +35,16 @@ def _eager_celery():
     yield
 
 
+@pytest.fixture(scope="session", autouse=True)
+def _no_real_wal_spool(tmp_path_factory):
+    """The private Postgres of `make run`/`make test` may archive WAL into var/wal-spool while the suite runs, with
+    no `wal` process shipping it; a test must never see that spool (the wal_not_shipped alert would fire)."""
+    from django.conf import settings
+
+    settings.BACKUP_WAL_SPOOL_DIR = str(tmp_path_factory.mktemp("wal-spool"))
+    yield
+
+
 @pytest.fixture(autouse=True)
 def _fast_password_hashing(request, settings):
     # Django's default PBKDF2 costs ~0.3 s per user; the named fixture makes four users per test.
@@ -73,7 +83,7 @@ def _forget_login_rate_limits(_a_cache_of_its_own):
     # A wake flag (webhook pump, session drain) left by an earlier test whose task never ran (a real worker's broker,
     # a rolled-back commit) would keep this test's pump or drain asleep for its 60 s TTL.
     from django.db import connection
-    for kind in ("webhooks", "drain"):
+    for kind in ("webhooks", "drain", "inbox-online"):  # and members left online by an earlier test's socket
         for key in redis.scan_iter(match=f"sb:{kind}:{connection.settings_dict['NAME']}:*", count=500):
             redis.delete(key)
     yield

@@ -8,8 +8,9 @@ class BackupsConfig(AppConfig):
         from accounts import dashboard  # here: apps register with the dashboard once the registry is ready
         from alerts import rules
 
-        from .notify import backup_incidents
+        from .notify import backup_incidents, wal_incidents
         from .views import export_card
 
         dashboard.add_card(dashboard.Part("backups/_export_card.html", export_card))
         rules.register(backup_incidents)
+        rules.register(wal_incidents)

@@ -1,10 +1,12 @@
 """Where backup failures are told: the alerts app (its channels: email to the platform admins, the signed webhook,
 Telegram; its page /platform/alerts/). `backup_incidents` is one of its rules, registered in BackupsConfig.ready():
 the newest finished backup of a scope that failed, or was made but did not verify, fires an alert that resolves
-when a later backup of that scope succeeds and verifies; likewise the newest restore of a scope. When something
+when a later backup of that scope succeeds and verifies; likewise the newest restore of a scope. `wal_incidents`
+watches the WAL spool. When something
 fails, `check_alerts_soon()` runs the check at once instead of within the minute. A nightly backup that could not
 even start leaves no row to watch: that one is an email."""
 import logging
+import os
 
 from django.conf import settings
 from django.contrib.auth import get_user_model
@@ -15,11 +17,12 @@ from alerts.rules import Incident
 from alerts.tasks import check_alerts
 from core.tasks import send_email
 
+from . import wal
 from .models import Backup, Restore, Status
 
 log = logging.getLogger(__name__)
 FINISHED = (Status.SUCCEEDED, Status.FAILED)
-RULES = ("backup_failed", "backup_unverified", "restore_failed")
+RULES = ("backup_failed", "backup_unverified", "restore_failed", "wal_not_shipped")
 
 
 def firing_alerts():
@@ -55,6 +58,25 @@ def backup_incidents(now):
             "restore_failed", f"Restore #{restore.pk} of backup #{restore.backup_id} failed: {restore.error}"[:500],
             details={"restore_id": restore.pk, "backup_id": restore.backup_id, "scope": restore.scope})
     return found
+
+
+def wal_incidents(now):
+    """Archived WAL waiting in the spool much longer than the shipping interval: nobody ships it (the Procfile's
+    `wal` process is not running, or fails), and point-in-time recovery after losing the machine would lose all of
+    it. Seen only where the spool is (the database's machine, where `wal` must run)."""
+    spool = settings.BACKUP_WAL_SPOOL_DIR
+    if not os.path.isdir(spool):
+        return {}
+    waiting = [entry.stat().st_mtime for entry in os.scandir(spool) if wal.is_shippable(entry.name)]
+    if not waiting:
+        return {}
+    age = now.timestamp() - min(waiting)
+    if age <= max(60, 3 * settings.BACKUP_WAL_SHIP_SECONDS):
+        return {}
+    return {"wal_not_shipped": Incident(
+        "wal_not_shipped", f"{len(waiting)} archived WAL file(s) waiting to be shipped, the oldest for {age:.0f} s: "
+        "is the `wal` process running? Point-in-time recovery would lose them with the machine.",
+        details={"files": len(waiting), "oldest_seconds": round(age), "spool": str(spool)})}
 
 
 def check_alerts_soon():

@@ -50,7 +50,8 @@ def backups_page(request):
     page = Paginator(backups, 25).get_page(request.GET.get("page"))
     pitr, pitr_why = wal.archive_enabled()
     return render(request, "backups/backups.html", {
-        "page": page, "stats": stats(), "alerts": notify.firing_alerts(), "tenants": Tenant.objects.filter(status__in=["active", "suspended"]),
+        "page": page, "stats": stats(), "alerts": notify.firing_alerts(),
+        "tenants": Tenant.objects.filter(status__in=["active", "suspended"]),
         "restores": Restore.objects.select_related("backup", "tenant").order_by("-created_at")[:10],
         "encryption": crypto.mode(), "derived_key": crypto.mode() == crypto.PASSPHRASE
         and not _has_passphrase(), "pitr": pitr, "pitr_why": pitr_why, "storage": storage.store().describe(),

@@ -49,6 +49,11 @@ _SHIPPABLE = re.compile(r"^[0-9A-F]{24}(\.partial|\.[0-9A-F]{8}\.backup)?$|^[0-9
 _STAMP = re.compile(r"(\d{8}T\d{6}Z)-\d+")
 
 
+def is_shippable(name):
+    """A finished WAL segment, partial segment, backup label or timeline history file (not a copy in progress)."""
+    return bool(_SHIPPABLE.match(name))
+
+
 def archive_settings(spool_dir, timeout_seconds=None):
     """postgresql.conf lines for WAL archiving into `spool_dir` (bootstrap.sh writes the same for its cluster)."""
     spool = str(spool_dir)

@@ -300,8 +300,9 @@ BACKUP_EXPORT_LINK_HOURS = env.int("BACKUP_EXPORT_LINK_HOURS", default=24)
 BACKUP_WAL_SPOOL_DIR = env("BACKUP_WAL_SPOOL_DIR", default=str(BASE_DIR / "var" / "wal-spool"))
 BACKUP_BASE_SCHEDULE = env("BACKUP_BASE_SCHEDULE", default="0 2 * * 0")  # weekly, Sunday 02:00 UTC
 # RPO when the machine is lost = archive_timeout (the segment in progress is lost) + the shipping interval (an
-# archived segment waits in the spool) + the shipment: 30 + 10 + ~0.1 s, measured by bench/backup_restore.py. With 60
-# it was 70 s. A segment closed early is zero-filled: ~1 KB once compressed, so a short timeout costs nothing.
+# archived segment waits in the spool) + the shipment + ~2 s (Postgres counts whole seconds): about 42 s; measured by
+# bench/backup_restore.py (worst 39.7 s). With 60 it was 72.3 s. A segment closed early is zero-filled: ~1 KB once
+# compressed, so a short timeout costs nothing.
 BACKUP_WAL_SHIP_SECONDS = env.int("BACKUP_WAL_SHIP_SECONDS", default=10)
 BACKUP_ARCHIVE_TIMEOUT_SECONDS = env.int("BACKUP_ARCHIVE_TIMEOUT_SECONDS", default=30)  # scripts/bootstrap.sh reads it
 # Postgres client binaries (pg_dump, pg_restore, psql, pg_basebackup); empty = the /usr/lib/postgresql/<N>/bin

@@ -75,6 +75,8 @@ def test_messages_appear_and_move_to_delivered_and_read_live(named, live_system,
     expect(row).to_contain_text("Hi, is the shop open today?")
     expect(row).to_contain_text(CONTACT)
     expect(row.locator("[data-field=unread]")).to_have_text("1")
+    expect(owner.get_by_test_id("tab-all-count")).to_have_text("(1)")  # the tabs' figures follow live
+    expect(owner.get_by_test_id("tab-all-unread")).to_have_text("1")
     assert owner.evaluate("window.__sameDocument === true"), "the list was reloaded"
     owner.screenshot(path=str(SCREENSHOTS / "conversations-list-390.png"), full_page=True)
     assert_fits_phone(owner, "the conversation list")
@@ -98,7 +100,7 @@ def test_messages_appear_and_move_to_delivered_and_read_live(named, live_system,
     assert owner.evaluate("window.__sameDocument === true"), "the conversation page was reloaded"
 
     # --- a test send from the page, and another inbound message, live ----------------------------------------------
-    owner.get_by_label(re.compile("Reply")).fill("Sent from the dashboard")
+    owner.get_by_role("textbox", name=re.compile("^Reply")).fill("Sent from the dashboard")
     owner.get_by_test_id("send").click()
     mine = owner.locator(".conv-out", has_text="Sent from the dashboard")
     expect(mine).to_have_count(1)
@@ -133,9 +135,19 @@ def test_messages_appear_and_move_to_delivered_and_read_live(named, live_system,
     owner.goto(f"/conversations/{conversation['id']}/")
     owner.get_by_test_id("assign-me").click()
     expect(owner.get_by_test_id("conversation-assignee")).to_contain_text("Assigned to")
-    composer = owner.get_by_label(re.compile("Reply"))
+    owner.locator(".conv-in", has_text="Great, see you!").get_by_role("button", name="Reply to this message").click()
+    expect(owner.get_by_test_id("replying")).to_contain_text("Great, see you!")
+    composer = owner.get_by_role("textbox", name=re.compile("^Reply"))
     composer.fill("")
     composer.press_sequentially("/pri")
+    # While the owner types, the contact's (simulated) phone shows "typing…".
+    chat = CONTACT.lstrip("+") + "@s.whatsapp.net"
+    deadline = time.monotonic() + TIMEOUT_MS / 1000
+    seen = []
+    while not any(entry["chat"] == chat and entry["typing"] for entry in seen) and time.monotonic() < deadline:
+        time.sleep(0.1)
+        seen = api(live_system, key, "GET", "test-helpers/sessions/front-desk/chat-presence")[1]["data"]
+    assert any(entry["chat"] == chat and entry["typing"] for entry in seen), seen
     owner.get_by_test_id("canned-option-price").click()
     expect(composer).to_have_value("Plans start at $9.")
     owner.get_by_test_id("send").click()
@@ -148,6 +160,8 @@ def test_messages_appear_and_move_to_delivered_and_read_live(named, live_system,
     assert_fits_phone(owner, "the conversation with its inbox controls")
     _, messages = api(live_system, key, "GET", f"conversations/{conversation['id']}/messages")
     assert not any("Quoted the basic plan." in (m["text"] or "") for m in messages["data"])
+    answer = next(m for m in messages["data"] if m["text"] == "Plans start at $9.")
+    assert answer["reply_to"], answer  # quoting "Great, see you!"
     owner.goto("/conversations/?assigned=mine&status=open")
     expect(owner.get_by_test_id(f"conversation-row-{conversation['id']}")).to_have_count(0)
     owner.goto("/conversations/?assigned=mine&status=closed")

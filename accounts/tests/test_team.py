@@ -260,6 +260,7 @@ async def test_removing_a_member_closes_their_open_pages_at_once(named):
         connected, _ = await ws.connect()
         assert connected
     await sockets[1].receive_json_from(timeout=5)  # the conversations snapshot
+    assert (await sockets[1].receive_json_from(timeout=5))["type"] == "members.presence"  # bob is online
     assert await sockets[0].receive_nothing(timeout=0.3)
     bob = await database_sync_to_async(Membership.objects.get)(user=named.bob)
     await database_sync_to_async(members.remove_member)(bob, acting_user=named.alice)

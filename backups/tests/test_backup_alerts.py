@@ -15,7 +15,7 @@ from django_tenants.utils import tenant_context
 
 from alerts import actions as alert_actions
 from alerts.models import Alert
-from backups import actions, archive, storage
+from backups import actions, archive, storage, wal
 from backups.models import Backup, Status
 from whatsapp.models import BlockedNumber
 
@@ -144,3 +144,26 @@ def test_a_nightly_backup_that_does_not_verify_alerts_and_shows_on_the_page(name
     alert.refresh_from_db()
     assert alert.state == Alert.State.RESOLVED
     assert 'data-testid="backup-alert"' not in client.get("/platform/backups/").content.decode()
+
+
+def test_wal_waiting_unshipped_alerts_until_it_is_shipped(named, settings):
+    """The `wal` process not running: the spool keeps what Postgres archived, and an alert says so."""
+    spool = Path(settings.BACKUP_WAL_SPOOL_DIR)
+    spool.mkdir(parents=True)
+    segment = spool / "000000010000000000000007"
+    segment.write_bytes(b"\0" * 8192)
+    (spool / "000000010000000000000008.tmp").write_bytes(b"")  # a copy in progress is not counted
+    alert_actions.check()
+    assert firing("wal_not_shipped") is None  # just archived: the next shipment takes it
+
+    waited = timezone.now().timestamp() - 5 * 60
+    os.utime(segment, (waited, waited))
+    alert_actions.check()
+    alert = firing("wal_not_shipped")
+    assert alert is not None and alert.details["files"] == 1 and alert.details["oldest_seconds"] >= 300
+    assert any("waiting to be shipped" in m.subject for m in mail.outbox)
+
+    assert wal.ship_wal() == 1
+    alert_actions.check()
+    alert.refresh_from_db()
+    assert alert.state == Alert.State.RESOLVED

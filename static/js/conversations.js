@@ -74,6 +74,15 @@
     var time = el("time", null, formatTime(m.created_at));
     time.setAttribute("datetime", m.created_at);
     meta.appendChild(time);
+    if (document.querySelector("form[data-send-form]") && m.type !== "reaction") {
+      var reply = el("button", "conv-reply-button", "Reply");
+      reply.type = "button";
+      reply.setAttribute("data-reply-to", m.id);
+      reply.setAttribute("data-testid", "reply-to-" + m.id);
+      reply.setAttribute("aria-label", "Reply to this message");
+      meta.appendChild(document.createTextNode(" "));
+      meta.appendChild(reply);
+    }
     if (m.direction === "out") {
       var tick = el("span", "conv-tick");
       tick.setAttribute("data-tick", "");
@@ -237,6 +246,33 @@
     }
   }
 
+  // --- the tabs' figures (mine / unassigned / all): asked again, at most once a second, after any change --------
+  var countsTimer = null;
+  function refreshCounts() {
+    if (!listRoot || countsTimer || !window.fetch) return;
+    countsTimer = setTimeout(function () {
+      countsTimer = null;
+      var status = listRoot.getAttribute("data-status-filter");
+      var query = status && status !== "any" ? "?status=" + encodeURIComponent(status) : "";
+      fetch("/api/v1/conversations/counts" + query, { credentials: "same-origin",
+                                                      headers: { "Accept": "application/json" } })
+        .then(function (response) { return response.ok ? response.json() : null; })
+        .then(function (body) {
+          if (!body || !body.data) return;
+          ["mine", "unassigned", "all"].forEach(function (name) {
+            var tab = listRoot.querySelector('[data-tab="' + name + '"]');
+            var figures = body.data[name];
+            if (!tab || !figures) return;
+            tab.querySelector("[data-tab-count]").textContent = "(" + figures.conversations + ")";
+            var badge = tab.querySelector("[data-tab-unread]");
+            badge.textContent = figures.unread_conversations;
+            badge.classList.toggle("hidden", !figures.unread_conversations);
+          });
+        })
+        .catch(function () {});
+    }, 1000);
+  }
+
   // --- read -------------------------------------------------------------------------------------------------
   // The open conversation was seen: on load and whenever an inbound message arrives while the page is visible.
   // A POST, never the page's GET (a GET changes nothing).
@@ -257,6 +293,7 @@
     if (msg.type === "message.update") {
       upsertMessage(msg.data);
       applySummary(msg.data.conversation);
+      refreshCounts();
       if (msg.data.direction === "in") markRead();
     } else if (msg.type === "conversation.snapshot") {
       (msg.data.messages || []).forEach(upsertMessage);
@@ -264,10 +301,16 @@
       (msg.data.conversations || []).forEach(applySummary);
     } else if (msg.type === "conversation.update") {
       applySummary(msg.data);
+      refreshCounts();
       if (threadRoot && msg.data.id === conversationId) {
         var card = document.querySelector("[data-testid=inbox-card]");
         if (card) applyInbox(card, msg.data);
       }
+    } else if (msg.type === "members.presence") {
+      var names = (msg.data.online || []).map(function (id) { return memberNames[String(id)]; })
+        .filter(Boolean).sort();
+      var node = document.querySelector("[data-online-names]");
+      if (node) node.textContent = names.length ? names.join(", ") : "nobody else";
     } else if (msg.type === "contacts.synced") {
       onSynced(msg.data);
     }
@@ -314,6 +357,10 @@
         if (body.ok) {
           form.querySelector("textarea").value = "";
           closePicker();
+          setReply("", "");
+          // A sent message ends "typing…" on WhatsApp by itself.
+          if (pauseTimer) { clearTimeout(pauseTimer); pauseTimer = null; }
+          typingSentAt = 0;
           if (body.message_data) upsertMessage(body.message_data);
         } else {
           error.textContent = body.message;
@@ -365,6 +412,34 @@
                                                                "No canned replies yet."));
     picker.classList.remove("hidden");
   }
+  // --- typing: while a member writes, the contact sees "typing…" (a composing state at most every 8 s, "paused"
+  // after 4 s without a key or once the message is sent). Only when the number is connected (data-can-send).
+  var typingSentAt = 0, pauseTimer = null;
+  function typing(state) {
+    var form = document.querySelector("form[data-send-form]");
+    if (!form || form.getAttribute("data-can-send") !== "true" || !window.fetch) return;
+    var data = new FormData();
+    data.append("csrfmiddlewaretoken", form.querySelector("[name=csrfmiddlewaretoken]").value);
+    data.append("action", "typing");
+    data.append("state", state);
+    fetch(window.location.pathname, { method: "POST", body: data, credentials: "same-origin",
+                                      headers: { "Accept": "application/json" } }).catch(function () {});
+  }
+  function stopTyping() {
+    if (pauseTimer) { clearTimeout(pauseTimer); pauseTimer = null; }
+    if (typingSentAt) { typingSentAt = 0; typing("paused"); }
+  }
+  if (composer) {
+    composer.addEventListener("input", function () {
+      if (!composer.value) { stopTyping(); return; }
+      var now = Date.now();
+      if (now - typingSentAt > 8000) { typingSentAt = now; typing("composing"); }
+      if (pauseTimer) clearTimeout(pauseTimer);
+      pauseTimer = setTimeout(stopTyping, 4000);
+    });
+    composer.addEventListener("blur", stopTyping);
+  }
+
   if (composer && picker) {
     composer.addEventListener("input", openPicker);
     composer.addEventListener("keydown", function (event) {
@@ -382,6 +457,26 @@
       if (event.key === "Escape") { closePicker(); composer.focus(); }
     });
   }
+
+  // --- reply-to: "Reply" on a message quotes it in the next message sent from the box ------------------------------
+  function setReply(id, text) {
+    var form = document.querySelector("form[data-send-form]");
+    if (!form) return;
+    form.querySelector("[data-reply-field]").value = id || "";
+    var bar = form.querySelector("[data-replying]");
+    bar.querySelector("[data-replying-text]").textContent = text || "";
+    bar.classList.toggle("hidden", !id);
+    if (id && composer) composer.focus();
+  }
+  document.addEventListener("click", function (event) {
+    var button = event.target.closest && event.target.closest("[data-reply-to]");
+    if (button) {
+      var body = button.closest(".conv-bubble").querySelector("[data-body]");
+      setReply(button.getAttribute("data-reply-to"), (body ? body.textContent : "").slice(0, 80));
+    } else if (event.target.closest && event.target.closest("[data-reply-cancel]")) {
+      setReply("", "");
+    }
+  });
 
   document.querySelectorAll("time[datetime][data-local]").forEach(function (node) {
     node.textContent = formatTime(node.getAttribute("datetime"));

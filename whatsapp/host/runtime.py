@@ -228,6 +228,9 @@ class SessionHost:
         if action == "drain":
             self.drain(key)
             return
+        if action == "chat_presence":
+            self.chat_presence(key, kwargs.get("to"), kwargs.get("state"))
+            return
         work = handlers.command(action)
         if work is not None:  # outside the host lock: reading a phone's address book may take a while
             schema_name, session_id = key.split(":", 1)
@@ -257,6 +260,17 @@ class SessionHost:
             except ProviderError as exc:
                 self.events.put(ProviderEvent(key, EventKind.ERROR, {"code": exc.code, "message": str(exc),
                                                                      "fatal": False}))
+
+    def chat_presence(self, key, to, state):
+        """"typing…" on the contact's phone (or no longer). Best effort and short-lived: a failure is logged, never
+        a session event (a member typing while the number reconnects must not fill its activity with errors)."""
+        provider = self.provider(key)
+        if provider is None:
+            return
+        try:
+            provider.send_chat_presence(to, state)
+        except ProviderError as exc:
+            log.info("session %s: chat presence %s to %s not sent (%s)", key, state, to, exc.code)
 
     def drain(self, key):
         """Send the session's due messages (the registered sender) on the calling thread. One drain per session

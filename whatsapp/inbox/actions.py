@@ -20,9 +20,12 @@ from core.api import has_visible_text
 from core.errors import CommonError, DomainError
 from core.permissions import Perm, allows, can_manage
 from whatsapp.conversations.models import Conversation
+from whatsapp.host import commands
+from whatsapp.providers.base import CHAT_PRESENCE_STATES
+from whatsapp.sessions.models import WhatsAppSession
 from whatsapp.live import conversation_group, conversation_summary, conversations_group
 
-from . import selectors
+from . import presence, selectors
 from .errors import InboxError
 from .models import CannedReply, ConversationNote, RoundRobin
 
@@ -62,9 +65,9 @@ def assign(tenant, conversation, member, *, acting_user):
 
 def assign_round_robin(tenant, conversation, *, acting_user):
     """Give `conversation` to the next member of the round robin (whatsapp.inbox.selectors.round_robin_pool: the
-    agents in membership order, starting after the one who got the last conversation this way). 409 no_agents
-    when nobody answers conversations."""
-    pool = selectors.round_robin_pool(tenant)
+    online agents — all agents when none is online — in membership order, starting after the one who got the last
+    conversation this way). 409 no_agents when nobody answers conversations."""
+    pool = selectors.round_robin_pool(tenant, online=presence.online_member_ids(connection.schema_name))
     if not pool:
         raise DomainError(InboxError.NO_AGENTS, "Nobody in this workspace answers conversations; invite an agent.")
     with transaction.atomic():
@@ -230,3 +233,19 @@ def delete_note(tenant, note, *, acting_user, membership):
                      before={"conversation_id": note.conversation_id, "author_id": note.author_id,
                              "text": note.text[:200]})
         note.delete()
+
+
+# --- typing ---------------------------------------------------------------------------------------------------------
+
+def send_typing(conversation, state):
+    """Show the contact "typing…" while a member writes (state "composing"), or stop ("paused"): the session host
+    sends the chat presence through the provider. Nothing is stored or audited; WhatsApp stops showing it by itself
+    after a while. 409 session_not_connected; 409 session_not_running when no host runs the session."""
+    if state not in CHAT_PRESENCE_STATES:
+        raise DomainError(CommonError.VALIDATION_ERROR, f"state is one of {', '.join(CHAT_PRESENCE_STATES)}.",
+                          {"state": list(CHAT_PRESENCE_STATES)})
+    session = conversation.session
+    if session.status != WhatsAppSession.Status.CONNECTED:
+        raise DomainError(InboxError.SESSION_NOT_CONNECTED, f"{session} is not connected; nothing reaches the contact.",
+                          {"status": session.status})
+    commands.send(connection.schema_name, session.pk, "chat_presence", to=conversation.chat_jid, state=state)

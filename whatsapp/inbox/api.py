@@ -4,7 +4,7 @@ GET conversations (filters: assigned=mine|unassigned|all, status=open|pending|cl
 conversations/counts (the tabs' figures, unread included), GET/PATCH conversations/{id} (status),
 POST conversations/{id}/assign (a member by id, nobody, or the next agent by round robin) and
 GET conversations/{id}/messages; GET/POST canned-replies, GET/PATCH/DELETE canned-replies/{id}; GET/POST
-conversations/{id}/notes, DELETE conversations/{id}/notes/{note_id}.
+conversations/{id}/notes, DELETE conversations/{id}/notes/{note_id}; POST conversations/{id}/typing.
 
 Any member reads; assigning, changing a status and writing notes is conversations.reply (owners, admins, agents: a
 viewer gets 403 permission_denied); canned replies are canned_replies.manage (owners, admins); a note is deleted by
@@ -133,7 +133,8 @@ class ConversationAssignView(DirectoryView):
     @extend_schema(tags=TAGS, parameters=[ID_PARAMETER], request=AssignSerializer, responses=ConversationSerializer)
     def post(self, request, pk):
         """Give the conversation to a member (`member_id`), to nobody (`null`), or, with `member_id` left out, to
-        the next agent by round robin (agents in turn; everyone who answers when the workspace has no agent).
+        the next agent by round robin (the online agents in turn, all agents when none is online; everyone who answers
+        when the workspace has no agent).
         404 for a member id that is not this workspace's; 400 assignee_cannot_reply for a viewer; 409 no_agents."""
         conversation = _conversation(pk)
         data = _valid(AssignSerializer, request)
@@ -144,6 +145,32 @@ class ConversationAssignView(DirectoryView):
             member = actions.member_of(tenant, data["member_id"]) if data["member_id"] is not None else None
             conversation = actions.assign(tenant, conversation, member, acting_user=request.user)
         return Response(conversation_summary(conversation))
+
+
+class TypingSerializer(StrictSerializer):
+    state = serializers.ChoiceField(choices=["composing", "paused"],
+                                    help_text='"composing": the contact sees typing…; "paused": no longer')
+
+
+TypingAcceptedSerializer = inline_serializer("TypingAccepted", {
+    "conversation_id": serializers.IntegerField(), "state": serializers.CharField(),
+})
+
+
+class ConversationTypingView(DirectoryView):
+    required_permission = Perm.CONVERSATIONS_REPLY
+    permission_classes = [*DirectoryView.permission_classes, CanWrite]
+
+    @extend_schema(tags=TAGS, parameters=[ID_PARAMETER], request=TypingSerializer,
+                   responses={202: TypingAcceptedSerializer})
+    def post(self, request, pk):
+        """Show the contact that someone is typing (composing) or has stopped (paused), through the number's
+        WhatsApp chat presence; WhatsApp stops showing it by itself after about 25 s without a new composing.
+        409 session_not_connected, session_not_running."""
+        conversation = _conversation(pk)
+        data = _valid(TypingSerializer, request)
+        actions.send_typing(conversation, data["state"])
+        return Response({"conversation_id": conversation.pk, "state": data["state"]}, status=202)
 
 
 class ConversationMessagesView(DirectoryView):
@@ -287,6 +314,7 @@ urlpatterns = [
     path("conversations/<int:pk>", ConversationDetailView.as_view(), name="api_conversation"),
     path("conversations/<int:pk>/assign", ConversationAssignView.as_view(), name="api_conversation_assign"),
     path("conversations/<int:pk>/messages", ConversationMessagesView.as_view(), name="api_conversation_messages"),
+    path("conversations/<int:pk>/typing", ConversationTypingView.as_view(), name="api_conversation_typing"),
     path("conversations/<int:pk>/notes", NoteListView.as_view(), name="api_conversation_notes"),
     path("conversations/<int:pk>/notes/<int:note_id>", NoteDetailView.as_view(), name="api_conversation_note"),
     path("canned-replies", CannedReplyListView.as_view(), name="api_canned_replies"),

@@ -6,9 +6,14 @@
                           not in the tenant's schema (unknown, or another tenant's) closes with 4404 before anything
                           is sent
 
+Both keep the member's presence (whatsapp.inbox.presence): heard from on connect and on each heartbeat ping, gone on
+disconnect; when a member comes online or leaves, list pages get {"type": "members.presence", "data": {"online":
+[membership ids]}}.
+
 On connect each sends a snapshot ({"type": "conversations.snapshot" | "conversation.snapshot"}) so that what
 changed between the page's render and the socket's join (or during a reconnect) is not lost: the page upserts.
 """
+from asgiref.sync import sync_to_async
 from channels.db import database_sync_to_async
 from django.db.models import F
 from django_tenants.utils import tenant_context
@@ -20,11 +25,52 @@ from whatsapp.messaging.models import Message
 from whatsapp.messaging.payloads import message_payload
 from whatsapp.sessions.consumers import _tenant_usable, _TenantConsumer
 
+from . import presence
+
 SNAPSHOT_CONVERSATIONS = 100
 SNAPSHOT_MESSAGES = 50
 
 
-class ConversationListConsumer(_TenantConsumer):
+class _InboxConsumer(_TenantConsumer):
+    """Keeps the member's presence while the page is open."""
+
+    tenant = None
+
+    def _membership_id(self):
+        membership = self.scope.get("membership")
+        return getattr(membership, "pk", None)
+
+    async def _heard(self):
+        member = self._membership_id()
+        if member is None or self.tenant is None:
+            return
+        came = await sync_to_async(presence.seen)(self.tenant.schema_name, member, self.channel_name)
+        if came:
+            await self._announce_presence()
+
+    async def _announce_presence(self):
+        online = await sync_to_async(presence.online_member_ids)(self.tenant.schema_name)
+        await self.channel_layer.group_send(conversations_group(self.tenant.schema_name),
+                                            {"type": "members.presence", "data": {"online": sorted(online)}})
+
+    async def receive_json(self, content, **kwargs):
+        await super().receive_json(content, **kwargs)
+        if isinstance(content, dict) and content.get("type") == "ping":
+            await self._heard()
+
+    async def disconnect(self, code):
+        await super().disconnect(code)
+        member = self._membership_id()
+        if member is not None and self.tenant is not None:
+            left = await sync_to_async(presence.gone)(self.tenant.schema_name, member, self.channel_name)
+            if left:
+                await self._announce_presence()
+
+    async def members_presence(self, event):
+        await self.send_json({"type": "members.presence", "data": event["data"]})
+
+
+class ConversationListConsumer(_InboxConsumer):
     required_permission = Perm.CONVERSATIONS_READ
 
     async def connect(self):
@@ -36,6 +82,7 @@ class ConversationListConsumer(_TenantConsumer):
         await self.accept()
         await self.send_json({"type": "conversations.snapshot",
                               "data": await database_sync_to_async(self._snapshot)()})
+        await self._heard()
 
     def _snapshot(self):
         with tenant_context(self.tenant):
@@ -54,7 +101,7 @@ class ConversationListConsumer(_TenantConsumer):
         await self.send_json({"type": "conversation.update", "data": event["data"]})
 
 
-class ConversationConsumer(_TenantConsumer):
+class ConversationConsumer(_InboxConsumer):
     required_permission = Perm.CONVERSATIONS_READ
 
     async def connect(self):
@@ -67,6 +114,7 @@ class ConversationConsumer(_TenantConsumer):
         await self.accept()
         await self.send_json({"type": "conversation.snapshot",
                               "data": await database_sync_to_async(self._snapshot)()})
+        await self._heard()
 
     @staticmethod
     def _find(tenant, conversation_id):

@@ -12,3 +12,4 @@ class InboxError(ErrorCode):
     TOO_MANY_CANNED_REPLIES = "too_many_canned_replies", 400
     # A note may be deleted by its author, or by an owner or admin.
     NOT_YOUR_NOTE = "not_your_note", 403
+    SESSION_NOT_CONNECTED = "session_not_connected", 409

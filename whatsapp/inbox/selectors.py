@@ -24,13 +24,19 @@ def responders(tenant):
     return [member for member in members(tenant) if allows(member.role, Perm.CONVERSATIONS_REPLY)]
 
 
-def round_robin_pool(tenant):
+def round_robin_pool(tenant, online=None):
     """Who round robin gives conversations to: the agents (members who answer conversations but do not manage the
-    workspace), oldest membership first; a workspace without agents gives them to everyone who answers. There is no
-    presence of members yet, so "online" is not asked: every agent takes a turn."""
+    workspace), oldest membership first — those of them with an inbox page open (`online`: membership ids, from
+    whatsapp.inbox.presence) when any is, else all of them; a workspace without agents gives them to everyone who
+    answers (online ones first, the same way)."""
     answering = responders(tenant)
     agents = [member for member in answering if not can_manage(member.role)]
-    return agents or answering
+    pool = agents or answering
+    if online:
+        present = [member for member in pool if member.pk in online]
+        if present:
+            return present
+    return pool
 
 
 def member_names(tenant):

@@ -25,6 +25,7 @@ from whatsapp.automation import actions as automation
 from whatsapp.conversations import actions as conversations
 from whatsapp.conversations.models import Contact, Conversation
 from whatsapp.inbox import actions as inbox
+from whatsapp.inbox import presence
 from whatsapp.inbox import selectors as inbox_selectors
 from whatsapp.inbox.models import CannedReply, ConversationNote
 from whatsapp.live import conversation_summary
@@ -148,6 +149,8 @@ def conversation_list(request):
         "member_names": names,
         "me": request.membership.pk if request.membership else None,
         "sessions_with_conversations": set(Conversation.objects.values_list("session_id", flat=True).distinct()),
+        "online": sorted(names.get(member, "") for member in presence.online_member_ids(request.tenant.schema_name)
+                         if member in names),
     })
 
 
@@ -172,6 +175,12 @@ def _send(request, conversation):
         return _respond(request, False, f"A message holds at most {TEXT_MAX} characters.", status=400,
                         code="text_too_long", back=back)
     body = {"session": conversation.session.name, "to": _recipient(conversation), "type": "text", "text": text}
+    quoted = str(request.POST.get("reply_to", "")).strip()
+    if quoted:  # "Reply" on a message of this conversation: WhatsApp shows it quoted above the answer
+        if not quoted.isdigit() or not Message.objects.filter(pk=int(quoted), conversation=conversation).exists():
+            return _respond(request, False, "Reply to a message of this conversation.", status=400,
+                            code="unknown_reply_to", back=back)
+        body["reply_to"] = int(quoted)
     try:
         with transaction.atomic():
             message, _ = messaging.queue_message(request.tenant, body=body)
@@ -206,6 +215,12 @@ def conversation_detail(request, pk):
             return _inbox_action(request, conversation, action, back)
         if action in ("add_note", "delete_note"):
             return _note_action(request, conversation, action, back)
+        if action == "typing":  # the composer says a member types (or stopped): the contact sees "typing…"
+            try:
+                inbox.send_typing(conversation, str(request.POST.get("state", "")))
+            except DomainError as exc:
+                return _respond(request, False, exc.message, status=exc.status, code=exc.code.value, back=back)
+            return _respond(request, True, "Typing shown.", back=back)
         if action == "mark_read":  # the open page says it was seen (on load, and as messages arrive)
             conversations.mark_read(conversation)
             return _respond(request, True, "Read.", back=back)

@@ -100,6 +100,7 @@ class ProviderError(Exception):
 
 
 Emit = Callable[[ProviderEvent], None]
+CHAT_PRESENCE_STATES = ("composing", "paused")
 
 
 class SessionProvider(abc.ABC):
@@ -158,6 +159,12 @@ class SessionProvider(abc.ABC):
         """Of `message_ids` (chosen with new_message_id), those WhatsApp's side is known to have accepted for the
         session. WhatsApp offers no such lookup: only the simulator, which is that side, can answer."""
         return set()
+
+    def send_chat_presence(self, to: str, state: str) -> None:
+        """Tell the chat `to` that we are typing (state "composing") or stopped ("paused"): WhatsApp shows
+        "typing…" on the contact's phone, and stops by itself after a while without news. Raises ProviderError
+        ("not_connected", "invalid_presence", "unsupported", …)."""
+        raise ProviderError("unsupported", f"{self.name} cannot show typing.")
 
     def fetch_contacts(self) -> list[dict]:
         """The linked phone's address book: [{jid, phone (E.164 or None), name, push_name, lid (or None)}].

@@ -47,7 +47,7 @@ import weakref
 from types import SimpleNamespace
 from urllib.parse import quote
 
-from .base import DeviceIdentity, EventKind, OutgoingMessage, ProviderError, SessionProvider
+from .base import CHAT_PRESENCE_STATES, DeviceIdentity, EventKind, OutgoingMessage, ProviderError, SessionProvider
 
 logger = logging.getLogger(__name__)
 
@@ -105,7 +105,7 @@ def _nz():
                     from neonize.proto import Neonize_pb2 as nproto
                     from neonize.proto.waCompanionReg.WAWebProtobufsCompanionReg_pb2 import DeviceProps
                     from neonize.proto.waE2E import WAWebProtobufsE2E_pb2 as wa
-                    from neonize.utils.enum import ClientName, LogLevel
+                    from neonize.utils.enum import ChatPresence, ChatPresenceMedia, ClientName, LogLevel
                     from neonize.utils.jid import Jid2String, JIDToNonAD, build_jid
                 finally:
                     root.setLevel(level)
@@ -119,7 +119,8 @@ def _nz():
                 ns = SimpleNamespace(
                     nclient=nclient, binder=_binder, ev=nevents, ProxySettings=_binder.ProxySettings,
                     gocode=_binder.gocode, NeonizeError=NeonizeError, proto=nproto, wa=wa, DeviceProps=DeviceProps,
-                    ClientName=ClientName, LogLevel=LogLevel, Jid2String=Jid2String,
+                    ClientName=ClientName, LogLevel=LogLevel, Jid2String=Jid2String, ChatPresence=ChatPresence,
+                    ChatPresenceMedia=ChatPresenceMedia,
                     JIDToNonAD=JIDToNonAD, build_jid=build_jid, EVENT_TO_INT=nevents.EVENT_TO_INT,
                 )
                 ns.Client = _make_client_class(ns)
@@ -641,6 +642,20 @@ class NeonizeProvider(SessionProvider):
         except Exception as exc:
             raise ProviderError("send_failed", str(exc) or exc.__class__.__name__) from exc
         return response.ID
+
+    def send_chat_presence(self, to, state):
+        """whatsmeow's SendChatPresence: "typing…" (composing) or not (paused) on the contact's phone."""
+        if state not in CHAT_PRESENCE_STATES:
+            raise ProviderError("invalid_presence", f"chat presence is one of {', '.join(CHAT_PRESENCE_STATES)}")
+        client = self._connected_client()
+        nz = _nz()
+        jid = self._recipient(to)
+        presence = (nz.ChatPresence.CHAT_PRESENCE_COMPOSING if state == "composing"
+                    else nz.ChatPresence.CHAT_PRESENCE_PAUSED)
+        try:
+            client.send_chat_presence(jid, presence, nz.ChatPresenceMedia.CHAT_PRESENCE_MEDIA_TEXT)
+        except Exception as exc:
+            raise ProviderError("presence_failed", str(exc) or exc.__class__.__name__) from exc
 
     def fetch_contacts(self):
         """whatsmeow's contact store (the phone's address book and the push names seen), translated."""

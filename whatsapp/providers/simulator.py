@@ -18,6 +18,10 @@ How it behaves (times from `SimulatorTiming`, limits from `ProviderSettings`):
   emitted to a host that died before committing it — is delivered again when the session connects, on any host,
   in due order. A message from a contact to a linked device that is offline waits there too.
 
+- `send_chat_presence()` ("composing" / "paused") is what the contact's phone would show: kept per chat in
+  `<store_dir>/<quoted key>.presence.json` (a session runs on one host at a time: one writer), read by
+  `chat_presence_seen()` — "typing…" while the last state is composing and younger than TYPING_SHOWN_S.
+
 Controls (what the test-helper API calls): `simulate_scan`, `simulate_inbound`, `simulate_disconnect`,
 `simulate_logout`, `simulate_contacts` (the address book that `fetch_contacts` / `fetch_groups` read). Failure
 injection: `fail_next_send`, `set_unreachable`, `corrupt_store`. A control that does not fit the session's state
@@ -47,7 +51,15 @@ from dataclasses import dataclass
 from urllib.parse import quote
 
 from . import simulator_outbox, simulator_server
-from .base import DeviceIdentity, EventKind, OutgoingMessage, ProviderError, ProviderEvent, SessionProvider
+from .base import (
+    CHAT_PRESENCE_STATES,
+    DeviceIdentity,
+    EventKind,
+    OutgoingMessage,
+    ProviderError,
+    ProviderEvent,
+    SessionProvider,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -55,6 +67,9 @@ logger = logging.getLogger(__name__)
 PAIR_CODE_ALPHABET = "123456789ABCDEFGHJKLMNPQRSTVWXYZ"
 MESSAGE_TYPES = ("text", "image", "document", "audio", "video", "location", "contact", "reaction")
 STORE_SUFFIX = ".simulator.json"
+PRESENCE_SUFFIX = ".presence.json"
+# WhatsApp stops showing "typing…" by itself when no new composing state comes within about this long.
+TYPING_SHOWN_S = 25.0
 STORE_VERSION = 1
 MAX_RETRY_DELAY_S = 60.0
 
@@ -258,6 +273,24 @@ def store_path(store_dir, session_key):
     return os.path.join(store_dir, quote(session_key, safe="") + STORE_SUFFIX)
 
 
+def presence_path(store_dir, session_key):
+    return os.path.join(store_dir, quote(session_key, safe="") + PRESENCE_SUFFIX)
+
+
+def chat_presence_seen(store_dir, session_key, *, now=None):
+    """What the contacts' phones show of the session's typing: [{chat, state, at, typing}], latest first."""
+    try:
+        with open(presence_path(store_dir, session_key), encoding="utf-8") as handle:
+            chats = json.load(handle)
+    except (OSError, ValueError):
+        return []
+    now = time.time() if now is None else now
+    seen = [{"chat": chat, "state": entry.get("state"), "at": entry.get("at"),
+             "typing": entry.get("state") == "composing" and now - float(entry.get("at") or 0) < TYPING_SHOWN_S}
+            for chat, entry in chats.items() if isinstance(entry, dict)]
+    return sorted(seen, key=lambda entry: entry["at"] or 0, reverse=True)
+
+
 def phone_digits(phone):
     """"+1 (555) 010-0001" → "15550100001"; ProviderError("invalid_phone") unless 7–15 digits (E.164)."""
     digits = re.sub(r"[\s().+-]", "", str(phone or ""))
@@ -386,6 +419,7 @@ class SimulatorProvider(SessionProvider):
         self._fail_next_send = None
         self._unreachable = False
         self._address_book = None  # (contacts, groups) set by simulate_contacts; None: simulated_address_book()
+        self._owed = {}  # name -> item: what WhatsApp's side keeps for this device, as far as this instance knows
         with _registry_lock:
             simulated_sessions[session_key] = self
 
@@ -472,6 +506,25 @@ class SimulatorProvider(SessionProvider):
                        "due": self._wall() + self.timing.delivered_s})
             return message_id
 
+    def send_chat_presence(self, to, state):
+        if state not in CHAT_PRESENCE_STATES:
+            raise ProviderError("invalid_presence", f"chat presence is one of {', '.join(CHAT_PRESENCE_STATES)}")
+        chat = self._chat_jid(to)
+        with self._lock:
+            if self._state != CONNECTED:
+                raise ProviderError("not_connected", "the session is not connected to WhatsApp")
+            path = presence_path(self.store_dir, self.session_key)
+            try:
+                with open(path, encoding="utf-8") as handle:
+                    chats = json.load(handle)
+            except (OSError, ValueError):
+                chats = {}
+            chats[chat] = {"state": state, "at": self._wall()}
+            temporary = f"{path}.{os.getpid()}.tmp"
+            with open(temporary, "w", encoding="utf-8") as handle:
+                json.dump(chats, handle)
+            os.replace(temporary, path)
+
     def fetch_contacts(self):
         """The phone's address book: simulated_address_book() for this session, or what simulate_contacts set."""
         with self._lock:
@@ -526,6 +579,7 @@ class SimulatorProvider(SessionProvider):
             if self.identity is None:
                 raise ProviderError("not_connected", "the session is not connected to WhatsApp")
             name, item = accept_inbound(self.store_dir, self.session_key, data, due=self._wall())
+            self._owed[name] = item
             if self._state == CONNECTED:
                 self._schedule(name, item)
             return data["id"]
@@ -588,6 +642,7 @@ class SimulatorProvider(SessionProvider):
             self._new_run()
             self._state = LOGGED_OUT
             simulator_server.forget(self.store_dir, self.session_key)
+            self._owed = {}
             self.emit(EventKind.LOGGED_OUT, reason="device not linked")
             return
         self._linked = stored
@@ -596,7 +651,8 @@ class SimulatorProvider(SessionProvider):
                   jid_user=stored["jid_user"], jid_device=stored["jid_device"])
         # WhatsApp hands the new connection everything not acknowledged: what fell due while offline now, in
         # order; what is not due yet when it falls due.
-        for name, item in simulator_server.pending(self.store_dir, self.session_key):
+        self._owed = dict(simulator_server.compact(self.store_dir, self.session_key))
+        for name, item in list(self._owed.items()):
             self._schedule(name, item)
 
     def _connection_lost(self, reason, retries_done):
@@ -632,6 +688,7 @@ class SimulatorProvider(SessionProvider):
             except FileNotFoundError:
                 pass
             simulator_server.forget(self.store_dir, self.session_key)
+            self._owed = {}
             self.identity = None
             self._state = LOGGED_OUT
             self.emit(EventKind.LOGGED_OUT, reason=reason)
@@ -675,7 +732,8 @@ class SimulatorProvider(SessionProvider):
     def _owe(self, item):
         """Keep `item` on WhatsApp's side and deliver it when due (if connected then; else on the next connect)."""
         name = simulator_server.put(self.store_dir, self.session_key, item)
-        if name is not None and self._state == CONNECTED:
+        self._owed[name] = item
+        if self._state == CONNECTED:
             self._schedule(name, item)
 
     def _schedule(self, name, item):
@@ -688,12 +746,13 @@ class SimulatorProvider(SessionProvider):
     def _deliver(self, name, item):
         """Emit a kept item to the connected device, acknowledged by the host once committed. One that is no
         longer kept was acknowledged already (by this host or an earlier one)."""
-        if self._state != CONNECTED or not simulator_server.holds(self.store_dir, self.session_key, name):
+        if self._state != CONNECTED or name not in self._owed:
             return
-        store_dir, key = self.store_dir, self.session_key
+        store_dir, key, owed = self.store_dir, self.session_key, self._owed
 
         def ack():
             simulator_server.ack(store_dir, key, name)
+            owed.pop(name, None)
 
         if item["kind"] == "message":
             self._emit(ProviderEvent(key, EventKind.MESSAGE, dict(item["data"]), ack=ack))
@@ -706,7 +765,9 @@ class SimulatorProvider(SessionProvider):
             # redelivery the read one is kept, and scheduled, already.
             read = {"kind": "receipt", "id": message_id, "chat": chat, "status": "read",
                     "due": self._wall() + max(0.0, self.timing.read_s - self.timing.delivered_s)}
-            read_name = simulator_server.put(store_dir, key, read)
+            if simulator_server.item_name("receipt", message_id, "read") not in owed:
+                read_name = simulator_server.put(store_dir, key, read)
+                owed[read_name] = read
         self._emit(ProviderEvent(key, EventKind.RECEIPT, {"ids": [message_id], "chat": chat, "status": status,
                                                           "timestamp": int(time.time())}, ack=ack))
         if read_name is not None:

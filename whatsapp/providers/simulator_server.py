@@ -14,34 +14,47 @@ without persistence (a Redis restart was part of the chaos run of issue 11), and
 when our cache restarts. Postgres is our side, not WhatsApp's: a queue in our database could be rolled back or
 restored together with our own rows, and the providers package stays free of the ORM (base.py).
 
-Durability: an item is written to a temporary name and linked into place (os.link: atomic, and refused when the
-name exists), so a reader sees a whole item or none, whatever happens to the writer. Like the outbox, the page
-cache is enough: a SIGKILL of the host loses nothing; only a machine crash could, which the simulator does not
-model. Deleting a file twice, or an item redelivered to two hosts, is harmless: our side applies events
-idempotently by WhatsApp id (at-least-once in, exactly-once stored).
+Storage: one append-only journal per session (`journal.jsonl`: "put" and "ack" records, one os.write each on a
+file opened with O_APPEND, as the outbox), folded on read: what was put and not acknowledged is pending. A file per
+item was tried first and cost ~0.7 ms per send on this machine's ext4 (creating an inode), against ~15 µs for an
+append. The page cache is enough: a SIGKILL of the host loses nothing; only a machine crash could, which the
+simulator does not model. A connecting session compacts its journal (rewrites it with only what is pending) under
+an exclusive flock; writers append under a shared one and reopen the file when it was replaced, so no record
+goes to a replaced file. Acknowledging twice, or an item redelivered to two hosts, is harmless: our side applies
+events idempotently by WhatsApp id (at-least-once in, exactly-once stored).
 
 Item (JSON): kind ("receipt" | "message"), id (the WhatsApp message id), due (wall-clock epoch seconds), seq (a
 tie-break in the order items were made), and for a receipt chat and status, for a message data (the MESSAGE
 event's data; media bytes as base64 under media_b64).
 """
 import base64
+import fcntl
 import json
 import os
-import secrets
 import shutil
+import threading
 import time
 from urllib.parse import quote
 
 DIRNAME = "simulator-server"
-SUFFIX = ".json"
+JOURNAL = "journal.jsonl"
+COMPACT_MIN_RECORDS = 200  # a journal is rewritten on connect when it holds this many records beyond the pending
+
+_files = {}  # path -> (journal fd, lock fd), per process
+_files_lock = threading.Lock()
 
 
 def session_dir(store_dir, session_key):
     return os.path.join(store_dir, DIRNAME, quote(session_key, safe=""))
 
 
+def _lock_path(store_dir, session_key):
+    # Beside the session's directory, not in it: forget() removes the directory, the lock must stay the same file.
+    return os.path.join(store_dir, DIRNAME, f".lock-{quote(session_key, safe='')}")
+
+
 def item_name(kind, message_id, status=""):
-    return f"{kind}.{status or 'msg'}.{quote(str(message_id), safe='')}{SUFFIX}"
+    return f"{kind}.{status or 'msg'}.{message_id}"
 
 
 def _encode(item):
@@ -50,69 +63,111 @@ def _encode(item):
         data = dict(data)
         data["media_b64"] = base64.b64encode(data.pop("media")).decode()
         item = {**item, "data": data}
-    return json.dumps(item, ensure_ascii=True, separators=(",", ":")).encode()
+    return item
 
 
-def _decode(raw):
-    item = json.loads(raw)
+def _decode(item):
     data = item.get("data")
     if data and "media_b64" in data:
         data["media"] = base64.b64decode(data.pop("media_b64"))
     return item
 
 
-def put(store_dir, session_key, item):
-    """Keep `item` for the session unless one of the same name is kept already. Returns the item's name, or None
-    when it was there (a redelivered receipt must not reset the item that follows it)."""
+def _open(store_dir, session_key):
     directory = session_dir(store_dir, session_key)
     os.makedirs(directory, exist_ok=True)
+    journal = os.open(os.path.join(directory, JOURNAL), os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+    lock = os.open(_lock_path(store_dir, session_key), os.O_RDWR | os.O_CREAT, 0o644)
+    return journal, lock
+
+
+def _append(store_dir, session_key, record):
+    line = (json.dumps(record, ensure_ascii=True, separators=(",", ":")) + "\n").encode()
+    path = os.path.join(session_dir(store_dir, session_key), JOURNAL)
+    with _files_lock:  # one writer per process at a time: the fds below may be swapped
+        files = _files.get(path)
+        if files is None:
+            files = _files[path] = _open(store_dir, session_key)
+        journal, lock = files
+        fcntl.flock(lock, fcntl.LOCK_SH)  # no compaction between the check and the write
+        try:
+            if os.fstat(journal).st_nlink == 0:  # compacted or forgotten since: append to the file there now
+                os.close(journal)
+                os.makedirs(os.path.dirname(path), exist_ok=True)
+                journal = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+                _files[path] = (journal, lock)
+            if os.write(journal, line) != len(line):
+                raise OSError("short write to the simulator server journal")
+        finally:
+            fcntl.flock(lock, fcntl.LOCK_UN)
+
+
+def _fold(raw):
+    items = {}
+    records = 0
+    for line in raw.split(b"\n")[:-1]:  # a last line without its newline is a write cut short: not a record
+        if not line.strip():
+            continue
+        records += 1
+        record = json.loads(line)
+        if record.get("op") == "put":
+            items[record["name"]] = record["item"]
+        else:
+            items.pop(record.get("name"), None)
+    return items, records
+
+
+def _read(store_dir, session_key):
+    try:
+        with open(os.path.join(session_dir(store_dir, session_key), JOURNAL), "rb") as f:
+            return f.read()
+    except FileNotFoundError:
+        return b""
+
+
+def put(store_dir, session_key, item):
+    """Keep `item` for the session (until acknowledged). Returns its name."""
     name = item_name(item["kind"], item["id"], item.get("status", ""))
     item = {**item, "seq": item.get("seq") or time.time_ns()}
-    tmp = os.path.join(directory, f".{secrets.token_hex(6)}.tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
-    try:
-        data = _encode(item)
-        if os.write(fd, data) != len(data):
-            raise OSError("short write of a simulator server item")
-    finally:
-        os.close(fd)
-    try:
-        os.link(tmp, os.path.join(directory, name))
-    except FileExistsError:
-        return None
-    finally:
-        os.unlink(tmp)
+    _append(store_dir, session_key, {"op": "put", "name": name, "item": _encode(item)})
     return name
-
-
-def holds(store_dir, session_key, name):
-    return os.path.exists(os.path.join(session_dir(store_dir, session_key), name))
 
 
 def pending(store_dir, session_key):
     """Every item the session has not acknowledged, as (name, item), in due order (ties: the order made)."""
-    directory = session_dir(store_dir, session_key)
-    try:
-        names = [n for n in os.listdir(directory) if n.endswith(SUFFIX) and not n.startswith(".")]
-    except FileNotFoundError:
-        return []
-    found = []
-    for name in names:
-        try:
-            with open(os.path.join(directory, name), "rb") as f:
-                found.append((name, _decode(f.read())))
-        except FileNotFoundError:  # acknowledged meanwhile
-            continue
+    items, _ = _fold(_read(store_dir, session_key))
+    found = [(name, _decode(item)) for name, item in items.items()]
     found.sort(key=lambda entry: (entry[1].get("due", 0), entry[1].get("seq", 0)))
     return found
 
 
 def ack(store_dir, session_key, name):
     """The device acknowledged the item: WhatsApp forgets it. Acknowledging twice is harmless."""
+    _append(store_dir, session_key, {"op": "ack", "name": name})
+
+
+def compact(store_dir, session_key):
+    """Rewrite the journal with only what is pending, when acknowledged records have piled up. Returns pending()."""
+    directory = session_dir(store_dir, session_key)
+    if not os.path.isdir(directory):
+        return []
+    lock = os.open(_lock_path(store_dir, session_key), os.O_RDWR | os.O_CREAT, 0o644)
     try:
-        os.unlink(os.path.join(session_dir(store_dir, session_key), name))
-    except FileNotFoundError:
-        pass
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        items, records = _fold(_read(store_dir, session_key))
+        if records - len(items) >= COMPACT_MIN_RECORDS:
+            tmp = os.path.join(directory, f".{JOURNAL}.{os.getpid()}.tmp")
+            with open(tmp, "wb") as f:
+                f.write(b"".join((json.dumps({"op": "put", "name": name, "item": item}, ensure_ascii=True,
+                                             separators=(",", ":")) + "\n").encode()
+                                 for name, item in items.items()))
+            os.replace(tmp, os.path.join(directory, JOURNAL))
+    finally:
+        fcntl.flock(lock, fcntl.LOCK_UN)
+        os.close(lock)
+    found = [(name, _decode(item)) for name, item in items.items()]
+    found.sort(key=lambda entry: (entry[1].get("due", 0), entry[1].get("seq", 0)))
+    return found
 
 
 def forget(store_dir, session_key):

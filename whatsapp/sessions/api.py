@@ -13,8 +13,8 @@ import time
 from django.conf import settings
 from django.urls import path
 from drf_spectacular.openapi import AutoSchema
-from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema
-from rest_framework import exceptions, permissions, status
+from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema, inline_serializer
+from rest_framework import exceptions, permissions, serializers, status
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
@@ -352,6 +352,22 @@ class SimulateLogoutView(SimulatorControlView):
         return self.accepted(session)
 
 
+ChatPresenceSerializer = inline_serializer("SimulatedChatPresence", {
+    "chat": serializers.CharField(), "state": serializers.ChoiceField(choices=["composing", "paused"]),
+    "at": serializers.FloatField(help_text="Epoch seconds of the last state"),
+    "typing": serializers.BooleanField(help_text="The phone shows typing… now"),
+}, many=True)
+
+
+class SimulatedChatPresenceView(SimulatorControlView):
+    required_permission = Perm.SESSIONS_READ
+
+    @extend_schema(tags=SIMULATOR_TAGS, parameters=[NAME_PARAMETER], responses=ChatPresenceSerializer)
+    def get(self, request, name):
+        """What the contacts' phones show of this number's typing (a member typing in a conversation)."""
+        return Response(simulator.chat_presence(_session(name)))
+
+
 # Included under /api/v1/ by config/urls.py.
 urlpatterns = [
     path("sessions", SessionListView.as_view(), name="api_sessions"),
@@ -367,4 +383,6 @@ urlpatterns = [
     path("test-helpers/sessions/<str:name>/disconnect", SimulateDisconnectView.as_view(),
          name="api_simulate_disconnect"),
     path("test-helpers/sessions/<str:name>/logout", SimulateLogoutView.as_view(), name="api_simulate_logout"),
+    path("test-helpers/sessions/<str:name>/chat-presence", SimulatedChatPresenceView.as_view(),
+         name="api_simulated_chat_presence"),
 ]

@@ -70,3 +70,13 @@ def logout(session):
     _require_running(session)
     _refuse_unless(session.is_linked, SessionError.NOT_LINKED, "The session is not linked to a phone.", session)
     _send(session, "simulate_logout")
+
+
+def chat_presence(session):
+    """What the contacts' phones show of this number's typing: [{chat, state, at, typing}] (the simulator's
+    record on WhatsApp's side, in the shared store directory), latest first."""
+    from whatsapp.providers.simulator import chat_presence_seen
+
+    if not active():
+        raise DomainError(CommonError.NOT_FOUND, "Simulated WhatsApp actions exist only with the simulator.")
+    return chat_presence_seen(settings.WHATSAPP_STORE_DIR, f"{connection.schema_name}:{session.pk}")

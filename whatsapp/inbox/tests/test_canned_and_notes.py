@@ -172,3 +172,26 @@ def test_notes_on_the_conversation_page(named, chat, client, vera):
     assert client.post(page, {"action": "delete_note", "note": note.pk}).status_code == 302
     with tenant_context(named.acme):
         assert not ConversationNote.objects.exists()
+
+
+def test_the_composer_replies_to_a_message_of_the_conversation(named, chat, client, monkeypatch):
+    monkeypatch.setattr(sending, "wake", lambda *args, **kwargs: None)
+    with tenant_context(named.acme):
+        inbound = Message.objects.get(direction="in")
+        other = Message.objects.create(session=inbound.session, direction="in", status="received",
+                                       chat_jid="6289999999999@s.whatsapp.net", text="elsewhere",
+                                       provider_message_id="IN-other")
+    client.force_login(named.bob)
+    page = f"/conversations/{chat}/"
+    assert f'data-testid="reply-to-{inbound.pk}"'.encode() in client.get(page).content
+    sent = client.post(page, {"action": "send", "text": "$9 a month.", "reply_to": inbound.pk},
+                       HTTP_ACCEPT="application/json")
+    assert sent.status_code == 202
+    with tenant_context(named.acme):
+        assert Message.objects.get(direction="out").reply_to == inbound.provider_message_id == "IN1"
+    for quoted in (other.pk, "abc", 999999):  # another conversation's message, garbage, nothing
+        refused = client.post(page, {"action": "send", "text": "x", "reply_to": quoted},
+                              HTTP_ACCEPT="application/json")
+        assert refused.status_code == 400 and refused.json()["code"] == "unknown_reply_to"
+    with tenant_context(named.acme):
+        assert Message.objects.filter(direction="out").count() == 1

@@ -18,6 +18,14 @@ ACME, GLOBEX = "t_test_acme", "t_test_globex"
 PEER_JID = "6281234567890@s.whatsapp.net"
 
 
+async def next_news(ws):
+    """The socket's next message other than who is online (members.presence, sent as pages open and close)."""
+    while True:
+        message = await ws.receive_json_from(timeout=5)
+        if message["type"] != "members.presence":
+            return message
+
+
 def make_session(schema, name):
     with schema_context(schema):
         return WhatsAppSession.objects.create(name=name, phone="+14155550123",
@@ -110,7 +118,7 @@ async def test_nothing_arrives_from_another_tenant(client, named):
     await database_sync_to_async(receive)(ACME, acme, "acme secret")
     await database_sync_to_async(receive)(GLOBEX, globex, "globex second")
     for ws in (carol_list, carol_page):
-        update = await ws.receive_json_from(timeout=5)
+        update = await next_news(ws)
         assert update["data"]["text"] == "globex second" and update["data"]["session"] == "globex-line"
     await carol_list.disconnect()
     await carol_page.disconnect()
@@ -128,3 +136,33 @@ async def test_another_tenants_conversation_is_closed_with_4404(client, named):
     await ws.disconnect()
 
     assert await refusal(None, None, with_id) == 4404
+
+
+async def test_members_with_an_inbox_page_open_are_online_and_list_pages_hear_of_it(client, named):
+    from accounts.models import Membership
+    from whatsapp.inbox import presence
+
+    def memberships():
+        return (Membership.objects.get(user=named.alice).pk, Membership.objects.get(user=named.bob).pk)
+
+    alice, bob = await database_sync_to_async(memberships)()
+    listing, connected, _ = await open_socket(client, named.alice, "/ws/conversations/")
+    assert connected
+    assert (await listing.receive_json_from(timeout=5))["type"] == "conversations.snapshot"
+    assert (await listing.receive_json_from(timeout=5)) == {"type": "members.presence", "data": {"online": [alice]}}
+
+    session = await database_sync_to_async(make_session)(ACME, "front-desk")
+    first = await database_sync_to_async(receive)(ACME, session, "hello")
+    await listing.receive_json_from(timeout=5)  # the message's update
+    page, connected, _ = await open_socket(client, named.bob, f"/ws/conversations/{first.conversation_id}/")
+    assert connected
+    assert (await listing.receive_json_from(timeout=5)) == {"type": "members.presence",
+                                                            "data": {"online": sorted([alice, bob])}}
+    assert await database_sync_to_async(presence.online_member_ids)(ACME) == {alice, bob}
+    await page.send_json_to({"type": "ping"})  # a heartbeat keeps bob online, and is no news
+    assert (await page.receive_json_from(timeout=5))["type"] in ("conversation.snapshot", "pong")
+    await page.disconnect()
+    assert (await listing.receive_json_from(timeout=5)) == {"type": "members.presence", "data": {"online": [alice]}}
+    assert await database_sync_to_async(presence.online_member_ids)(GLOBEX) == set()  # another tenant's inbox
+    await listing.disconnect()
+    assert await database_sync_to_async(presence.online_member_ids)(ACME) == set()

@@ -4,13 +4,16 @@ assign; another tenant's member or conversation is 404.
 
 Acme: alice (owner), bob (agent), dave (agent), vera (viewer); Globex: carol (owner).
 """
+import re
+import time
+
 import pytest
 from django_tenants.utils import tenant_context
 
 from accounts.models import Membership
 from audit.models import AuditLog
 from conftest import make_user
-from whatsapp.inbox import actions as inbox
+from whatsapp.inbox import presence
 from whatsapp.messaging import actions as messaging
 from whatsapp.models import Conversation, WhatsAppSession
 from whatsapp.tests.support import error, ok
@@ -61,6 +64,34 @@ def test_round_robin_gives_conversations_to_the_agents_in_turn(named, team, chat
         rows = AuditLog.objects.filter(action="whatsapp.conversation_assigned")
         assert rows.count() == 4 and all(row.after["how"] == "round_robin" for row in rows)
         assert {row.actor_id for row in rows} == {named.alice.pk}
+
+
+def test_round_robin_prefers_the_agents_online(named, team, chats):
+    members, clients = team
+    bob, dave = members["bob"].pk, members["dave"].pk
+    schema = named.acme.schema_name
+    presence.seen(schema, dave, "page-1")  # dave has the inbox open; bob does not
+    presence.seen(schema, members["alice"].pk, "page-2")  # an owner online changes nothing while an agent is
+    got = [ok(clients["alice"].post(f"{V1}/conversations/{pk}/assign", {}, format="json"))["assignee_id"]
+           for pk in chats[:2]]
+    assert got == [dave, dave]
+    presence.seen(schema, bob, "page-3")
+    assert ok(clients["alice"].post(f"{V1}/conversations/{chats[2]}/assign", {}, format="json"))["assignee_id"] == bob
+    assert presence.gone(schema, bob, "page-3") and presence.gone(schema, dave, "page-1")
+    assert presence.online_member_ids(schema) == {members["alice"].pk}
+    # Nobody of the pool online: every agent takes a turn again (after bob: dave).
+    assert ok(clients["alice"].post(f"{V1}/conversations/{chats[0]}/assign", {}, format="json"))["assignee_id"] == dave
+
+
+def test_presence_expires_and_counts_a_member_once_across_pages(named, team):
+    members, _ = team
+    schema, bob = named.acme.schema_name, members["bob"].pk
+    assert presence.seen(schema, bob, "tab-1") is True  # came online
+    assert presence.seen(schema, bob, "tab-2") is False  # already was
+    assert presence.gone(schema, bob, "tab-1") is False  # another tab still open
+    assert presence.online_member_ids(schema) == {bob}
+    later = time.time() + presence.ONLINE_SECONDS + 1  # a crashed tab: never heard from again
+    assert presence.online_member_ids(schema, now=later) == set()
 
 
 def test_without_agents_round_robin_turns_to_everyone_who_answers(named, chats, api_as):
@@ -196,7 +227,10 @@ def test_the_pages_assign_change_status_and_filter(named, team, chats, client):
     everything = client.get("/conversations/?assigned=all&status=open")
     assert f'data-testid="conversation-row-{chats[2]}"'.encode() in everything.content
     assert f'data-testid="conversation-row-{chats[0]}"'.encode() not in everything.content
-    assert b'data-testid="tab-unassigned-unread"' in everything.content  # unread conversations nobody has
+    # The tabs: with unread messages, one conversation nobody has (chats[2]); bob's two are not open or not unread.
+    badge = re.search(rb'data-testid="tab-unassigned-unread"[^>]*>(\d+)<', everything.content)
+    assert badge and badge.group(1) == b"1"
+    assert re.search(rb'data-testid="tab-all-count"[^>]*>\((\d+)\)<', everything.content).group(1) == b"2"
 
     refused = client.post(page, {"action": "assign", "member": members["vera"].pk}, follow=True)
     assert b"cannot answer them" in refused.content

@@ -14,6 +14,7 @@ from whatsapp.providers.simulator import (
     SimulatorProvider,
     SimulatorTiming,
     ThreadScheduler,
+    chat_presence_seen,
     get_simulated_session,
     new_pair_code,
     store_path,
@@ -612,3 +613,54 @@ def test_an_unlinked_device_loses_what_whatsapp_kept_for_it(make, linked, clock)
     assert len(simulator_server.pending(provider.store_dir, provider.session_key)) == 2
     provider.simulate_logout()
     assert simulator_server.pending(provider.store_dir, provider.session_key) == []
+
+
+def test_the_server_journal_is_compacted_and_writers_follow_the_new_file(tmp_path):
+    from whatsapp.providers import simulator_server
+
+    store, key = str(tmp_path), "t_acme:1"
+    names = [simulator_server.put(store, key, {"kind": "receipt", "id": f"SIM{i}", "chat": "c", "status": "read",
+                                               "due": i}) for i in range(simulator_server.COMPACT_MIN_RECORDS)]
+    for name in names[1:]:
+        simulator_server.ack(store, key, name)
+    journal = os.path.join(simulator_server.session_dir(store, key), simulator_server.JOURNAL)
+    before = os.path.getsize(journal)
+    assert [n for n, _ in simulator_server.compact(store, key)] == [names[0]]
+    assert os.path.getsize(journal) < before / 100
+    # This process's open descriptor still points at the replaced file: the next record must reach the new one.
+    late = simulator_server.put(store, key, {"kind": "message", "id": "SIMLATE", "due": 10**10,
+                                             "data": {"id": "SIMLATE", "media": b"\x00\x01"}})
+    pending = simulator_server.pending(store, key)
+    assert [n for n, _ in pending] == [names[0], late] and pending[1][1]["data"]["media"] == b"\x00\x01"
+    simulator_server.forget(store, key)
+    assert simulator_server.pending(store, key) == []
+    simulator_server.put(store, key, {"kind": "message", "id": "SIMAFTER", "due": 1, "data": {}})
+    assert [i["id"] for _, i in simulator_server.pending(store, key)] == ["SIMAFTER"]
+
+
+def test_chat_presence_is_what_the_contacts_phone_shows(make, linked, clock, tmp_path):
+    store = str(tmp_path / "store")
+    provider, events = linked
+    assert chat_presence_seen(store, "t_acme:1") == []
+    provider.send_chat_presence(PHONE, "composing")
+    provider.send_chat_presence("6281234567890@s.whatsapp.net", "composing")
+    seen = {entry["chat"]: entry for entry in chat_presence_seen(store, "t_acme:1", now=clock.wall())}
+    assert seen[f"{DIGITS}@s.whatsapp.net"]["typing"] is True and seen["6281234567890@s.whatsapp.net"]["typing"]
+    provider.send_chat_presence(PHONE, "paused")
+    seen = {entry["chat"]: entry for entry in chat_presence_seen(store, "t_acme:1", now=clock.wall())}
+    assert (seen[f"{DIGITS}@s.whatsapp.net"]["state"], seen[f"{DIGITS}@s.whatsapp.net"]["typing"]) == ("paused", False)
+    # WhatsApp stops showing "typing…" by itself when no new composing comes for a while.
+    later = clock.wall() + 26
+    assert chat_presence_seen(store, "t_acme:1", now=later)[0]["typing"] is False
+    assert chat_presence_seen(store, "t_acme:2") == []  # another session's chats are its own
+    assert events.events == []  # nothing for the host: presence is no message
+
+    for to, state, code in ((PHONE, "recording", "invalid_presence"), ("not a number", "composing",
+                                                                       "invalid_recipient")):
+        with pytest.raises(ProviderError) as exc:
+            provider.send_chat_presence(to, state)
+        assert exc.value.code == code
+    fresh, _ = make("t_acme:9")
+    with pytest.raises(ProviderError) as exc:
+        fresh.send_chat_presence(PHONE, "composing")
+    assert exc.value.code == "not_connected"
