@@ -356,6 +356,8 @@
       post(form, function (body) {
         if (body.ok) {
           form.querySelector("textarea").value = "";
+          var file = form.querySelector("input[type=file]");
+          if (file) file.value = "";
           closePicker();
           setReply("", "");
           // A sent message ends "typing…" on WhatsApp by itself.

@@ -166,15 +166,27 @@ def _recipient(conversation):
     return conversation.chat_jid
 
 
+def _attachment_kind(upload):
+    """image, video or audio by the browser's word for the file; anything else goes as a document (the sending
+    pipeline checks the content itself: whatsapp.messaging.media)."""
+    kind = str(getattr(upload, "content_type", "") or "").split("/", 1)[0]
+    return kind if kind in ("image", "video", "audio") else "document"
+
+
 def _send(request, conversation):
     back = reverse("conversation", kwargs={"pk": conversation.pk})
     text = inbox.expand_canned(request.POST.get("text", ""))  # "/price" alone sends the canned reply
-    if not text.strip():
+    upload = request.FILES.get("file")
+    if upload is None and not text.strip():
         return _respond(request, False, "Type a message to send.", status=400, code="missing_text", back=back)
     if len(text) > TEXT_MAX:
         return _respond(request, False, f"A message holds at most {TEXT_MAX} characters.", status=400,
                         code="text_too_long", back=back)
     body = {"session": conversation.session.name, "to": _recipient(conversation), "type": "text", "text": text}
+    if upload is not None:  # an attachment: its kind from the file's type, the text as its caption
+        body = {"session": body["session"], "to": body["to"], "type": _attachment_kind(upload)}
+        if text.strip():
+            body["caption"] = text
     quoted = str(request.POST.get("reply_to", "")).strip()
     if quoted:  # "Reply" on a message of this conversation: WhatsApp shows it quoted above the answer
         if not quoted.isdigit() or not Message.objects.filter(pk=int(quoted), conversation=conversation).exists():
@@ -183,7 +195,8 @@ def _send(request, conversation):
         body["reply_to"] = int(quoted)
     try:
         with transaction.atomic():
-            message, _ = messaging.queue_message(request.tenant, body=body)
+            message, _ = messaging.queue_message(request.tenant, body=body,
+                                                 files={"file": upload} if upload is not None else None)
             # A person answers here: automation stays silent in this conversation while they talk.
             automation.set_handoff(request.tenant, conversation.session, conversation=conversation, on=True,
                                    reason="staff_dashboard")

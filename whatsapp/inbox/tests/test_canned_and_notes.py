@@ -195,3 +195,29 @@ def test_the_composer_replies_to_a_message_of_the_conversation(named, chat, clie
         assert refused.status_code == 400 and refused.json()["code"] == "unknown_reply_to"
     with tenant_context(named.acme):
         assert Message.objects.filter(direction="out").count() == 1
+
+
+def test_the_composer_sends_an_attachment_with_the_text_as_caption(named, chat, client, monkeypatch, settings,
+                                                                    tmp_path):
+    from django.core.files.uploadedfile import SimpleUploadedFile
+
+    from whatsapp.messaging.tests.test_message_types import png_bytes
+
+    settings.MEDIA_ROOT = str(tmp_path / "media")
+    monkeypatch.setattr(sending, "wake", lambda *args, **kwargs: None)
+    client.force_login(named.bob)
+    page = f"/conversations/{chat}/"
+    photo = SimpleUploadedFile("menu.png", png_bytes("green"), content_type="image/png")
+    sent = client.post(page, {"action": "send", "text": "Our menu", "file": photo}, HTTP_ACCEPT="application/json")
+    assert sent.status_code == 202, sent.json()
+    notes = SimpleUploadedFile("notes.txt", b"Opening hours: 9 to 5", content_type="text/plain")
+    assert client.post(page, {"action": "send", "text": "", "file": notes},
+                       HTTP_ACCEPT="application/json").status_code == 202  # anything else goes as a document
+    empty = SimpleUploadedFile("empty.png", b"", content_type="image/png")
+    refused = client.post(page, {"action": "send", "text": "", "file": empty}, HTTP_ACCEPT="application/json")
+    assert refused.status_code == 400 and refused.json()["code"] == "empty_media"
+    with tenant_context(named.acme):
+        photo_sent, document = Message.objects.filter(direction="out").order_by("id")
+        assert (photo_sent.type, photo_sent.caption, photo_sent.media_mimetype, photo_sent.media_filename) == (
+            "image", "Our menu", "image/png", "menu.png")
+        assert (document.type, document.caption, document.media_filename) == ("document", "", "notes.txt")
