@@ -61,6 +61,13 @@ def fill_acme(named):
         endpoint, _ = create_endpoint(named.acme, acting_user=named.alice, url="https://hooks.example.com/wa",
                                       events=["message.received", "message.read"], description="CRM")
         campaign, template = fill_broadcasts(named)
+    from accounts.actions import create_api_key, rotate_api_key
+
+    # The API keys page with rows: an active key with scopes and an expiry, and one rotated (in its overlap).
+    create_api_key(user=named.alice, tenant=named.acme, name="CRM sender", scopes=["messages:send", "read"],
+                   expires_at=now + timedelta(days=30))
+    rotated, _ = create_api_key(user=named.alice, tenant=named.acme, name="Warehouse integration")
+    rotate_api_key(rotated, acting_user=named.alice, overlap_hours=24)
     return {"conversation": conversation.pk, "endpoint": endpoint.pk, "campaign": campaign, "template": template}
 
 
