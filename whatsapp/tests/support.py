@@ -2,7 +2,7 @@
 import contextlib
 import itertools
 
-from whatsapp.host import runtime
+from whatsapp.host import leases, runtime
 from whatsapp.host.runtime import SessionHost
 from whatsapp.providers.base import ProviderSettings
 from whatsapp.providers.simulator import SimulatorProvider
@@ -49,7 +49,10 @@ def texts(response):
 
 
 def drain(session_host):
-    """Apply every event the providers emitted, as the host's publisher thread would."""
+    """Apply every event the providers emitted, as the host's publisher thread would, and renew the host's leases
+    as its lease thread would: the in-process host runs neither thread, and a test longer than
+    WHATSAPP_LEASE_TTL_SECONDS of real time would otherwise find its sends fenced off (claimed by nobody)."""
+    leases.renew(session_host.host_id)
     while not session_host.events.empty():
         session_host.handle(session_host.events.get())
 

@@ -262,10 +262,6 @@ def test_safety_stop_when_a_number_fails_most_messages(named):
         assert campaign.status == "paused" and "10 of the last 10 messages" in campaign.pause_reason
 
 
-# Known defect, open: after the number's logout the campaign stays running instead of pausing itself (fails on its
-# own too, on main after the reliability and campaigns merges). Not strict, so the fix shows as XPASS.
-@pytest.mark.xfail(reason="campaign does not pause itself after the number's logout since the merges; see closing note",
-                   strict=False)
 @pytest.mark.django_db(transaction=True)
 def test_a_large_campaign_on_two_simulated_numbers(named, clients, host, clock, monkeypatch):
     """Pacing and quiet hours on a manual clock, an opt-out mid-campaign, pause and resume, then the safety stop
