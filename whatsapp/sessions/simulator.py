@@ -8,6 +8,7 @@ from django.db import connection
 from core.errors import CommonError, DomainError
 from core.phones import normalize_phone
 from whatsapp.host import commands
+from whatsapp.providers.simulator import chat_presence_seen
 
 from .errors import SessionError
 from .models import WhatsAppSession
@@ -75,8 +76,6 @@ def logout(session):
 def chat_presence(session):
     """What the contacts' phones show of this number's typing: [{chat, state, at, typing}] (the simulator's
     record on WhatsApp's side, in the shared store directory), latest first."""
-    from whatsapp.providers.simulator import chat_presence_seen
-
     if not active():
         raise DomainError(CommonError.NOT_FOUND, "Simulated WhatsApp actions exist only with the simulator.")
     return chat_presence_seen(settings.WHATSAPP_STORE_DIR, f"{connection.schema_name}:{session.pk}")
