@@ -85,7 +85,19 @@ def webhooks_dead_lettering(now):
         {"dead": dead}) for tenant_id, dead in rows}
 
 
-RULES = [error_rate, queue_age, sessions_down, webhooks_dead_lettering]
+def campaigns_safety_stopped(now):
+    """A broadcast that paused itself (whatsapp.campaigns.feeder's safety stops: a number logged out, most of its
+    last messages failing, opt-outs above the share): its tenant's alert until someone resumes or cancels it."""
+    rows = _across(lambda s: f"""
+        SELECT %s, id, name, pause_reason FROM {s}.whatsapp_campaign
+        WHERE status = 'paused' AND pause_reason LIKE 'safety stop:%%'""", lambda pk: [pk])
+    return {f"campaign_safety_stop:{tenant_id}:{campaign_id}": Incident(
+        "campaign_safety_stop", f"Broadcast {name} paused itself: {reason.removeprefix('safety stop: ')}"[:500],
+        tenant_id, {"campaign_id": campaign_id, "campaign": name, "reason": reason})
+        for tenant_id, campaign_id, name, reason in rows}
+
+
+RULES = [error_rate, queue_age, sessions_down, webhooks_dead_lettering, campaigns_safety_stopped]
 # Rules of the apps above this one (which this app cannot import), added by their AppConfig.ready().
 REGISTERED = []
 

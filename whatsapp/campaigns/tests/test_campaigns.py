@@ -14,6 +14,7 @@ from django.db import transaction
 from django.utils import timezone
 from django_tenants.utils import tenant_context
 
+from alerts import actions as alerts
 from audit.models import AuditLog
 from whatsapp.campaigns import actions, feeder, planning
 from whatsapp.models import (
@@ -243,7 +244,7 @@ def test_bad_campaigns_write_nothing(named, clients, settings):
         assert not Campaign.objects.exists() and not CampaignRecipient.objects.exists()
 
 
-def test_safety_stop_when_a_number_fails_most_messages(named):
+def test_safety_stop_when_a_number_fails_most_messages(named, mailoutbox):
     audience(named.acme, 30)
     connected_sessions(named.acme, "one")
     made = template(named.acme)
@@ -260,6 +261,14 @@ def test_safety_stop_when_a_number_fails_most_messages(named):
     with tenant_context(named.acme):
         campaign.refresh_from_db()
         assert campaign.status == "paused" and "10 of the last 10 messages" in campaign.pause_reason
+    # The tenant's owners are told (alerts' campaign_safety_stop) until a person resumes or cancels it.
+    fired, _ = alerts.check()
+    assert [(a.rule, a.tenant_id) for a in fired] == [("campaign_safety_stop", named.acme.pk)]
+    assert fired[0].summary == "Broadcast Fair paused itself: 10 of the last 10 messages from one failed"
+    assert any("Broadcast Fair paused itself" in m.subject and "alice@acme.test" in m.to for m in mailoutbox)
+    with tenant_context(named.acme):
+        actions.cancel_campaign(named.acme, campaign, acting_user=named.alice)
+    assert [a.rule for a in alerts.check()[1]] == ["campaign_safety_stop"]
 
 
 @pytest.mark.django_db(transaction=True)
