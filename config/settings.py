@@ -418,7 +418,9 @@ SPECTACULAR_SETTINGS = {
     # The message types' enum is named once (a send's `type` and a simulated inbound's differ; both are "type").
     "ENUM_NAME_OVERRIDES": {"MessageTypeEnum": "whatsapp.messaging.types.SUPPORTED_TYPES",
                             "RoleEnum": "core.permissions.Role.choices",
-                            "InvitableRoleEnum": "accounts.members.INVITABLE_CHOICES"},
+                            "InvitableRoleEnum": "accounts.members.INVITABLE_CHOICES",
+                            "KeywordRuleActionEnum": "whatsapp.automation.models.KeywordRule.Action",
+                            "ConversationStatusEnum": "whatsapp.conversations.models.Conversation.Status"},
     "POSTPROCESSING_HOOKS": ["drf_spectacular.hooks.postprocess_schema_enums", "core.schema.envelope_and_errors"],
 }
 

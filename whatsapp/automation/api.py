@@ -97,7 +97,7 @@ class RuleWriteSerializer(StrictSerializer):
     pattern = serializers.CharField(min_length=1, max_length=500, trim_whitespace=False)
     priority = serializers.IntegerField(min_value=0, max_value=1_000_000, required=False,
                                         help_text="Lower first (default 100)")
-    action = serializers.ChoiceField(choices=KeywordRule.Action.values, required=False)
+    action = serializers.ChoiceField(choices=KeywordRule.Action.choices, required=False)
     reply_type = serializers.ChoiceField(choices=KeywordRule.ReplyType.values, required=False)
     reply_text = serializers.CharField(**_TEXT)
     media_url = field_with_schema(serializers.CharField, {"type": "string", "maxLength": 2000,
@@ -112,7 +112,7 @@ RuleSerializer = inline_serializer("KeywordRule", {
     "id": serializers.IntegerField(), "session": serializers.CharField(allow_null=True),
     "name": serializers.CharField(), "match": serializers.ChoiceField(choices=KeywordRule.Match.values),
     "pattern": serializers.CharField(), "priority": serializers.IntegerField(),
-    "action": serializers.ChoiceField(choices=KeywordRule.Action.values),
+    "action": serializers.ChoiceField(choices=KeywordRule.Action.choices),
     "reply_type": serializers.ChoiceField(choices=KeywordRule.ReplyType.values),
     "reply_text": serializers.CharField(), "media_url": serializers.CharField(),
     "cooldown_minutes": serializers.IntegerField(), "in_groups": serializers.BooleanField(),

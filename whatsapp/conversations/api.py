@@ -103,7 +103,7 @@ CONVERSATION_FIELDS = {
         "participants": serializers.IntegerField()}, allow_null=True),
     "last_message_at": serializers.DateTimeField(allow_null=True),
     "last_message_preview": serializers.CharField(), "unread_count": serializers.IntegerField(),
-    "status": serializers.ChoiceField(choices=Conversation.Status.values,
+    "status": serializers.ChoiceField(choices=Conversation.Status.choices,
                                       help_text="open, pending or closed; a message from the contact opens it"),
     "assignee_id": serializers.IntegerField(allow_null=True, help_text="The member answering it (GET /members)"),
     "assigned_at": serializers.DateTimeField(allow_null=True),

@@ -42,7 +42,7 @@ STATUS_PARAMETER = OpenApiParameter("status", str, enum=list(selectors.STATUSES)
 
 
 class ConversationPatchSerializer(StrictSerializer):
-    status = serializers.ChoiceField(choices=Conversation.Status.values, required=False,
+    status = serializers.ChoiceField(choices=Conversation.Status.choices, required=False,
                                      help_text="open, pending (waiting on someone) or closed")
 
 
@@ -59,7 +59,7 @@ _FIGURES = inline_serializer("InboxFigures", {
     "unread_messages": serializers.IntegerField(),
 })
 CountsSerializer = inline_serializer("InboxCounts", {
-    "status": serializers.ChoiceField(choices=Conversation.Status.values, allow_null=True),
+    "status": serializers.ChoiceField(choices=Conversation.Status.choices, allow_null=True),
     "mine": _FIGURES, "unassigned": _FIGURES, "all": _FIGURES,
 })
 

@@ -52,7 +52,11 @@ from .models import WebhookDelivery, WebhookEndpoint
 log = logging.getLogger(__name__)
 S = WebhookDelivery.Status
 
-WAKE_TTL_SECONDS = 60  # a wake flag whose task was lost lets the next commit through after this
+# A wake flag whose task was lost (a worker SIGKILLed mid-pump) lets the next commit through after this; a running
+# pump keeps its flag alive every WAKE_RENEW_SECONDS. (60 s unrenewed before: after a worker kill, new events waited
+# for the beat sweeper for up to a minute: the chaos bench's webhook lag p99 of 32 s.)
+WAKE_TTL_SECONDS = 15
+WAKE_RENEW_SECONDS = 3
 CLAIM_MAX = 500  # deliveries claimed per round, across endpoints
 LINGER_SECONDS = 0.05  # an idle pump looks again this long before it ends (a steady trickle needs no new task)
 RUN_SECONDS = 120  # a pump hands over to a new task after this long, so one task never holds a worker for ever
@@ -86,6 +90,14 @@ def wake(schema_name):
         log.warning("could not wake the webhook pump of %s; the sweeper will", schema_name, exc_info=True)
         return False
     return True
+
+
+def _renew_wake(schema_name):
+    """The running pump's flag lives on (never made anew: a cleared flag stays cleared)."""
+    try:
+        redis_client().expire(_wake_key(schema_name), WAKE_TTL_SECONDS)
+    except RedisError:
+        log.warning("could not renew the webhook wake flag of %s", schema_name, exc_info=True)
 
 
 def _clear_wake(schema_name):
@@ -212,8 +224,12 @@ def pump(schema_name, *, now=None, run_seconds=RUN_SECONDS):
     results = queue.SimpleQueue()  # (delivery id, outcome of the POST), put by the event loop's thread
     attempts, cleared, lingered = 0, False, 0.0
     deadline = time.monotonic() + run_seconds
+    renew_at = time.monotonic() + WAKE_RENEW_SECONDS
     try:
         while True:
+            if not cleared and time.monotonic() >= renew_at:
+                _renew_wake(schema_name)
+                renew_at = time.monotonic() + WAKE_RENEW_SECONDS
             claimed = claim(busy, now=now) if time.monotonic() < deadline else []
             jobs = []
             for delivery, lease in claimed:

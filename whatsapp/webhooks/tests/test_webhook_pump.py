@@ -155,3 +155,38 @@ def test_a_commit_wakes_one_pump_for_the_burst(named, receiver, django_capture_o
     with tenant_context(named.acme), django_capture_on_commit_callbacks(execute=True):
         actions.emit_event("message.sent", {"id": 2})
     assert len(tasks) == 2  # the pump cleared the flag when it found nothing left
+
+
+def test_a_running_pump_keeps_its_wake_flag_and_a_killed_one_lets_go_soon(named, silent, settings, monkeypatch):
+    """The flag says "a pump is on its way or running": renewed while the pump runs (a slow endpoint keeps it
+    busy past the flag's TTL), it expires WAKE_TTL_SECONDS after a pump died, so the next commit wakes a new one
+    (not a minute of waiting for the sweeper)."""
+    settings.WEBHOOK_ALLOW_PRIVATE_TARGETS = True
+    settings.WEBHOOK_TIMEOUT_SECONDS = 2
+    assert pump.WAKE_TTL_SECONDS <= 15 and pump.WAKE_RENEW_SECONDS < pump.WAKE_TTL_SECONDS
+    monkeypatch.setattr(pump, "WAKE_TTL_SECONDS", 1)
+    monkeypatch.setattr(pump, "WAKE_RENEW_SECONDS", 0.2)
+    tasks = []
+    monkeypatch.setattr(pump.pump_webhooks, "delay", lambda schema: tasks.append(schema))
+    endpoint(named.acme, silent)
+    emit_many(named.acme, 1)
+    schema = named.acme.schema_name
+    with tenant_context(named.acme):
+        key = pump._wake_key(schema)
+        assert pump.wake(schema) and tasks == [schema]
+        seen = []
+        original = pump.record
+
+        def record(finished, now=None):  # the silent endpoint's timeout, 2 s after the claim: twice the TTL
+            seen.append(pump.redis_client().exists(key))
+            original(finished, now=now)
+
+        monkeypatch.setattr(pump, "record", record)
+        pump.pump(schema, run_seconds=2.5)
+    assert seen and all(seen)  # still there after twice its TTL: renewed by the running pump
+    # A pump killed now (its flag set, nobody renewing it): the flag is gone after the TTL.
+    with tenant_context(named.acme):
+        assert pump.redis_client().set(key, 1, ex=pump.WAKE_TTL_SECONDS)
+        assert not pump.wake(schema)
+        time.sleep(1.2)
+        assert pump.wake(schema)
