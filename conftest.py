@@ -4,6 +4,7 @@ Named users across two tenants, used everywhere so that isolation is tested ever
 alice (owner of Acme), bob (agent of Acme), carol (owner of Globex), admin (platform admin, no tenant).
 Acme and Globex have real, migrated schemas (created once per session, kept across transactional flushes).
 """
+import os
 from datetime import timedelta
 from types import SimpleNamespace
 
@@ -13,6 +14,14 @@ from django.utils import timezone
 
 PASSWORD = "correct-horse-battery-staple"
 TEST_SCHEMAS = {"acme": "t_test_acme", "globex": "t_test_globex", "pool": "t_test_pool"}
+# The suite's platform admins sign in without a second factor (the browser tests' web processes read this too);
+# accounts/tests/test_two_factor_required.py turns the requirement on and tests it.
+os.environ.setdefault("PLATFORM_ADMINS_REQUIRE_2FA", "false")
+
+
+@pytest.fixture(autouse=True)
+def _platform_admins_without_2fa(settings):
+    settings.PLATFORM_ADMINS_REQUIRE_2FA = False
 
 
 @pytest.fixture(scope="session", autouse=True)

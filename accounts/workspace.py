@@ -12,7 +12,7 @@ from rest_framework.views import APIView
 from billing.decorators import billing_access_required
 from billing.permissions import CanWrite
 from core.errors import CommonError, DomainError
-from core.permissions import Perm, permission_required
+from core.permissions import Perm, can, permission_required, refusal
 from tenants.actions import SETTINGS_FIELDS, update_tenant_settings
 from tenants.models import LOCALES
 from tenants.permissions import HasActiveTenant
@@ -21,7 +21,7 @@ from tenants.serializers import TIME_ZONES, WorkspaceSerializer, WorkspaceSettin
 
 def workspace_payload(tenant):
     return {"id": tenant.pk, "name": tenant.name, "slug": tenant.slug, "timezone": tenant.timezone,
-            "locale": tenant.locale, "webhook_url": tenant.webhook_url}
+            "locale": tenant.locale, "webhook_url": tenant.webhook_url, "require_2fa": tenant.require_2fa}
 
 
 class WorkspaceView(APIView):
@@ -34,13 +34,18 @@ class WorkspaceView(APIView):
         return Response(workspace_payload(request._request.tenant))
 
     @extend_schema(tags=["workspace"], request=WorkspaceSettingsSerializer, responses={
-        200: WorkspaceSerializer, 403: OpenApiResponse(description="permission_denied: owners and admins only")})
+        200: WorkspaceSerializer,
+        403: OpenApiResponse(description="permission_denied: owners and admins only (require_2fa: owners only)"),
+        409: OpenApiResponse(description="two_factor_not_set_up: the owner requires 2FA without having it")})
     def patch(self, request):
         """Change any of the settings (audited as tenant.settings_updated with what changed)."""
         serializer = WorkspaceSettingsSerializer(data=request.data)
         if not serializer.is_valid():
             field, problems = next(iter(serializer.errors.items()))
             raise DomainError(CommonError.VALIDATION_ERROR, f"{field}: {problems[0]}", serializer.errors)
+        if "require_2fa" in serializer.validated_data and not can(request._request.membership,
+                                                                  Perm.WORKSPACE_SECURITY):
+            raise refusal(Perm.WORKSPACE_SECURITY)
         tenant = update_tenant_settings(request._request.tenant, acting_user=request.user,
                                         **serializer.validated_data)
         return Response(workspace_payload(tenant))
@@ -57,6 +62,14 @@ class WorkspaceForm(forms.Form):
                                   widget=forms.TextInput(attrs={"type": "url", "inputmode": "url",
                                                                 "autocapitalize": "none", "spellcheck": "false",
                                                                 "placeholder": "https://example.com/whatsapp/events"}))
+    require_2fa = forms.BooleanField(required=False, label="Require two-factor authentication of every member",
+                                     help_text="Members without it are sent to its setup page before they see this "
+                                               "workspace. API keys keep working. Owners only.")
+
+    def __init__(self, *args, may_require_2fa, **kwargs):
+        super().__init__(*args, **kwargs)
+        if not may_require_2fa:
+            del self.fields["require_2fa"]
 
 
 @never_cache
@@ -64,18 +77,22 @@ class WorkspaceForm(forms.Form):
 @permission_required(Perm.SETTINGS_MANAGE)
 def workspace_settings(request):
     tenant = request.tenant
+    may_require_2fa = can(request.membership, Perm.WORKSPACE_SECURITY)
     if request.method == "POST":
-        form = WorkspaceForm(request.POST)
+        form = WorkspaceForm(request.POST, may_require_2fa=may_require_2fa)
         if form.is_valid():
             try:
                 update_tenant_settings(tenant, acting_user=request.user,
-                                       **{field: form.cleaned_data[field] for field in SETTINGS_FIELDS})
+                                       **{field: form.cleaned_data[field] for field in SETTINGS_FIELDS
+                                          if field in form.fields})
             except DomainError as exc:
-                form.add_error("webhook_url" if exc.code.value in ("invalid_url", "private_target") else None,
-                               exc.message)
+                field = {"invalid_url": "webhook_url", "private_target": "webhook_url",
+                         "two_factor_not_set_up": "require_2fa"}.get(exc.code.value)
+                form.add_error(field, exc.message)
             else:
                 messages.success(request, "Workspace settings saved.")
                 return redirect("workspace_settings")
         return render(request, "accounts/workspace_settings.html", {"form": form}, status=400)
-    form = WorkspaceForm(initial={field: getattr(tenant, field) for field in SETTINGS_FIELDS})
+    form = WorkspaceForm(initial={field: getattr(tenant, field) for field in SETTINGS_FIELDS},
+                         may_require_2fa=may_require_2fa)
     return render(request, "accounts/workspace_settings.html", {"form": form})

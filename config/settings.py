@@ -93,6 +93,7 @@ MIDDLEWARE = [
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
     "allauth.account.middleware.AccountMiddleware",
+    "accounts.middleware.TwoFactorRequiredMiddleware",  # after the tenant: a workspace may require 2FA
     "analytics.middleware.ApiUsageMiddleware",  # API requests per tenant and key (analytics.usage)
 ]
 
@@ -381,6 +382,9 @@ ACCOUNT_RATE_LIMITS = {
     "reset_password_from_key": "20/m/ip",
 }
 MFA_SUPPORTED_TYPES = ["totp", "recovery_codes"]
+# A platform admin without an authenticator is sent to the TOTP setup page on every page (accounts.middleware).
+# Off only in the test suite, whose many platform admins sign in without a second factor; its own tests turn it on.
+PLATFORM_ADMINS_REQUIRE_2FA = env.bool("PLATFORM_ADMINS_REQUIRE_2FA", default=True)
 
 EMAIL_CONFIG = env.email_url("EMAIL_URL", default="consolemail://")
 vars().update(EMAIL_CONFIG)

@@ -51,6 +51,7 @@ class Perm(str, enum.Enum):
     MEMBERS_READ = "members.read"
     MEMBERS_MANAGE = "members.manage"  # invite, change roles, remove
     OWNERSHIP_TRANSFER = "ownership.transfer"
+    WORKSPACE_SECURITY = "workspace.security"  # require two-factor authentication of every member
     AUDIT_READ = "audit.read"
     ANALYTICS_READ = "analytics.read"  # analytics figures, usage
     ANALYTICS_EVENTS = "analytics.events"  # record custom analytics events
@@ -92,6 +93,7 @@ PERMISSIONS = {
     Perm.MEMBERS_READ: EVERYONE,
     Perm.MEMBERS_MANAGE: MANAGERS,
     Perm.OWNERSHIP_TRANSFER: frozenset({O}),
+    Perm.WORKSPACE_SECURITY: frozenset({O}),
     Perm.AUDIT_READ: MANAGERS,
     Perm.ANALYTICS_READ: EVERYONE,
     Perm.ANALYTICS_EVENTS: frozenset({O, A, G}),
@@ -134,6 +136,7 @@ SCOPES = {
     Perm.MEMBERS_READ: Scope.READ,
     Perm.MEMBERS_MANAGE: Scope.MANAGE,
     Perm.OWNERSHIP_TRANSFER: Scope.MANAGE,
+    Perm.WORKSPACE_SECURITY: Scope.MANAGE,
     Perm.AUDIT_READ: Scope.READ,
     Perm.ANALYTICS_READ: Scope.READ,
     Perm.ANALYTICS_EVENTS: Scope.MESSAGES_SEND,  # an integration records its traffic's events as it sends

@@ -1,6 +1,7 @@
 """State changes of tenants. One transaction each; emails, tasks and live updates go out on commit."""
 import zoneinfo
 
+from allauth.mfa.utils import is_mfa_enabled
 from celery import shared_task
 from django.db import transaction
 from django.utils import timezone
@@ -242,7 +243,7 @@ def update_tenant(tenant, *, acting_user, **changes):
     return tenant
 
 
-SETTINGS_FIELDS = ("name", "timezone", "locale", "webhook_url")
+SETTINGS_FIELDS = ("name", "timezone", "locale", "webhook_url", "require_2fa")
 
 
 def settings_of(tenant):
@@ -269,6 +270,10 @@ def update_tenant_settings(tenant, *, acting_user, **changes):
                           {"locales": [code for code, _ in LOCALES]})
     if changes.get("webhook_url"):
         check_target(changes["webhook_url"], resolve=False)  # DomainError invalid_url
+    if changes.get("require_2fa") and not tenant.require_2fa and not is_mfa_enabled(acting_user):
+        # Requiring it without having it would lock the owner out of the page they are on.
+        raise DomainError(TenantError.TWO_FACTOR_NOT_SET_UP,
+                          "Set up two-factor authentication for your own account first, then require it.")
     tenant = Tenant.objects.select_for_update().get(pk=tenant.pk)
     before = settings_of(tenant)
     for field, value in changes.items():

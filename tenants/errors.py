@@ -13,6 +13,7 @@ class TenantError(ErrorCode):
     INVALID_NAME = "invalid_name", 400
     INVALID_TIME_ZONE = "invalid_time_zone", 400
     INVALID_LOCALE = "invalid_locale", 400
+    TWO_FACTOR_NOT_SET_UP = "two_factor_not_set_up", 409
     INVALID_STATUS = "invalid_status", 400
     REASON_REQUIRED = "reason_required", 400
     RESERVED_SLUG = "reserved_slug", 400

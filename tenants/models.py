@@ -69,6 +69,9 @@ class Tenant(TenantMixin):
     webhook_url = models.URLField(blank=True, max_length=500)
     timezone = models.CharField(max_length=64, default="UTC")
     locale = models.CharField(max_length=10, choices=LOCALES, default="en")
+    # Set by an owner: members without two-factor authentication are sent to its setup page before any of the
+    # workspace's pages (accounts.middleware.TwoFactorRequiredMiddleware). API keys are not affected.
+    require_2fa = models.BooleanField(default=False)
     contact_phone = models.CharField(max_length=20, blank=True)
     rejection_reason = models.TextField(blank=True)
     suspension_reason = models.TextField(blank=True)

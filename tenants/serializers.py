@@ -106,6 +106,8 @@ class WorkspaceSerializer(serializers.Serializer):
     timezone = serializers.CharField(help_text="IANA time zone: analytics' days and business hours use it.")
     locale = serializers.ChoiceField(choices=LOCALES, help_text="The language the workspace's pages are shown in.")
     webhook_url = serializers.CharField(help_text="The default URL of new webhook endpoints; empty for none.")
+    require_2fa = serializers.BooleanField(help_text="Members without two-factor authentication are sent to its "
+                                                     "setup page before the workspace's pages (API keys still work).")
 
 
 class WorkspaceSettingsSerializer(StrictSerializer):
@@ -118,6 +120,9 @@ class WorkspaceSettingsSerializer(StrictSerializer):
                                  required=False, help_text="An IANA time zone, e.g. Asia/Jakarta.")
     locale = serializers.ChoiceField(choices=LOCALES, required=False)
     webhook_url = _webhook_url_field()
+    require_2fa = serializers.BooleanField(required=False, help_text=(
+        "Owners only (permission_denied otherwise); turning it on needs the owner's own two-factor "
+        "authentication first (409 two_factor_not_set_up)."))
 
     def validate_name(self, value):
         if not has_visible_text(value):

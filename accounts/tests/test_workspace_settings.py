@@ -11,14 +11,14 @@ def test_members_read_the_settings_and_managers_change_them(named, api_as):
     alice, bob = api_as(named.alice), api_as(named.bob)
     data = bob.get("/api/v1/workspace").json()["data"]
     assert data == {"id": named.acme.pk, "name": "Acme", "slug": "acme", "timezone": "UTC", "locale": "en",
-                    "webhook_url": ""}
+                    "webhook_url": "", "require_2fa": False}
     response = alice.patch("/api/v1/workspace", {"name": " Acme Trading ", "timezone": "Asia/Jakarta",
                                                  "locale": "id", "webhook_url": "https://hooks.example.com/wa"},
                            format="json")
     assert response.status_code == 200
     assert response.json()["data"] == {"id": named.acme.pk, "name": "Acme Trading", "slug": "acme",
                                        "timezone": "Asia/Jakarta", "locale": "id",
-                                       "webhook_url": "https://hooks.example.com/wa"}
+                                       "webhook_url": "https://hooks.example.com/wa", "require_2fa": False}
     tenant = Tenant.objects.get(pk=named.acme.pk)
     assert (tenant.name, tenant.timezone, tenant.locale) == ("Acme Trading", "Asia/Jakarta", "id")
     row = AuditLog.objects.get(action="tenant.settings_updated", tenant=named.acme)

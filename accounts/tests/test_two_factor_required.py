@@ -1,0 +1,87 @@
+"""Two-factor authentication where it is required: every platform admin, and the members of a workspace whose
+owner requires it. Without an authenticator such a user is sent to allauth's TOTP setup page on every page; the
+API (keys) is not affected."""
+import pytest
+from allauth.mfa.totp.internal.auth import TOTP, generate_totp_secret
+
+from audit.models import AuditLog
+from tenants.models import Tenant
+
+SETUP = "/accounts/2fa/totp/activate/"
+
+
+def with_totp(user):
+    TOTP.activate(user, generate_totp_secret())
+    return user
+
+
+def test_a_platform_admin_without_2fa_is_sent_to_the_setup_page_until_they_add_it(client, named, settings, api_as):
+    settings.PLATFORM_ADMINS_REQUIRE_2FA = True
+    client.force_login(named.admin)
+    for path in ("/", "/platform/", "/accounts/email/", "/accounts/password/change/"):
+        response = client.get(path)
+        assert response.status_code == 302 and response["Location"] == SETUP, path
+    # The setup page (which first asks for the password again) is reachable.
+    response = client.get(SETUP, follow=True)
+    assert response.status_code == 200 and response.redirect_chain[-1][0].startswith("/accounts/reauthenticate/")
+    assert client.get("/static/css/app.css").status_code != 302
+    # Their API keys still work: machine access has no second factor to show.
+    assert api_as(named.admin).get("/api/v1/me").status_code == 200
+    with_totp(named.admin)
+    assert client.get("/accounts/email/").status_code == 200
+    # Members of a workspace that does not require it are not concerned.
+    client.force_login(named.alice)
+    assert client.get("/dashboard/settings/").status_code == 200
+
+
+def test_an_owner_requires_2fa_of_the_workspace_members(client, named, api_as):
+    alice = api_as(named.alice)
+    # Not without their own first: they would lock themselves out.
+    response = alice.patch("/api/v1/workspace", {"require_2fa": True}, format="json")
+    assert response.status_code == 409 and response.json()["error"]["code"] == "two_factor_not_set_up"
+    assert not Tenant.objects.get(pk=named.acme.pk).require_2fa
+    with_totp(named.alice)
+    response = alice.patch("/api/v1/workspace", {"require_2fa": True}, format="json")
+    assert response.status_code == 200 and response.json()["data"]["require_2fa"] is True
+    row = AuditLog.objects.get(action="tenant.settings_updated", tenant=named.acme)
+    assert (row.before, row.after, row.actor) == ({"require_2fa": False}, {"require_2fa": True}, named.alice)
+
+    # Bob (agent, no 2FA) is sent to the setup page from the workspace's pages; his API key still works.
+    client.force_login(named.bob)
+    response = client.get("/dashboard/")
+    assert response.status_code == 302 and response["Location"] == SETUP
+    assert api_as(named.bob).get("/api/v1/workspace").status_code == 200
+    with_totp(named.bob)
+    assert client.get("/dashboard/").status_code == 200
+    # Another workspace is not concerned.
+    client.force_login(named.carol)
+    assert client.get("/dashboard/").status_code == 200
+
+
+def test_only_an_owner_changes_the_requirement(named, api_as):
+    from accounts.models import Membership
+
+    Membership.objects.filter(user=named.bob).update(role=Membership.Role.ADMIN)
+    with_totp(named.bob)
+    response = api_as(named.bob).patch("/api/v1/workspace", {"require_2fa": True}, format="json")
+    assert response.status_code == 403 and response.json()["error"]["code"] == "permission_denied"
+    assert not Tenant.objects.get(pk=named.acme.pk).require_2fa
+    # Their other settings they still change.
+    assert api_as(named.bob).patch("/api/v1/workspace", {"timezone": "Asia/Jakarta"}, format="json").status_code == 200
+
+
+@pytest.mark.parametrize("checked", [True, False])
+def test_the_settings_page_offers_the_requirement_to_owners_only(client, named, checked):
+    with_totp(named.alice)
+    client.force_login(named.alice)
+    html = client.get("/dashboard/settings/").content.decode()
+    assert 'name="require_2fa"' in html
+    body = {"name": "Acme", "timezone": "UTC", "locale": "en", "webhook_url": ""}
+    if checked:
+        body["require_2fa"] = "on"
+    response = client.post("/dashboard/settings/", body)
+    assert response.status_code == 302
+    assert Tenant.objects.get(pk=named.acme.pk).require_2fa is checked
+    client.force_login(named.bob)  # an agent does not see the settings page at all
+    Tenant.objects.filter(pk=named.acme.pk).update(require_2fa=False)
+    assert client.get("/dashboard/settings/").status_code in (403, 404)
