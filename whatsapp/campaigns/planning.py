@@ -49,16 +49,20 @@ def _contacts(audience):
 def audience(audience_spec):
     """Each recipient as {"phone", "name", "fields"}, in a stable order, without opted-out or blocked numbers and
     without repeats; a generator (read in chunks)."""
-    seen = set()
+    # Only the numbers also listed explicitly are remembered (contacts' phones are unique): memory stays flat in the
+    # audience's size (a set of every phone was ~9 MB per 100,000).
+    listed = list(dict.fromkeys(audience_spec.get("phones") or ()))
+    wanted_too, seen = set(listed), set()
     installation_blocked = messaging_recipients.blocked_numbers()
     pattern = messaging_recipients.allowed_pattern()
     query = _contacts(audience_spec).values_list("phone", "name", "fields")
     for phone, name, fields in query.iterator(chunk_size=CHUNK):
         if phone in installation_blocked or (pattern is not None and not pattern.fullmatch(phone)):
             continue
-        seen.add(phone)
+        if phone in wanted_too:
+            seen.add(phone)
         yield {"phone": phone, "name": name, "fields": fields}
-    explicit = [p for p in dict.fromkeys(audience_spec.get("phones") or ()) if p not in seen]
+    explicit = [p for p in listed if p not in seen]
     if explicit:
         known = {c.phone: c for c in AudienceContact.objects.filter(phone__in=explicit)}
         gone = set(OptOut.objects.filter(phone__in=explicit).values_list("phone", flat=True))
