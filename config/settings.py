@@ -381,7 +381,14 @@ ACCOUNT_RATE_LIMITS = {
     "reset_password": "20/m/ip,5/m/key",
     "reset_password_from_key": "20/m/ip",
 }
-MFA_SUPPORTED_TYPES = ["totp", "recovery_codes"]
+# An authenticator app (TOTP) with recovery codes, and passkeys / security keys (WebAuthn, through fido2): as a
+# second factor, and on their own to sign in ("Sign in with a passkey" on the login page).
+MFA_SUPPORTED_TYPES = ["totp", "recovery_codes", "webauthn"]
+MFA_PASSKEY_LOGIN_ENABLED = True
+# WebAuthn needs a secure origin; `make run` serves http://localhost in DEBUG.
+MFA_WEBAUTHN_ALLOW_INSECURE_ORIGIN = DEBUG
+# "Trust this browser": after the second factor, the user may skip it on this browser for MFA_TRUST_COOKIE_AGE.
+MFA_TRUST_ENABLED = True
 # A platform admin without an authenticator is sent to the TOTP setup page on every page (accounts.middleware).
 # Off only in the test suite, whose many platform admins sign in without a second factor; its own tests turn it on.
 PLATFORM_ADMINS_REQUIRE_2FA = env.bool("PLATFORM_ADMINS_REQUIRE_2FA", default=True)
