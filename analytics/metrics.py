@@ -30,6 +30,7 @@ from core.redis import client
 from tenants.models import Tenant
 from whatsapp.host.models import SessionLease
 from whatsapp.host.queues import SHARED_QUEUE
+from whatsapp.messaging import latency
 
 HTTP_REQUESTS = Counter("switchboard_http_requests_total", "HTTP requests answered.", ["kind", "method", "status"])
 HTTP_LATENCY = Histogram("switchboard_http_request_duration_seconds", "Time to answer an HTTP request.", ["kind"],
@@ -144,6 +145,8 @@ def _registry():
     else:
         registry.register(HTTP_REQUESTS)
         registry.register(HTTP_LATENCY)
+        for histogram in latency.HISTOGRAMS:
+            registry.register(histogram)
     registry.register(DatabaseCollector())
     return registry
 

@@ -149,6 +149,8 @@ def test_a_campaign_survives_a_sigkill_of_the_session_host_each_recipient_messag
     # --- the feeder goes on; another host takes the session over ------------------------------------------------
     for _ in range(3):  # while no host runs the session: the window holds the queue to what the dead host had
         rounds.round()
+    orphaned = out_statuses(tenant)[S.QUEUED]  # queued for the dead host: the takeover and the sweeper send them
+    assert 0 < orphaned <= feeder.WINDOW, orphaned
     before = connected_at(tenant, session_id)
     second = start_whatsapp(live_system, 2)
     wait_for_takeover(tenant, session_id, second, before)
@@ -176,7 +178,8 @@ def test_a_campaign_survives_a_sigkill_of_the_session_host_each_recipient_messag
     copies = collections.Counter(line["text"] for line in mine())
     lost = [r for r in recipients if r.message.pk in half_sent and copies[r.text] == 0]
     print(f"\ncampaign crash: {RECIPIENTS} recipients, SIGKILL of the host with {killed_at} sent; "
-          f"{len(half_sent)} claimed by the dead host at the kill ({len(lost)} never reached WhatsApp); "
+          f"{len(half_sent)} claimed by the dead host at the kill ({len(lost)} never reached WhatsApp), {orphaned} "
+          f"queued while no host ran; "
           f"{rounds.rounds} feeder rounds, {rounds.sweeps} sweeps; finished in {took:.1f} s; final statuses "
           f"{dict(collections.Counter(m.status for m in messages))}")
     for recipient in lost:  # only the lost race of the kill: failed host_lost, never sent twice

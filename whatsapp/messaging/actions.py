@@ -26,7 +26,7 @@ from whatsapp.conversations.models import Contact, Conversation
 from whatsapp.sessions.models import WhatsAppSession
 
 from . import drain as sending
-from . import media, ratelimit, recipients
+from . import latency, media, ratelimit, recipients
 from . import types as message_types
 from .errors import MessagingError
 from .models import BlockedNumber, Message
@@ -284,6 +284,7 @@ def apply_receipt(session, data, now=None):
         [status, now, status == S.READ, now, now, session.pk, Message.Direction.OUT, ids, behind, S.FAILED,
          f"{sending.HOST_LOST}:%"])
     moved.sort(key=lambda m: m.pk)
+    latency.delivered(moved, now)
     for message in moved:
         message.session = session
     result.moved = moved

@@ -48,7 +48,7 @@ from whatsapp.providers.base import ProviderError
 from whatsapp.sessions.models import WhatsAppSession
 from whatsapp.webhooks.actions import emit_events
 
-from . import pacing
+from . import latency, pacing
 from . import types as message_types
 from .models import Message
 from .payloads import message_payload, messages_changed
@@ -370,7 +370,9 @@ def record_sent(pairs, *, now=None):
     for message, provider_id in pairs:
         message.status, message.provider_message_id = S.SENT, str(provider_id or "")[:128]
         message.sent_at, message.next_attempt_at, message.failure_reason = now, None, ""
-    return [message for message, _ in pairs if message.pk in changed]
+    recorded = [message for message, _ in pairs if message.pk in changed]
+    latency.sent(recorded, now)
+    return recorded
 
 
 def record_failed(pairs, *, only_from=None):

@@ -394,3 +394,14 @@ def test_planning_by_copy_writes_what_the_orm_writes(named, settings):
                 written[speed_path] = list(CampaignRecipient.objects.order_by("phone").values_list(*fields))
                 CampaignRecipient.objects.all().delete()
     assert written[True] == written[False] and len(written[True]) == 7
+
+
+def test_the_audience_lists_a_number_both_tagged_and_given_explicitly_once(named):
+    """planning.audience remembers only the explicitly listed numbers met among the tagged contacts (memory flat in
+    the audience's size): such a number still comes once, a listed stranger once, an opted-out one never."""
+    audience(named.acme, 3)
+    with tenant_context(named.acme):
+        OptOut.objects.create(phone="+14155559998", source="api")
+        spec = {"tags": ["fair"], "phones": [phone(101), "+14155559999", phone(101), "+14155559998"]}
+        got = [r["phone"] for r in planning.audience(spec)]
+    assert got == [phone(100), phone(101), phone(102), "+14155559999"]

@@ -404,3 +404,43 @@ def test_a_send_while_reconnecting_is_queued_again_not_failed(named, clients, ho
         messaging.sweep_queued(now=waiting.next_attempt_at + timedelta(seconds=1))
     sent = load(named.acme, data["id"])
     assert sent.status == "sent" and sent.attempts == 2 and sent.failure_reason == ""
+
+
+def latency_counts(client):
+    """{histogram name: observation count} read from GET /metrics by prometheus_client's parser."""
+    from prometheus_client.parser import text_string_to_metric_families
+
+    response = client.get("/metrics", secure=True)
+    assert response.status_code == 200
+    counts = {}
+    for family in text_string_to_metric_families(response.content.decode()):
+        for sample in family.samples:
+            if sample.name.startswith("switchboard_message_") and sample.name.endswith("_seconds_count"):
+                assert "tenant" not in sample.labels  # bounded: no tenant label by default
+                counts[sample.name] = sample.value
+    return counts
+
+
+@pytest.mark.django_db(transaction=True)
+def test_send_latency_histograms_move_on_sent_and_on_the_first_delivery_receipt(named, clients, host, clock, hooks,
+                                                                              settings):
+    link_session(clients["alice"], host, clock)
+    settings.METRICS_ALLOWED_NETWORKS = ["127.0.0.1/32"]
+    from django.test import Client
+
+    scraper = Client()
+    accepted, delivered = ("switchboard_message_accept_to_sent_seconds_count",
+                           "switchboard_message_sent_to_delivered_seconds_count")
+    before = latency_counts(scraper)
+    assert accepted in before and delivered in before  # exported before any observation
+    data = ok(post(clients["alice"], {"session": "front-desk", "to": TO, "type": "text", "text": "Hello"}), 202)
+    assert load(named.acme, data["id"]).status == "sent"
+    after_send = latency_counts(scraper)
+    assert after_send[accepted] == before[accepted] + 1 and after_send[delivered] == before[delivered]
+    settle(host, clock, 1)
+    assert load(named.acme, data["id"]).status == "delivered"
+    after_receipt = latency_counts(scraper)
+    assert after_receipt[delivered] == before[delivered] + 1
+    settle(host, clock, 2)  # read: delivered_at was already set, not observed again
+    assert load(named.acme, data["id"]).status == "read"
+    assert latency_counts(scraper)[delivered] == before[delivered] + 1
