@@ -58,6 +58,10 @@ CountsSerializer = inline_serializer("AnalyticsCounts", {
     "sent": _int(help_text="Outgoing messages accepted for sending (queued ones included), failed ones not."),
     "received": _int(), "failed": _int(), "pending": _int(help_text="Outgoing messages still queued or sending."),
 })
+LatencySerializer = inline_serializer("AnalyticsLatency", {
+    "count": _int(help_text="Messages measured."),
+    "p50_seconds": serializers.FloatField(allow_null=True), "p95_seconds": serializers.FloatField(allow_null=True),
+})
 DashboardSerializer = inline_serializer("AnalyticsDashboard", {
     "overview": inline_serializer("AnalyticsOverview", {
         "time_zone": serializers.CharField(), "generated_at": serializers.DateTimeField(),
@@ -66,7 +70,10 @@ DashboardSerializer = inline_serializer("AnalyticsDashboard", {
         "today": CountsSerializer, "week": CountsSerializer, "month": CountsSerializer,
         "delivery_rate": _rate(), "read_rate": _rate(),
         "failures_by_reason": inline_serializer("AnalyticsFailureReason", {
-            "reason": serializers.CharField(), "count": _int()}, many=True)}),
+            "reason": serializers.CharField(), "count": _int()}, many=True),
+        "latency": inline_serializer("AnalyticsSendLatency", {
+            "hours": _int(help_text="Outgoing messages accepted in this many last hours."),
+            "accept_to_sent": LatencySerializer, "sent_to_delivered": LatencySerializer})}),
     "session_stats": inline_serializer("AnalyticsSessionStats", {
         "total": _int(), "active": _int(),
         "by_state": serializers.DictField(child=_int(), help_text="Sessions per state (every state named).")}),

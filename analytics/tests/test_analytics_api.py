@@ -114,3 +114,30 @@ def test_cleanup_is_for_platform_admins_and_retention_runs_by_beat(named, client
     assert purge_old_events() == 2
     with tenant_context(named.acme):
         assert list(Event.objects.values_list("event_type", flat=True)) == ["new"]
+
+
+def test_dashboard_send_latency_is_the_last_days_percentiles_from_the_messages(named, clients):
+    from whatsapp.models import Message
+
+    session = traffic(named.acme, sent=0, received=0, failed=0)
+    now = timezone.now()
+    with tenant_context(named.acme):
+        Message.objects.all().delete()
+        for i in range(1, 11):  # accepted i seconds before sent; delivered 10·i seconds after
+            accepted = now - timedelta(hours=1)
+            sent = accepted + timedelta(seconds=i)
+            Message.objects.create(session=session, direction="out", chat_jid="c@s.whatsapp.net", status="delivered",
+                                   created_at=accepted, sent_at=sent, delivered_at=sent + timedelta(seconds=10 * i))
+        Message.objects.create(session=session, direction="out", chat_jid="c@s.whatsapp.net", status="queued",
+                               created_at=now)  # not sent yet: not measured
+        old = now - timedelta(hours=30)  # before the last 24 hours: not counted
+        Message.objects.create(session=session, direction="out", chat_jid="c@s.whatsapp.net", status="delivered",
+                               created_at=old, sent_at=old + timedelta(hours=1), delivered_at=old + timedelta(hours=2))
+    latency = ok(clients["alice"].get(f"{V1}/dashboard"))["message_stats"]["latency"]
+    assert latency["hours"] == 24
+    # percentile_cont over 1..10 s: p50 5.5, p95 9.55 (rounded to a tenth); 10× for sent → delivered
+    assert latency["accept_to_sent"]["count"] == 10 and latency["accept_to_sent"]["p50_seconds"] == 5.5
+    assert latency["accept_to_sent"]["p95_seconds"] == pytest.approx(9.55, abs=0.051)
+    assert latency["sent_to_delivered"] == {"count": 10, "p50_seconds": 55.0, "p95_seconds": 95.5}
+    empty = ok(clients["carol"].get(f"{V1}/dashboard"))["message_stats"]["latency"]
+    assert empty["accept_to_sent"] == {"count": 0, "p50_seconds": None, "p95_seconds": None}
