@@ -5,10 +5,12 @@ from datetime import timedelta
 from django.conf import settings
 from django.contrib.auth import get_user_model
 from django.db import transaction
+from django.urls import reverse
 from django.utils import timezone
 
 from audit import actions as audit
 from core.errors import CommonError, DomainError
+from core.tasks import send_email
 from tenants import actions as tenant_actions
 from tenants import notify as tenant_notify
 from tenants.schemas import in_public_schema
@@ -48,7 +50,21 @@ def _new_key(*, user, tenant, name, scopes, expires_at):
     raw, prefix = ApiKey.generate()
     key = ApiKey.objects.create(user=user, tenant=tenant, name=name[:80], prefix=prefix, key_hash=hash_api_key(raw),
                                 scopes=scopes, expires_at=expires_at)
+    _tell_the_holder(key)
     return key, raw
+
+
+def _tell_the_holder(key):
+    """A security email: a key made in your name that you did not make is the sign of a stolen session."""
+    expires = f"{key.expires_at:%d %b %Y %H:%M} UTC" if key.expires_at else "never"
+    body = (f"A new API key was created for your account on {settings.SITE_NAME}.\n\n"
+            f"Name: {key.name}\nPrefix: {key.prefix}\n"
+            f"Workspace: {key.tenant.name if key.tenant else 'the platform API'}\n"
+            f"Scopes: {', '.join(key.scopes)}\nExpires: {expires}\n\n"
+            "If you did not create it, revoke it at once on the API keys page and change your password:\n"
+            f"{settings.SITE_URL}{reverse('api_keys')}\n")
+    to, subject = key.user.email, f"[{settings.SITE_NAME}] New API key {key.prefix}"
+    transaction.on_commit(lambda: send_email.delay(to=to, subject=subject, body=body))
 
 
 @transaction.atomic

@@ -58,6 +58,7 @@ SHARED_APPS = [
     "allauth",
     "allauth.account",
     "allauth.mfa",
+    "allauth.usersessions",  # the user's signed-in sessions, and "sign out the other sessions"
     "rest_framework",
     "drf_spectacular",
     "drf_spectacular_sidecar",
@@ -94,6 +95,7 @@ MIDDLEWARE = [
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
     "allauth.account.middleware.AccountMiddleware",
     "accounts.middleware.TwoFactorRequiredMiddleware",  # after the tenant: a workspace may require 2FA
+    "allauth.usersessions.middleware.UserSessionsMiddleware",  # keeps each session's IP, browser and last seen
     "analytics.middleware.ApiUsageMiddleware",  # API requests per tenant and key (analytics.usage)
 ]
 
@@ -389,6 +391,8 @@ MFA_PASSKEY_LOGIN_ENABLED = True
 MFA_WEBAUTHN_ALLOW_INSECURE_ORIGIN = DEBUG
 # "Trust this browser": after the second factor, the user may skip it on this browser for MFA_TRUST_COOKIE_AGE.
 MFA_TRUST_ENABLED = True
+# The session list (/accounts/sessions/) shows when each session was last used.
+USERSESSIONS_TRACK_ACTIVITY = True
 # A platform admin without an authenticator is sent to the TOTP setup page on every page (accounts.middleware).
 # Off only in the test suite, whose many platform admins sign in without a second factor; its own tests turn it on.
 PLATFORM_ADMINS_REQUIRE_2FA = env.bool("PLATFORM_ADMINS_REQUIRE_2FA", default=True)

@@ -167,7 +167,7 @@ def test_main_pages_have_no_serious_accessibility_violations(named, plans, live_
         ("/accounts/password/change/", 200), ("/accounts/2fa/", 200), ("/platform/", 403), ("/no-such-page/", 404),
         ("/broadcasts/", 200), (f"/broadcasts/{ids['campaign']}/", 200), (f"/broadcasts/templates/?preview={ids['template']}", 200),
         ("/broadcasts/contacts/", 200), ("/dashboard/settings/", 200), ("/accounts/2fa/webauthn/", 200),
-        ("/accounts/reauthenticate/?next=/accounts/2fa/webauthn/add/", 200),
+        ("/accounts/reauthenticate/?next=/accounts/2fa/webauthn/add/", 200), ("/accounts/sessions/", 200),
     ], found)
     check_pages(browser, live_system, named.admin.email, [
         ("/platform/", 200), ("/platform/tenants/", 200), (f"/platform/tenants/{named.acme.pk}/billing", 200),
