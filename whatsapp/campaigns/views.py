@@ -12,8 +12,8 @@ from django.contrib import messages
 from django.core.cache import cache
 from django.core.exceptions import PermissionDenied
 from django.db import transaction
-from django.http import Http404, StreamingHttpResponse
-from django.shortcuts import redirect, render
+from django.http import StreamingHttpResponse
+from django.shortcuts import get_object_or_404, redirect, render
 from django.urls import reverse
 from django.utils import timezone
 from django.views.decorators.cache import never_cache
@@ -116,9 +116,7 @@ def contacts_page(request):
                     messages.success(request, f"{row.phone} is on the opt-out list: no campaign sends to it.")
                     return redirect("campaign_contacts")
             elif action == "resubscribe":
-                row = OptOut.objects.filter(pk=_int(request.POST.get("id"))).first()
-                if row is None:
-                    raise Http404("No such opt-out")
+                row = get_object_or_404(OptOut, pk=_int(request.POST.get("id")))
                 actions.resubscribe(request.tenant, row, acting_user=request.user)
                 messages.success(request, f"{row.phone} gets broadcasts again.")
                 return redirect("campaign_contacts")
@@ -132,9 +130,7 @@ def contacts_page(request):
                     messages.success(request, "Opt-out words saved.")
                     return redirect("campaign_contacts")
             elif action == "delete":
-                contact = AudienceContact.objects.filter(pk=_int(request.POST.get("id"))).first()
-                if contact is None:
-                    raise Http404("No such contact")
+                contact = get_object_or_404(AudienceContact, pk=_int(request.POST.get("id")))
                 actions.delete_contact(request.tenant, contact, acting_user=request.user)
                 messages.success(request, f"{contact.phone} deleted.")
                 return redirect("campaign_contacts")
@@ -144,10 +140,7 @@ def contacts_page(request):
             status = 400
         except DomainError as exc:
             form = {"preview": import_form, "opt_out": opt_out_form, "words": words_form}.get(action, import_form)
-            if form.is_bound:
-                form.add_error(None, exc.message)
-            else:
-                messages.error(request, exc.message)
+            _show_error(request, form, exc)
             status = exc.status
     preview = None
     token = request.GET.get("preview", "")
@@ -204,6 +197,14 @@ def _safe(value):
     return "'" + value if value[:1] in ("=", "+", "-", "@", "\t", "\r") else value
 
 
+def _show_error(request, form, exc):
+    """A domain error on the form that was posted, or as a message when the post had no form."""
+    if form.is_bound:
+        form.add_error(None, exc.message)
+    else:
+        messages.error(request, exc.message)
+
+
 def _int(value):
     try:
         return int(value)
@@ -258,9 +259,7 @@ def templates_page(request):
                     return redirect(f"{reverse('campaign_templates')}?preview={template.pk}")
                 status = 400
             elif action == "delete":
-                template = MessageTemplate.objects.filter(pk=_int(request.POST.get("id"))).first()
-                if template is None:
-                    raise Http404("No such template")
+                template = get_object_or_404(MessageTemplate, pk=_int(request.POST.get("id")))
                 actions.delete_template(request.tenant, template, acting_user=request.user)
                 messages.success(request, f"Template “{template.name}” deleted.")
                 return redirect("campaign_templates")
@@ -268,10 +267,7 @@ def templates_page(request):
                 messages.error(request, "Unknown action.")
                 return redirect("campaign_templates")
         except DomainError as exc:
-            if form.is_bound:
-                form.add_error(None, exc.message)
-            else:
-                messages.error(request, exc.message)
+            _show_error(request, form, exc)
             status = exc.status
     preview = None
     template = MessageTemplate.objects.filter(pk=_int(request.GET.get("preview"))).first()
@@ -370,9 +366,7 @@ VERBS = {"start": actions.start_campaign, "pause": actions.pause_campaign, "resu
 @billing_access_required
 @permission_required(Perm.CAMPAIGNS_READ, POST=Perm.CAMPAIGNS_MANAGE)
 def campaign_detail(request, campaign_id):
-    campaign = Campaign.objects.filter(pk=campaign_id).select_related("template").first()
-    if campaign is None:
-        raise Http404("No such campaign")
+    campaign = get_object_or_404(Campaign.objects.select_related("template"), pk=campaign_id)
     if request.method == "POST":
         if not can_manage(request):
             raise PermissionDenied("Only an owner or admin can change campaigns.")
@@ -403,9 +397,7 @@ def campaign_detail(request, campaign_id):
 @permission_required(Perm.CAMPAIGNS_READ)
 def campaign_recipients_export(request, campaign_id):
     """Every recipient with its state and reason, as CSV."""
-    campaign = Campaign.objects.filter(pk=campaign_id).first()
-    if campaign is None:
-        raise Http404("No such campaign")
+    campaign = get_object_or_404(Campaign, pk=campaign_id)
     writer = csv.writer(_Echo())
     schema_name = request.tenant.schema_name
     columns = ["phone", "name", "status", "reason", "session", "text", "queued_at", "sent_at", "delivered_at",
