@@ -435,7 +435,11 @@ SPECTACULAR_SETTINGS = {
                             "RoleEnum": "core.permissions.Role.choices",
                             "InvitableRoleEnum": "accounts.members.INVITABLE_CHOICES",
                             "KeywordRuleActionEnum": "whatsapp.automation.models.KeywordRule.Action",
-                            "ConversationStatusEnum": "whatsapp.conversations.models.Conversation.Status"},
+                            "ConversationStatusEnum": "whatsapp.conversations.models.Conversation.Status",
+                            "AlertStateEnum": "alerts.models.Alert.State",
+                            "AlertChannelEnum": "alerts.models.Channel",
+                            "AlertKindEnum": "alerts.models.Kind",
+                            "ChatPresenceStateEnum": "whatsapp.providers.base.CHAT_PRESENCE_STATES"},
     "POSTPROCESSING_HOOKS": ["drf_spectacular.hooks.postprocess_schema_enums", "core.schema.envelope_and_errors"],
 }
 
