@@ -57,6 +57,8 @@ class AuditAction(models.TextChoices):
     MEMBER_ROLE_CHANGED = "member.role_changed"
     TENANT_APPROVED = "tenant.approved"
     TENANT_DELETED = "tenant.deleted"
+    TENANT_DELETION_CANCELLED = "tenant.deletion_cancelled"
+    TENANT_DELETION_SCHEDULED = "tenant.deletion_scheduled"
     TENANT_PROVISIONED = "tenant.provisioned"
     TENANT_PROVISIONING_RETRIED = "tenant.provisioning_retried"
     TENANT_REACTIVATED = "tenant.reactivated"

@@ -21,10 +21,12 @@ class WhatsappConfig(AppConfig):
         from whatsapp.providers.base import EventKind
         from whatsapp.sessions import events as session_events
         from whatsapp.sessions import panels
-        from whatsapp.sessions.actions import count_sessions
+        from tenants.signals import workspace_deletion_scheduled
+        from whatsapp.sessions.actions import count_sessions, stop_for_workspace_deletion
         from whatsapp.webhooks import selectors as webhook_selectors
 
         entitlements.USAGE_COUNTERS["max_sessions"] = ("WhatsApp session", count_sessions)
+        workspace_deletion_scheduled.connect(stop_for_workspace_deletion, dispatch_uid="whatsapp.stop_for_deletion")
 
         # The session host calls the features through these (whatsapp.host.handlers); it imports none of them.
         handlers.set_starter(session_events.starting)
