@@ -211,6 +211,8 @@ BILLING_OFFLINE_INSTRUCTIONS = env(
 )
 # Days a tenant stays read-only after its trial or payments lapse, before it is suspended.
 BILLING_GRACE_DAYS = env.int("BILLING_GRACE_DAYS", default=7)
+# Days between an owner's request to delete the workspace and its deletion, during which an owner may cancel.
+WORKSPACE_DELETE_GRACE_DAYS = env.int("WORKSPACE_DELETE_GRACE_DAYS", default=7)
 
 # --- WhatsApp -----------------------------------------------------------------------------------
 # "neonize" (the real client) or "simulator" (a stand-in for WhatsApp's servers: demos and tests).
@@ -467,6 +469,7 @@ CELERY_BEAT_SCHEDULER = "django_celery_beat.schedulers:DatabaseScheduler"
 CELERY_BEAT_SCHEDULE = {
     "refill-tenant-pool": {"task": "tenants.tasks.refill_tenant_pool", "schedule": timedelta(minutes=5)},
     "billing-clock": {"task": "billing.tasks.run_billing_clock", "schedule": timedelta(minutes=15)},
+    "delete-due-workspaces": {"task": "accounts.tasks.delete_due_workspaces", "schedule": timedelta(minutes=15)},
     "deliver-due-webhooks": {"task": "whatsapp.webhooks.tasks.deliver_due_webhooks", "schedule": timedelta(seconds=10)},
     "sweep-queued-messages": {"task": "whatsapp.tasks.sweep_queued_messages", "schedule": timedelta(seconds=30)},
     "feed-campaigns": {"task": "whatsapp.campaigns.tasks.feed_campaigns", "schedule": timedelta(seconds=5)},
