@@ -442,7 +442,12 @@ SPECTACULAR_SETTINGS = {
                             "RoleEnum": "core.permissions.Role.choices",
                             "InvitableRoleEnum": "accounts.members.INVITABLE_CHOICES",
                             "KeywordRuleActionEnum": "whatsapp.automation.models.KeywordRule.Action",
-                            "ConversationStatusEnum": "whatsapp.conversations.models.Conversation.Status"},
+                            "ConversationStatusEnum": "whatsapp.conversations.models.Conversation.Status",
+                            # The platform metrics' own "interval" and "state" (config/platform_metrics.py) beside
+                            # the billing interval's and a chat presence's, which keep their names.
+                            "MetricsIntervalEnum": "analytics.platform.INTERVALS",
+                            "IntervalEnum": "billing.models.Interval.values",
+                            "StateEnum": "whatsapp.providers.base.CHAT_PRESENCE_STATES"},
     "POSTPROCESSING_HOOKS": ["drf_spectacular.hooks.postprocess_schema_enums", "core.schema.envelope_and_errors"],
 }
 
