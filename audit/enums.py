@@ -74,6 +74,8 @@ class AuditAction(models.TextChoices):
     WEBHOOK_ENDPOINT_CREATED = "webhook.endpoint_created"
     WEBHOOK_ENDPOINT_DELETED = "webhook.endpoint_deleted"
     WEBHOOK_ENDPOINT_UPDATED = "webhook.endpoint_updated"
+    WHATSAPP_AUTO_ASSIGN_RESET = "whatsapp.auto_assign_reset"
+    WHATSAPP_AUTO_ASSIGN_UPDATED = "whatsapp.auto_assign_updated"
     WHATSAPP_AUTOMATION_BOT_SECRET_ROTATED = "whatsapp.automation_bot_secret_rotated"
     WHATSAPP_AUTOMATION_RESET = "whatsapp.automation_reset"
     WHATSAPP_AUTOMATION_RULE_CREATED = "whatsapp.automation_rule_created"

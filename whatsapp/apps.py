@@ -15,6 +15,7 @@ class WhatsappConfig(AppConfig):
         from whatsapp.conversations import actions as conversations
         from whatsapp.conversations import erasure
         from whatsapp.host import handlers
+        from whatsapp.inbox import actions as inbox
         from whatsapp.messaging import erasure as messaging_erasure
         from whatsapp.messaging import events as messaging_events
         from whatsapp.messaging import (
@@ -50,6 +51,9 @@ class WhatsappConfig(AppConfig):
         automation.ask_bot = automation_tasks.ask_bot.delay
         handlers.set_sender(messaging_events.Sender)
         handlers.on_command("sync_contacts", conversations.sync_on_host)
+        # A contact's first message: the new conversation goes to whoever auto-assignment names.
+        if inbox.auto_assign_new not in conversations.new_inbound_conversation_hooks:
+            conversations.new_inbound_conversation_hooks.append(inbox.auto_assign_new)
 
         # The session page shows the number's sending queue (its card, its live refresh).
         panels.register(panels.Panel("whatsapp/_session_queue_card.html",
