@@ -6,6 +6,7 @@ from datetime import timedelta
 from django.core.exceptions import ValidationError
 from django.core.validators import validate_email
 from django.db import transaction
+from django.db.models import Q
 from django.utils import timezone
 
 from accounts.models import Membership
@@ -18,7 +19,7 @@ from whatsapp.webhooks import delivery as wire
 
 from . import matching, schedule
 from .errors import AutomationError
-from .models import Handoff, KeywordRule, Receptionist
+from .models import AutomationLog, Handoff, KeywordRule, Receptionist
 
 MAX_TEXT = 4096
 MAX_RULES = 500
@@ -350,3 +351,11 @@ def _effective_handoff_minutes(session):
     own = Receptionist.objects.filter(scope=scope_of(session)).first()
     row = own or Receptionist.objects.filter(scope="workspace").first()
     return row.handoff_minutes if row is not None else 60
+
+
+def erase_log(erasure):
+    """A contact's erasure (whatsapp.conversations.erasure): the receptionist's log of its chats names it."""
+    deleted, _ = AutomationLog.objects.filter(
+        Q(contact_id=erasure.contact.pk) | Q(conversation_id__in=erasure.conversation_ids)
+        | Q(session_id=erasure.session_id, chat_jid__in=erasure.jids)).delete()
+    erasure.count("automation_log", deleted)
