@@ -27,7 +27,7 @@ TAGS = ["alerts"]
 CHAT_ID_PATTERN = r"^(-?\d{1,20}|@[A-Za-z][A-Za-z0-9_]{4,31})$"
 
 NotificationsSerializer = inline_serializer("AlertNotification", {
-    "at": serializers.DateTimeField(), "event": serializers.ChoiceField(choices=["firing", "resolved"]),
+    "at": serializers.DateTimeField(), "event": serializers.ChoiceField(choices=Alert.State.values),
     "channel": serializers.ChoiceField(choices=Channel.choices), "ok": serializers.BooleanField(),
     "error": serializers.CharField(allow_blank=True)}, many=True)
 

@@ -30,6 +30,9 @@ class Alert(models.Model):
         return f"{self.key} ({self.state})"
 
 
+STATES = Alert.State.values  # the states without their labels, as the platform metrics' API names them
+
+
 class Kind(models.TextChoices):
     """The alerts a workspace may be told about: its own numbers, webhooks and broadcasts (the rule's name)."""
     SESSION_DOWN = "session_down", "A number is disconnected or logged out"
