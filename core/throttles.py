@@ -13,16 +13,19 @@ Rates come from REST_FRAMEWORK["DEFAULT_THROTTLE_RATES"] (API_THROTTLE_* in sett
 a test's override applies; None switches a throttle off. The send endpoints' per-tenant limit
 (whatsapp.messaging.ratelimit) applies on top of these.
 """
+import logging
 import math
 import time
 
 from django.db import connection
+from redis.exceptions import RedisError
 from rest_framework.settings import api_settings
 from rest_framework.throttling import SimpleRateThrottle
 
 from .redis import client
 
 KEY_PREFIX = "sb:throttle"
+logger = logging.getLogger(__name__)
 
 
 class WindowThrottle(SimpleRateThrottle):
@@ -49,7 +52,13 @@ class WindowThrottle(SimpleRateThrottle):
         pipe = client().pipeline(transaction=False)
         pipe.incr(key)
         pipe.expire(key, self.duration + 1, nx=True)
-        count, _ = pipe.execute()
+        try:
+            count, _ = pipe.execute()
+        except RedisError as exc:
+            # Open, not shut: an unreachable Redis must not turn every API answer (the health check's included,
+            # which reports Redis down) into a 500.
+            logger.warning("API throttle %s not counted: Redis unreachable (%s)", self.scope, exc)
+            return True
         if count <= self.num_requests:
             return True
         self.retry_after = max(1, math.ceil(window + self.duration - now))

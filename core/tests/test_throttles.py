@@ -2,8 +2,10 @@
 refusal is 429 `throttled` in the envelope with Retry-After; one client's excess never touches another's; every
 API view has them, and every operation of the schema says 429 with Retry-After."""
 import json
+from types import SimpleNamespace
 
 import pytest
+from django.contrib.auth.models import AnonymousUser
 from django.urls import get_resolver
 from django_tenants.utils import tenant_context
 from rest_framework.schemas.generators import EndpointEnumerator
@@ -90,6 +92,16 @@ def test_the_throttled_request_changes_nothing(named, rates):
     refused(response, "api_key", 1)
     with tenant_context(named.acme):
         assert not WebhookEndpoint.objects.exists()
+
+
+def test_an_unreachable_redis_lets_requests_through_rather_than_failing_them(named, rates, settings):
+    rates(api_key="1/min", user="1/min", anon="1/min")
+    settings.REDIS_URL = "redis://127.0.0.1:1/0"
+    with_key = SimpleNamespace(auth=SimpleNamespace(pk=1), user=named.alice, META={"REMOTE_ADDR": "198.51.100.9"})
+    anonymous = SimpleNamespace(auth=None, user=AnonymousUser(), META={"REMOTE_ADDR": "198.51.100.9"}, headers={})
+    for throttle, request in ((ApiKeyThrottle(), with_key), (UserThrottle(), with_key),
+                              (AnonymousThrottle(), anonymous)):
+        assert throttle.allow_request(request, None) and throttle.allow_request(request, None)
 
 
 def test_off_means_no_throttle(named, rates):
