@@ -86,6 +86,7 @@ class AuditAction(models.TextChoices):
     WHATSAPP_CANNED_REPLY_DELETED = "whatsapp.canned_reply_deleted"
     WHATSAPP_CANNED_REPLY_UPDATED = "whatsapp.canned_reply_updated"
     WHATSAPP_CONTACT_DELETED = "whatsapp.contact_deleted"
+    WHATSAPP_CONTACT_ERASED = "whatsapp.contact_erased"
     WHATSAPP_CONVERSATION_ASSIGNED = "whatsapp.conversation_assigned"
     WHATSAPP_CONVERSATION_NOTE_ADDED = "whatsapp.conversation_note_added"
     WHATSAPP_CONVERSATION_NOTE_DELETED = "whatsapp.conversation_note_deleted"

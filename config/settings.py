@@ -84,6 +84,7 @@ MIDDLEWARE = [
     "analytics.middleware.RequestMetricsMiddleware",  # HTTP counts and latency for /metrics
     "django.middleware.security.SecurityMiddleware",
     "django_permissions_policy.PermissionsPolicyMiddleware",
+    "core.csp.ContentSecurityPolicyMiddleware",  # django-csp's, with this host's websockets allowed
     "whitenoise.middleware.WhiteNoiseMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
     "django.middleware.common.CommonMiddleware",
@@ -197,6 +198,10 @@ STRIPE_SECRET_KEY = env("STRIPE_SECRET_KEY", default="")
 STRIPE_WEBHOOK_SECRET = env("STRIPE_WEBHOOK_SECRET", default="")
 # Stripe's API base; tests point it at a local fake. Leave unset in production.
 STRIPE_API_BASE = env("STRIPE_API_BASE", default="")
+# Where the billing page's forms are redirected (Stripe Checkout, the customer portal), allowed by its
+# Content-Security-Policy's form-action: add your custom Stripe domain here if you use one.
+STRIPE_REDIRECT_ORIGINS = env.list("STRIPE_REDIRECT_ORIGINS",
+                                   default=["https://checkout.stripe.com", "https://billing.stripe.com"])
 # Stripe price ids per plan and interval, e.g. "basic:monthly=price_123,basic:yearly=price_456". Prices
 # edited in the admin (billing.Price.stripe_price_id) take precedence.
 STRIPE_PRICE_IDS = env.dict("STRIPE_PRICE_IDS", default={})
@@ -527,6 +532,27 @@ PERMISSIONS_POLICY = {feature: [] for feature in (
     "accelerometer", "autoplay", "camera", "display-capture", "geolocation", "gyroscope", "magnetometer",
     "microphone", "midi", "payment", "usb", "xr-spatial-tracking")}
 SECURE_REFERRER_POLICY = "same-origin"
+# Content-Security-Policy (django-csp): scripts, styles, images and connections from this site only, so injected
+# markup can't run a script; no inline <script>, event handler (onclick=…) or style attribute anywhere (confirm
+# prompts are data-confirm, static/js/site.js). img-src allows data: URIs (the favicon, Swagger UI's icons);
+# connect-src gets this host's ws:// or wss:// added per request (core.csp) for the live pages. Form posts go to
+# this site only, except the billing page's, which redirect to Stripe (billing.views). The API docs page loads its
+# start-up script from a URL (config.urls). CSP_REPORT_URI: where browsers report violations (unset: nowhere).
+CONTENT_SECURITY_POLICY = {
+    "DIRECTIVES": {
+        "default-src": ["'self'"],
+        "script-src": ["'self'"],
+        "style-src": ["'self'"],
+        "img-src": ["'self'", "data:"],
+        "font-src": ["'self'"],
+        "connect-src": ["'self'"],
+        "object-src": ["'none'"],
+        "base-uri": ["'self'"],
+        "frame-ancestors": ["'none'"],
+        "form-action": ["'self'"],
+        **({"report-uri": [env("CSP_REPORT_URI")]} if env("CSP_REPORT_URI", default="") else {}),
+    }
+}
 
 LOGGING = {
     "version": 1,

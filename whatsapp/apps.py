@@ -11,9 +11,12 @@ class WhatsappConfig(AppConfig):
         from whatsapp.automation import engine as automation
         from whatsapp.automation import tasks as automation_tasks
         from whatsapp.campaigns import events as campaign_events
+        from whatsapp.automation import actions as automation_actions
         from whatsapp.conversations import actions as conversations
+        from whatsapp.conversations import erasure
         from whatsapp.host import handlers
         from whatsapp.inbox import actions as inbox
+        from whatsapp.messaging import erasure as messaging_erasure
         from whatsapp.messaging import events as messaging_events
         from whatsapp.messaging import (
             pacing,
@@ -24,7 +27,13 @@ class WhatsappConfig(AppConfig):
         from whatsapp.sessions import panels
         from tenants.signals import workspace_deletion_scheduled
         from whatsapp.sessions.actions import count_sessions, stop_for_workspace_deletion
+        from whatsapp.webhooks import actions as webhook_actions
         from whatsapp.webhooks import selectors as webhook_selectors
+
+        # A contact's erasure (whatsapp.conversations.erasure): messages first (the webhooks' eraser reads their ids).
+        erasure.on_erase(messaging_erasure.erase_messages)
+        erasure.on_erase(webhook_actions.erase_deliveries)
+        erasure.on_erase(automation_actions.erase_log)
 
         entitlements.USAGE_COUNTERS["max_sessions"] = ("WhatsApp session", count_sessions)
         workspace_deletion_scheduled.connect(stop_for_workspace_deletion, dispatch_uid="whatsapp.stop_for_deletion")

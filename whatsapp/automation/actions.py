@@ -4,6 +4,7 @@ audit row in one transaction. What happens on an inbound message is whatsapp.aut
 from datetime import timedelta
 
 from django.db import transaction
+from django.db.models import Q
 from django.utils import timezone
 
 from audit import actions as audit
@@ -14,7 +15,7 @@ from whatsapp.webhooks import delivery as wire
 
 from . import matching, schedule
 from .errors import AutomationError
-from .models import Handoff, KeywordRule, Receptionist
+from .models import AutomationLog, Handoff, KeywordRule, Receptionist
 
 MAX_TEXT = 4096
 MAX_RULES = 500
@@ -302,3 +303,11 @@ def _effective_handoff_minutes(session):
     own = Receptionist.objects.filter(scope=scope_of(session)).first()
     row = own or Receptionist.objects.filter(scope="workspace").first()
     return row.handoff_minutes if row is not None else 60
+
+
+def erase_log(erasure):
+    """A contact's erasure (whatsapp.conversations.erasure): the receptionist's log of its chats names it."""
+    deleted, _ = AutomationLog.objects.filter(
+        Q(contact_id=erasure.contact.pk) | Q(conversation_id__in=erasure.conversation_ids)
+        | Q(session_id=erasure.session_id, chat_jid__in=erasure.jids)).delete()
+    erasure.count("automation_log", deleted)

@@ -23,6 +23,7 @@ from core.errors import DomainError
 from core.permissions import Perm, can, can_manage, permission_required
 from whatsapp.automation import actions as automation
 from whatsapp.conversations import actions as conversations
+from whatsapp.conversations import erasure
 from whatsapp.conversations.models import Contact, Conversation
 from whatsapp.inbox import actions as inbox
 from whatsapp.inbox import presence
@@ -87,7 +88,7 @@ def _list_action(request):
             return _respond(request, False, exc.message, status=exc.status, code=exc.code.value, back=back)
         return _respond(request, True, f"Reading the contacts and groups of {session}'s phone…", back=back,
                         session_id=session.pk)
-    if action == "delete_contact":
+    if action in ("delete_contact", "erase_contact"):
         if not _can_manage(request):
             return _respond(request, False, "Only an owner or admin can delete contacts.", status=403,
                             code="permission_denied", back=back)
@@ -96,6 +97,10 @@ def _list_action(request):
         if contact is None:  # unknown, or another tenant's (not in this schema)
             return _respond(request, False, "No such contact.", status=404, code="not_found", back=back)
         label, contact_id = str(contact), contact.pk
+        if action == "erase_contact":
+            erasure.erase_contact(contact, acting_user=request.user, tenant=request.tenant)
+            return _respond(request, True, f"{label} erased, with their messages, media and notes.", back=back,
+                            contact_id=contact_id)
         conversations.delete_contact(contact, acting_user=request.user, tenant=request.tenant)
         return _respond(request, True, f"{label} deleted.", back=back, contact_id=contact_id)
     return _respond(request, False, "Unknown action.", status=400, code="unknown_action", back=back)

@@ -155,3 +155,13 @@ def replay_dead(tenant, endpoint, *, acting_user, now=None):
                          tenant=tenant)
         _enqueue_on_commit(ids[:REPLAY_ENQUEUE_LIMIT])
     return len(ids)
+
+
+def erase_deliveries(erasure):
+    """A contact's erasure (whatsapp.conversations.erasure): the stored deliveries of its messages' events carry their
+    text and number; they go, after messaging found the messages (erasure.found["message_ids"])."""
+    ids = erasure.found.get("message_ids") or []
+    if ids:
+        deleted, _ = WebhookDelivery.objects.filter(event_type__startswith="message.",
+                                                    payload__data__id__in=ids).delete()
+        erasure.count("webhook_deliveries", deleted)
