@@ -110,6 +110,7 @@ RULES_BEYOND_THE_SCHEMA = {
     "assignee_cannot_reply": "a conversation given to a member whose role does not answer conversations",
     "too_many_canned_replies": "more canned replies than a workspace may have",
     "invalid_auto_assign": "auto-assignment to a fixed member without member_id",
+    "invalid_escalation": "an escalation email or Telegram chat id that is none",
 }
 
 

@@ -49,6 +49,7 @@ class WhatsappConfig(AppConfig):
         # Then the receptionist answers it (whatsapp.automation.engine), unless the contact opted out.
         handlers.on_events((EventKind.MESSAGE,), automation.on_message)
         automation.ask_bot = automation_tasks.ask_bot.delay
+        automation.escalate = automation_tasks.escalate.delay
         handlers.set_sender(messaging_events.Sender)
         handlers.on_command("sync_contacts", conversations.sync_on_host)
         # A contact's first message: the new conversation goes to whoever auto-assignment names.

@@ -45,6 +45,9 @@ _time_zones = {}  # schema -> (time zone, read at)
 # Queues the bot's turn: (schema_name, message_id). The ask_bot task's .delay, set by WhatsappConfig.ready()
 # (the task runs whatsapp.automation.bot, which falls back to this module's rules).
 ask_bot = None
+# Queues the escalation of a handoff request: (schema_name, log_id). The escalate task's .delay, set by
+# WhatsappConfig.ready() (the task runs whatsapp.automation.escalation).
+escalate = None
 
 
 @dataclass
@@ -306,7 +309,12 @@ def carry_out(message, answer, now):
                 "conversation_id": message.conversation_id, "session": session.name, "chat": message.chat_jid,
                 "from": message.from_phone or message.sender_jid, "reason": reason, "message_id": message.pk,
                 "text": (message.text or message.caption)[:500], "until": row.until.isoformat()}, now=now)
-        return AutomationLog.objects.create(
+        row = AutomationLog.objects.create(
             session=session, chat_jid=message.chat_jid, conversation=message.conversation,
             contact_id=message.contact_id, inbound=message, reply=reply, kind=answer.kind, rule=answer.rule,
             source=answer.source[:120], detail=detail[:500], created_at=now)
+        if answer.handoff and message.conversation is not None and escalate is not None:
+            # The people: the escalation contacts by email and Telegram, from a worker once this commits.
+            schema_name = connection.schema_name
+            transaction.on_commit(lambda: escalate(schema_name, row.pk))
+        return row
