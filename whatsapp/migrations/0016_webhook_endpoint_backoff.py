@@ -6,7 +6,7 @@ from django.db import migrations, models
 class Migration(migrations.Migration):
 
     dependencies = [
-        ('whatsapp', '0014_inbox_auto_assign'),
+        ('whatsapp', '0015_receptionist_escalation'),
     ]
 
     operations = [
