@@ -342,6 +342,10 @@ WHATSAPP_ALERTING_ENABLED = env.bool("WHATSAPP_ALERTING_ENABLED", default=True)
 WHATSAPP_ALERT_WEBHOOK = env("WHATSAPP_ALERT_WEBHOOK", default="")
 WHATSAPP_ALERT_WEBHOOK_SECRET = env("WHATSAPP_ALERT_WEBHOOK_SECRET", default="")
 WHATSAPP_ALERT_ERROR_RATE = env.float("WHATSAPP_ALERT_ERROR_RATE", default=0.1)
+# Drops of a connection over the sessions connected in the last 15 minutes (at least 3 drops), above this: an alert.
+WHATSAPP_ALERT_DISCONNECT_RATE = env.float("WHATSAPP_ALERT_DISCONNECT_RATE", default=0.2)
+# A worker, session host or web process whose resident memory (from its heartbeat) is over this many MiB.
+WHATSAPP_ALERT_MEMORY_MB = env.int("WHATSAPP_ALERT_MEMORY_MB", default=500)
 ALERT_QUEUE_AGE_SECONDS = env.int("ALERT_QUEUE_AGE_SECONDS", default=600)
 ALERT_SESSION_DOWN_MINUTES = env.int("ALERT_SESSION_DOWN_MINUTES", default=10)
 ALERT_COOLDOWN_MINUTES = env.int("ALERT_COOLDOWN_MINUTES", default=15)
