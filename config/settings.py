@@ -437,7 +437,7 @@ REST_FRAMEWORK = {
     "DEFAULT_PARSER_CLASSES": ["core.api.StrictJSONParser"],
     "DEFAULT_PAGINATION_CLASS": "core.api.PageLimitPagination",
     "EXCEPTION_HANDLER": "core.api.envelope_exception_handler",
-    "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
+    "DEFAULT_SCHEMA_CLASS": "core.schema.ScopedAutoSchema",  # with the key scope each operation needs
     "UNAUTHENTICATED_USER": "django.contrib.auth.models.AnonymousUser",
     "STRICT_JSON": True,  # NaN and Infinity are not JSON
     "DEFAULT_THROTTLE_CLASSES": ["core.throttles.ApiKeyThrottle", "core.throttles.UserThrottle",
