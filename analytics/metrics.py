@@ -6,8 +6,8 @@ Two kinds, both with bounded label sets (no tenant label unless METRICS_PER_TENA
   so a scrape of any daphne sums every process's;
 - what the database and Redis know at scrape time (DatabaseCollector): sessions by state, messages of the last
   24 hours by direction and status (from the rollups), queued messages and the oldest one's age, webhook
-  deliveries of the last 24 hours by outcome and dead letters, session leases held and waiting, live workers by
-  kind (heartbeats), Celery queue depth.
+  deliveries of the last 24 hours by outcome and dead letters, session leases held and waiting, live processes
+  and their resident memory by kind (heartbeats: worker, host, web), Celery queue depth.
 
 Access: `Authorization: Bearer <METRICS_TOKEN>`, or a client address in METRICS_ALLOWED_NETWORKS; anything else
 (a wrong token included) is 401.
@@ -124,9 +124,22 @@ class DatabaseCollector:
                           + SessionLease.objects.filter(lease_expires_at__lt=now).count())
         yield leases
         workers = GaugeMetricFamily("switchboard_workers", "Live processes by kind (heartbeats).", labels=["kind"])
-        for kind in ("worker", "host"):
-            workers.add_metric([kind], len(heartbeats.alive(kind)))
+        largest = GaugeMetricFamily("switchboard_process_resident_memory_max_bytes",
+                                    "The largest resident memory of one process of the kind (a worker's pool "
+                                    "processes included), from the heartbeats.", labels=["kind"])
+        total = GaugeMetricFamily("switchboard_process_resident_memory_bytes",
+                                  "Resident memory of every process of the kind, summed, from the heartbeats.",
+                                  labels=["kind"])
+        for kind in ("worker", "host", "web"):
+            beats = heartbeats.alive(kind)
+            workers.add_metric([kind], len(beats))
+            sizes = [float(size) for beat in beats
+                     for size in (beat.get("rss_mb"), *(beat.get("children_rss_mb") or {}).values()) if size]
+            largest.add_metric([kind], max(sizes, default=0.0) * 2**20)
+            total.add_metric([kind], sum(sizes) * 2**20)
         yield workers
+        yield largest
+        yield total
         depth = GaugeMetricFamily("switchboard_queue_depth", "Celery tasks waiting per queue.", labels=["queue"])
         default_depth, shared_depth = client().pipeline().llen("default").llen(SHARED_QUEUE).execute()
         depth.add_metric(["default"], default_depth)

@@ -19,7 +19,7 @@ from billing.models import Subscription
 from whatsapp.models import WebhookDelivery, WebhookEndpoint
 from whatsapp.tests import webhook_support
 from whatsapp.tests.support import error, ok
-from whatsapp.webhooks import actions
+from whatsapp.webhooks import actions, pump
 from whatsapp.webhooks import delivery as wire
 from whatsapp.webhooks.tasks import deliver_due_webhooks
 
@@ -65,6 +65,24 @@ def test_create_shows_the_secret_once_and_stores_it_encrypted(named, clients, re
     raw = secret.removeprefix("whsec_")
     assert secret not in stored and raw not in stored and raw.rstrip("=") not in stored
     assert wire.decrypt_secret(endpoint.secret_encrypted) == secret
+
+
+def test_ordered_delivery_is_an_endpoint_setting_off_by_default_and_audited(named, clients, receiver):
+    created = ok(clients["alice"].post(f"{V1}/webhooks", {"url": receiver.url, "events": ["message.sent"]},
+                                       format="json"), 201)["endpoint"]
+    assert created["ordered"] is False
+    data = ok(clients["alice"].patch(f"{V1}/webhooks/{created['id']}", {"ordered": True}, format="json"))
+    assert data["ordered"] is True and ok(clients["alice"].get(f"{V1}/webhooks/{created['id']}"))["ordered"] is True
+    error(clients["alice"].patch(f"{V1}/webhooks/{created['id']}", {"ordered": "sometimes"}, format="json"), 400,
+          "validation_error")
+    error(clients["bob"].patch(f"{V1}/webhooks/{created['id']}", {"ordered": False}, format="json"), 403,
+          "permission_denied")
+    other = ok(clients["alice"].post(f"{V1}/webhooks", {"url": receiver.url, "events": ["message.sent"],
+                                                        "ordered": True}, format="json"), 201)["endpoint"]
+    assert other["ordered"] is True
+    with tenant_context(named.acme):
+        change = AuditLog.objects.filter(action="webhook.endpoint_updated").latest("id")
+    assert change.before["ordered"] is False and change.after["ordered"] is True
 
 
 def test_update_and_delete(named, clients, receiver, django_capture_on_commit_callbacks):
@@ -276,6 +294,6 @@ def test_sweeper_only_touches_due_deliveries_of_enabled_endpoints(named, clients
     assert deliver_due_webhooks(now=delivery.next_attempt_at + timedelta(seconds=1)) == 1
     # A claimed delivery is not claimed again until its claim runs out (a worker that died mid-attempt).
     with tenant_context(named.acme):
-        due = wire.claim_due(now=timezone.now() + timedelta(days=1))
-        assert [d for d, _ in due] == [delivery.pk]
-        assert wire.claim_due(now=timezone.now() + timedelta(days=1)) == []
+        due = pump.claim({}, now=timezone.now() + timedelta(days=1))
+        assert [d.pk for d, _ in due] == [delivery.pk]
+        assert pump.claim({}, now=timezone.now() + timedelta(days=1)) == []
