@@ -6,7 +6,7 @@ from django.db import migrations, models
 class Migration(migrations.Migration):
 
     dependencies = [
-        ('whatsapp', '0015_receptionist_escalation'),
+        ('whatsapp', '0017_webhook_endpoint_ordered'),
     ]
 
     operations = [
