@@ -5,6 +5,8 @@ from urllib.parse import urlsplit
 from django.conf import settings
 from django.core import checks
 
+from . import crypto
+
 LOCAL_HOSTS = {"localhost", ".localhost", "127.0.0.1", "[::1]"}
 SILENT_EMAIL = {"django.core.mail.backends.console.EmailBackend", "django.core.mail.backends.locmem.EmailBackend",
                 "django.core.mail.backends.dummy.EmailBackend", "django.core.mail.backends.filebased.EmailBackend"}
@@ -34,8 +36,6 @@ def production_settings(app_configs=None, **kwargs):
 @checks.register(checks.Tags.security)
 def encryption_keys(app_configs=None, **kwargs):
     """A keyring that cannot work stops the installation here rather than at the first stored message."""
-    from . import crypto
-
     found = [checks.Error(problem, hint="Make one with: manage.py rotate_encryption_key --new-key",
                           id="switchboard.E004") for problem in crypto.key_problems()]
     if settings.WHATSAPP_ENCRYPT_MESSAGES and not crypto.configured_keys():
