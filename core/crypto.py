@@ -92,15 +92,20 @@ _rings = {}
 
 
 def _ring_state():
-    state = (tuple(configured_keys()), tuple(_legacy_keys()))
+    """(newest Fernet, MultiFernet of all), made once per combination of the settings they come from (on every
+    value read or written: the settings are compared, nothing is derived again)."""
+    configured = settings.WHATSAPP_ENCRYPTION_KEY
+    state = (tuple(configured) if isinstance(configured, list | tuple) else configured,
+             settings.WEBHOOK_ENCRYPTION_KEY, settings.SECRET_KEY, tuple(getattr(settings, "SECRET_KEY_FALLBACKS", ())))
     ring = _rings.get(state)
     if ring is None:
-        if key_problems():
-            raise ImproperlyConfigured("; ".join(key_problems()))
-        fernets = [Fernet(key) for key in (*state[0], *state[1])]
+        problems = key_problems()
+        if problems:
+            raise ImproperlyConfigured("; ".join(problems))
+        fernets = [Fernet(key) for key in (*configured_keys(), *_legacy_keys())]
         ring = _rings[state] = (fernets[0], MultiFernet(fernets))
         if len(_rings) > 8:  # settings overridden in tests: keep only a few
-            _rings.pop(next(iter(_rings)))
+            _rings.pop(next(iter(_rings)), None)
     return ring
 
 
