@@ -1,7 +1,10 @@
+import time
 from dataclasses import dataclass
 from urllib.parse import urlsplit
 
+from allauth.account import app_settings as account_settings
 from allauth.account.adapter import DefaultAccountAdapter
+from allauth.account.authentication import get_authentication_records
 from allauth.core import context as allauth_context
 from allauth.mfa.adapter import DefaultMFAAdapter
 from django.conf import settings
@@ -33,6 +36,22 @@ class AccountAdapter(DefaultAccountAdapter):
         if commit:
             user.save()
         return user
+
+    def is_reauthentication_required(self, *, app, **kwargs):
+        """allauth asks for the password again before an account-sensitive step (adding 2FA, a passkey, an
+        address) unless the session holds a *re*authentication younger than ACCOUNT_REAUTHENTICATION_TIMEOUT; a
+        sign-in with the password seconds ago does not count there. So a platform admin, sent to the 2FA setup
+        right after signing in, was asked for the same password twice within seconds (found walking the README's
+        tour). A password sign-in within that same timeout counts here as the reauthentication it is."""
+        if not super().is_reauthentication_required(app=app, **kwargs):
+            return False
+        request = allauth_context.request
+        if request is None or not request.user.is_authenticated:
+            return True
+        now = time.time()
+        return not any(record.get("method") == "password"
+                       and now - record.get("at", 0) < account_settings.REAUTHENTICATION_TIMEOUT
+                       for record in get_authentication_records(request, request.user))
 
     def get_login_redirect_url(self, request):
         return reverse("home")

@@ -29,3 +29,7 @@ class ApiKeyError(ErrorCode):
     INVALID_EXPIRY = "invalid_expiry", 400
     INVALID_OVERLAP = "invalid_overlap", 400
     API_KEY_NOT_ACTIVE = "api_key_not_active", 409
+
+
+class WorkspaceError(ErrorCode):
+    WRONG_NAME = "wrong_name", 400

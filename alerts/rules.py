@@ -7,11 +7,17 @@ from django.conf import settings
 from django.db import connection
 from django.utils import timezone
 
+from analytics import platform
+from core import heartbeats
 from tenants.models import Tenant
 
 COUNTED_STATUSES = (Tenant.Status.ACTIVE, Tenant.Status.SUSPENDED)
 ERROR_RATE_MINUTES = 15
 ERROR_RATE_MIN_MESSAGES = 20
+DISCONNECT_RATE_MINUTES = 15
+DISCONNECT_RATE_MIN_DROPS = 3  # one number dropping once is sessions_down's business, not a platform alert
+# A session host is also a Celery worker (both heartbeats, one process): named for what it is, a host, first.
+MEMORY_KINDS = ("host", "worker", "web")
 
 
 @dataclass
@@ -97,7 +103,43 @@ def campaigns_safety_stopped(now):
         for tenant_id, campaign_id, name, reason in rows}
 
 
-RULES = [error_rate, queue_age, sessions_down, webhooks_dead_lettering, campaigns_safety_stopped]
+def disconnect_rate(now):
+    """Connections dropped in the last 15 minutes over the sessions connected at some time in them (every tenant's,
+    analytics.platform.churn: a reconnect's retries count once), above WHATSAPP_ALERT_DISCONNECT_RATE, with at
+    least DISCONNECT_RATE_MIN_DROPS drops."""
+    moves = platform.churn(platform.tenants(), now - timedelta(minutes=DISCONNECT_RATE_MINUTES)).values()
+    drops, active = sum(m["disconnections"] for m in moves), sum(m["active"] for m in moves)
+    if drops >= DISCONNECT_RATE_MIN_DROPS and active and drops / active > settings.WHATSAPP_ALERT_DISCONNECT_RATE:
+        return {"disconnect_rate": Incident(
+            "disconnect_rate", f"{drops} connections dropped in the last {DISCONNECT_RATE_MINUTES} minutes, "
+                               f"{drops / active:.0%} of the {active} sessions connected",
+            details={"disconnections": drops, "active": active, "rate": round(drops / active, 4)})}
+    return {}
+
+
+def memory(now):
+    """A worker, session host or web process whose resident memory (or one of its pool processes'), from the
+    heartbeat it writes (core.heartbeats), is over WHATSAPP_ALERT_MEMORY_MB: one incident per process, resolved
+    when it shrinks or its heartbeat goes (it stopped)."""
+    limit = settings.WHATSAPP_ALERT_MEMORY_MB
+    found = {}
+    for kind in MEMORY_KINDS:
+        for beat in heartbeats.alive(kind):
+            sizes = [beat.get("rss_mb"), *(beat.get("children_rss_mb") or {}).values()]
+            largest = max((float(size) for size in sizes if size is not None), default=None)
+            process = f"{beat.get('host') or '?'}:{beat.get('pid') or beat['name']}"
+            if largest is None or largest <= limit or f"memory:{process}" in found:
+                continue
+            found[f"memory:{process}"] = Incident(
+                "memory", f"The {kind} process {process} uses {largest:.0f} MB of memory (over {limit} MB)",
+                details={"kind": kind, "name": beat["name"], "rss_mb": beat.get("rss_mb"),
+                         "children_rss_mb": beat.get("children_rss_mb") or {}, "largest_mb": largest,
+                         "limit_mb": limit})
+    return found
+
+
+RULES = [error_rate, queue_age, sessions_down, webhooks_dead_lettering, campaigns_safety_stopped, disconnect_rate,
+         memory]
 # Rules of the apps above this one (which this app cannot import), added by their AppConfig.ready().
 REGISTERED = []
 

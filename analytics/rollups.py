@@ -6,6 +6,8 @@ own, so one tenant's messages are never counted in another's rollups.
 """
 from django.db import connection, transaction
 
+from .models import ChatMonthly, MessageCounter
+
 # The trigger: one counter row per insert, status change (or a failed message's reason or a media size changing)
 # and delete. Hours are UTC buckets (date_trunc's time zone argument: the session's TimeZone never matters).
 TRIGGER_SQL = """
@@ -245,3 +247,13 @@ def set_counting(enabled):
         cursor.execute("SET CONSTRAINTS ALL IMMEDIATE")  # ALTER TABLE refuses while deferred checks are pending
         for name in TRIGGERS:
             cursor.execute(f"ALTER TABLE whatsapp_message {verb} TRIGGER {name}")
+
+
+def erase_chat(erasure):
+    """A contact's erasure (whatsapp.conversations.erasure), after its messages went: their deletion is counted like
+    any other, so the rollups' numbers follow the messages (what a rebuild from messages would say; they hold no
+    personal data). The per-chat monthly rows name the chat (a phone number): folded now, then deleted."""
+    fold()
+    ChatMonthly.objects.filter(session_id=erasure.session_id, chat_jid__in=erasure.jids).delete()
+    # Left only when another fold held the lock: that fold counts them, under no chat.
+    MessageCounter.objects.filter(session_id=erasure.session_id, chat_jid__in=erasure.jids).update(chat_jid="")

@@ -4,6 +4,7 @@ devices' keys: without them every number must be scanned again) and its media; a
 Public rows are read as JSON (row_to_json) inside the backup's snapshot and written back with
 json_populate_record, so a column added since the backup comes back as its default or NULL instead of failing.
 """
+import contextlib
 import json
 import os
 import platform
@@ -12,6 +13,7 @@ from pathlib import Path
 
 import django
 from django.conf import settings
+from django.db import connection, transaction
 from django.utils import timezone
 
 from accounts.models import ApiKey, Membership, User
@@ -22,7 +24,9 @@ from whatsapp.providers import neonize as neonize_provider
 from whatsapp.providers import simulator as simulator_provider
 from whatsapp.sessions.models import WhatsAppSession
 
+from .models import DataExport
 from .pg import quote_ident
+from .storage import store
 
 MANIFEST_FORMAT = 1
 STORE_PROVIDERS = {"neonize": neonize_provider.store_path, "simulator": simulator_provider.store_path}
@@ -169,3 +173,25 @@ def move_aside(path, suffix):
     target = path.with_name(path.name + suffix)
     shutil.move(str(path), str(target))
     return target
+
+
+def forget_tenant_files(sender, *, tenant, schema_name, **kwargs):
+    """A deleted tenant's files go with it (tenants.signals.tenant_deleting): its sessions' device stores, its media
+    and its data exports, removed once the deletion commits. Its backups stay, under the backup retention, as
+    backups of a deleted tenant restorable by the platform team (they expire after BACKUP_RETENTION_DAYS)."""
+    with connection.cursor() as cursor:
+        stores = [path for _, path in store_files(schema_name, session_ids(cursor, schema_name))]
+    exports = list(DataExport.objects.filter(tenant=tenant).exclude(storage_name="")
+                   .filter(deleted_at__isnull=True).values_list("storage_name", flat=True))
+
+    def remove():
+        for path in stores:
+            with contextlib.suppress(FileNotFoundError):
+                os.remove(path)
+        if schema_name:
+            shutil.rmtree(media_dir(schema_name), ignore_errors=True)
+        for name in exports:
+            with contextlib.suppress(FileNotFoundError):
+                store().delete(name)
+
+    transaction.on_commit(remove)

@@ -46,6 +46,11 @@ def access_for(tenant):
     if tenant.status != "active":
         return Access(NONE, TenantError(f"tenant_{tenant.status}"),
                       f"This business is {tenant.get_status_display().lower()}.")
+    if tenant.deletion_due_at is not None:
+        return Access(READ_ONLY, TenantError.DELETION_SCHEDULED,
+                      f"This workspace will be deleted on {tenant.deletion_due_at:%d %b %Y %H:%M} UTC and is "
+                      "read-only until then. An owner can cancel the deletion on the Settings page.",
+                      {"deletes_at": tenant.deletion_due_at.isoformat(), "settings_url": reverse("workspace_settings")})
     subscription = subscription_of(tenant)
     if subscription is None or subscription.status in (
         Subscription.Status.TRIALING, Subscription.Status.ACTIVE, Subscription.Status.PAST_DUE

@@ -6,6 +6,7 @@ from decimal import Decimal
 from django.conf import settings
 from django.utils import timezone
 
+from tenants.errors import TenantError
 from tenants.models import Plan
 
 from . import entitlements
@@ -84,8 +85,8 @@ def trial_days_left(subscription, now=None):
 
 def banner_for(subscription, access):
     """Which billing banner a tenant page shows: trial, past_due, read_only, suspended or None."""
-    if subscription is None:
-        return None
+    if subscription is None or access.code == TenantError.DELETION_SCHEDULED:
+        return None  # a workspace being deleted has its own banner (accounts/_deletion_banner.html)
     if access.level == entitlements.SUSPENDED:
         return "suspended"
     if access.level == entitlements.READ_ONLY:

@@ -220,3 +220,33 @@ def open_portal(tenant, *, user):
     except stripe.StripeError as exc:
         raise _unavailable(exc, "opening the customer portal")
     return session.url
+
+
+# --- the end of a workspace ------------------------------------------------------------------------------
+
+def cancel_at_stripe(tenant):
+    """End the tenant's Stripe subscription now, before its workspace is deleted: nothing more is charged. One that
+    Stripe no longer knows counts as ended. Raises DomainError stripe_unavailable (the deletion waits for the next
+    run) when Stripe cannot be reached. Returns the subscription id canceled, or None when there was none."""
+    sub = Subscription.objects.filter(tenant=tenant).first()
+    if sub is None or not sub.stripe_subscription_id:
+        return None
+    if not stripe_enabled():
+        logger.warning("Tenant %s has Stripe subscription %s but STRIPE_SECRET_KEY is unset: not canceled at Stripe",
+                       tenant.pk, sub.stripe_subscription_id)
+        return None
+    try:
+        client().v1.subscriptions.cancel(sub.stripe_subscription_id)
+    except stripe.InvalidRequestError as exc:
+        if getattr(exc, "code", None) != "resource_missing":
+            raise _unavailable(exc, "canceling the subscription")
+    except stripe.StripeError as exc:
+        raise _unavailable(exc, "canceling the subscription")
+    with transaction.atomic():
+        before = actions.snapshot(sub)
+        Subscription.objects.filter(pk=sub.pk).update(status=S.CANCELED, comped=False)
+        sub.status = S.CANCELED
+        audit.record("billing.canceled", actor=None, target=sub, before=before,
+                     after={**actions.snapshot(sub), "reason": "workspace deleted",
+                            "stripe_subscription": sub.stripe_subscription_id}, tenant=tenant)
+    return sub.stripe_subscription_id

@@ -3,6 +3,7 @@ of a tenant suspended for non-payment, in-app notifications, and the platform ad
 
 Thin: parse, check, call billing.actions or the Stripe gateway, render. DomainErrors become page messages.
 """
+from csp.decorators import csp_update
 from django.conf import settings
 from django.contrib import messages
 from django.http import JsonResponse
@@ -38,6 +39,9 @@ def _first_error(form):
 
 # --- the tenant's pages -------------------------------------------------------------------------
 
+# Its forms post here and are answered with a redirect to Stripe Checkout or the customer portal: browsers hold
+# those redirects to the page's form-action too.
+@csp_update({"form-action": settings.STRIPE_REDIRECT_ORIGINS})
 @active_tenant_required
 @permission_required(Perm.BILLING_READ)
 def billing(request):

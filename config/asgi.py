@@ -18,3 +18,10 @@ application = ProtocolTypeRouter(
         "websocket": AllowedHostsOriginValidator(TenantPrincipalMiddlewareStack(URLRouter(websocket_urlpatterns))),
     }
 )
+
+if os.environ.get("SWITCHBOARD_PROCESS") == "web":  # a daphne of scripts/web.py: say it is alive, and its memory
+    import socket  # noqa: E402
+
+    from core import heartbeats  # noqa: E402
+
+    heartbeats.keep_beating("web", f"{socket.gethostname()}:{os.getpid()}")

@@ -6,6 +6,7 @@ import time
 
 from django.conf import settings
 from django.db import connection
+from django.db.models import Count, Q
 from django.http import JsonResponse
 from django.utils import timezone
 from drf_spectacular.utils import OpenApiResponse, extend_schema, inline_serializer
@@ -50,26 +51,38 @@ def _redis():
     return "reachable", None
 
 
+def _process(beat):
+    """A process as its heartbeat describes it: name, when it last wrote, its resident memory (MiB; a prefork
+    worker's pool processes apart)."""
+    return {"name": beat["name"], "seen_seconds_ago": round(time.time() - beat.get("at", 0), 1),
+            "rss_mb": beat.get("rss_mb"), **({"children_rss_mb": beat["children_rss_mb"]}
+                                              if beat.get("children_rss_mb") else {})}
+
+
 def _workers():
     """Workers by the queues they consume: at least one for the default queue and one for the session hosts'."""
     workers = heartbeats.alive("worker")
     serving = {queue: [w["name"] for w in workers if queue in w.get("queues", [])]
                for queue in (DEFAULT_QUEUE, SHARED_QUEUE)}
     depth = dict(zip(serving, client().pipeline().llen(DEFAULT_QUEUE).llen(SHARED_QUEUE).execute()))
-    detail = {"workers": [{"name": w["name"], "queues": w.get("queues", []),
-                           "seen_seconds_ago": round(time.time() - w.get("at", 0), 1)} for w in workers],
+    detail = {"workers": [{**_process(w), "queues": w.get("queues", [])} for w in workers],
+              "web": [_process(w) for w in heartbeats.alive("web")],
               "queue_depth": depth}
     missing = [queue for queue, names in serving.items() if not names]
     return detail, (f"no live worker consumes {', '.join(missing)}" if missing else None)
 
 
 def _session_hosts():
+    """The leases (sessions running per host, sessions waiting for one) and the hosts' own heartbeats (alive, how
+    many sessions each runs, memory): two reads, no broker round trip."""
     now = timezone.now()
-    fresh = SessionLease.objects.exclude(host_id="").filter(lease_expires_at__gte=now)
-    waiting = SessionLease.objects.filter(host_id="").count() + SessionLease.objects.filter(
-        lease_expires_at__lt=now).count()
-    hosts = sorted(set(fresh.values_list("host_id", flat=True)))
-    return {"hosts": hosts, "sessions_running": fresh.count(), "sessions_waiting_for_a_host": waiting,
+    held = dict(SessionLease.objects.exclude(host_id="").filter(lease_expires_at__gte=now)
+                .values_list("host_id").annotate(n=Count("id")).order_by())
+    waiting = SessionLease.objects.filter(Q(host_id="") | Q(lease_expires_at__lt=now)).count()
+    alive = [{**_process(beat), "sessions": beat.get("sessions"), "leases": held.get(beat["name"], 0)}
+             for beat in heartbeats.alive("host")]
+    return {"hosts": sorted(held), "sessions_running": sum(held.values()), "sessions_waiting_for_a_host": waiting,
+            "leases_by_host": held, "host_heartbeats": alive,
             "max_sessions": settings.WHATSAPP_MAX_SESSIONS}, None
 
 
@@ -89,7 +102,9 @@ CHECKS = {"database": _database, "redis": _redis, "workers": _workers, "session_
 HealthSerializer = inline_serializer("Health", {
     "status": serializers.ChoiceField(["ok", "degraded"]),
     "checks": serializers.DictField(required=False, help_text="Platform admins only: each check's ok, latency_ms "
-                                                              "and detail (workers, queue depth, session hosts)."),
+                                                              "and detail (workers and web processes with their "
+                                                              "memory, queue depth, session hosts and leases, the "
+                                                              "last backup)."),
 })
 
 

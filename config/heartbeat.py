@@ -32,7 +32,7 @@ class WorkerHeartbeatStep(bootsteps.StartStopStep):
 
         while not self.stopping.is_set():
             try:
-                heartbeats.beat("worker", self.name, queues=queues, pid=os.getpid(), host=socket.gethostname())
+                heartbeats.beat("worker", self.name, queues=queues, **heartbeats.process_info())
             except Exception:  # Redis away: health will say so; the worker keeps working
                 log.warning("worker heartbeat failed", exc_info=True)
             finally:

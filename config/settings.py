@@ -87,6 +87,7 @@ MIDDLEWARE = [
     "analytics.middleware.RequestMetricsMiddleware",  # HTTP counts and latency for /metrics
     "django.middleware.security.SecurityMiddleware",
     "django_permissions_policy.PermissionsPolicyMiddleware",
+    "core.csp.ContentSecurityPolicyMiddleware",  # django-csp's, with this host's websockets allowed
     "whitenoise.middleware.WhiteNoiseMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
     "django.middleware.common.CommonMiddleware",
@@ -200,6 +201,10 @@ STRIPE_SECRET_KEY = env("STRIPE_SECRET_KEY", default="")
 STRIPE_WEBHOOK_SECRET = env("STRIPE_WEBHOOK_SECRET", default="")
 # Stripe's API base; tests point it at a local fake. Leave unset in production.
 STRIPE_API_BASE = env("STRIPE_API_BASE", default="")
+# Where the billing page's forms are redirected (Stripe Checkout, the customer portal), allowed by its
+# Content-Security-Policy's form-action: add your custom Stripe domain here if you use one.
+STRIPE_REDIRECT_ORIGINS = env.list("STRIPE_REDIRECT_ORIGINS",
+                                   default=["https://checkout.stripe.com", "https://billing.stripe.com"])
 # Stripe price ids per plan and interval, e.g. "basic:monthly=price_123,basic:yearly=price_456". Prices
 # edited in the admin (billing.Price.stripe_price_id) take precedence.
 STRIPE_PRICE_IDS = env.dict("STRIPE_PRICE_IDS", default={})
@@ -214,6 +219,8 @@ BILLING_OFFLINE_INSTRUCTIONS = env(
 )
 # Days a tenant stays read-only after its trial or payments lapse, before it is suspended.
 BILLING_GRACE_DAYS = env.int("BILLING_GRACE_DAYS", default=7)
+# Days between an owner's request to delete the workspace and its deletion, during which an owner may cancel.
+WORKSPACE_DELETE_GRACE_DAYS = env.int("WORKSPACE_DELETE_GRACE_DAYS", default=7)
 
 # --- WhatsApp -----------------------------------------------------------------------------------
 # "neonize" (the real client) or "simulator" (a stand-in for WhatsApp's servers: demos and tests).
@@ -345,6 +352,10 @@ WHATSAPP_ALERTING_ENABLED = env.bool("WHATSAPP_ALERTING_ENABLED", default=True)
 WHATSAPP_ALERT_WEBHOOK = env("WHATSAPP_ALERT_WEBHOOK", default="")
 WHATSAPP_ALERT_WEBHOOK_SECRET = env("WHATSAPP_ALERT_WEBHOOK_SECRET", default="")
 WHATSAPP_ALERT_ERROR_RATE = env.float("WHATSAPP_ALERT_ERROR_RATE", default=0.1)
+# Drops of a connection over the sessions connected in the last 15 minutes (at least 3 drops), above this: an alert.
+WHATSAPP_ALERT_DISCONNECT_RATE = env.float("WHATSAPP_ALERT_DISCONNECT_RATE", default=0.2)
+# A worker, session host or web process whose resident memory (from its heartbeat) is over this many MiB.
+WHATSAPP_ALERT_MEMORY_MB = env.int("WHATSAPP_ALERT_MEMORY_MB", default=500)
 ALERT_QUEUE_AGE_SECONDS = env.int("ALERT_QUEUE_AGE_SECONDS", default=600)
 ALERT_SESSION_DOWN_MINUTES = env.int("ALERT_SESSION_DOWN_MINUTES", default=10)
 ALERT_COOLDOWN_MINUTES = env.int("ALERT_COOLDOWN_MINUTES", default=15)
@@ -446,7 +457,12 @@ SPECTACULAR_SETTINGS = {
                             "RoleEnum": "core.permissions.Role.choices",
                             "InvitableRoleEnum": "accounts.members.INVITABLE_CHOICES",
                             "KeywordRuleActionEnum": "whatsapp.automation.models.KeywordRule.Action",
-                            "ConversationStatusEnum": "whatsapp.conversations.models.Conversation.Status"},
+                            "ConversationStatusEnum": "whatsapp.conversations.models.Conversation.Status",
+                            # The platform metrics' own "interval" and "state" (config/platform_metrics.py) beside
+                            # the billing interval's and a chat presence's, which keep their names.
+                            "MetricsIntervalEnum": "analytics.platform.INTERVALS",
+                            "IntervalEnum": "billing.models.Interval.values",
+                            "StateEnum": "whatsapp.providers.base.CHAT_PRESENCE_STATES"},
     "POSTPROCESSING_HOOKS": ["drf_spectacular.hooks.postprocess_schema_enums", "core.schema.envelope_and_errors"],
 }
 
@@ -473,6 +489,7 @@ CELERY_BEAT_SCHEDULER = "django_celery_beat.schedulers:DatabaseScheduler"
 CELERY_BEAT_SCHEDULE = {
     "refill-tenant-pool": {"task": "tenants.tasks.refill_tenant_pool", "schedule": timedelta(minutes=5)},
     "billing-clock": {"task": "billing.tasks.run_billing_clock", "schedule": timedelta(minutes=15)},
+    "delete-due-workspaces": {"task": "accounts.tasks.delete_due_workspaces", "schedule": timedelta(minutes=15)},
     "deliver-due-webhooks": {"task": "whatsapp.webhooks.tasks.deliver_due_webhooks", "schedule": timedelta(seconds=10)},
     "sweep-queued-messages": {"task": "whatsapp.tasks.sweep_queued_messages", "schedule": timedelta(seconds=30)},
     "feed-campaigns": {"task": "whatsapp.campaigns.tasks.feed_campaigns", "schedule": timedelta(seconds=5)},
@@ -526,6 +543,27 @@ PERMISSIONS_POLICY = {feature: [] for feature in (
     "accelerometer", "autoplay", "camera", "display-capture", "geolocation", "gyroscope", "magnetometer",
     "microphone", "midi", "payment", "usb", "xr-spatial-tracking")}
 SECURE_REFERRER_POLICY = "same-origin"
+# Content-Security-Policy (django-csp): scripts, styles, images and connections from this site only, so injected
+# markup can't run a script; no inline <script>, event handler (onclick=…) or style attribute anywhere (confirm
+# prompts are data-confirm, static/js/site.js). img-src allows data: URIs (the favicon, Swagger UI's icons);
+# connect-src gets this host's ws:// or wss:// added per request (core.csp) for the live pages. Form posts go to
+# this site only, except the billing page's, which redirect to Stripe (billing.views). The API docs page loads its
+# start-up script from a URL (config.urls). CSP_REPORT_URI: where browsers report violations (unset: nowhere).
+CONTENT_SECURITY_POLICY = {
+    "DIRECTIVES": {
+        "default-src": ["'self'"],
+        "script-src": ["'self'"],
+        "style-src": ["'self'"],
+        "img-src": ["'self'", "data:"],
+        "font-src": ["'self'"],
+        "connect-src": ["'self'"],
+        "object-src": ["'none'"],
+        "base-uri": ["'self'"],
+        "frame-ancestors": ["'none'"],
+        "form-action": ["'self'"],
+        **({"report-uri": [env("CSP_REPORT_URI")]} if env("CSP_REPORT_URI", default="") else {}),
+    }
+}
 
 LOGGING = {
     "version": 1,

@@ -5,7 +5,7 @@ from allauth.account.decorators import secure_admin_login
 from django.contrib import admin
 from django.db import transaction
 from django.urls import include, path
-from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
+from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerSplitView
 
 from accounts import api as accounts_api
 from accounts import audit_log
@@ -16,6 +16,7 @@ from billing import api as billing_api
 from billing import views as billing_views
 from alerts import views as alert_views
 from analytics.metrics import metrics_view
+from config import platform_metrics
 from config.health import DetailedHealthView, liveness
 from tenants import api as tenants_api
 from tenants import views as tenants_views
@@ -29,6 +30,7 @@ api_v1 = [
     path("", include("whatsapp.messaging.api")),
     path("me", accounts_api.MeView.as_view(), name="api_me"),
     path("workspace", accounts_workspace.WorkspaceView.as_view(), name="api_workspace"),
+    path("workspace/deletion", accounts_workspace.WorkspaceDeletionView.as_view(), name="api_workspace_deletion"),
     path("api-keys", accounts_api.ApiKeyListView.as_view(), name="api_api_keys"),
     path("api-keys/<int:pk>", accounts_api.ApiKeyDetailView.as_view(), name="api_api_key"),
     path("api-keys/<int:pk>/rotate", accounts_api.ApiKeyRotateView.as_view(), name="api_api_key_rotate"),
@@ -38,6 +40,8 @@ api_v1 = [
     path("invitations/<int:pk>", accounts_api.InvitationDetailView.as_view(), name="api_invitation"),
     path("audit-log", audit_log.AuditLogView.as_view(), name="api_audit_log"),
     path("health/detailed", DetailedHealthView.as_view(), name="api_health_detailed"),
+    # The platform's metrics: platform admins only (config/platform_metrics.py).
+    path("", include(platform_metrics.api_urlpatterns)),
     path("tenants", accounts_api.TenantListView.as_view(), name="api_tenants"),
     path("tenants/<int:pk>", tenants_api.TenantDetailView.as_view(), name="api_tenant"),
     path("tenants/<int:pk>/stats", tenants_api.TenantStatsView.as_view(), name="api_tenant_stats"),
@@ -92,6 +96,8 @@ urlpatterns = [
     path("dashboard/", accounts_views.dashboard_page, name="dashboard"),
     path("dashboard/api-keys/", accounts_views.api_keys, name="api_keys"),
     path("dashboard/settings/", accounts_workspace.workspace_settings, name="workspace_settings"),
+    path("dashboard/settings/delete", accounts_workspace.schedule_deletion, name="workspace_delete"),
+    path("dashboard/settings/delete/cancel", accounts_workspace.cancel_deletion, name="workspace_delete_cancel"),
     path("dashboard/api-keys/<int:key_id>/revoke", accounts_views.revoke_api_key, name="revoke_api_key"),
     path("dashboard/api-keys/<int:key_id>/rotate", accounts_views.rotate_api_key, name="rotate_api_key"),
     path("members/", accounts_views.members_page, name="members"),
@@ -112,6 +118,7 @@ urlpatterns = [
     path("platform/", tenants_views.platform_approvals, name="platform_approvals"),
     path("platform/tenants/", tenants_views.platform_tenants, name="platform_tenants"),
     path("platform/alerts/", alert_views.alert_history, name="platform_alerts"),
+    path("platform/metrics/", platform_metrics.metrics_page, name="platform_metrics"),
     # Before the <verb> route, which would take "billing" for a verb.
     path("platform/tenants/<int:tenant_id>/billing", billing_views.platform_tenant_billing,
          name="platform_tenant_billing"),
@@ -119,7 +126,8 @@ urlpatterns = [
          name="platform_tenant_action"),
     path("admin/", admin.site.urls),
     path("api/schema/", SpectacularAPIView.as_view(), name="api_schema"),
-    path("api/docs/", SpectacularSwaggerView.as_view(url_name="api_schema"), name="api_docs"),
+    # The split view serves its start-up script from a URL, not inline: the Content-Security-Policy allows none.
+    path("api/docs/", SpectacularSwaggerSplitView.as_view(url_name="api_schema"), name="api_docs"),
 ]
 
 # Errors outside the views' own handling: JSON under /api/, branded pages elsewhere (config.errors).

@@ -109,6 +109,8 @@ RULES_BEYOND_THE_SCHEMA = {
                         "its URL",
     "assignee_cannot_reply": "a conversation given to a member whose role does not answer conversations",
     "too_many_canned_replies": "more canned replies than a workspace may have",
+    "invalid_auto_assign": "auto-assignment to a fixed member without member_id",
+    "invalid_escalation": "an escalation email or Telegram chat id that is none",
 }
 
 

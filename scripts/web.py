@@ -45,8 +45,11 @@ def main(argv=None):
     parser.add_argument("daphne_args", nargs="*", help="passed to every daphne, after --")
     args = parser.parse_args(argv)
     sockets = [listening_socket(args.bind, args.port) for _ in range(concurrency())]
+    # SWITCHBOARD_PROCESS=web: each daphne writes a `web` heartbeat (config.asgi), which health and alerts read.
+    environment = {**os.environ, "SWITCHBOARD_PROCESS": "web"}
     children = [subprocess.Popen([sys.executable, "-m", "daphne", "--fd", str(sock.fileno()), *args.daphne_args,
-                                  "config.asgi:application"], pass_fds=(sock.fileno(),)) for sock in sockets]
+                                  "config.asgi:application"], pass_fds=(sock.fileno(),), env=environment)
+                for sock in sockets]
     print(f"web: {len(children)} daphne process(es) on {args.bind}:{args.port}", flush=True)
     stopping = []
 

@@ -289,15 +289,19 @@ def update_tenant_settings(tenant, *, acting_user, **changes):
 
 
 @in_public_schema
-def delete_tenant(tenant, *, acting_user):
-    """Remove a tenant row and drop its schema. Irreversible; the audit row survives with the tenant unset."""
+def delete_tenant(tenant, *, acting_user, reason=""):
+    """Remove a tenant row (its memberships, keys, domains, invitations and billing rows go with it) and drop its
+    schema. Irreversible; the audit row survives with the tenant unset. signals.tenant_deleting lets the apps
+    remove the files they kept for it once this commits."""
     with transaction.atomic():
         tenant = Tenant.objects.select_for_update().get(pk=tenant.pk)
         if tenant.status == Tenant.Status.POOLED:
             raise TenantStateError(tenant, "delete")
         audit.record("tenant.deleted", actor=acting_user, target=tenant,
-                     before={**snapshot(tenant), "slug": tenant.slug, "schema": tenant.schema_name})
+                     before={**snapshot(tenant), "slug": tenant.slug, "schema": tenant.schema_name},
+                     after={"reason": reason} if reason else None)
         schema_name = tenant.schema_name
+        signals.tenant_deleting.send(sender=Tenant, tenant=tenant, schema_name=schema_name)
         Tenant.objects.filter(pk=tenant.pk).delete()
         pool.drop_schema(schema_name)
     notify.pending_count_changed()

@@ -18,3 +18,5 @@ class TenantError(ErrorCode):
     REASON_REQUIRED = "reason_required", 400
     RESERVED_SLUG = "reserved_slug", 400
     SLUG_TAKEN = "slug_taken", 409
+    DELETION_SCHEDULED = "workspace_deletion_scheduled", 409
+    DELETION_NOT_SCHEDULED = "workspace_deletion_not_scheduled", 409

@@ -72,6 +72,10 @@ class Tenant(TenantMixin):
     # Set by an owner: members without two-factor authentication are sent to its setup page before any of the
     # workspace's pages (accounts.middleware.TwoFactorRequiredMiddleware). API keys are not affected.
     require_2fa = models.BooleanField(default=False)
+    # Set when an owner asks for the workspace's deletion (accounts.deletion): read-only from then on, and deleted by
+    # the beat task once deletion_due_at passes, unless an owner cancels before.
+    deletion_requested_at = models.DateTimeField(null=True, blank=True)
+    deletion_due_at = models.DateTimeField(null=True, blank=True, db_index=True)
     contact_phone = models.CharField(max_length=20, blank=True)
     rejection_reason = models.TextField(blank=True)
     suspension_reason = models.TextField(blank=True)

@@ -5,6 +5,7 @@ alice owns Acme (Basic plan, analytics included).
 """
 import json
 import urllib.request
+from datetime import timedelta
 
 from django.utils import timezone
 from django_tenants.utils import tenant_context
@@ -49,11 +50,24 @@ def test_the_analytics_page_draws_its_charts_and_follows_a_message_sent_by_api(n
     expect(page.locator("#per-day-chart canvas")).to_have_count(1)  # uPlot drew the chart
     expect(page.locator("[data-table='heatmap'] tbody tr")).to_have_count(7)
     expect(page.get_by_role("link", name="Download CSV")).to_have_count(4)
+    accepted = page.locator("[data-table='latency'] [data-figure='message_stats.latency.accept_to_sent.count']")
+    expect(accepted).to_have_text("0")  # the number is not running here: nothing has left yet
     page.evaluate("window.__sameDocument = true")
     assert_fits_phone(page, "the analytics page")
 
     send_by_api(live_system, key, "second")
     expect(sent).to_have_text("2")  # over the socket, no reload
     expect(page.locator("[data-table='trend'] tbody tr").last).to_contain_text("2")
+    def taken_by_whatsapp():  # both, 3 s after they were accepted
+        from django.db.models import F
+
+        from whatsapp.models import Message
+        with tenant_context(named.acme):
+            Message.objects.update(status="sent", sent_at=F("created_at") + timedelta(seconds=3))
+
+    live.outside_event_loop(taken_by_whatsapp)
+    expect(accepted).to_have_text("2")  # the latency table follows too
+    expect(page.locator("[data-table='latency'] [data-figure='message_stats.latency.accept_to_sent.p50_seconds']")
+           ).to_have_text("3.0")
     assert page.evaluate("window.__sameDocument") is True
     assert_fits_phone(page, "the analytics page after an update")

@@ -7,6 +7,7 @@ from config.celery import app
 # The names queued work and beat entries use. A rename needs a migration path (an alias), not an edit here.
 TASK_NAMES = {
     "accounts.tasks.send_email",
+    "accounts.tasks.delete_due_workspaces",
     "alerts.tasks.check_alerts",
     "analytics.tasks.flush_api_usage",
     "analytics.tasks.fold_rollups",

@@ -62,6 +62,32 @@ def test_members_see_their_workspace_figures(as_user, named):
     assert 'data-figure="message_stats.today.sent">7<' in carol and "not_on_whatsapp" not in carol
 
 
+def test_the_send_latency_of_the_last_day_is_shown_with_a_table(as_user, named):
+    session = traffic(named.acme, sent=0, received=0, failed=0)
+    now = timezone.now()
+    with tenant_context(named.acme):
+        for accept_to_sent, sent_to_delivered in ((2, 10), (4, 30), (6, None)):
+            created = now - timedelta(minutes=20)
+            Message.objects.create(
+                session=session, direction="out", chat_jid=CHAT, created_at=created,
+                status="delivered" if sent_to_delivered else "sent",
+                sent_at=created + timedelta(seconds=accept_to_sent),
+                delivered_at=created + timedelta(seconds=accept_to_sent + sent_to_delivered)
+                if sent_to_delivered else None)
+        Message.objects.create(session=session, direction="out", chat_jid=CHAT, status="sent",  # older than a day
+                               created_at=now - timedelta(hours=30), sent_at=now - timedelta(hours=29))
+    html = as_user(named.bob).get("/analytics/").content.decode()
+    assert 'data-testid="send-latency"' in html and 'data-table="latency"' in html
+    assert 'data-figure="message_stats.latency.accept_to_sent.count">3<' in html
+    assert 'data-figure="message_stats.latency.accept_to_sent.p50_seconds">4.0<' in html
+    assert 'data-figure="message_stats.latency.accept_to_sent.p95_seconds">5.8<' in html
+    assert 'data-figure="message_stats.latency.sent_to_delivered.count">2<' in html
+    assert 'data-figure="message_stats.latency.sent_to_delivered.p50_seconds">20.0<' in html
+    assert "Accepted → sent" in html and "Sent → delivered" in html
+    empty = as_user(named.carol).get("/analytics/").content.decode()  # Globex sent nothing: dashes, not zeros
+    assert 'data-figure="message_stats.latency.accept_to_sent.p50_seconds">–<' in empty
+
+
 def test_the_chart_follows_period_and_session_and_downloads_as_csv(as_user, named):
     traffic(named.acme, fold=False)  # not folded yet: the counted changes are read too
     client = as_user(named.alice)

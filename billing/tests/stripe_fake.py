@@ -62,6 +62,7 @@ class StripeFake:
         self.delay = 0.0  # seconds before answering, to widen race windows
         self._ids = itertools.count(1)
         self._idempotent = {}  # key -> (path, params, status, body)
+        self.canceled_subscriptions = set()
         self._lock = threading.Lock()
         fake = self
 
@@ -72,6 +73,11 @@ class StripeFake:
                 params = nest(parse_qsl(body, keep_blank_values=True))
                 headers = {name.lower(): value for name, value in self.headers.items()}
                 status, payload = fake._handle("POST", self.path, params, headers)
+                self._reply(status, payload)
+
+            def do_DELETE(self):
+                headers = {name.lower(): value for name, value in self.headers.items()}
+                status, payload = fake._handle("DELETE", self.path.split("?")[0], {}, headers)
                 self._reply(status, payload)
 
             def do_GET(self):
@@ -149,7 +155,7 @@ class StripeFake:
                     return 400, self._error("idempotency_error", "Keys for idempotent requests can only be used "
                                             "with the same parameters they were first used with.")
                 return status, body
-            status, body = self._route(path, params)
+            status, body = self._route(path, params) if method == "POST" else self._route_delete(path)
             if key and status not in (400, 409):
                 # Like Stripe: a result is kept for the key once the endpoint ran, 5xx included; parameters
                 # refused by validation are not.
@@ -183,6 +189,17 @@ class StripeFake:
                          "customer": params["customer"], "return_url": params.get("return_url"),
                          "url": f"https://billing.stripe.test/p/session/{session_id}"}
         return 404, self._error("invalid_request_error", f"Unrecognized request URL (POST: {path})")
+
+    def _route_delete(self, path):
+        match = re.fullmatch(r"/v1/subscriptions/([^/]+)", path)
+        if match:
+            if match.group(1) in self.canceled_subscriptions:
+                return 404, self._error("invalid_request_error", f"No such subscription: '{match.group(1)}'",
+                                        "resource_missing")
+            self.canceled_subscriptions.add(match.group(1))
+            return 200, {"id": match.group(1), "object": "subscription", "status": "canceled",
+                         "canceled_at": int(time.time())}
+        return 404, self._error("invalid_request_error", f"Unrecognized request URL (DELETE: {path})")
 
 
 # --- pytest fixtures: import them into a test module to use them -------------------------------------------

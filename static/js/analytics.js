@@ -10,6 +10,8 @@
   var plot = null;
 
   function percent(value) { return value === null || value === undefined ? "–" : (value * 100).toFixed(1) + "%"; }
+  // Seconds as the page writes them (Python's 3.0 is "3.0", not "3").
+  function seconds(value) { return value === null || value === undefined ? "–" : Number(value).toFixed(1); }
   var FORMATS = { "message_stats.delivery_rate": percent, "message_stats.read_rate": percent,
                   "webhook_health.success_rate": percent };
 
@@ -21,7 +23,8 @@
     document.querySelectorAll("[data-figure]").forEach(function (node) {
       var path = node.getAttribute("data-figure");
       var value = lookup(data, path);
-      var text = FORMATS[path] ? FORMATS[path](value) : (value === null || value === undefined ? "–" : String(value));
+      var format = FORMATS[path] || (/_seconds$/.test(path) ? seconds : null);
+      var text = format ? format(value) : (value === null || value === undefined ? "–" : String(value));
       if (node.textContent !== text) node.textContent = text;
     });
   }

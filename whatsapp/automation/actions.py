@@ -3,18 +3,23 @@ handoff switch. Each action validates first (400 with a code, nothing written), 
 audit row in one transaction. What happens on an inbound message is whatsapp.automation.engine's."""
 from datetime import timedelta
 
+from django.core.exceptions import ValidationError
+from django.core.validators import validate_email
 from django.db import transaction
+from django.db.models import Q
 from django.utils import timezone
 
+from accounts.models import Membership
 from audit import actions as audit
 from billing import entitlements
-from core.errors import DomainError
+from core import telegram
+from core.errors import CommonError, DomainError
 from core.net import TargetError, check_target
 from whatsapp.webhooks import delivery as wire
 
 from . import matching, schedule
 from .errors import AutomationError
-from .models import Handoff, KeywordRule, Receptionist
+from .models import AutomationLog, Handoff, KeywordRule, Receptionist
 
 MAX_TEXT = 4096
 MAX_RULES = 500
@@ -22,8 +27,10 @@ MAX_KEYWORDS = 20
 MAX_COOLDOWN_MINUTES = 7 * 24 * 60
 MAX_HANDOFF_MINUTES = 7 * 24 * 60
 TEXT_FIELDS = ("away_message", "greeting", "fallback", "handoff_reply")
+ESCALATION_FIELDS = ("escalation_member_ids", "escalation_emails", "escalation_telegram_chat_ids")
+MAX_ESCALATION_CONTACTS = 20  # of each kind
 SETTINGS_FIELDS = ("enabled", "time_zone", "schedule", "holidays", *TEXT_FIELDS, "cooldown_minutes",
-                   "handoff_keywords", "handoff_minutes", "bot_url", "bot_enabled")
+                   "handoff_keywords", "handoff_minutes", "bot_url", "bot_enabled", *ESCALATION_FIELDS)
 RULE_FIELDS = ("session", "name", "match", "pattern", "priority", "action", "reply_type", "reply_text", "media_url",
                "cooldown_minutes", "in_groups", "enabled")
 
@@ -64,6 +71,45 @@ def check_bot_url(url):
         raise DomainError(exc.code, exc.message, {"bot_url": url}) from exc
 
 
+def _escalation_list(name, value):
+    """A list of member ids, email addresses or Telegram chat ids, deduplicated; 400 invalid_escalation."""
+    if not isinstance(value, list) or len(value) > MAX_ESCALATION_CONTACTS:
+        raise DomainError(AutomationError.INVALID_ESCALATION,
+                          f"{name} is a list of at most {MAX_ESCALATION_CONTACTS}.", {"field": name})
+    cleaned = []
+    for item in value:
+        if name == "escalation_member_ids":
+            good = isinstance(item, int) and not isinstance(item, bool) and 0 < item < 2**31
+        elif name == "escalation_emails":
+            item = item.strip().lower() if isinstance(item, str) else item
+            try:
+                validate_email(item)
+                good = len(item) <= 254
+            except ValidationError:
+                good = False
+        else:
+            item = item.strip() if isinstance(item, str) else item
+            good = isinstance(item, str) and bool(telegram.CHAT_ID_RE.match(item))
+        if not good:
+            what = {"escalation_member_ids": "a member id", "escalation_emails": "an email address",
+                    "escalation_telegram_chat_ids": "a Telegram chat id (digits, or @channel)"}[name]
+            raise DomainError(AutomationError.INVALID_ESCALATION, f"'{str(item)[:60]}' is not {what}.",
+                              {"field": name, "value": str(item)[:60]})
+        if item not in cleaned:
+            cleaned.append(item)
+    return cleaned
+
+
+def check_escalation_members(tenant, member_ids):
+    """404 not_found for a member id that is not one of this workspace's members (another workspace's too)."""
+    if not member_ids:
+        return
+    known = set(Membership.objects.filter(tenant=tenant, pk__in=member_ids).values_list("pk", flat=True))
+    unknown = [pk for pk in member_ids if pk not in known]
+    if unknown:
+        raise DomainError(CommonError.NOT_FOUND, "No such member in this workspace.", {"member_id": unknown[0]})
+
+
 def clean_settings(changes):
     """`changes` (any of SETTINGS_FIELDS) checked and normalised, or 400 with a code."""
     unknown = sorted(set(changes) - set(SETTINGS_FIELDS))
@@ -93,6 +139,8 @@ def clean_settings(changes):
                 raise DomainError(AutomationError.INVALID_RULE, f"handoff_keywords is a list of at most "
                                   f"{MAX_KEYWORDS} words of 1 to 60 characters.", {"field": name})
             cleaned[name] = list(dict.fromkeys(k.strip().casefold() for k in value))
+        elif name in ESCALATION_FIELDS:
+            cleaned[name] = _escalation_list(name, value)
         elif name == "bot_url":
             url = (value or "").strip()
             if url:
@@ -107,6 +155,7 @@ def clean_settings(changes):
 def update_settings(tenant, *, session=None, acting_user, changes):
     """Change the workspace's receptionist (session None) or the number's own (made on its first change)."""
     cleaned = clean_settings(changes)
+    check_escalation_members(tenant, cleaned.get("escalation_member_ids"))
     entitlements.require_write(tenant)
     with transaction.atomic():
         row = Receptionist.objects.select_for_update().filter(scope=scope_of(session)).first()
@@ -302,3 +351,11 @@ def _effective_handoff_minutes(session):
     own = Receptionist.objects.filter(scope=scope_of(session)).first()
     row = own or Receptionist.objects.filter(scope="workspace").first()
     return row.handoff_minutes if row is not None else 60
+
+
+def erase_log(erasure):
+    """A contact's erasure (whatsapp.conversations.erasure): the receptionist's log of its chats names it."""
+    deleted, _ = AutomationLog.objects.filter(
+        Q(contact_id=erasure.contact.pk) | Q(conversation_id__in=erasure.conversation_ids)
+        | Q(session_id=erasure.session_id, chat_jid__in=erasure.jids)).delete()
+    erasure.count("automation_log", deleted)

@@ -20,6 +20,7 @@ from billing.permissions import CanWrite
 from core.api import PAGE_PARAMETERS, StrictSerializer, choice_param, field_with_schema, paginated
 from core.errors import CommonError, DomainError
 from core.net import HTTP_URL_PATTERN
+from core.telegram import CHAT_ID_RE as TELEGRAM_CHAT
 from core.permissions import Perm
 from tenants.permissions import HasActiveTenant
 from whatsapp.conversations.models import Conversation
@@ -64,6 +65,18 @@ class SettingsWriteSerializer(StrictSerializer):
                                 max_length=2000, allow_blank=True, required=False,
                                 help_text="Where inbound messages are POSTed (signed); empty = no bot")
     bot_enabled = serializers.BooleanField(required=False)
+    escalation_member_ids = serializers.ListField(
+        child=serializers.IntegerField(min_value=1, max_value=2_147_483_647), required=False,
+        max_length=actions.MAX_ESCALATION_CONTACTS,
+        help_text="Members (GET /members) emailed when a contact asks for a person")
+    escalation_emails = serializers.ListField(child=serializers.EmailField(max_length=254), required=False,
+                                              max_length=actions.MAX_ESCALATION_CONTACTS,
+                                              help_text="Other addresses emailed then")
+    escalation_telegram_chat_ids = serializers.ListField(
+        child=field_with_schema(serializers.CharField, {"type": "string", "pattern": TELEGRAM_CHAT.pattern},
+                                max_length=33),
+        required=False, max_length=actions.MAX_ESCALATION_CONTACTS,
+        help_text="Telegram chats the platform's bot tells then (numeric ids, or @channel)")
 
 
 SettingsSerializer = inline_serializer("AutomationSettings", {
@@ -80,6 +93,9 @@ SettingsSerializer = inline_serializer("AutomationSettings", {
     "handoff_reply": serializers.CharField(), "handoff_minutes": serializers.IntegerField(),
     "bot_url": serializers.CharField(), "bot_enabled": serializers.BooleanField(),
     "bot_secret_set": serializers.BooleanField(),
+    "escalation_member_ids": serializers.ListField(child=serializers.IntegerField()),
+    "escalation_emails": serializers.ListField(child=serializers.EmailField()),
+    "escalation_telegram_chat_ids": serializers.ListField(child=serializers.CharField()),
     "bot_last_error": serializers.CharField(allow_null=True),
     "bot_last_error_at": serializers.DateTimeField(allow_null=True),
     "bot_last_ok_at": serializers.DateTimeField(allow_null=True),

@@ -13,6 +13,7 @@ import ipaddress
 import json
 import logging
 import time
+from datetime import timedelta
 from urllib.parse import urlsplit
 
 import httpx
@@ -22,7 +23,6 @@ from django.db import connection
 from django.utils import timezone
 
 from core.net import TargetError, resolve_target
-from whatsapp.messaging.models import Message
 from whatsapp.messaging.payloads import message_payload
 from whatsapp.webhooks import delivery as wire
 
@@ -140,14 +140,14 @@ def _note(profile, *, error=None, now):
 def ask(message_id, now=None):
     """Ask the bot about the inbound message and carry out its answer, or the rules' when it fails. In the
     tenant's schema (the ask_bot task)."""
-    message = Message.objects.select_related("session", "conversation").filter(pk=message_id).first()
-    if message is None or AutomationLog.objects.filter(inbound=message).exists():
+    now = now or timezone.now()
+    found = engine.facts(now, pk=message_id)
+    if found is None or found.answered:
         return None
-    profile = engine.receptionist_for(message.session)
+    message, profile = found.message, found.profile
     if profile is None or not profile.enabled or not profile.bot_enabled or not profile.bot_url:
         return None
     time_zone = profile.time_zone or engine.workspace_time_zone(connection.schema_name)
-    now = now or timezone.now()
     try:
         secret = wire.decrypt_secret(profile.bot_secret)
         replies, handoff = read_answer(call(profile.bot_url, secret, request_body(message, profile,
@@ -157,10 +157,10 @@ def ask(message_id, now=None):
         log.warning("bot of %s failed: %s", message.session.name, reason)
         _note(profile, error=reason, now=timezone.now())
         engine.carry_out(message, engine.Answer(Kind.BOT_FAILED, source="bot", detail=reason), now)
-        answer = engine.decide(profile, message, now, time_zone=time_zone)
+        answer = engine.decide(found, now, time_zone=time_zone)
         return engine.carry_out(message, answer, now) if answer is not None else None
     _note(profile, now=timezone.now())
-    room = settings.AUTOREPLY_MAX_PER_CONTACT_PER_HOUR - engine.replies_within_hour(message, now)
+    room = settings.AUTOREPLY_MAX_PER_CONTACT_PER_HOUR - found.replies_since(now - timedelta(hours=1))
     done = None
     for index, (reply_type, text, media_url) in enumerate(replies):
         if index >= room:

@@ -10,3 +10,5 @@ class AutomationError(ErrorCode):
     INVALID_RULE = "invalid_rule", 400
     INVALID_BOT_URL = "invalid_bot_url", 400
     TOO_MANY_RULES = "too_many_rules", 400
+    # An escalation email that is no address, a Telegram chat id that is none, or too many of them.
+    INVALID_ESCALATION = "invalid_escalation", 400

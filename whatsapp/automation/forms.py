@@ -1,6 +1,8 @@
 """The Automation page's forms: the receptionist's settings (a day's hours written "09:00-12:00, 13:00-17:00",
 holidays one date a line, keywords separated by commas) and a keyword rule. Their cleaned data is what
 whatsapp.automation.actions takes; the actions validate the rest (overlaps, regexes) with their codes."""
+import re
+
 from django import forms
 
 from tenants.serializers import TIME_ZONES
@@ -42,9 +44,20 @@ class SettingsForm(forms.Form):
     bot_url = forms.URLField(required=False, max_length=2000, assume_scheme="https", label="Bot webhook URL",
                              help_text="Inbound messages are POSTed here, signed like our webhooks.")
     bot_enabled = forms.BooleanField(required=False, label="Ask the bot first")
+    escalation_member_ids = forms.TypedMultipleChoiceField(
+        required=False, coerce=int, label="Members emailed when a contact asks for a person",
+        widget=forms.CheckboxSelectMultiple)
+    escalation_emails = forms.CharField(required=False, max_length=6000, label="Other email addresses told",
+                                        widget=forms.Textarea(attrs={"rows": 2}),
+                                        help_text="Separated by commas or one a line.")
+    escalation_telegram_chat_ids = forms.CharField(
+        required=False, max_length=800, label="Telegram chats told",
+        help_text="Chat ids (digits, or @channel) separated by commas; the platform's Telegram bot writes to them.")
 
-    def __init__(self, *args, **kwargs):
+    def __init__(self, *args, members=(), **kwargs):
         super().__init__(*args, **kwargs)
+        self.fields["escalation_member_ids"].choices = [
+            (member.pk, member.user.full_name or member.user.email) for member in members]
         for day in schedule.DAYS:
             self.fields[f"hours_{day}"] = forms.CharField(
                 required=False, max_length=200, label=DAY_LABELS[day],
@@ -53,7 +66,10 @@ class SettingsForm(forms.Form):
     @staticmethod
     def initial_from(row):
         initial = {name: getattr(row, name) for name in actions.SETTINGS_FIELDS
-                   if name not in ("schedule", "holidays", "handoff_keywords")}
+                   if name not in ("schedule", "holidays", "handoff_keywords", "escalation_emails",
+                                   "escalation_telegram_chat_ids")}
+        initial["escalation_emails"] = "\n".join(row.escalation_emails or [])
+        initial["escalation_telegram_chat_ids"] = ", ".join(row.escalation_telegram_chat_ids or [])
         initial["holidays"] = "\n".join(row.holidays or [])
         initial["handoff_keywords"] = ", ".join(row.handoff_keywords or [])
         initial.update({f"hours_{day}": hours_text(row.schedule or [], day) for day in schedule.DAYS})
@@ -69,6 +85,9 @@ class SettingsForm(forms.Form):
         data["schedule"] = intervals
         data["holidays"] = [line.strip() for line in data["holidays"].splitlines() if line.strip()]
         data["handoff_keywords"] = [w.strip() for w in data["handoff_keywords"].split(",") if w.strip()]
+        data["escalation_emails"] = [e.strip() for e in re.split(r"[,\s]+", data["escalation_emails"]) if e.strip()]
+        data["escalation_telegram_chat_ids"] = [c.strip() for c in data["escalation_telegram_chat_ids"].split(",")
+                                                if c.strip()]
         return data
 
 

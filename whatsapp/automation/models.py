@@ -31,6 +31,11 @@ class Receptionist(models.Model):
     handoff_keywords = models.JSONField(default=list, blank=True)
     handoff_reply = models.TextField(blank=True)
     handoff_minutes = models.PositiveIntegerField(default=60)
+    # Who is told when a contact asks for a person (besides the conversation.handoff_requested webhook event):
+    # members (accounts.Membership ids, by email), other email addresses, Telegram chats (the platform's bot).
+    escalation_member_ids = models.JSONField(default=list, blank=True)
+    escalation_emails = models.JSONField(default=list, blank=True)
+    escalation_telegram_chat_ids = models.JSONField(default=list, blank=True)
     bot_url = models.URLField(max_length=2000, blank=True)
     bot_secret = SecretTextField(blank=True, help_text="Encrypted like webhook secrets")
     bot_enabled = models.BooleanField(default=False)

@@ -9,6 +9,7 @@ from django.shortcuts import redirect, render
 from django.urls import reverse
 from django.views.decorators.cache import never_cache
 
+from accounts.models import Membership
 from billing.decorators import billing_access_required
 from core import once
 from core.errors import DomainError
@@ -42,7 +43,8 @@ def automation_page(request):
         if session is None:
             raise Http404("No such session")
     row = selectors.effective_row(session) if session is not None else actions.settings_row(None)
-    settings_form = SettingsForm(initial=SettingsForm.initial_from(row), prefix="s")
+    members = Membership.objects.filter(tenant=request.tenant).select_related("user").order_by("id")
+    settings_form = SettingsForm(initial=SettingsForm.initial_from(row), prefix="s", members=members)
     rule_form = RuleForm(prefix="r")
     status = 200
     if request.method == "POST":
@@ -50,7 +52,7 @@ def automation_page(request):
         form = None
         try:
             if action == "settings":
-                form = settings_form = SettingsForm(request.POST, prefix="s")
+                form = settings_form = SettingsForm(request.POST, prefix="s", members=members)
                 if settings_form.is_valid():
                     actions.update_settings(request.tenant, session=session, acting_user=request.user,
                                             changes=settings_form.changes())

@@ -155,9 +155,18 @@ def _upsert_group(session, jid, **fields):
     return group
 
 
-def _upsert_conversation(session, chat_jid, *, contact=None, group=None):
+# Called on commit with (schema_name, session_id, conversation_id) when a contact's first message makes a conversation: the
+# inbox's auto-assignment registers here (WhatsappConfig.ready); conversations imports no feature above it.
+new_inbound_conversation_hooks = []
+
+
+def _upsert_conversation(session, chat_jid, *, contact=None, group=None, inbound=False):
     conversation, created = Conversation.objects.get_or_create(
         session=session, chat_jid=chat_jid[:100], defaults={"contact": contact, "group": group})
+    if created and inbound:
+        schema_name, session_id, conversation_id = connection.schema_name, session.pk, conversation.pk
+        for hook in new_inbound_conversation_hooks:
+            transaction.on_commit(lambda hook=hook: hook(schema_name, session_id, conversation_id))
     if not created and ((contact is not None and conversation.contact_id != contact.pk)
                         or (group is not None and conversation.group_id != group.pk)):
         conversation.contact = contact or conversation.contact
@@ -263,9 +272,9 @@ def for_inbound(session, message, data):
         message.save(update_fields=["from_phone", "sender_unresolved"])
     if is_group_jid(message.chat_jid):
         group = _upsert_group(session, message.chat_jid)
-        conversation = _upsert_conversation(session, message.chat_jid, group=group)
+        conversation = _upsert_conversation(session, message.chat_jid, group=group, inbound=True)
     else:
-        conversation = _upsert_conversation(session, contact.jid, contact=contact)
+        conversation = _upsert_conversation(session, contact.jid, contact=contact, inbound=True)
     _note(conversation, message, unread=True)
     return conversation, contact
 

@@ -9,7 +9,7 @@ tenant (402 payment_required while read-only); deleting stays possible, as takin
 """
 from django.db.models import F, Q
 from django.urls import path
-from drf_spectacular.utils import OpenApiParameter, extend_schema, inline_serializer
+from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema, inline_serializer
 from rest_framework import exceptions, permissions, serializers, status
 from rest_framework.response import Response
 from rest_framework.views import APIView
@@ -24,6 +24,7 @@ from whatsapp.sessions import selectors as session_selectors
 from whatsapp.sessions.actions import NAME_PATTERN
 
 from . import actions as conversations
+from . import erasure
 from .errors import ConversationError
 from .models import Contact, Conversation, Group
 
@@ -178,12 +179,27 @@ class ContactDetailView(DirectoryView):
     def get(self, request, pk):
         return Response(contact_payload(self._contact(pk)))
 
-    @extend_schema(tags=["contacts"], parameters=[ID_PARAMETER], responses={204: None})
+    @extend_schema(tags=["contacts"], parameters=[ID_PARAMETER, OpenApiParameter(
+        "erase", bool, required=False, description=(
+            "true: erase the contact for the GDPR (right to erasure): its messages with their text and media files, "
+            "its conversations with their notes and hand-offs, the stored webhook deliveries and automation log "
+            "of its chats go too, irreversibly. The audit row (whatsapp.contact_erased) holds counts only. "
+            "Analytics' hourly numbers follow the deleted messages; the per-chat rows of its chats are deleted. "
+            "false or missing: only the contact goes."))],
+        responses={204: None, 400: OpenApiResponse(description="validation_error: erase is not true or false"),
+                   404: OpenApiResponse(description="not_found: no such contact in this workspace")})
     def delete(self, request, pk):
-        """Delete a contact (owner or admin). Its messages and conversations stay; a new message from or to
-        the number creates it again."""
+        """Delete a contact (owner, admin or agent). Without `erase` its messages and conversations stay (records of
+        what happened) and a new message from or to the number creates it again; with `erase=true` they go too."""
+        erase = request.query_params.get("erase", "false").lower()
+        if erase not in ("true", "false", "1", "0"):
+            raise DomainError(CommonError.VALIDATION_ERROR, "erase: Must be true or false.",
+                              {"erase": ["Must be true or false."]})
         contact = self._contact(pk)
-        conversations.delete_contact(contact, acting_user=request.user, tenant=request._request.tenant)
+        if erase in ("true", "1"):
+            erasure.erase_contact(contact, acting_user=request.user, tenant=request._request.tenant)
+        else:
+            conversations.delete_contact(contact, acting_user=request.user, tenant=request._request.tenant)
         return Response(status=status.HTTP_204_NO_CONTENT)
 
     @staticmethod

@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from django.conf import settings
 from django.db import close_old_connections, connections
 
+from core import heartbeats
 from whatsapp.providers.base import EventKind, ProviderError, ProviderEvent, ProviderSettings
 
 from . import handlers, leases
@@ -136,8 +137,22 @@ class SessionHost:
             except Exception:
                 log.exception("session host %s: lease round failed", self.host_id)
                 close_old_connections()
+            self._beat()
             self._stopping.wait(self.heartbeat_seconds)
+        try:
+            heartbeats.forget("host", self.host_id)
+        except Exception:
+            log.warning("session host %s: could not remove its heartbeat", self.host_id, exc_info=True)
         connections.close_all()
+
+    def _beat(self):
+        """The `host` heartbeat (core.heartbeats): alive, how many sessions it runs, its memory."""
+        try:
+            heartbeats.beat("host", self.host_id, ttl=max(heartbeats.TTL_SECONDS, 3 * self.heartbeat_seconds),
+                            sessions=len(self.providers), provider=self.provider_class.name,
+                            **heartbeats.process_info())
+        except Exception:  # Redis away: health says so; the sessions keep running
+            log.warning("session host %s: heartbeat failed", self.host_id, exc_info=True)
 
     def sync(self, now=None):
         """Renew, claim, and make the running providers match the leases held. Returns the keys held."""

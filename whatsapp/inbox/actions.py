@@ -13,12 +13,15 @@ from asgiref.sync import async_to_sync
 from channels.layers import get_channel_layer
 from django.db import IntegrityError, connection, transaction
 from django.utils import timezone
+from django_tenants.utils import schema_context
 
 from accounts.models import Membership
 from audit import actions as audit
+from billing import entitlements
 from core.api import has_visible_text
 from core.errors import CommonError, DomainError
 from core.permissions import Perm, allows, can_manage
+from tenants.models import Tenant
 from whatsapp.conversations.models import Conversation
 from whatsapp.host import commands
 from whatsapp.providers.base import CHAT_PRESENCE_STATES
@@ -27,7 +30,7 @@ from whatsapp.live import conversation_group, conversation_summary, conversation
 
 from . import presence, selectors
 from .errors import InboxError
-from .models import CannedReply, ConversationNote, RoundRobin
+from .models import AutoAssign, CannedReply, ConversationNote, RoundRobin
 
 log = logging.getLogger(__name__)
 
@@ -63,7 +66,7 @@ def assign(tenant, conversation, member, *, acting_user):
         return _assign_locked(tenant, row, member, acting_user=acting_user, how="manual")
 
 
-def assign_round_robin(tenant, conversation, *, acting_user):
+def assign_round_robin(tenant, conversation, *, acting_user, how="round_robin"):
     """Give `conversation` to the next member of the round robin (whatsapp.inbox.selectors.round_robin_pool: the
     online agents — all agents when none is online — in membership order, starting after the one who got the last
     conversation this way). 409 no_agents when nobody answers conversations."""
@@ -77,7 +80,100 @@ def assign_round_robin(tenant, conversation, *, acting_user):
         cursor.last_member_id, cursor.updated_at = member.pk, timezone.now()
         cursor.save(update_fields=["last_member_id", "updated_at"])
         row = _locked(conversation)
-        return _assign_locked(tenant, row, member, acting_user=acting_user, how="round_robin")
+        return _assign_locked(tenant, row, member, acting_user=acting_user, how=how)
+
+
+# --- auto-assignment of new conversations ------------------------------------------------------------------------
+
+def auto_assign_scope(session):
+    return f"session:{session.pk}" if session is not None else "workspace"
+
+
+def auto_assign_row(session=None):
+    """The stored auto-assignment of the number (or of the workspace, session None), or an unsaved "off"."""
+    return AutoAssign.objects.filter(scope=auto_assign_scope(session)).first() or AutoAssign(
+        session=session, scope=auto_assign_scope(session))
+
+
+def effective_auto_assign(session_id):
+    """The number's own auto-assignment, else the workspace's (stored or off)."""
+    own = f"session:{session_id}"
+    rows = {r.scope: r for r in AutoAssign.objects.filter(scope__in=[own, "workspace"])}
+    return rows.get(own) or rows.get("workspace") or AutoAssign(scope="workspace")
+
+
+def _auto_assign_snapshot(row):
+    return {"mode": row.mode, "member_id": row.member_id}
+
+
+def update_auto_assign(tenant, *, session=None, mode, member_id=None, acting_user):
+    """Set who gets new conversations of the workspace (session None) or of one number: off, round_robin, or
+    member (member_id: a member of this workspace who answers conversations). 400 invalid_auto_assign, 404 for a
+    member of another workspace, 400 assignee_cannot_reply for one who cannot answer."""
+    if mode not in AutoAssign.Mode.values:
+        raise DomainError(InboxError.INVALID_AUTO_ASSIGN, f"mode is one of {', '.join(AutoAssign.Mode.values)}.",
+                          {"mode": list(AutoAssign.Mode.values)})
+    if mode == AutoAssign.Mode.MEMBER:
+        if member_id is None:
+            raise DomainError(InboxError.INVALID_AUTO_ASSIGN, "Choose the member who gets new conversations.",
+                              {"member_id": ["Required with mode member."]})
+        member = member_of(tenant, member_id)
+        if not allows(member.role, Perm.CONVERSATIONS_REPLY):
+            raise DomainError(InboxError.ASSIGNEE_CANNOT_REPLY,
+                              f"{member.user.email} reads conversations but cannot answer them; choose someone "
+                              "who can.", {"member_id": member.pk, "role": member.role})
+    else:
+        member_id = None
+    entitlements.require_write(tenant)
+    with transaction.atomic():
+        row = AutoAssign.objects.select_for_update().filter(scope=auto_assign_scope(session)).first()
+        before = _auto_assign_snapshot(row) if row is not None else {}
+        row = row or AutoAssign(session=session, scope=auto_assign_scope(session))
+        row.mode, row.member_id, row.updated_at = mode, member_id, timezone.now()
+        row.save()
+        audit.record("whatsapp.auto_assign_updated", actor=acting_user, target=row, tenant=tenant, before=before,
+                     after=_auto_assign_snapshot(row))
+    return row
+
+
+def reset_auto_assign(tenant, session, *, acting_user):
+    """The number goes back to the workspace's auto-assignment."""
+    entitlements.require_write(tenant)
+    with transaction.atomic():
+        row = AutoAssign.objects.select_for_update().filter(scope=auto_assign_scope(session)).first()
+        if row is not None:
+            audit.record("whatsapp.auto_assign_reset", actor=acting_user, target=row, tenant=tenant,
+                         before=_auto_assign_snapshot(row))
+            row.delete()
+
+
+def auto_assign_new(schema_name, session_id, conversation_id):
+    """A contact's first message made this conversation: give it to whoever the number's (or the workspace's)
+    auto-assignment names. Registered with whatsapp.conversations (WhatsappConfig.ready) and called on the session
+    host once the message is stored; never raises into it. Returns the conversation when it was assigned."""
+    try:
+        with schema_context(schema_name):
+            setting = effective_auto_assign(session_id)
+            if setting.mode == AutoAssign.Mode.OFF:
+                return None
+            conversation = Conversation.objects.filter(pk=conversation_id).first()
+            if conversation is None or conversation.assignee_id is not None:
+                return None
+            tenant = Tenant.objects.get(schema_name=schema_name)
+            if setting.mode == AutoAssign.Mode.ROUND_ROBIN:
+                return assign_round_robin(tenant, conversation, acting_user=None, how="auto_round_robin")
+            member = Membership.objects.filter(pk=setting.member_id, tenant=tenant).select_related("user").first()
+            if member is None or not allows(member.role, Perm.CONVERSATIONS_REPLY):
+                log.warning("auto-assignment of %s in %s skipped: member %s is gone or cannot answer",
+                            conversation_id, schema_name, setting.member_id)
+                return None
+            with transaction.atomic():
+                return _assign_locked(tenant, _locked(conversation), member, acting_user=None, how="auto_member")
+    except DomainError as exc:  # nobody answers conversations (round robin): it stays unassigned
+        log.info("auto-assignment of %s in %s skipped: %s", conversation_id, schema_name, exc.message)
+    except Exception:
+        log.exception("auto-assignment of %s in %s failed", conversation_id, schema_name)
+    return None
 
 
 def _assign_locked(tenant, row, member, *, acting_user, how):

@@ -4,11 +4,14 @@ GET conversations (filters: assigned=mine|unassigned|all, status=open|pending|cl
 conversations/counts (the tabs' figures, unread included), GET/PATCH conversations/{id} (status),
 POST conversations/{id}/assign (a member by id, nobody, or the next agent by round robin) and
 GET conversations/{id}/messages; GET/POST canned-replies, GET/PATCH/DELETE canned-replies/{id}; GET/POST
-conversations/{id}/notes, DELETE conversations/{id}/notes/{note_id}; POST conversations/{id}/typing.
+conversations/{id}/notes, DELETE conversations/{id}/notes/{note_id}; POST conversations/{id}/typing;
+GET/PUT inbox/auto-assign (who gets new conversations), GET/PUT/DELETE sessions/{name}/auto-assign (a number's own;
+DELETE: back to the workspace's).
 
 Any member reads; assigning, changing a status and writing notes is conversations.reply (owners, admins, agents: a
 viewer gets 403 permission_denied); canned replies are canned_replies.manage (owners, admins); a note is deleted by
-its author, an owner or an admin (403 not_your_note). Ids are the tenant's own: another tenant's conversation,
+its author, an owner or an admin (403 not_your_note); auto-assignment is read with settings.read and changed with
+settings.manage (owners, admins). Ids are the tenant's own: another tenant's conversation,
 member, canned reply or note is 404. Changes need a paying tenant (402 while read-only) and are audited
 (whatsapp.inbox.actions).
 """
@@ -31,7 +34,7 @@ from whatsapp.messaging.payloads import message_payload
 from whatsapp.sessions import selectors as session_selectors
 
 from . import actions, selectors
-from .models import CannedReply, ConversationNote
+from .models import AutoAssign, CannedReply, ConversationNote
 
 TAGS = ["conversations"]
 ASSIGNED_PARAMETER = OpenApiParameter(
@@ -308,7 +311,89 @@ class NoteDetailView(DirectoryView):
         return Response(status=204)
 
 
+class AutoAssignWriteSerializer(StrictSerializer):
+    mode = serializers.ChoiceField(choices=AutoAssign.Mode.choices,
+                                   help_text="off; round_robin: the next agent, online ones first; member: member_id")
+    member_id = serializers.IntegerField(required=False, allow_null=True, min_value=1, max_value=2_147_483_647,
+                                         help_text="The member (GET /members) who gets them, with mode member")
+
+
+AutoAssignSerializer = inline_serializer("AutoAssign", {
+    "scope": serializers.ChoiceField(choices=["workspace", "session"]),
+    "session": serializers.CharField(allow_null=True),
+    "own": serializers.BooleanField(help_text="false: a number using the workspace's setting"),
+    "mode": serializers.ChoiceField(choices=AutoAssign.Mode.choices),
+    "member_id": serializers.IntegerField(allow_null=True),
+    "updated_at": serializers.DateTimeField(allow_null=True),
+})
+SESSION_NAME = [OpenApiParameter("name", str, OpenApiParameter.PATH)]
+
+
+def auto_assign_payload(row, *, session=None):
+    return {"scope": "session" if session is not None else "workspace",
+            "session": session.name if session is not None else None,
+            "own": row.pk is not None and row.scope == actions.auto_assign_scope(session),
+            "mode": row.mode, "member_id": row.member_id,
+            "updated_at": row.updated_at.isoformat() if row.pk else None}
+
+
+def _auto_assign_body(request):
+    serializer = AutoAssignWriteSerializer(data=request.data)
+    if not serializer.is_valid():
+        raise DomainError(CommonError.VALIDATION_ERROR, "Invalid request.", serializer.errors)
+    return serializer.validated_data
+
+
+class WorkspaceAutoAssignView(DirectoryView):
+    required_permissions = {"GET": Perm.SETTINGS_READ, "PUT": Perm.SETTINGS_MANAGE}
+    permission_classes = [*DirectoryView.permission_classes, CanWrite]
+
+    @extend_schema(tags=TAGS, responses=AutoAssignSerializer)
+    def get(self, request):
+        """Who gets the workspace's new conversations (a contact's first message makes one)."""
+        return Response(auto_assign_payload(actions.auto_assign_row(None)))
+
+    @extend_schema(tags=TAGS, request=AutoAssignWriteSerializer, responses=AutoAssignSerializer)
+    def put(self, request):
+        """Set it (owner or admin): off, round robin among online agents, or a fixed member."""
+        data = _auto_assign_body(request)
+        row = actions.update_auto_assign(request._request.tenant, mode=data["mode"],
+                                         member_id=data.get("member_id"), acting_user=request.user)
+        return Response(auto_assign_payload(row))
+
+
+class SessionAutoAssignView(DirectoryView):
+    required_permissions = {"GET": Perm.SETTINGS_READ, "PUT": Perm.SETTINGS_MANAGE, "DELETE": Perm.SETTINGS_MANAGE}
+    permission_classes = [*DirectoryView.permission_classes, CanWrite]
+
+    @extend_schema(tags=TAGS, parameters=SESSION_NAME, responses=AutoAssignSerializer)
+    def get(self, request, name):
+        """Who gets this number's new conversations: its own setting, or the workspace's it uses (own: false)."""
+        session = session_selectors.named(name)
+        own = actions.auto_assign_row(session)
+        row = own if own.pk is not None else actions.auto_assign_row(None)
+        return Response(auto_assign_payload(row, session=session))
+
+    @extend_schema(tags=TAGS, parameters=SESSION_NAME, request=AutoAssignWriteSerializer,
+                   responses=AutoAssignSerializer)
+    def put(self, request, name):
+        """Give the number a setting of its own (owner or admin)."""
+        session = session_selectors.named(name)
+        data = _auto_assign_body(request)
+        row = actions.update_auto_assign(request._request.tenant, session=session, mode=data["mode"],
+                                         member_id=data.get("member_id"), acting_user=request.user)
+        return Response(auto_assign_payload(row, session=session))
+
+    @extend_schema(tags=TAGS, parameters=SESSION_NAME, responses={204: None})
+    def delete(self, request, name):
+        """The number goes back to the workspace's setting."""
+        actions.reset_auto_assign(request._request.tenant, session_selectors.named(name), acting_user=request.user)
+        return Response(status=204)
+
+
 urlpatterns = [
+    path("inbox/auto-assign", WorkspaceAutoAssignView.as_view(), name="api_auto_assign"),
+    path("sessions/<str:name>/auto-assign", SessionAutoAssignView.as_view(), name="api_session_auto_assign"),
     path("conversations", ConversationListView.as_view(), name="api_conversations"),
     path("conversations/counts", ConversationCountsView.as_view(), name="api_conversation_counts"),
     path("conversations/<int:pk>", ConversationDetailView.as_view(), name="api_conversation"),

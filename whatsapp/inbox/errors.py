@@ -13,3 +13,5 @@ class InboxError(ErrorCode):
     # A note may be deleted by its author, or by an owner or admin.
     NOT_YOUR_NOTE = "not_your_note", 403
     SESSION_NOT_CONNECTED = "session_not_connected", 409
+    # An auto-assignment mode that is not off, round_robin or member, or member without a member_id.
+    INVALID_AUTO_ASSIGN = "invalid_auto_assign", 400

@@ -47,3 +47,25 @@ class ConversationNote(models.Model):
 
     class Meta:
         ordering = ["created_at", "id"]
+
+
+class AutoAssign(models.Model):
+    """Who gets a new conversation (a contact's first message makes it) of the workspace (session null) or of one
+    number: nobody, the next agent by round robin (online agents first), or one fixed member. A number with a row
+    of its own uses it instead of the workspace's."""
+
+    class Mode(models.TextChoices):
+        OFF = "off", "Nobody (assign by hand)"
+        ROUND_ROBIN = "round_robin", "Round robin among online agents"
+        MEMBER = "member", "A fixed member"
+
+    session = models.OneToOneField("whatsapp.WhatsAppSession", null=True, blank=True, on_delete=models.CASCADE,
+                                   related_name="auto_assign")
+    # "workspace", or "session:<id>": one row per scope (a NULL session would not collide in a unique index).
+    scope = models.CharField(max_length=40, unique=True)
+    mode = models.CharField(max_length=20, choices=Mode.choices, default=Mode.OFF)
+    member_id = models.PositiveIntegerField(null=True, blank=True, help_text="accounts.Membership id (mode member)")
+    updated_at = models.DateTimeField(default=timezone.now)
+
+    def __str__(self):
+        return f"Auto-assign ({self.scope}): {self.mode}"

@@ -23,11 +23,12 @@ from core.errors import DomainError
 from core.permissions import Perm, can, can_manage, permission_required
 from whatsapp.automation import actions as automation
 from whatsapp.conversations import actions as conversations
+from whatsapp.conversations import erasure
 from whatsapp.conversations.models import Contact, Conversation
 from whatsapp.inbox import actions as inbox
 from whatsapp.inbox import presence
 from whatsapp.inbox import selectors as inbox_selectors
-from whatsapp.inbox.models import CannedReply, ConversationNote
+from whatsapp.inbox.models import AutoAssign, CannedReply, ConversationNote
 from whatsapp.live import conversation_summary
 from whatsapp.messaging import actions as messaging
 from whatsapp.messaging.models import Message
@@ -87,7 +88,7 @@ def _list_action(request):
             return _respond(request, False, exc.message, status=exc.status, code=exc.code.value, back=back)
         return _respond(request, True, f"Reading the contacts and groups of {session}'s phone…", back=back,
                         session_id=session.pk)
-    if action == "delete_contact":
+    if action in ("delete_contact", "erase_contact"):
         if not _can_manage(request):
             return _respond(request, False, "Only an owner or admin can delete contacts.", status=403,
                             code="permission_denied", back=back)
@@ -96,6 +97,10 @@ def _list_action(request):
         if contact is None:  # unknown, or another tenant's (not in this schema)
             return _respond(request, False, "No such contact.", status=404, code="not_found", back=back)
         label, contact_id = str(contact), contact.pk
+        if action == "erase_contact":
+            erasure.erase_contact(contact, acting_user=request.user, tenant=request.tenant)
+            return _respond(request, True, f"{label} erased, with their messages, media and notes.", back=back,
+                            contact_id=contact_id)
         conversations.delete_contact(contact, acting_user=request.user, tenant=request.tenant)
         return _respond(request, True, f"{label} deleted.", back=back, contact_id=contact_id)
     return _respond(request, False, "Unknown action.", status=400, code="unknown_action", back=back)
@@ -346,4 +351,43 @@ def canned_replies(request):
         "replies": CannedReply.objects.order_by("code"),
         "can_manage": can(request.membership, Perm.CANNED_REPLIES_MANAGE),
         "max_text": inbox.MAX_CANNED_TEXT,
+    })
+
+
+@never_cache
+@billing_access_required
+@permission_required(Perm.SETTINGS_READ, POST=Perm.SETTINGS_MANAGE)
+def auto_assign(request):
+    """Who gets new conversations: the workspace's setting and each number's (its own, or the workspace's). Owners
+    and admins change them; each form posts here with `scope` (workspace or a session name) and comes back with a
+    notice (POST → redirect → GET)."""
+    back = reverse("auto_assign")
+    if request.method == "POST":
+        scope = str(request.POST.get("scope", ""))
+        session = None
+        if scope != "workspace":
+            session = WhatsAppSession.objects.filter(name=scope).first()
+            if session is None:
+                raise Http404("No such session.")
+        mode = str(request.POST.get("mode", ""))
+        raw = str(request.POST.get("member_id", ""))
+        try:
+            if mode == "workspace" and session is not None:
+                inbox.reset_auto_assign(request.tenant, session, acting_user=request.user)
+            else:
+                inbox.update_auto_assign(request.tenant, session=session, mode=mode,
+                                         member_id=int(raw) if raw.isdigit() else None, acting_user=request.user)
+            messages.success(request, f"Auto-assignment of {session or 'the workspace'} saved.")
+        except DomainError as exc:
+            if exc.status == 404:
+                raise Http404(exc.message) from exc
+            messages.error(request, exc.message)
+        return redirect(back)
+    own = {row.session_id: row for row in AutoAssign.objects.filter(session__isnull=False)}
+    return render(request, "whatsapp/conversations/auto_assign.html", {
+        "workspace": inbox.auto_assign_row(None),
+        "sessions": [(session, own.get(session.pk)) for session in WhatsAppSession.objects.order_by("name")],
+        "modes": AutoAssign.Mode.choices,
+        "responders": inbox_selectors.responders(request.tenant),
+        "can_manage": can(request.membership, Perm.SETTINGS_MANAGE),
     })

@@ -171,8 +171,10 @@ def queue_message(tenant, *, body, files=None, idempotency_key=None):
 def queue_automatic(body):
     """An automatic answer (whatsapp.automation): `body` validated like an API message (prepare) and queued in the
     same pipeline (paced, capped, recorded, webhooks fired), without the API's rate limit or Idempotency-Key. Call
-    inside a transaction to commit the message with what records why it was sent. Returns the message."""
-    messages, _ = _insert([prepare(body)], None)
+    inside a transaction to commit the message with what records why it was sent: a DomainError (validation) is
+    raised before anything is written, and the insert takes no savepoint of its own (its caller's transaction is
+    the unit). Returns the message."""
+    messages, _ = _insert([prepare(body)], None, savepoint=False)
     return messages[0]
 
 
@@ -214,14 +216,14 @@ def queue_messages(tenant, *, bodies, idempotency_key=None, check=None):
     return _insert(prepared, keys)
 
 
-def _insert(prepared, keys):
+def _insert(prepared, keys, *, savepoint=True):
     """Commit the validated messages as `queued` (one insert) and wake their sessions' senders on commit. Their
     conversations' last message moves when the drain handles them (whatsapp.messaging.drain.record): a burst to one
     number would otherwise queue every request behind that conversation's row lock. Returns (messages, True), or
     the concurrent request's messages and False when another request with the same Idempotency-Key committed
     first."""
     try:
-        with contextlib.ExitStack() as files, transaction.atomic():
+        with contextlib.ExitStack() as files, transaction.atomic(savepoint=savepoint):
             for item in prepared:
                 files.enter_context(media.kept_with_row(item.fields))
             chats = {}

@@ -192,3 +192,15 @@ def delete_session(tenant, session, *, acting_user):
         session.delete()
         transaction.on_commit(lambda: leases.want_stopped(schema_name, session_id))
         transaction.on_commit(lambda: events.announce_deleted(schema_name, session_id, name))
+
+
+def stop_for_workspace_deletion(sender, *, tenant, acting_user, **kwargs):
+    """The workspace is to be deleted (tenants.signals.workspace_deletion_scheduled): every session stops now, and a
+    linked one unlinks its phone first, so the phone no longer lists a device of a workspace on its way out."""
+    with tenant_context(tenant):
+        for session in WhatsAppSession.objects.order_by("pk"):
+            if session.is_linked:
+                logout_session(tenant, session, acting_user=acting_user)
+                session.refresh_from_db()
+            if session.should_run:
+                stop_session(tenant, session, acting_user=acting_user)
