@@ -8,7 +8,7 @@ from django.db import migrations
 class Migration(migrations.Migration):
 
     dependencies = [
-        ('whatsapp', '0013_message_inbound_once'),
+        ('whatsapp', '0016_webhook_endpoint_backoff'),
     ]
 
     operations = [
