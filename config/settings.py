@@ -478,6 +478,11 @@ SPECTACULAR_SETTINGS = {
                             "InvitableRoleEnum": "accounts.members.INVITABLE_CHOICES",
                             "KeywordRuleActionEnum": "whatsapp.automation.models.KeywordRule.Action",
                             "ConversationStatusEnum": "whatsapp.conversations.models.Conversation.Status",
+                            "AlertStateEnum": "alerts.models.Alert.State",
+                            "AlertChannelEnum": "alerts.models.Channel",
+                            "AlertKindEnum": "alerts.models.Kind",
+                            # An alert's state without labels (the platform metrics') and what a channel was told.
+                            "FiringOrResolvedEnum": "alerts.models.STATES",
                             # The platform metrics' own "interval" and "state" (config/platform_metrics.py) beside
                             # the billing interval's and a chat presence's, which keep their names.
                             "MetricsIntervalEnum": "analytics.platform.INTERVALS",
