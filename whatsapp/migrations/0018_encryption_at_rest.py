@@ -8,7 +8,7 @@ from django.db import migrations
 class Migration(migrations.Migration):
 
     dependencies = [
-        ('whatsapp', '0016_webhook_endpoint_backoff'),
+        ('whatsapp', '0017_webhook_endpoint_ordered'),
     ]
 
     operations = [
