@@ -8,7 +8,7 @@ from django.db import migrations
 class Migration(migrations.Migration):
 
     dependencies = [
-        ('whatsapp', '0017_webhook_endpoint_ordered'),
+        ('whatsapp', '0018_session_show_contact_typing'),
     ]
 
     operations = [
