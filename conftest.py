@@ -90,9 +90,10 @@ def _forget_login_rate_limits(_a_cache_of_its_own):
     for key in redis.scan_iter(match=f"*:{prefix}:*allauth:rl:*", count=500):
         redis.delete(key)
     # A wake flag (webhook pump, session drain) left by an earlier test whose task never ran (a real worker's broker,
-    # a rolled-back commit) would keep this test's pump or drain asleep for its 60 s TTL.
+    # a rolled-back commit) would keep this test's pump or drain asleep for its 60 s TTL. Also members left online by
+    # an earlier test's socket, and the API throttles' counts (core.throttles).
     from django.db import connection
-    for kind in ("webhooks", "drain", "inbox-online"):  # and members left online by an earlier test's socket
+    for kind in ("webhooks", "drain", "inbox-online", "throttle"):
         for key in redis.scan_iter(match=f"sb:{kind}:{connection.settings_dict['NAME']}:*", count=500):
             redis.delete(key)
     yield

@@ -5,6 +5,7 @@ from django.db import models
 
 
 class AuditAction(models.TextChoices):
+    ALERTS_SETTINGS_UPDATED = "alerts.settings_updated"
     ANALYTICS_EVENTS_PURGED = "analytics.events_purged"
     API_KEY_CREATED = "api_key.created"
     API_KEY_REVOKED = "api_key.revoked"

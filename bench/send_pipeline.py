@@ -3,8 +3,8 @@ delivered receipt, with real processes on loopback, as the Procfile runs them: `
 per CPU), a `default` Celery worker (prefork, 2 processes) and a `whatsapp` worker (threads, 4) hosting one
 linked session on the simulator.
 
-Pacing and the installation's rate limit are off (WHATSAPP_PACING_ENABLED=false, WHATSAPP_RATE_LIMIT_PER_COMPANY=-1)
-and the tenant is on Enterprise (unlimited messages per minute): the figure is the pipeline's, not a policy's.
+Pacing, the installation's rate limit and the API throttles are off (WHATSAPP_PACING_ENABLED=false,
+WHATSAPP_RATE_LIMIT_PER_COMPANY=-1, API_THROTTLE_KEY_RATE/API_THROTTLE_USER_RATE=off) and the tenant is on Enterprise (unlimited messages per minute): the figure is the pipeline's, not a policy's.
 The simulator acknowledges delivery after WHATSAPP_SIMULATOR_DELIVERED_SECONDS (0.05 s here) and sends no read
 receipts, so the end-to-end figure is throughput, not the simulated recipient's delay.
 
@@ -24,7 +24,8 @@ Figures, from C concurrent HTTP clients (asyncio + httpx, keep-alive), each phas
   process per run, as it runs by default (statements written out by core.rows, config.http's one-hop handler),
   with SPEED_PATH_SQL=false (the ORM compiles those statements) and with ASGI_HANDLER=stock (Django's handler);
   R rounds, the order turning each round; medians, the default's rate over each switch's (rows_vs_orm_ratio,
-  handler_ratio), and the web process's CPU per message.
+  handler_ratio), and the web process's CPU per message; and with the API throttles counting every request at
+  rates too high to refuse (unthrottled_vs_throttled_ratio): what core.throttles costs the accept path.
 
 SEND_BENCH_MESSAGES (or argv[1]) sets N (default 2000), SEND_BENCH_CLIENTS sets C (default 16),
 SEND_BENCH_BATCH sets B (default 100), SEND_BENCH_BASELINE sets the requests per baseline (default 2000),
@@ -55,7 +56,10 @@ VARIANT_ROUNDS = int(os.environ.get("SEND_BENCH_VARIANT_ROUNDS", "3"))
 WARM_UP = int(os.environ.get("SEND_BENCH_WARM_UP", "200"))
 # The web process's settings per variant of the accept path: as it runs by default, and with one speed-path switch
 # off each. "default" is the rows side of rows vs ORM and the custom side of custom vs stock handler.
-VARIANTS = {"default": {}, "orm": {"SPEED_PATH_SQL": "false"}, "stock handler": {"ASGI_HANDLER": "stock"}}
+# "throttled" counts every request in the API throttles (core.throttles, off in every other run here) at rates
+# too high to refuse any: what counting costs the accept path.
+VARIANTS = {"default": {}, "orm": {"SPEED_PATH_SQL": "false"}, "stock handler": {"ASGI_HANDLER": "stock"},
+            "throttled": {"API_THROTTLE_KEY_RATE": "100000000/min", "API_THROTTLE_USER_RATE": "100000000/min"}}
 # Not the dev broker (0), `make test` (15), browser tests (14 and down, one per xdist worker) or the QR bench (13).
 REDIS_DB = int(os.environ.get("SEND_BENCH_REDIS_DB", "8"))
 SCHEMA = "t_bench_send"
@@ -454,11 +458,13 @@ def variant_figures(runs):
     # The web process's CPU per message is the steadier figure on a shared machine: the rates also move with
     # whatever else runs there.
     orm_cpu, stock_cpu = web_cpu["orm"] / web_cpu["default"], web_cpu["stock handler"] / web_cpu["default"]
+    throttled_cpu, throttled_ratio = web_cpu["throttled"] / web_cpu["default"], rate["default"] / rate["throttled"]
     log(f"speed path, accept alone, medians of {VARIANT_ROUNDS} rounds (a fresh web process each): core.rows "
         f"{rate['default']:.0f}/s vs ORM {rate['orm']:.0f}/s = {rows_vs_orm:.2f}x; config.http handler "
         f"{rate['default']:.0f}/s vs Django's stock handler {rate['stock handler']:.0f}/s = {handler:.2f}x; web CPU "
         f"per message (ms): {', '.join(f'{name} {ms:.1f}' for name, ms in web_cpu.items())} (ORM / rows "
-        f"{orm_cpu:.2f}x, stock / config.http {stock_cpu:.2f}x); runs (/s): {listed}")
+        f"{orm_cpu:.2f}x, stock / config.http {stock_cpu:.2f}x); API throttles counting {rate['throttled']:.0f}/s vs "
+        f"off {rate['default']:.0f}/s = {throttled_ratio:.2f}x, web CPU {throttled_cpu:.2f}x; runs (/s): {listed}")
     return {"variant_rounds": VARIANT_ROUNDS,
             "accept_rows_per_s": round(rate["default"], 1), "accept_orm_per_s": round(rate["orm"], 1),
             "rows_vs_orm_ratio": round(rows_vs_orm, 3),
@@ -466,6 +472,8 @@ def variant_figures(runs):
             "accept_stock_handler_per_s": round(rate["stock handler"], 1), "handler_ratio": round(handler, 3),
             "web_cpu_ms_per_message": {name: round(ms, 2) for name, ms in web_cpu.items()},
             "orm_vs_rows_web_cpu_ratio": round(orm_cpu, 3), "stock_vs_custom_web_cpu_ratio": round(stock_cpu, 3),
+            "accept_throttled_per_s": round(rate["throttled"], 1), "unthrottled_vs_throttled_ratio":
+                round(throttled_ratio, 3), "throttled_vs_unthrottled_web_cpu_ratio": round(throttled_cpu, 3),
             "accept_runs_per_s": {name: [r["accept_per_s"] for r in each] for name, each in runs.items()}}
 
 
@@ -493,6 +501,8 @@ def run(dbname):
         "WHATSAPP_STORE_DIR": str(Path(work_dir) / "store"),
         "WHATSAPP_PACING_ENABLED": "false",
         "WHATSAPP_RATE_LIMIT_PER_COMPANY": "-1",
+        # One key sends thousands of requests a second here: the API throttles would refuse most (see "throttled").
+        "API_THROTTLE_KEY_RATE": "off", "API_THROTTLE_USER_RATE": "off",
         "WHATSAPP_SIMULATOR_DELIVERED_SECONDS": "0.05",
         "WHATSAPP_SIMULATOR_READ_SECONDS": "never",
     }

@@ -414,6 +414,19 @@ DEFAULT_FROM_EMAIL = env("DEFAULT_FROM_EMAIL", default="Switchboard <no-reply@sw
 SERVER_EMAIL = DEFAULT_FROM_EMAIL
 
 # --- API ----------------------------------------------------------------------------------------
+def _throttle_rate(name, default):
+    """A DRF rate ("3000/min": requests per second, min, hour or day) from the environment; "off" turns it off."""
+    rate = env(name, default=default).strip()
+    return None if rate.lower() in ("off", "none", "") else rate
+
+
+# Every API endpoint is throttled (core.throttles, counted in Redis across the web processes): per API key, per
+# user (all their keys and browser sessions together) and, on the endpoints open without a key, per client IP.
+# Over the rate: 429 `throttled` with Retry-After. The send endpoints' per-tenant limit (WHATSAPP_RATE_LIMIT_*)
+# applies on top.
+API_THROTTLE_KEY_RATE = _throttle_rate("API_THROTTLE_KEY_RATE", "3000/min")
+API_THROTTLE_USER_RATE = _throttle_rate("API_THROTTLE_USER_RATE", "6000/min")
+API_THROTTLE_ANON_RATE = _throttle_rate("API_THROTTLE_ANON_RATE", "300/min")
 REST_FRAMEWORK = {
     "DEFAULT_AUTHENTICATION_CLASSES": [
         "accounts.authentication.ApiKeyAuthentication",
@@ -427,6 +440,13 @@ REST_FRAMEWORK = {
     "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
     "UNAUTHENTICATED_USER": "django.contrib.auth.models.AnonymousUser",
     "STRICT_JSON": True,  # NaN and Infinity are not JSON
+    "DEFAULT_THROTTLE_CLASSES": ["core.throttles.ApiKeyThrottle", "core.throttles.UserThrottle",
+                                 "core.throttles.AnonymousThrottle"],
+    "DEFAULT_THROTTLE_RATES": {"api_key": API_THROTTLE_KEY_RATE, "user": API_THROTTLE_USER_RATE,
+                               "anon": API_THROTTLE_ANON_RATE},
+    # A client's IP is REMOTE_ADDR, never a X-Forwarded-For it sent itself: behind a proxy, daphne's
+    # --proxy-headers puts the proxy's word there (README, deployment).
+    "NUM_PROXIES": 0,
 }
 SPECTACULAR_SETTINGS = {
     "TITLE": "Switchboard API",
@@ -447,6 +467,11 @@ SPECTACULAR_SETTINGS = {
                             "InvitableRoleEnum": "accounts.members.INVITABLE_CHOICES",
                             "KeywordRuleActionEnum": "whatsapp.automation.models.KeywordRule.Action",
                             "ConversationStatusEnum": "whatsapp.conversations.models.Conversation.Status",
+                            "AlertStateEnum": "alerts.models.Alert.State",
+                            "AlertChannelEnum": "alerts.models.Channel",
+                            "AlertKindEnum": "alerts.models.Kind",
+                            # An alert's state without labels (the platform metrics') and what a channel was told.
+                            "FiringOrResolvedEnum": "alerts.models.STATES",
                             # The platform metrics' own "interval" and "state" (config/platform_metrics.py) beside
                             # the billing interval's and a chat presence's, which keep their names.
                             "MetricsIntervalEnum": "analytics.platform.INTERVALS",

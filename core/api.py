@@ -60,6 +60,14 @@ def envelope_exception_handler(exc, context):
         return None
     if isinstance(exc, exceptions.ValidationError):
         code, message, details = "validation_error", first_message(exc.detail), exc.detail
+    elif isinstance(exc, exceptions.Throttled):  # core.throttles; DRF's handler has set Retry-After
+        refused_by = getattr(context.get("request"), "throttled_by", None)
+        message = refused_by.describe() if refused_by else "Too many requests."
+        if exc.wait is not None:
+            message += f" Try again in {exc.wait} seconds."
+        code, details = CommonError.THROTTLED.value, {"retry_after": exc.wait}
+        if refused_by is not None:
+            details.update(scope=refused_by.scope, limit=refused_by.num_requests, period=refused_by.duration)
     else:
         specific = exc.get_codes() if isinstance(exc, APIException) else None
         if isinstance(specific, str) and specific != getattr(exc, "default_code", None):

@@ -61,5 +61,6 @@ class CommonError(ErrorCode):
     INSUFFICIENT_SCOPE = "insufficient_scope", 403
     NOT_FOUND = "not_found", 404
     CONFLICT = "conflict", 409
-    RATE_LIMITED = "rate_limited", 429
+    RATE_LIMITED = "rate_limited", 429  # a business over its sending rate
+    THROTTLED = "throttled", 429  # an API key, user or address over its request rate (core.throttles)
     UNAVAILABLE = "unavailable", 503

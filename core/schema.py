@@ -47,8 +47,13 @@ ERROR_DESCRIPTIONS = {
     "409": "Conflict: the object's state does not allow it now.",
     "413": "Too large: the body or a file is over the limit.",
     "415": "Unsupported media type: send JSON (or what the operation says).",
-    "429": "Too many requests: wait Retry-After seconds.",
+    "429": "Too many requests: this API key, user or address is over its rate (throttled), or the business over "
+           "its sending rate (rate_limited). Wait Retry-After seconds.",
 }
+# Every operation is throttled per API key, per user and per client IP (core.throttles: code `throttled`); sends
+# also per business (`rate_limited`). Each 429 says when to try again.
+RETRY_AFTER_HEADER = {"description": "Seconds to wait before trying again.",
+                      "schema": {"type": "integer", "minimum": 1}}
 WRITE_METHODS = {"post", "put", "patch", "delete"}
 
 # Rules a request can break while matching the schema, each answered 400 with its own code: what a schema cannot
@@ -129,6 +134,10 @@ def _wrap(schema, paginated):
 # A text value anywhere in a request (path, query, body) holds no NUL: Postgres stores none, so the server refuses it
 # (config.errors.RequestGuardMiddleware, core.api.StrictJSONParser).
 NO_NUL = "^[^\\u0000]*$"
+# What a map's keys must match. OpenAPI 3.0's Schema Object has no `propertyNames` (JSON Schema's, in OpenAPI 3.1):
+# `manage.py spectacular --validate` refuses it, so the rule is stated as this extension (schemathesis applied
+# neither to a 3.0 schema: tests/fuzz/hooks.py).
+PROPERTY_NAMES = "x-propertyNames"
 
 
 def _dynamic_enum(name):
@@ -168,7 +177,7 @@ def _closed(schema, components, seen):
             _closed(value, components, seen)
     if schema.get("type") == "object" and isinstance(schema.get("additionalProperties"), dict):
         # A map's keys are text too (the strict JSON parser refuses a NUL in a key as in a value).
-        schema.setdefault("propertyNames", {"pattern": NO_NUL})
+        schema.setdefault(PROPERTY_NAMES, {"pattern": NO_NUL})
         _closed(schema["additionalProperties"], components, seen)
     if "items" in schema:
         _closed(schema["items"], components, seen)
@@ -210,4 +219,6 @@ def envelope_and_errors(result, generator, request, public):
                         f"{code} ({why})" for code, why in RULES_BEYOND_THE_SCHEMA.items()) + "."
                 responses[status] = {"description": description,
                                      "content": {"application/json": {"schema": error_ref}}}
+                if status == "429":
+                    responses[status]["headers"] = {"Retry-After": RETRY_AFTER_HEADER}
     return result

@@ -9,7 +9,7 @@ RULES = set(json.loads(os.environ["SWITCHBOARD_FUZZ_RULES"]))
 
 
 def _has_nul_key(value):
-    """Whether a map in the body has a key with a NUL: every map's keys are bounded by propertyNames in the schema
+    """Whether a map in the body has a key with a NUL: every map's keys are bounded by x-propertyNames in the schema
     (core.schema), which schemathesis does not apply to OpenAPI 3.0, so such a body is not schema-valid."""
     if isinstance(value, dict):
         return any("\x00" in str(key) or _has_nul_key(item) for key, item in value.items())

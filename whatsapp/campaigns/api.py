@@ -31,6 +31,7 @@ from core.api import (
 from core.errors import CommonError, DomainError
 from core.permissions import Perm
 from core.phones import PATTERN as PHONE_PATTERN
+from core.schema import PROPERTY_NAMES
 from tenants.permissions import HasActiveTenant
 
 from . import actions, csvimport, planning, progress, rendering
@@ -40,7 +41,7 @@ from .models import AudienceContact, Campaign, MessageTemplate, OptOut
 
 TAG_SCHEMA = {"type": "string", "minLength": 1, "maxLength": csvimport.MAX_TAG_LENGTH, "pattern": r"^\S(.*\S)?$"}
 FIELDS_SCHEMA = {"type": "object", "maxProperties": 50,
-                 "propertyNames": {"pattern": csvimport.FIELD_NAME.pattern},
+                 PROPERTY_NAMES: {"pattern": csvimport.FIELD_NAME.pattern},
                  "additionalProperties": {"type": "string", "maxLength": csvimport.MAX_FIELD_VALUE}}
 
 

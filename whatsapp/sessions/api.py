@@ -22,12 +22,13 @@ from billing.permissions import CanWrite
 from core.api import PAGE_PARAMETERS, PageLimitPagination, choice_param, whole_number_param
 from core.errors import DomainError
 from core.phones import normalize_phone
-from core.permissions import Perm
+from core.permissions import Perm, can
 from tenants.permissions import HasActiveTenant
 
 from . import actions, simulator
 from .errors import SessionError
 from .models import SessionActivity, WhatsAppSession
+from .events import without_linking_codes
 from .qr import qr_svg
 from .serializers import (
     PairingCodeSerializer,
@@ -55,6 +56,13 @@ def _session(name):
 
 def _payload(session):
     return WhatsAppSessionSerializer(session).data
+
+
+def _linking_for(request, data):
+    """The codes that link a phone only for those who manage sessions (events.LINKING_FIELDS)."""
+    if can(getattr(request._request, "membership", None), Perm.SESSIONS_MANAGE):
+        return data
+    return without_linking_codes(data)
 
 
 def _validated(serializer_class, data):
@@ -106,7 +114,8 @@ class SessionListView(SessionWriteView):
             sessions = sessions.filter(status=wanted)
         paginator = PageLimitPagination()
         page = paginator.paginate_queryset(sessions, request, view=self)
-        return paginator.get_paginated_response(WhatsAppSessionSerializer(page, many=True).data)
+        rows = [_linking_for(request, row) for row in WhatsAppSessionSerializer(page, many=True).data]
+        return paginator.get_paginated_response(rows)
 
     @extend_schema(tags=TAGS, request=SessionCreateSerializer, responses={201: WhatsAppSessionSerializer})
     def post(self, request):
@@ -129,7 +138,8 @@ class SessionDetailView(SessionApiView):
 
     @extend_schema(tags=TAGS, parameters=[NAME_PARAMETER], responses=WhatsAppSessionSerializer)
     def get(self, request, name):
-        return Response(_payload(_session(name)))
+        """One session. The pairing code (and the QR code's expiry) only for roles that manage sessions."""
+        return Response(_linking_for(request, _payload(_session(name))))
 
     @extend_schema(tags=TAGS, parameters=[NAME_PARAMETER], responses={204: None})
     def delete(self, request, name):
@@ -191,7 +201,7 @@ NO_QR_MESSAGES = {
 
 
 class SessionQrView(SessionApiView):
-    required_permission = Perm.SESSIONS_READ
+    required_permission = Perm.SESSIONS_MANAGE  # the code links a phone: for those who link them
 
     @extend_schema(tags=TAGS, parameters=[NAME_PARAMETER], responses={
         200: QrCodeSerializer,

@@ -10,26 +10,21 @@ from audit import actions as audit
 from core import rows
 from core.errors import DomainError
 
-from . import EVENTS
+from . import EVENTS, pump
 from . import delivery as wire
-from . import pump
 from .errors import WebhookError
 from .models import WebhookDelivery, WebhookEndpoint
-from .tasks import deliver_webhook
 
 S = WebhookDelivery.Status
 
 
-def _enqueue_on_commit(delivery_ids):
-    """Attempt these deliveries once the transaction commits, in this schema (the callback may run elsewhere)."""
-    if not delivery_ids:
-        return
+def _wake_on_commit(now=None):
+    """The schema's pump sends what is due once the transaction commits (the callback may run elsewhere)."""
     schema = connection.schema_name
 
     def send():
         with schema_context(schema):
-            for delivery_id in delivery_ids:
-                deliver_webhook.delay(delivery_id)
+            pump.wake(schema, now=now)
 
     transaction.on_commit(send)
 
@@ -127,25 +122,28 @@ def replay_delivery(tenant, delivery, *, acting_user, now=None):
     """A new attempt now, whatever the delivery's status (dead ones too), with the same webhook-id. If it fails,
     the schedule continues from the delivery's attempt count (dead again once exhausted). 409 endpoint_disabled."""
     _require_enabled(delivery.endpoint)
-    now = wire.current_time(now)
+    clock, now = now, wire.current_time(now)
     with transaction.atomic():
         WebhookDelivery.objects.filter(pk=delivery.pk).update(status=S.PENDING, next_attempt_at=now)
+        _end_backoff(delivery.endpoint_id)
         audit.record("webhook.delivery_replayed", actor=acting_user, target=delivery,
                      before={"status": delivery.status}, after={"status": S.PENDING}, tenant=tenant)
-        _enqueue_on_commit([delivery.pk])
+        _wake_on_commit(clock)
     delivery.refresh_from_db()
     return delivery
 
 
-# A bulk replay hands this many to tasks at once; the rest are due now and go out with the next sweeps.
-REPLAY_ENQUEUE_LIMIT = 100
+def _end_backoff(endpoint_id):
+    """A person asked for an attempt now: an endpoint backing off is probed at once (one delivery at a time until
+    one succeeds)."""
+    WebhookEndpoint.objects.filter(pk=endpoint_id, backoff_until__isnull=False).update(backoff_until=None)
 
 
 def replay_dead(tenant, endpoint, *, acting_user, now=None):
     """Every dead-lettered delivery of the endpoint is due again now (same webhook-ids). Returns how many.
     409 endpoint_disabled."""
     _require_enabled(endpoint)
-    now = wire.current_time(now)
+    clock, now = now, wire.current_time(now)
     with transaction.atomic():
         dead = endpoint.deliveries.filter(status=S.DEAD)
         ids = list(dead.order_by("created_at", "id").values_list("id", flat=True))
@@ -153,7 +151,9 @@ def replay_dead(tenant, endpoint, *, acting_user, now=None):
         if ids:
             audit.record("webhook.dead_replayed", actor=acting_user, target=endpoint, after={"replayed": len(ids)},
                          tenant=tenant)
-        _enqueue_on_commit(ids[:REPLAY_ENQUEUE_LIMIT])
+        if ids:
+            _end_backoff(endpoint.pk)
+            _wake_on_commit(clock)
     return len(ids)
 
 

@@ -233,19 +233,3 @@ def attempt(delivery, *, now=None):
         if result.disable:
             disable_gone(endpoint.pk, now)
     return delivery
-
-
-def claim_due(*, now=None, limit=100):
-    """In the current schema: claim up to `limit` due deliveries of enabled endpoints (FOR UPDATE SKIP LOCKED, so
-    concurrent sweepers split them) and return [(id, lease)] for the tasks that attempt them."""
-
-    S = WebhookDelivery.Status
-    now = current_time(now)
-    lease = now + timedelta(seconds=claim_seconds())
-    with transaction.atomic():
-        ids = list(WebhookDelivery.objects.select_for_update(skip_locked=True, of=("self",))
-                   .filter(status__in=[S.PENDING, S.FAILED], next_attempt_at__lte=now, endpoint__enabled=True)
-                   .order_by("next_attempt_at", "id").values_list("id", flat=True)[:limit])
-        if ids:
-            WebhookDelivery.objects.filter(pk__in=ids).update(next_attempt_at=lease)
-    return [(pk, lease) for pk in ids]

@@ -15,6 +15,8 @@ EVENT_HELP = {
     "session.connected": "A number connected.",
     "session.disconnected": "A number lost its connection (and whether it retries).",
     "session.logged_out": "A number was unlinked from its phone.",
+    "alert.firing": "An alert about your numbers, webhooks or broadcasts (when Alert settings choose the webhook).",
+    "alert.resolved": "That alert is over.",
 }
 
 

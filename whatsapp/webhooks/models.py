@@ -16,6 +16,10 @@ class WebhookEndpoint(models.Model):
     disabled_reason = models.CharField(max_length=500, blank=True)
     disabled_at = models.DateTimeField(null=True, blank=True)
     created_at = models.DateTimeField(default=timezone.now)
+    # Backoff of an endpoint that does not answer (timeouts, refused connections): after a failed round the pump
+    # leaves it alone until backoff_until, then probes it with one delivery at a time until one succeeds.
+    failure_streak = models.PositiveIntegerField(default=0)
+    backoff_until = models.DateTimeField(null=True, blank=True)
 
     class Meta:
         ordering = ["created_at", "id"]
@@ -52,7 +56,12 @@ class WebhookDelivery(models.Model):
 
     class Meta:
         ordering = ["-created_at", "-id"]
-        indexes = [models.Index(fields=["status", "next_attempt_at"], name="whatsapp_wh_due_idx")]
+        indexes = [
+            models.Index(fields=["status", "next_attempt_at"], name="whatsapp_wh_due_idx"),
+            # The pump's claim, per endpoint: its due deliveries in due order, without walking its delivered ones.
+            models.Index(fields=["endpoint", "next_attempt_at", "id"], name="whatsapp_wh_endpoint_due_idx",
+                         condition=models.Q(status__in=["pending", "failed"])),
+        ]
 
     def __str__(self):
         return f"{self.event_type} → {self.endpoint_id} ({self.status})"

@@ -1,5 +1,6 @@
 """Webhook deliveries at the pipeline's pace: claimed in batches, POSTed concurrently over pooled keep-alive
-connections (one aiohttp connection pool per endpoint and run), recorded in batches.
+connections (one aiohttp session per endpoint, kept by the worker process from one pump to the next), recorded in
+batches.
 
 aiohttp, not httpx: on the 2-core development machine under load, 10 endpoints x 16 concurrent POSTs to a local
 receiver ran at 767/s with aiohttp, 67/s with httpx's AsyncClient and 283/s with one sync httpx client in a loop
@@ -17,10 +18,13 @@ its way or running; the pump clears it when it finds nothing due, then looks onc
   record  what came back, one statement per round (delivery.outcome decides: succeeded, retry later, dead, 410)
 
 A slow or dead endpoint holds at most its own slots for at most the timeout: the others' deliveries are claimed
-and sent meanwhile (isolation). Deliveries of one endpoint may arrive out of order (as with any retry); receivers
-order by the payload's timestamp. The beat sweeper (tasks.deliver_due_webhooks) keeps retrying what is due.
+and sent meanwhile (isolation). One that does not answer backs off (note_health), then is probed one delivery at
+a time. Deliveries of one endpoint may arrive out of order (as with any retry); receivers order by the payload's
+timestamp. The beat sweeper (tasks.deliver_due_webhooks) wakes the pump of every schema with due deliveries.
 """
 import asyncio
+import atexit
+import functools
 import json
 import logging
 import os
@@ -38,6 +42,7 @@ from django.conf import settings
 from django.core.serializers.json import DjangoJSONEncoder
 from django.db import connection, transaction
 from django.utils import timezone
+from django.utils.dateparse import parse_datetime
 from django_tenants.utils import schema_context
 from kombu.exceptions import OperationalError
 from redis.exceptions import RedisError
@@ -62,6 +67,15 @@ LINGER_SECONDS = 0.05  # an idle pump looks again this long before it ends (a st
 RUN_SECONDS = 120  # a pump hands over to a new task after this long, so one task never holds a worker for ever
 ROUND_SECONDS = 0.02  # a round of the loop: one claim, one record, at most this often
 IDLE_WAIT_SECONDS = 0.2  # with every slot busy and nothing finishing (slow endpoints), look again after this
+SESSION_IDLE_SECONDS = 30  # a pooled session unused this long is closed
+# An idle keep-alive connection is dropped after this, before the common server idle timeouts (Node's 5 s) can
+# close it under a request being sent.
+KEEPALIVE_SECONDS = 4
+# An endpoint that did not answer (timed out, refused the connection) is left alone for 2, 4, 8 … up to this many
+# seconds after each failed round, then probed with one delivery at a time until one succeeds: a dead endpoint
+# costs one attempt per backoff, not its full concurrency every timeout, and its deliveries wait without using
+# up their retries.
+BACKOFF_MAX_SECONDS = 60
 
 
 def concurrency_per_endpoint():
@@ -79,13 +93,13 @@ def _wake_key(schema_name):
     return f"sb:webhooks:{connection.settings_dict['NAME']}:{schema_name}"
 
 
-def wake(schema_name):
+def wake(schema_name, *, now=None):
     """Have the schema's due deliveries sent: one pump task on its way per schema. Redis or the broker being down
-    loses nothing: the rows are committed and the sweeper sends them."""
+    loses nothing: the rows are committed and the sweeper sends them. `now` (tests) is the pump's clock."""
     try:
         if not redis_client().set(_wake_key(schema_name), 1, nx=True, ex=WAKE_TTL_SECONDS):
             return False
-        pump_webhooks.delay(schema_name)
+        pump_webhooks.delay(schema_name, *([now.isoformat()] if now else []))
     except (RedisError, OperationalError):
         log.warning("could not wake the webhook pump of %s; the sweeper will", schema_name, exc_info=True)
         return False
@@ -108,10 +122,11 @@ def _clear_wake(schema_name):
 
 
 @shared_task(name="whatsapp.webhooks.tasks.pump_webhooks", ignore_result=True)
-def pump_webhooks(schema_name):
-    """Send the schema's due deliveries, concurrently, until none is due (see the module's docstring)."""
+def pump_webhooks(schema_name, now=None):
+    """Send the schema's due deliveries, concurrently, until none is due (see the module's docstring). `now`
+    (ISO, tests) fixes the clock of the schedule."""
     with schema_context(schema_name):
-        pump(schema_name)
+        pump(schema_name, now=parse_datetime(now) if now else None)
 
 
 # --- the event loop that does the HTTP ---------------------------------------------------------------------------
@@ -150,15 +165,65 @@ class _Target:
     session: aiohttp.ClientSession | None = None
 
 
-def _tls_context():
-    """The certificates httpx trusts for single attempts (delivery._post): SSL_CERT_FILE when set, else certifi's."""
-    return ssl.create_default_context(cafile=os.environ.get("SSL_CERT_FILE") or certifi.where())
+@functools.lru_cache(maxsize=4)
+def _tls_context(cafile):
+    """The certificates httpx trusts for single attempts (delivery._post): SSL_CERT_FILE when set, else certifi's.
+    Made once per process: loading the bundle costs ~15 ms of CPU, which per endpoint and pump was the largest
+    cost of a short burst (profiled)."""
+    return ssl.create_default_context(cafile=cafile)
 
 
-async def _new_session(limit):
+async def _new_session(limit, timeout):
+    tls = _tls_context(os.environ.get("SSL_CERT_FILE") or certifi.where())
     return aiohttp.ClientSession(
-        connector=aiohttp.TCPConnector(limit=limit, use_dns_cache=False, ssl=_tls_context()),
-        timeout=aiohttp.ClientTimeout(total=settings.WEBHOOK_TIMEOUT_SECONDS), auto_decompress=False)
+        connector=aiohttp.TCPConnector(limit=limit, use_dns_cache=False, ssl=tls,
+                                       keepalive_timeout=KEEPALIVE_SECONDS),
+        timeout=aiohttp.ClientTimeout(total=timeout), auto_decompress=False)
+
+
+class _Sessions:
+    """The process's pooled sessions, kept from one pump to the next (a trickle of events reuses its keep-alive
+    connections instead of connecting, and for https handshaking, per pump). Keyed by schema, endpoint, URL,
+    checked addresses and the settings a session is made with, so a changed endpoint or a new DNS answer gets a
+    new session; one unused for SESSION_IDLE_SECONDS is closed."""
+
+    def __init__(self):
+        self._lock = threading.Lock()
+        self._sessions = {}  # key -> [session, last used (monotonic)]
+
+    def get(self, key):
+        limit, timeout = concurrency_per_endpoint(), settings.WEBHOOK_TIMEOUT_SECONDS
+        key = (os.getpid(), *key, limit, timeout)  # a forked child has a loop (and sessions) of its own
+        with self._lock:
+            found = self._sessions.get(key)
+            if found is None or found[0].closed:
+                found = self._sessions[key] = [_loop.submit(_new_session(limit, timeout)).result(), 0.0]
+            found[1] = time.monotonic()
+            return found[0]
+
+    def close_idle(self, idle_seconds=None):
+        idle_seconds = SESSION_IDLE_SECONDS if idle_seconds is None else idle_seconds
+        cutoff = time.monotonic() - idle_seconds
+        closing = []
+        with self._lock:
+            stale = [key for key, (_, used) in self._sessions.items() if used <= cutoff or key[0] != os.getpid()]
+            for key in stale:
+                session = self._sessions.pop(key)[0]
+                if key[0] == os.getpid():
+                    closing.append(_loop.submit(session.close()))
+        return closing
+
+    def close_all(self):
+        """At the process's exit: closed, not left to the garbage collector's warnings."""
+        for closed in self.close_idle(idle_seconds=-1):
+            try:
+                closed.result(timeout=1)
+            except Exception:  # exiting anyway
+                pass
+
+
+_sessions = _Sessions()
+atexit.register(_sessions.close_all)
 
 
 async def _post(session, url, body, headers, addresses):
@@ -183,6 +248,8 @@ async def _post(session, url, body, headers, addresses):
         error = wire.late_or_failed(code, time.monotonic() - started)
     except asyncio.TimeoutError:
         code, error = None, f"Timed out after {settings.WEBHOOK_TIMEOUT_SECONDS:g} s"
+    except aiohttp.ClientConnectorError as exc:  # named as a single attempt (httpx) names it
+        code, error = None, f"ConnectError: {exc}"
     except aiohttp.ClientError as exc:
         code, error = None, f"{type(exc).__name__}: {exc}"
     return code, excerpt, error[:wire.ERROR_CHARS], int((time.monotonic() - started) * 1000)
@@ -192,9 +259,10 @@ async def _post(session, url, body, headers, addresses):
 
 
 def claim(busy, *, now=None, limit=CLAIM_MAX):
-    """In the current schema: due deliveries of enabled endpoints, oldest first per endpoint and at most its free
-    slots (`busy`: endpoint id -> in flight), held for claim_seconds(). One statement; concurrent pumps skip each
-    other's rows. Returns [(delivery, lease)] with the endpoint loaded."""
+    """In the current schema: due deliveries of enabled endpoints that are not backing off, oldest first per
+    endpoint and at most its free slots (`busy`: endpoint id -> in flight; an endpoint being probed after a
+    failed round has one slot), held for claim_seconds(). One statement; concurrent pumps skip each other's rows.
+    Returns [(delivery, lease)] with the endpoint loaded."""
     now = now or timezone.now()
     lease = now + timedelta(seconds=claim_seconds())
     slots = concurrency_per_endpoint()
@@ -204,15 +272,29 @@ def claim(busy, *, now=None, limit=CLAIM_MAX):
         with connection.cursor() as cursor:  # a lost claim only means the delivery goes again (see record)
             cursor.execute("SET LOCAL synchronous_commit = off")
         found = rows.run(WebhookDelivery, (
-            f"UPDATE {table} SET next_attempt_at = %s WHERE id IN ("
-            f"SELECT d.id FROM {endpoints} e LEFT JOIN unnest(%s::bigint[], %s::int[]) AS b(endpoint_id, n) "
-            f"ON b.endpoint_id = e.id CROSS JOIN LATERAL (SELECT id FROM {table} d WHERE d.endpoint_id = e.id "
-            f"AND d.status IN (%s, %s) AND d.next_attempt_at <= %s ORDER BY d.next_attempt_at, d.id "
-            f"LIMIT GREATEST(%s - COALESCE(b.n, 0), 0) FOR UPDATE SKIP LOCKED) d WHERE e.enabled LIMIT %s) "
+            f"UPDATE {table} SET next_attempt_at = %(lease)s WHERE id IN ("
+            f"SELECT d.id FROM {endpoints} e LEFT JOIN unnest(%(ids)s::bigint[], %(counts)s::int[]) "
+            f"AS b(endpoint_id, n) ON b.endpoint_id = e.id CROSS JOIN LATERAL (SELECT id FROM {table} d "
+            f"WHERE d.endpoint_id = e.id AND d.status IN (%(pending)s, %(failed)s) AND d.next_attempt_at <= %(now)s "
+            f"ORDER BY d.next_attempt_at, d.id LIMIT GREATEST(CASE WHEN e.failure_streak > 0 THEN 1 "
+            f"ELSE %(slots)s END - COALESCE(b.n, 0), 0) FOR UPDATE SKIP LOCKED) d "
+            f"WHERE e.enabled AND (e.backoff_until IS NULL OR e.backoff_until <= %(now)s) LIMIT %(limit)s) "
             f"RETURNING {rows.columns(WebhookDelivery, table)}"),
-            [lease, ids, counts, S.PENDING, S.FAILED, now, slots, limit])
+            {"lease": lease, "ids": ids, "counts": counts, "pending": S.PENDING, "failed": S.FAILED, "now": now,
+             "slots": slots, "limit": limit})
     found.sort(key=lambda d: (d.created_at, d.pk))
     return [(delivery, lease) for delivery in found]
+
+
+def count_due(*, now=None):
+    """In the current schema: how many deliveries the pump would send now (enabled endpoints, not backing off)."""
+    now = now or timezone.now()
+    table, endpoints = rows.table(WebhookDelivery), rows.table(WebhookEndpoint)
+    with connection.cursor() as cursor:
+        cursor.execute(f"SELECT count(*) FROM {table} d JOIN {endpoints} e ON e.id = d.endpoint_id "
+                       f"WHERE d.status IN (%s, %s) AND d.next_attempt_at <= %s AND e.enabled "
+                       f"AND (e.backoff_until IS NULL OR e.backoff_until <= %s)", [S.PENDING, S.FAILED, now, now])
+        return cursor.fetchone()[0]
 
 
 def pump(schema_name, *, now=None, run_seconds=RUN_SECONDS):
@@ -225,6 +307,7 @@ def pump(schema_name, *, now=None, run_seconds=RUN_SECONDS):
     attempts, cleared, lingered = 0, False, 0.0
     deadline = time.monotonic() + run_seconds
     renew_at = time.monotonic() + WAKE_RENEW_SECONDS
+    _sessions.close_idle()
     try:
         while True:
             if not cleared and time.monotonic() >= renew_at:
@@ -272,9 +355,6 @@ def pump(schema_name, *, now=None, run_seconds=RUN_SECONDS):
     finally:
         if in_flight:  # cut short (an error): those rows are retried when their claim runs out
             log.warning("webhook pump of %s stopped with %d deliveries in flight", schema_name, len(in_flight))
-        for target in targets.values():
-            if target.session is not None:
-                _loop.submit(target.session.close())
         if not cleared:
             _clear_wake(schema_name)
     if time.monotonic() >= deadline:
@@ -303,7 +383,7 @@ def _target(targets, endpoint_id):
         addresses, secret, problem = [], None, exc.message
     target = _Target(endpoint, addresses, secret, problem)
     if not problem:
-        target.session = _loop.submit(_new_session(concurrency_per_endpoint())).result()
+        target.session = _sessions.get((connection.schema_name, endpoint.pk, endpoint.url, tuple(addresses)))
     targets[endpoint_id] = target
     return target
 
@@ -347,6 +427,8 @@ def record(finished, *, now=None):
                         "next_at": result.next_attempt_at, "succeeded_at": result.succeeded_at})
         if result.disable:
             disabled.add(delivery.endpoint_id)
+    answered = {delivery.endpoint_id for delivery, _, (code, *_) in finished if code is not None}
+    unanswered = {delivery.endpoint_id for delivery, _, (code, *_) in finished if code is None} - answered
     with transaction.atomic(), connection.cursor() as cursor:
         # A record lost to a database crash only means the delivery goes again: receivers dedupe by webhook-id
         # (at-least-once, as always), so the commit need not wait for the disk.
@@ -361,3 +443,20 @@ def record(finished, *, now=None):
             f"WHERE d.id = v.id AND d.next_attempt_at = v.lease", [json.dumps(updates, default=_exact)])
         for endpoint_id in disabled:
             wire.disable_gone(endpoint_id, now)
+        note_health(answered, unanswered, now)
+
+
+def note_health(answered, unanswered, now):
+    """Endpoints that answered (whatever the status) are healthy again; those that did not (timeouts, refused
+    connections, no usable address) back off: 2 ** streak seconds, at most BACKOFF_MAX_SECONDS, the streak
+    counting backoffs (not attempts)."""
+    endpoints = rows.table(WebhookEndpoint)
+    with connection.cursor() as cursor:
+        if answered:
+            cursor.execute(f"UPDATE {endpoints} SET failure_streak = 0, backoff_until = NULL "
+                           f"WHERE id = ANY(%s) AND failure_streak > 0", [list(answered)])
+        if unanswered:  # (attempts made before the backoff began and failing after it do not extend it)
+            cursor.execute(f"UPDATE {endpoints} SET failure_streak = failure_streak + 1, backoff_until = %(now)s "
+                           f"+ make_interval(secs => LEAST(power(2, failure_streak + 1), %(most)s)) "
+                           f"WHERE id = ANY(%(ids)s) AND (backoff_until IS NULL OR backoff_until <= %(now)s)",
+                           {"now": now, "most": BACKOFF_MAX_SECONDS, "ids": list(unanswered)})

@@ -190,3 +190,55 @@ def test_a_running_pump_keeps_its_wake_flag_and_a_killed_one_lets_go_soon(named,
         assert not pump.wake(schema)
         time.sleep(1.2)
         assert pump.wake(schema)
+
+
+def test_an_endpoint_that_does_not_answer_backs_off_then_is_probed_one_delivery_at_a_time(named, receiver, settings,
+                                                                                          monkeypatch):
+    settings.WEBHOOK_TIMEOUT_SECONDS = 0.5
+    settings.WEBHOOK_CONCURRENCY_PER_ENDPOINT = 4
+    receiver.delay = 1.0  # answers after the timeout: no answer, as far as the pump is concerned
+    slow = endpoint(named.acme, receiver.url, receiver)
+    emit_many(named.acme, 10)
+    claims = []
+    original = pump.claim
+
+    def claim(busy, **kwargs):
+        found = original(busy, **kwargs)
+        if found:
+            claims.append(len(found))
+        return found
+
+    monkeypatch.setattr(pump, "claim", claim)
+    start = timezone.now()
+    schema = named.acme.schema_name
+    with tenant_context(named.acme):
+        # Its full concurrency once; all time out; then it is left alone (the other six wait, their retries unused).
+        assert pump.pump(schema, now=start) == 4
+        slow.refresh_from_db()
+        assert slow.failure_streak == 1 and slow.backoff_until == start + timedelta(seconds=2)
+        assert pump.count_due(now=start + timedelta(seconds=1)) == 0
+        assert pump.pump(schema, now=start + timedelta(seconds=1)) == 0
+    assert statuses(named.acme, slow.pk) == ["failed"] * 4 + ["pending"] * 6
+    assert claims == [4]
+
+    # Out of its backoff it is probed with one delivery; it answers, so the rest go at full concurrency again.
+    receiver.delay = 0
+    later = start + timedelta(seconds=3)  # the four failed ones are due 5 s after their attempt: not yet
+    with tenant_context(named.acme):
+        assert deliver_due_webhooks(now=later) == 6
+        slow.refresh_from_db()
+    assert claims == [4, 1, 4, 1]
+    assert slow.failure_streak == 0 and slow.backoff_until is None
+    assert statuses(named.acme, slow.pk) == ["failed"] * 4 + ["succeeded"] * 6
+
+
+def test_a_replay_ends_the_endpoints_backoff(named, clients, receiver):
+    live = endpoint(named.acme, receiver.url, receiver)
+    [delivery] = emit_many(named.acme, 1)
+    with tenant_context(named.acme):
+        WebhookDelivery.objects.filter(pk=delivery.pk).update(status="dead", next_attempt_at=None)
+        type(live).objects.filter(pk=live.pk).update(failure_streak=3,
+                                                      backoff_until=timezone.now() + timedelta(minutes=1))
+        actions.replay_delivery(named.acme, delivery, acting_user=named.alice)
+        live.refresh_from_db()
+    assert statuses(named.acme, live.pk) == ["succeeded"] and live.failure_streak == 0

@@ -19,7 +19,7 @@ from billing.models import Subscription
 from whatsapp.models import WebhookDelivery, WebhookEndpoint
 from whatsapp.tests import webhook_support
 from whatsapp.tests.support import error, ok
-from whatsapp.webhooks import actions
+from whatsapp.webhooks import actions, pump
 from whatsapp.webhooks import delivery as wire
 from whatsapp.webhooks.tasks import deliver_due_webhooks
 
@@ -276,6 +276,6 @@ def test_sweeper_only_touches_due_deliveries_of_enabled_endpoints(named, clients
     assert deliver_due_webhooks(now=delivery.next_attempt_at + timedelta(seconds=1)) == 1
     # A claimed delivery is not claimed again until its claim runs out (a worker that died mid-attempt).
     with tenant_context(named.acme):
-        due = wire.claim_due(now=timezone.now() + timedelta(days=1))
-        assert [d for d, _ in due] == [delivery.pk]
-        assert wire.claim_due(now=timezone.now() + timedelta(days=1)) == []
+        due = pump.claim({}, now=timezone.now() + timedelta(days=1))
+        assert [d.pk for d, _ in due] == [delivery.pk]
+        assert pump.claim({}, now=timezone.now() + timedelta(days=1)) == []
