@@ -114,7 +114,8 @@ def starting(schema_name, session_id, host_id):
             status=S.STARTING, status_detail="Resuming the linked device…" if identity else "Starting…")
         _activity(session, A.RESTARTED if restart else A.STARTED,
                   "Resuming the linked device: no scan needed." if identity else "")
-    return Start(identity=identity, pairing_phone=session.pairing_phone or None)
+    return Start(identity=identity, pairing_phone=session.pairing_phone or None,
+                 available=session.show_contact_typing)
 
 
 def apply(event):

@@ -13,6 +13,9 @@ class WebhookEndpoint(models.Model):
     events = models.JSONField(default=list, help_text="Event names this endpoint receives.")
     secret_encrypted = models.TextField(help_text="The whsec_ secret, Fernet-encrypted.")
     enabled = models.BooleanField(default=True)
+    ordered = models.BooleanField(
+        default=False, help_text="Deliver this endpoint's events one at a time, in the order they happened: a "
+                                 "failing delivery holds the ones after it until it succeeds or is dead-lettered.")
     disabled_reason = models.CharField(max_length=500, blank=True)
     disabled_at = models.DateTimeField(null=True, blank=True)
     created_at = models.DateTimeField(default=timezone.now)
@@ -60,6 +63,9 @@ class WebhookDelivery(models.Model):
             models.Index(fields=["status", "next_attempt_at"], name="whatsapp_wh_due_idx"),
             # The pump's claim, per endpoint: its due deliveries in due order, without walking its delivered ones.
             models.Index(fields=["endpoint", "next_attempt_at", "id"], name="whatsapp_wh_endpoint_due_idx",
+                         condition=models.Q(status__in=["pending", "failed"])),
+            # The head of an ordered endpoint: its oldest delivery still to go.
+            models.Index(fields=["endpoint", "created_at", "id"], name="whatsapp_wh_endpoint_head_idx",
                          condition=models.Q(status__in=["pending", "failed"])),
         ]
 
