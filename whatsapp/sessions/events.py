@@ -120,7 +120,8 @@ def starting(schema_name, session_id, host_id):
         WhatsAppSession.objects.filter(pk=session.pk).update(status=status, status_detail=detail)
         _activity(session, A.RESTARTED if restart else A.STARTED,
                   "Resuming the linked device: no scan needed." if identity else "")
-    return Start(identity=identity, pairing_phone=session.pairing_phone or None)
+    return Start(identity=identity, pairing_phone=session.pairing_phone or None,
+                 available=session.show_contact_typing)
 
 
 ORPHANED_DETAIL = "The server running this number stopped answering; another one is taking it over."
