@@ -20,7 +20,7 @@ from .models import ApiKey, Membership, User, hash_api_key
 LAST_USED_RESOLUTION = timedelta(seconds=60)
 
 
-def _raw_key(request):
+def raw_key_of(request):
     header = request.headers.get("Authorization", "")
     if header.lower().startswith("bearer "):
         return header[7:].strip()
@@ -77,7 +77,7 @@ class ApiKeyAuthentication(BaseAuthentication):
     scope; the user's role is checked after (HasActiveTenant)."""
 
     def authenticate(self, request):
-        raw = _raw_key(request)
+        raw = raw_key_of(request)
         if not raw:
             return None
         key = principal_of(hash_api_key(raw))

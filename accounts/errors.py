@@ -5,6 +5,7 @@ from core.errors import ErrorCode
 class AccountError(ErrorCode):
     NAME_REQUIRED = "name_required", 400
     TENANT_REQUIRED = "tenant_required", 400
+    TWO_FACTOR_REQUIRED = "two_factor_required", 403
 
 
 class MemberError(ErrorCode):

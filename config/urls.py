@@ -1,7 +1,7 @@
 """One URL map for everything. The tenant is not taken from the URL or host but from the principal
 (tenants.middleware / accounts.authentication), so public and tenant pages share this map."""
-from allauth.account.views import SignupView
 from allauth.account.decorators import secure_admin_login
+from allauth.account.views import SignupView
 from django.contrib import admin
 from django.db import transaction
 from django.urls import include, path
@@ -9,13 +9,13 @@ from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerSplitVie
 
 from accounts import api as accounts_api
 from accounts import audit_log
-from backups import urls as backup_urls
 from accounts import views as accounts_views
 from accounts import workspace as accounts_workspace
-from billing import api as billing_api
-from billing import views as billing_views
 from alerts import views as alert_views
 from analytics.metrics import metrics_view
+from backups import urls as backup_urls
+from billing import api as billing_api
+from billing import views as billing_views
 from config import platform_metrics
 from config.health import DetailedHealthView, liveness
 from tenants import api as tenants_api
@@ -74,6 +74,8 @@ api_v1 = [
     path("", include("whatsapp.messaging.policy_api")),
     # Analytics: figures, trends, custom events (analytics/api.py).
     path("", include("analytics.api")),
+    # A workspace's alert history and alert settings (alerts/api.py).
+    path("", include("alerts.api")),
     # Backups, restores and tenant exports: platform admins only (backups/api.py).
     path("", include("backups.api")),
 ]
@@ -111,6 +113,7 @@ urlpatterns = [
     path("automation/", include("whatsapp.automation.urls")),
     path("sending/", include("whatsapp.messaging.urls")),
     path("analytics/", include("analytics.urls")),
+    path("alerts/", include("alerts.urls")),
     path("broadcasts/", include("whatsapp.campaigns.urls")),
     path("data-export/", include(backup_urls.export_urlpatterns)),
     path("platform/backups/", include("backups.urls")),

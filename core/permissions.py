@@ -54,6 +54,8 @@ class Perm(str, enum.Enum):
     WORKSPACE_SECURITY = "workspace.security"  # require two-factor authentication of every member
     AUDIT_READ = "audit.read"
     ANALYTICS_READ = "analytics.read"  # analytics figures, usage
+    ALERTS_READ = "alerts.read"  # the workspace's alert history and alert settings
+    ALERTS_MANAGE = "alerts.manage"  # which alerts the workspace is told about, and where
     ANALYTICS_EVENTS = "analytics.events"  # record custom analytics events
     CAMPAIGNS_READ = "campaigns.read"  # broadcasts: audiences, opt-outs, campaigns
     CAMPAIGNS_MANAGE = "campaigns.manage"
@@ -96,6 +98,8 @@ PERMISSIONS = {
     Perm.WORKSPACE_SECURITY: frozenset({O}),
     Perm.AUDIT_READ: MANAGERS,
     Perm.ANALYTICS_READ: EVERYONE,
+    Perm.ALERTS_READ: EVERYONE,
+    Perm.ALERTS_MANAGE: MANAGERS,
     Perm.ANALYTICS_EVENTS: frozenset({O, A, G}),
     Perm.CAMPAIGNS_READ: EVERYONE,
     Perm.CAMPAIGNS_MANAGE: MANAGERS,
@@ -139,6 +143,8 @@ SCOPES = {
     Perm.WORKSPACE_SECURITY: Scope.MANAGE,
     Perm.AUDIT_READ: Scope.READ,
     Perm.ANALYTICS_READ: Scope.READ,
+    Perm.ALERTS_READ: Scope.READ,
+    Perm.ALERTS_MANAGE: Scope.MANAGE,
     Perm.ANALYTICS_EVENTS: Scope.MESSAGES_SEND,  # an integration records its traffic's events as it sends
     Perm.CAMPAIGNS_READ: Scope.READ,
     Perm.CAMPAIGNS_MANAGE: Scope.MANAGE,

@@ -105,3 +105,41 @@ def test_a_password_sign_in_moments_ago_counts_as_the_reauthentication_the_setup
             mock.patch("allauth.account.internal.flows.reauthentication.time.time", return_value=later):
         response = client.get(SETUP)
     assert response.status_code == 302 and response["Location"].startswith("/accounts/reauthenticate/")
+
+
+def _refused(response):
+    assert response.status_code == 403, response.content
+    body = response.json()
+    assert body["success"] is False and body["error"]["code"] == "two_factor_required"
+    assert body["error"]["details"] == {"setup_url": SETUP}
+
+
+def test_the_api_with_a_session_cookie_needs_the_second_factor_a_key_does_not(client, named, settings, api_as):
+    settings.PLATFORM_ADMINS_REQUIRE_2FA = True
+    client.force_login(named.admin)
+    _refused(client.get("/api/v1/me"))
+    _refused(client.get("/api/v1/tenants"))
+    _refused(client.post("/api/v1/api-keys", {"name": "mine"}, content_type="application/json"))
+    # The key, sent with or without the session cookie, is the principal: it keeps working.
+    assert api_as(named.admin).get("/api/v1/me").status_code == 200
+    key = api_as(named.admin).raw_key
+    assert client.get("/api/v1/me", HTTP_AUTHORIZATION=f"Bearer {key}").status_code == 200
+    assert client.get("/api/v1/me", HTTP_X_API_KEY=key).status_code == 200
+    with_totp(named.admin)
+    assert client.get("/api/v1/me").status_code == 200
+
+
+def test_the_api_with_a_session_cookie_follows_the_workspace_requirement(client, named, api_as):
+    with_totp(named.alice)
+    Tenant.objects.filter(pk=named.acme.pk).update(require_2fa=True)
+    client.force_login(named.bob)
+    _refused(client.get("/api/v1/workspace"))
+    _refused(client.get("/api/v1/messages"))
+    assert api_as(named.bob).get("/api/v1/workspace").status_code == 200
+    client.force_login(named.alice)  # she has it
+    assert client.get("/api/v1/workspace").status_code == 200
+    client.force_login(named.carol)  # Globex does not require it
+    assert client.get("/api/v1/workspace").status_code == 200
+    # Not signed in: the ordinary 401/403, not this.
+    client.logout()
+    assert client.get("/api/v1/workspace").json()["error"]["code"] != "two_factor_required"

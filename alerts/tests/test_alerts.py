@@ -86,14 +86,17 @@ def test_each_incident_is_told_once_firing_and_once_resolved(named, telegram, ho
         assert headers["X-Switchboard-Signature"] == actions.webhook_signature(
             "whsec-test", headers["X-Switchboard-Timestamp"], body)
         assert json.loads(body)["event"] == "alert.firing"
-    assert len(mailoutbox) == 2
-    session_mail = next(m for m in mailoutbox if "Session desk" in m.subject)
-    assert set(session_mail.to) == {"alice@acme.test", "admin@platform.test"}  # the tenant's owner and the admins
+    assert len(mailoutbox) == 3
+    session_mails = [m for m in mailoutbox if "Session desk" in m.subject]
+    # The platform admins, linked to the platform's history; Acme's owner (its default: email), to its own.
+    assert sorted((m.to, m.body.split("\n")[-1]) for m in session_mails) == [
+        (["admin@platform.test"], f"{settings.SITE_URL}/platform/alerts/"),
+        (["alice@acme.test"], f"{settings.SITE_URL}/alerts/")]
     error_mail = next(m for m in mailoutbox if "messages failed" in m.subject)
     assert error_mail.to == ["admin@platform.test"]  # the platform's own figures: admins only
 
     assert actions.check() == ([], [])  # still firing: nobody is told again
-    assert len(telegram.received) == 2 and len(mailoutbox) == 2
+    assert len(telegram.received) == 2 and len(mailoutbox) == 3
 
     with tenant_context(named.acme):
         WhatsAppSession.objects.filter(pk=session.pk).update(status="connected")
@@ -118,10 +121,12 @@ def test_a_channel_down_does_not_silence_the_others(named, telegram, settings, m
         WhatsAppSession.objects.create(name="desk", should_run=True, status="error",
                                        last_activity_at=timezone.now() - timedelta(hours=1))
     [alert], _ = actions.check()
-    assert len(telegram.received) == 1 and len(mailoutbox) == 1
+    assert len(telegram.received) == 1
     alert.refresh_from_db()
-    assert {n["channel"]: n["ok"] for n in alert.notifications} == {"email": True, "webhook": False,
-                                                                     "telegram": True}
+    assert {(n["to"], n["channel"]): n["ok"] for n in alert.notifications} == {
+        ("platform", "email"): True, ("platform", "webhook"): False, ("platform", "telegram"): True,
+        ("workspace", "email"): True}
+    assert len(mailoutbox) == 2  # the admins' and Acme's owner's
 
 
 def test_the_history_is_for_platform_admins(named, client):

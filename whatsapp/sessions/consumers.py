@@ -6,7 +6,9 @@ every database call runs under tenant_context(scope["tenant"]), and the groups c
 typo or another tenant's session — closes the socket with 4404 before anything is sent.
 
 Messages to the browser:
-  {"type": "session.update", "data": session_payload}      on connect (current state) and on every change
+  {"type": "session.update", "data": session_payload}      on connect (current state) and on every change; the QR
+                                                             and pairing codes only to roles with sessions.manage
+                                                             (blank for the others: events.without_linking_codes)
   {"type": "session.activity", "data": {"replace": bool, "items": [...]}}   session page: the log (latest 50 on
                                                              connect, then the rows added since)
   {"type": "session.deleted", "data": {"id", "name"}}
@@ -21,7 +23,7 @@ from core.permissions import Perm, socket_can
 from core.sockets import FORBIDDEN, NOT_FOUND, member_group, refuse
 
 from .actions import NAME_RE
-from .events import session_group, session_payload, sessions_group
+from .events import session_group, session_payload, sessions_group, without_linking_codes
 from .models import SessionActivity, WhatsAppSession
 
 ACTIVITY_SHOWN = 50
@@ -79,6 +81,13 @@ class _TenantConsumer(AsyncJsonWebsocketConsumer):
             return None, None
         return tenant, found
 
+    def shown(self, payload):
+        """What this socket may see of a session's payload: the linking codes only for those who manage sessions
+        (by the role the socket connected with)."""
+        if socket_can(self.scope, Perm.SESSIONS_MANAGE):
+            return payload
+        return without_linking_codes(payload)
+
     async def join(self, *groups):
         user, tenant = self.scope.get("user"), self.scope.get("tenant")
         groups = (*groups, member_group(tenant.pk, user.pk))  # removing the member closes this socket
@@ -113,14 +122,14 @@ class SessionListConsumer(_TenantConsumer):
         await self.join(sessions_group(tenant.schema_name))
         await self.accept()
         for payload in await database_sync_to_async(self._snapshot)():
-            await self.send_json({"type": "session.update", "data": payload})
+            await self.send_json({"type": "session.update", "data": self.shown(payload)})
 
     def _snapshot(self):
         with tenant_context(self.tenant):
             return [session_payload(session) for session in WhatsAppSession.objects.all()]
 
     async def session_update(self, event):
-        await self.send_json({"type": "session.update", "data": event["data"]})
+        await self.send_json({"type": "session.update", "data": self.shown(event["data"])})
 
 
 class SessionConsumer(_TenantConsumer):
@@ -138,7 +147,7 @@ class SessionConsumer(_TenantConsumer):
         if payload is None:  # deleted in between
             await self.send_json({"type": "session.deleted", "data": {"id": self.session_id, "name": name}})
             return
-        await self.send_json({"type": "session.update", "data": payload})
+        await self.send_json({"type": "session.update", "data": self.shown(payload)})
         await self._send_activity(items, replace=True)
 
     @staticmethod
@@ -175,5 +184,5 @@ class SessionConsumer(_TenantConsumer):
         if event["data"].get("id") != self.session_id:
             return
         # The update first (it is what the page waits for), then the log rows the change wrote.
-        await self.send_json({"type": "session.update", "data": event["data"]})
+        await self.send_json({"type": "session.update", "data": self.shown(event["data"])})
         await self._send_activity(await database_sync_to_async(self._activity_since)(self.last_activity_id))

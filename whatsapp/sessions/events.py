@@ -48,6 +48,17 @@ def session_payload(session):
     }
 
 
+# What links a phone to the session: a QR code or pairing code lets whoever holds it put their WhatsApp account
+# behind the workspace's session. Only roles that manage sessions (core.permissions: sessions.manage) receive them;
+# the others see the state change (status "qr", "pairing") without the code.
+LINKING_FIELDS = {"qr_code": "", "qr_expires_at": None, "pair_code": ""}
+
+
+def without_linking_codes(payload):
+    """The payload with the QR and pairing codes blanked, for a viewer or agent."""
+    return {**payload, **{field: blank for field, blank in LINKING_FIELDS.items() if field in payload}}
+
+
 def webhook_session(session):
     """The session as it appears in the data of session.* webhook events: what a receiver needs to route the event,
     never the QR code or pairing code (session.qr carries its code separately)."""
@@ -103,7 +114,8 @@ def starting(schema_name, session_id, host_id):
             status=S.STARTING, status_detail="Resuming the linked device…" if identity else "Starting…")
         _activity(session, A.RESTARTED if restart else A.STARTED,
                   "Resuming the linked device: no scan needed." if identity else "")
-    return Start(identity=identity, pairing_phone=session.pairing_phone or None)
+    return Start(identity=identity, pairing_phone=session.pairing_phone or None,
+                 available=session.show_contact_typing)
 
 
 def apply(event):

@@ -28,7 +28,7 @@ from core.permissions import Perm, can, permission_required
 from whatsapp.host import commands
 
 from . import actions, panels, simulator
-from .events import session_payload
+from .events import session_payload, without_linking_codes
 from .forms import PhoneForm, SessionCreateForm, SimulateScanForm
 from .models import SessionActivity, WhatsAppSession
 from .qr import qr_svg
@@ -147,6 +147,11 @@ def _perform(request, session, action):
             phone = form.cleaned_data["phone"]
             session = actions.link_with_phone(tenant, session, acting_user=user, phone=phone)
             message = f"Asking WhatsApp for a pairing code for {phone}; it appears here in a moment."
+        elif action == "contact_typing":
+            on = request.POST.get("show_contact_typing") == "on"
+            session = actions.set_show_contact_typing(tenant, session, on=on, acting_user=user)
+            message = (f"{label} shows when contacts type; it appears online to everyone while connected." if on
+                       else f"{label} no longer shows when contacts type, nor appears online.")
         elif action == "simulate_scan":
             form = SimulateScanForm(request.POST, prefix="scan")
             if not form.is_valid():
@@ -234,7 +239,8 @@ def session_detail(request, name):
     return render(request, "whatsapp/session_detail.html", {
         **_page_context(request),
         "session": session,
-        "payload": session_payload(session),
+        "payload": (session_payload(session) if _can_manage(request)
+                    else without_linking_codes(session_payload(session))),
         "activity": SessionActivity.objects.filter(session=session)[:ACTIVITY_SHOWN],
         "next_step_text": NEXT_STEP.get(session.status, ""),
         "phone_form": PhoneForm(prefix="link", initial={"phone": session.pairing_phone}),
@@ -245,7 +251,7 @@ def session_detail(request, name):
 
 @never_cache
 @billing_access_required
-@permission_required(Perm.SESSIONS_READ)
+@permission_required(Perm.SESSIONS_MANAGE)
 def session_qr(request, name):
     """The session's current QR code as SVG (404 when none is waiting). The live page loads it again whenever
     the host reports a new code."""

@@ -20,4 +20,6 @@ EVENTS = [
     "campaign.progress",
     "campaign.paused",
     "campaign.finished",
+    "alert.firing",  # an alert about the workspace's numbers, webhooks or broadcasts (alerts: its alert settings)
+    "alert.resolved",
 ]

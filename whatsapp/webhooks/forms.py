@@ -15,6 +15,8 @@ EVENT_HELP = {
     "session.connected": "A number connected.",
     "session.disconnected": "A number lost its connection (and whether it retries).",
     "session.logged_out": "A number was unlinked from its phone.",
+    "alert.firing": "An alert about your numbers, webhooks or broadcasts (when Alert settings choose the webhook).",
+    "alert.resolved": "That alert is over.",
 }
 
 
@@ -29,6 +31,11 @@ class EndpointForm(forms.Form):
     events = forms.MultipleChoiceField(choices=[(e, e) for e in EVENTS], widget=forms.CheckboxSelectMultiple,
                                        label="Events", error_messages={
                                            "required": "Choose at least one event to send to this URL."})
+    ordered = forms.BooleanField(
+        required=False, label="In order, one at a time",
+        help_text="Events reach this URL in the order they happened, one at a time (slower; a failing delivery "
+                  "holds the ones after it until it succeeds or gives up). Off: sent concurrently; order by "
+                  "the payload's timestamp.")
 
     def __init__(self, *args, with_enabled=False, **kwargs):
         super().__init__(*args, **kwargs)

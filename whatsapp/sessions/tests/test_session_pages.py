@@ -201,12 +201,15 @@ def test_session_page_shows_status_explanation_qr_and_activity(as_user, named):
     assert "Waiting for scan" in page and "Scan the QR code with WhatsApp" in page
     # What to do, for this status, and truthfully how long a code lasts (WhatsApp's: 60 s, then 20 s each).
     assert "the first code lasts 60 seconds, each next one 20" in page and "every few seconds" not in page
-    assert 'src="/sessions/front-desk/qr.svg?v=' in page
     assert 'data-ws="/ws/sessions/front-desk/?tenant_id=' in page
     assert "Created by alice@acme.test" in page  # the activity log
     assert 'data-testid="link-phone"' not in page and 'data-testid="start"' not in page  # an agent links nothing
-    assert 'data-testid="link-phone"' in as_user(named.alice).get("/sessions/front-desk/").content.decode()
-    client = as_user(named.bob)
+    # Nor does an agent see the code: the QR and pairing codes are for those who manage sessions.
+    assert "qr.svg" not in page and "2@abc" not in page and 'data-testid="linking-for-managers"' in page
+    assert client.get("/sessions/front-desk/qr.svg").status_code == 403
+    owners = as_user(named.alice).get("/sessions/front-desk/").content.decode()
+    assert 'data-testid="link-phone"' in owners and 'src="/sessions/front-desk/qr.svg?v=' in owners
+    client = as_user(named.alice)
     svg = client.get("/sessions/front-desk/qr.svg")
     assert svg.status_code == 200 and svg["Content-Type"] == "image/svg+xml"
     assert svg.content.startswith(b"<svg") and "no-store" in svg["Cache-Control"]

@@ -98,7 +98,9 @@ async def test_own_session_page_gets_qr_rotation_and_connected_live(client, name
     rotated = await next_update(page)
     assert rotated["status"] == "qr" and rotated["qr_code"] != qr["qr_code"]
     assert rotated["qr_expires_at"] != qr["qr_expires_at"]
-    assert (await next_update(listing))["qr_code"] == rotated["qr_code"]
+    # Bob is an agent: he sees the state change, never the code (only roles that manage sessions link phones).
+    listed = await next_update(listing)
+    assert (listed["status"], listed["qr_code"], listed["qr_expires_at"]) == ("qr", "", None)
 
     # The phone scans it: connected, with the number and its name.
     host.provider(f"{ACME}:{session.pk}").simulate_scan("+6281234567890", push_name="Front Desk")
@@ -115,6 +117,45 @@ async def test_own_session_page_gets_qr_rotation_and_connected_live(client, name
     await update_where(listing, lambda data: data["status"] == "connected")
     await page.disconnect()
     await listing.disconnect()
+
+
+async def test_qr_and_pairing_codes_reach_only_those_who_manage_sessions(client, named, host, clock):
+    from accounts.models import Membership
+    from conftest import make_user
+
+    vera = await _sync(make_user)("vera@acme.test")
+    await _sync(Membership.objects.create)(user=vera, tenant=named.acme, role=Membership.Role.VIEWER)
+    session = await _sync(create)(named.acme, named.alice, "front-desk", running=True)
+    sockets = {}
+    for who, user in (("alice", named.alice), ("bob", named.bob), ("vera", vera)):
+        for path in ("/ws/sessions/front-desk/", "/ws/sessions/"):
+            ws, connected, _ = await open_socket(client, user, path)
+            assert connected, (who, path)
+            sockets[who, path] = ws
+            assert (await next_update(ws))["status"] == "new"
+    await _sync(host.sync)()
+    clock.advance(1)
+    await _sync(drain)(host)
+    for (who, path), ws in sockets.items():
+        update, _ = await update_where(ws, lambda data: data["status"] == "qr")
+        if who == "alice":
+            assert update["qr_code"].startswith("2@") and update["qr_expires_at"], path
+        else:
+            assert (update["qr_code"], update["qr_expires_at"], update["pair_code"]) == ("", None, ""), (who, path)
+    # A pairing code, announced through the channel layer as the host does.
+
+    def pairing():
+        with schema_context(ACME):
+            WhatsAppSession.objects.filter(pk=session.pk).update(status=WhatsAppSession.Status.PAIRING,
+                                                                 pair_code="ABCD-1234", qr_code="")
+        events.announce(ACME, session.pk)
+
+    await _sync(pairing)()
+    for (who, path), ws in sockets.items():
+        update, _ = await update_where(ws, lambda data: data["status"] == "pairing")
+        assert update["pair_code"] == ("ABCD-1234" if who == "alice" else ""), (who, path)
+    for ws in sockets.values():
+        await ws.disconnect()
 
 
 async def test_nothing_arrives_from_another_tenants_sessions(client, named):
@@ -185,7 +226,7 @@ async def test_heartbeat_and_changes_made_on_the_pages(client, named):
 
 async def test_pairing_code_and_logout_from_the_phone_arrive_live(client, named, host, clock):
     session = await _sync(create)(named.acme, named.alice, "front-desk", running=True)
-    page, _, _ = await open_socket(client, named.bob, "/ws/sessions/front-desk/")
+    page, _, _ = await open_socket(client, named.alice, "/ws/sessions/front-desk/")
     await next_activity(page)
     await _sync(host.sync)()
     clock.advance(1)

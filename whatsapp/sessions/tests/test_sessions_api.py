@@ -306,7 +306,7 @@ def test_start_refuses_a_bad_body(named, clients):
 @pytest.mark.parametrize("status", ["new", "starting", "pairing", "connected", "stopped", "logged_out", "error"])
 def test_qr_is_409_with_the_status_when_none_waits(named, clients, status):
     make_session(named.acme, "front-desk", status=status)
-    err = error(clients["bob"].get(f"{V1}/sessions/front-desk/qr"), 409, "no_qr")
+    err = error(clients["alice"].get(f"{V1}/sessions/front-desk/qr"), 409, "no_qr")
     assert err["details"]["status"] == status and err["message"]
 
 
@@ -318,6 +318,20 @@ def test_qr_returns_the_code_its_svg_and_expiry(named, clients):
     assert data["qr"] == code and data["expires_at"] == expires.isoformat().replace("+00:00", "Z")
     assert data["svg"] == qr_svg(code)
     assert ok(clients["alice"].get(f"{V1}/sessions/front-desk"))["qr_available"] is True
+
+
+def test_qr_and_pairing_codes_are_for_those_who_manage_sessions(named, clients):
+    code = "2@" + "A" * 32 + "," + "B" * 44
+    make_session(named.acme, "front-desk", status="qr", qr_code=code,
+                 qr_expires_at=timezone.now() + timezone.timedelta(seconds=20))
+    make_session(named.acme, "back-desk", status="pairing", pair_code="ABCD-1234")
+    # An agent sees the states, not the codes.
+    error(clients["bob"].get(f"{V1}/sessions/front-desk/qr"), 403, "permission_denied")
+    listed = {row["name"]: row for row in ok(clients["bob"].get(f"{V1}/sessions"))}
+    assert listed["front-desk"]["status"] == "qr" and listed["front-desk"]["qr_available"] is True
+    assert listed["front-desk"]["qr_expires_at"] is None and listed["back-desk"]["pair_code"] == ""
+    assert ok(clients["bob"].get(f"{V1}/sessions/back-desk"))["pair_code"] == ""
+    assert ok(clients["alice"].get(f"{V1}/sessions/back-desk"))["pair_code"] == "ABCD-1234"
 
 
 def svg_modules(svg):
