@@ -6,10 +6,12 @@ from allauth.account import app_settings as account_settings
 from allauth.account.adapter import DefaultAccountAdapter
 from allauth.account.authentication import get_authentication_records
 from allauth.core import context as allauth_context
+from allauth.mfa.adapter import DefaultMFAAdapter
 from django.conf import settings
 from django.db import transaction
 from django.urls import reverse
 
+from core import crypto
 from core.tasks import send_email
 
 
@@ -64,3 +66,17 @@ class AccountAdapter(DefaultAccountAdapter):
         message = self.render_mail(template_prefix, email, context)
         body = message.body
         transaction.on_commit(lambda: send_email.delay(to=email, subject=message.subject, body=body))
+
+
+class MFAAdapter(DefaultMFAAdapter):
+    """Two-factor secrets (the TOTP key, the recovery codes' seed) on the installation's keyring (core.crypto), like
+    every stored secret; those written before it, in the clear, still read and are encrypted by
+    rotate_encryption_key."""
+
+    def encrypt(self, text):
+        return crypto.encrypt_secret(text)
+
+    def decrypt(self, encrypted_text):
+        if not crypto.is_encrypted(encrypted_text):
+            return encrypted_text
+        return crypto.decrypt_secret(encrypted_text)

@@ -98,6 +98,7 @@ class AuditAction(models.TextChoices):
     WHATSAPP_NUMBER_BLOCKED = "whatsapp.number_blocked"
     WHATSAPP_NUMBER_UNBLOCKED = "whatsapp.number_unblocked"
     WHATSAPP_PACING_UPDATED = "whatsapp.pacing_updated"
+    WHATSAPP_SESSION_CONTACT_TYPING_CHANGED = "whatsapp.session_contact_typing_changed"
     WHATSAPP_SESSION_CREATED = "whatsapp.session_created"
     WHATSAPP_SESSION_DELETED = "whatsapp.session_deleted"
     WHATSAPP_SESSION_LOGGED_OUT = "whatsapp.session_logged_out"

@@ -25,6 +25,7 @@ from django_tenants.utils import tenant_context
 
 from accounts.models import Membership
 from audit.models import AuditLog
+from core import crypto
 from core.permissions import can_export_data
 from core.tasks import send_email
 
@@ -134,8 +135,14 @@ def build(export, report):
             for dirpath, _, filenames in os.walk(media):
                 for filename in sorted(filenames):
                     file_path = Path(dirpath) / filename
-                    archive.write(file_path, f"media/{file_path.relative_to(media).as_posix()}",
-                                  compress_type=zipfile.ZIP_STORED)
+                    name = f"media/{file_path.relative_to(media).as_posix()}"
+                    with open(file_path, "rb") as f:
+                        encrypted = f.read(len(crypto.FILE_MAGIC)) == crypto.FILE_MAGIC
+                    if encrypted:  # the export is for the tenant to read: as they sent or received it
+                        archive.writestr(name, crypto.open_bytes(file_path.read_bytes()),
+                                         compress_type=zipfile.ZIP_STORED)
+                    else:
+                        archive.write(file_path, name, compress_type=zipfile.ZIP_STORED)
     report(95, "Storing")
     store = storage.store()
     name = store.put_file(path, f"exports/{tenant.pk}/{export.pk}-{timezone.now():%Y%m%dT%H%M%SZ}.zip")

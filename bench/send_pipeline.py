@@ -25,7 +25,10 @@ Figures, from C concurrent HTTP clients (asyncio + httpx, keep-alive), each phas
   with SPEED_PATH_SQL=false (the ORM compiles those statements) and with ASGI_HANDLER=stock (Django's handler);
   R rounds, the order turning each round; medians, the default's rate over each switch's (rows_vs_orm_ratio,
   handler_ratio), and the web process's CPU per message; and with the API throttles counting every request at
-  rates too high to refuse (unthrottled_vs_throttled_ratio): what core.throttles costs the accept path.
+  rates too high to refuse (unthrottled_vs_throttled_ratio): what core.throttles costs the accept path;
+- encryption at rest: the same accept path with WHATSAPP_ENCRYPT_MESSAGES=true (bodies and the conversation
+  preview encrypted on the way in, decrypted on the way out), in the same rounds: its rate over the default's
+  (encrypted_vs_plain_ratio) and its web CPU per message over the default's.
 
 SEND_BENCH_MESSAGES (or argv[1]) sets N (default 2000), SEND_BENCH_CLIENTS sets C (default 16),
 SEND_BENCH_BATCH sets B (default 100), SEND_BENCH_BASELINE sets the requests per baseline (default 2000),
@@ -57,9 +60,12 @@ WARM_UP = int(os.environ.get("SEND_BENCH_WARM_UP", "200"))
 # The web process's settings per variant of the accept path: as it runs by default, and with one speed-path switch
 # off each. "default" is the rows side of rows vs ORM and the custom side of custom vs stock handler.
 # "throttled" counts every request in the API throttles (core.throttles, off in every other run here) at rates
-# too high to refuse any: what counting costs the accept path.
+# too high to refuse any: what counting costs the accept path. "encrypted" is a cost too: message bodies encrypted
+# at rest (WHATSAPP_ENCRYPT_MESSAGES; every process has the same keyring, so the session host reads what the web
+# process wrote).
 VARIANTS = {"default": {}, "orm": {"SPEED_PATH_SQL": "false"}, "stock handler": {"ASGI_HANDLER": "stock"},
-            "throttled": {"API_THROTTLE_KEY_RATE": "100000000/min", "API_THROTTLE_USER_RATE": "100000000/min"}}
+            "throttled": {"API_THROTTLE_KEY_RATE": "100000000/min", "API_THROTTLE_USER_RATE": "100000000/min"},
+            "encrypted": {"WHATSAPP_ENCRYPT_MESSAGES": "true"}}
 # Not the dev broker (0), `make test` (15), browser tests (14 and down, one per xdist worker) or the QR bench (13).
 REDIS_DB = int(os.environ.get("SEND_BENCH_REDIS_DB", "8"))
 SCHEMA = "t_bench_send"
@@ -459,12 +465,16 @@ def variant_figures(runs):
     # whatever else runs there.
     orm_cpu, stock_cpu = web_cpu["orm"] / web_cpu["default"], web_cpu["stock handler"] / web_cpu["default"]
     throttled_cpu, throttled_ratio = web_cpu["throttled"] / web_cpu["default"], rate["default"] / rate["throttled"]
+    encrypted, encrypted_cpu = rate["encrypted"] / rate["default"], web_cpu["encrypted"] / web_cpu["default"]
     log(f"speed path, accept alone, medians of {VARIANT_ROUNDS} rounds (a fresh web process each): core.rows "
         f"{rate['default']:.0f}/s vs ORM {rate['orm']:.0f}/s = {rows_vs_orm:.2f}x; config.http handler "
         f"{rate['default']:.0f}/s vs Django's stock handler {rate['stock handler']:.0f}/s = {handler:.2f}x; web CPU "
         f"per message (ms): {', '.join(f'{name} {ms:.1f}' for name, ms in web_cpu.items())} (ORM / rows "
         f"{orm_cpu:.2f}x, stock / config.http {stock_cpu:.2f}x); API throttles counting {rate['throttled']:.0f}/s vs "
         f"off {rate['default']:.0f}/s = {throttled_ratio:.2f}x, web CPU {throttled_cpu:.2f}x; runs (/s): {listed}")
+    log(f"encryption at rest, accept alone, medians of {VARIANT_ROUNDS} rounds: encrypted {rate['encrypted']:.0f}/s "
+        f"vs plain {rate['default']:.0f}/s = {encrypted:.2f}x; web CPU per message {web_cpu['encrypted']:.2f} vs "
+        f"{web_cpu['default']:.2f} ms = {encrypted_cpu:.2f}x")
     return {"variant_rounds": VARIANT_ROUNDS,
             "accept_rows_per_s": round(rate["default"], 1), "accept_orm_per_s": round(rate["orm"], 1),
             "rows_vs_orm_ratio": round(rows_vs_orm, 3),
@@ -474,12 +484,15 @@ def variant_figures(runs):
             "orm_vs_rows_web_cpu_ratio": round(orm_cpu, 3), "stock_vs_custom_web_cpu_ratio": round(stock_cpu, 3),
             "accept_throttled_per_s": round(rate["throttled"], 1), "unthrottled_vs_throttled_ratio":
                 round(throttled_ratio, 3), "throttled_vs_unthrottled_web_cpu_ratio": round(throttled_cpu, 3),
+            "accept_encrypted_per_s": round(rate["encrypted"], 1), "encrypted_vs_plain_ratio": round(encrypted, 3),
+            "encrypted_vs_plain_web_cpu_ratio": round(encrypted_cpu, 3),
             "accept_runs_per_s": {name: [r["accept_per_s"] for r in each] for name, each in runs.items()}}
 
 
 def run(dbname):
     import httpx
     import redis
+    from cryptography.fernet import Fernet
     from django.db import connection
 
     from config.celery import app
@@ -505,6 +518,7 @@ def run(dbname):
         "API_THROTTLE_KEY_RATE": "off", "API_THROTTLE_USER_RATE": "off",
         "WHATSAPP_SIMULATOR_DELIVERED_SECONDS": "0.05",
         "WHATSAPP_SIMULATOR_READ_SECONDS": "never",
+        "WHATSAPP_ENCRYPTION_KEY": Fernet.generate_key().decode(),  # the "encrypted" variant switches bodies on
     }
     servers = Servers(work_dir, env)
     headers = {"Authorization": f"Bearer {raw_key}"}

@@ -19,6 +19,7 @@ from django.shortcuts import render
 from django.template import loader
 
 from core.api import error_body
+from core.errors import DomainError, EncryptionError
 
 log = logging.getLogger("switchboard.errors")
 
@@ -57,6 +58,13 @@ class RequestGuardMiddleware:
         return render(request, "errors/400.html", {"message": message}, status=400)
 
     def process_exception(self, request, exception):
+        if isinstance(exception, DomainError) and exception.code == EncryptionError.KEY_UNAVAILABLE:
+            # A stored value no configured key opens (core.crypto): the operator's to fix, said plainly.
+            log.error("request %s %s: %s", request.id, request.path, exception.message)
+            if is_api(request):
+                return api_error(request, 503, exception.code.value, exception.message)
+            return render(request, "errors/503.html", {"message": exception.message, "code": exception.code.value},
+                          status=503)
         if not is_api(request):
             return None  # Django's handlers (below) answer pages
         if isinstance(exception, RequestDataTooBig):

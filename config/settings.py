@@ -23,6 +23,9 @@ if not DEBUG and len(SECRET_KEY) < 50:
     from django.core.exceptions import ImproperlyConfigured
 
     raise ImproperlyConfigured("SECRET_KEY must be a random string of at least 50 characters when DEBUG is false.")
+# Previous SECRET_KEYs, comma-separated: signed cookies and links made with them stay valid, and secrets encrypted
+# with a key derived from them (before WHATSAPP_ENCRYPTION_KEY) still read until rotate_encryption_key moves them.
+SECRET_KEY_FALLBACKS = env.list("SECRET_KEY_FALLBACKS", default=[])
 ALLOWED_HOSTS = env.list("ALLOWED_HOSTS", default=["localhost", ".localhost", "127.0.0.1", "[::1]"])
 CSRF_TRUSTED_ORIGINS = env.list("CSRF_TRUSTED_ORIGINS", default=[])
 # Where people reach the site (links in emails, webhooks, the console): unset, it follows PORT on this machine.
@@ -259,6 +262,13 @@ WHATSAPP_PACING_WARMUP_DAILY_CAP = env.int("WHATSAPP_PACING_WARMUP_DAILY_CAP", d
 # beyond it); a plan's lower messages_per_minute applies first. -1 = no installation-wide ceiling.
 WHATSAPP_RATE_LIMIT_PER_COMPANY = env.int("WHATSAPP_RATE_LIMIT_PER_COMPANY", default=600)
 WHATSAPP_RATE_LIMIT_WINDOW = env.int("WHATSAPP_RATE_LIMIT_WINDOW", default=60)
+# Encryption at rest (core.crypto). WHATSAPP_ENCRYPTION_KEY is a keyring: Fernet keys, comma-separated, newest first
+# (the newest encrypts, all decrypt); it always encrypts stored secrets (webhook and bot signing secrets, 2FA
+# secrets), and message bodies, captions, previews, webhook payloads and media files too when
+# WHATSAPP_ENCRYPT_MESSAGES is on. Empty: secrets use a key derived from SECRET_KEY (changing SECRET_KEY then
+# loses them). Rotate with `manage.py rotate_encryption_key`, then drop the old key.
+WHATSAPP_ENCRYPT_MESSAGES = env.bool("WHATSAPP_ENCRYPT_MESSAGES", default=False)
+WHATSAPP_ENCRYPTION_KEY = env.list("WHATSAPP_ENCRYPTION_KEY", default=[])
 # Broadcasts (whatsapp.campaigns): contacts per CSV import and its size; recipients per campaign unless the plan's
 # features say max_campaign_recipients; the words (any language) that opt a contact out when sent alone.
 CAMPAIGN_IMPORT_MAX_ROWS = env.int("CAMPAIGN_IMPORT_MAX_ROWS", default=50_000)
@@ -270,8 +280,8 @@ CAMPAIGN_OPT_OUT_WORDS = env.list("CAMPAIGN_OPT_OUT_WORDS", default=[
 # Webhooks (whatsapp.webhooks): targets in private, loopback or link-local ranges are refused unless this is
 # true (development only: receivers on this machine or your LAN).
 WEBHOOK_ALLOW_PRIVATE_TARGETS = env.bool("WEBHOOK_ALLOW_PRIVATE_TARGETS", default=False)
-# Key that encrypts the endpoints' signing secrets at rest; empty = derived from SECRET_KEY (changing the key
-# then makes stored secrets unreadable: recreate the endpoints).
+# Before WHATSAPP_ENCRYPTION_KEY: the key webhook secrets were encrypted with (empty = derived from SECRET_KEY). Still
+# read (core.crypto's keyring), so old secrets open until `manage.py rotate_encryption_key` moves them.
 WEBHOOK_ENCRYPTION_KEY = env("WEBHOOK_ENCRYPTION_KEY", default="")
 # Seconds a delivery attempt may take; only a 2xx answer within it counts as delivered.
 WEBHOOK_TIMEOUT_SECONDS = env.float("WEBHOOK_TIMEOUT_SECONDS", default=15)
@@ -381,6 +391,7 @@ ACCOUNT_LOGIN_ON_EMAIL_CONFIRMATION = True
 ACCOUNT_LOGIN_ON_PASSWORD_RESET = False
 ACCOUNT_SIGNUP_FORM_CLASS = "accounts.forms.BusinessSignupForm"
 ACCOUNT_ADAPTER = "accounts.adapter.AccountAdapter"
+MFA_ADAPTER = "accounts.adapter.MFAAdapter"  # 2FA secrets on the keyring (core.crypto)
 ACCOUNT_EMAIL_SUBJECT_PREFIX = f"[{SITE_NAME}] "
 # allauth tells a user by email when their password, or an email address of theirs, changes.
 ACCOUNT_EMAIL_NOTIFICATIONS = True
@@ -437,7 +448,7 @@ REST_FRAMEWORK = {
     "DEFAULT_PARSER_CLASSES": ["core.api.StrictJSONParser"],
     "DEFAULT_PAGINATION_CLASS": "core.api.PageLimitPagination",
     "EXCEPTION_HANDLER": "core.api.envelope_exception_handler",
-    "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
+    "DEFAULT_SCHEMA_CLASS": "core.schema.ScopedAutoSchema",  # with the key scope each operation needs
     "UNAUTHENTICATED_USER": "django.contrib.auth.models.AnonymousUser",
     "STRICT_JSON": True,  # NaN and Infinity are not JSON
     "DEFAULT_THROTTLE_CLASSES": ["core.throttles.ApiKeyThrottle", "core.throttles.UserThrottle",
@@ -506,6 +517,8 @@ CELERY_BEAT_SCHEDULE = {
     "delete-due-workspaces": {"task": "accounts.tasks.delete_due_workspaces", "schedule": timedelta(minutes=15)},
     "deliver-due-webhooks": {"task": "whatsapp.webhooks.tasks.deliver_due_webhooks", "schedule": timedelta(seconds=10)},
     "sweep-queued-messages": {"task": "whatsapp.tasks.sweep_queued_messages", "schedule": timedelta(seconds=30)},
+    "mark-orphaned-sessions": {"task": "whatsapp.sessions.tasks.mark_orphaned_sessions",
+                               "schedule": timedelta(seconds=5)},
     "feed-campaigns": {"task": "whatsapp.campaigns.tasks.feed_campaigns", "schedule": timedelta(seconds=5)},
     "nightly-backup": {"task": "backups.tasks.nightly_backup", "schedule": _cron(BACKUP_SCHEDULE)},
     "backup-housekeeping": {"task": "backups.tasks.housekeeping", "schedule": timedelta(minutes=1)},

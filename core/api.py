@@ -4,7 +4,7 @@ import re
 
 from django.core.exceptions import PermissionDenied
 from django.http import Http404, QueryDict
-from drf_spectacular.utils import OpenApiParameter, extend_schema_field
+from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema_field
 from rest_framework import exceptions, serializers, status
 from rest_framework.exceptions import APIException
 from rest_framework.pagination import PageNumberPagination
@@ -35,6 +35,12 @@ DEFAULT_CODES = {
     415: "unsupported_media_type",
     429: "rate_limited",
 }
+
+
+# The answer of an operation that reads message bodies when one was encrypted with a key no longer configured.
+ENCRYPTION_KEY_UNAVAILABLE = OpenApiResponse(description=(
+    "Service unavailable: a stored message was encrypted with a key that is no longer in the installation's "
+    "keyring (encryption_key_unavailable); the operator puts the key back and rotates before dropping it."))
 
 
 def error_body(code, message, details=None):

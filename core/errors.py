@@ -64,3 +64,13 @@ class CommonError(ErrorCode):
     RATE_LIMITED = "rate_limited", 429  # a business over its sending rate
     THROTTLED = "throttled", 429  # an API key, user or address over its request rate (core.throttles)
     UNAVAILABLE = "unavailable", 503
+
+
+class EncryptionError(ErrorCode):
+    """Encryption at rest (core.crypto)."""
+
+    # A stored value was encrypted with a key no longer in WHATSAPP_ENCRYPTION_KEY: the server's configuration,
+    # not the request, is at fault, and putting the key back fixes it.
+    KEY_UNAVAILABLE = "encryption_key_unavailable", 503
+    # Message bodies are encrypted (WHATSAPP_ENCRYPT_MESSAGES): the database cannot search them.
+    SEARCH_UNAVAILABLE = "search_unavailable_encrypted", 400

@@ -51,6 +51,8 @@ class WhatsappConfig(AppConfig):
         automation.ask_bot = automation_tasks.ask_bot.delay
         automation.escalate = automation_tasks.escalate.delay
         handlers.set_sender(messaging_events.Sender)
+        # A contact typing (numbers with show_contact_typing): the conversation's open pages show it.
+        handlers.on_events((EventKind.CHAT_PRESENCE,), inbox.contact_typing)
         handlers.on_command("sync_contacts", conversations.sync_on_host)
         # A contact's first message: the new conversation goes to whoever auto-assignment names.
         if inbox.auto_assign_new not in conversations.new_inbound_conversation_hooks:

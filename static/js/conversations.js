@@ -288,9 +288,21 @@
   document.addEventListener("visibilitychange", markRead);
   if (document.readyState === "loading") document.addEventListener("DOMContentLoaded", markRead); else markRead();
 
+  // The contact's typing (the number's show_contact_typing): "typing…" until they stop, send, or 25 s pass (WhatsApp
+  // sends no news when a phone goes away mid-sentence).
+  var typingTimer = null;
+  function showContactTyping(on) {
+    var node = document.querySelector("[data-contact-typing]");
+    if (!node) return;
+    node.hidden = !on;
+    if (typingTimer) clearTimeout(typingTimer);
+    typingTimer = on ? setTimeout(function () { node.hidden = true; }, 25000) : null;
+  }
+
   // --- the websocket -----------------------------------------------------------------------------------------
   function onMessage(msg) {
     if (msg.type === "message.update") {
+      if (msg.data.direction === "in") showContactTyping(false);
       upsertMessage(msg.data);
       applySummary(msg.data.conversation);
       refreshCounts();
@@ -313,6 +325,8 @@
       if (node) node.textContent = names.length ? names.join(", ") : "nobody else";
     } else if (msg.type === "contacts.synced") {
       onSynced(msg.data);
+    } else if (msg.type === "conversation.typing") {
+      showContactTyping(msg.data.state === "composing");
     }
   }
 

@@ -65,7 +65,8 @@ def test_detailed_health_reports_an_unreachable_redis(client, named, api_as, set
 
 
 PRODUCTION = {"DEBUG": "false", "SECRET_KEY": "x7!k2" * 12, "ALLOWED_HOSTS": "switchboard.example.com",
-              "SITE_URL": "https://switchboard.example.com", "EMAIL_URL": "smtp://user:pw@smtp.example.com:587/?tls=True"}
+              "SITE_URL": "https://switchboard.example.com", "EMAIL_URL": "smtp://user:pw@smtp.example.com:587/?tls=True",
+              "WHATSAPP_ENCRYPTION_KEY": "y6Y1j8yFQwJm0w0lQGnH3uTJ1cJgCzM6WlXoq9xJ2Ek="}
 
 
 def check_deploy(**changes):
@@ -85,6 +86,9 @@ def test_check_deploy_is_clean_under_production_settings():
     ({"ALLOWED_HOSTS": "localhost,127.0.0.1"}, "switchboard.E002"),
     ({"ALLOWED_HOSTS": "*"}, "switchboard.E002"),
     ({"SITE_URL": "http://localhost:8000"}, "switchboard.E003"),
+    ({"WHATSAPP_ENCRYPTION_KEY": ""}, "switchboard.W001"),  # secrets would die with SECRET_KEY
+    ({"WHATSAPP_ENCRYPTION_KEY": "not-a-key"}, "switchboard.E004"),
+    ({"WHATSAPP_ENCRYPT_MESSAGES": "true", "WHATSAPP_ENCRYPTION_KEY": ""}, "switchboard.E005"),
 ])
 def test_check_deploy_fails_on_settings_that_would_make_production_useless(changes, check_id):
     result = check_deploy(**changes)

@@ -121,7 +121,7 @@ def workspace_time_zone(schema_name):
 class Config:
     """A workspace's automation settings as the engine reads them: kept per schema until they change."""
     receptionists: dict  # scope -> Receptionist
-    rules: list  # enabled keyword rules in the order they are tried
+    rules: list  # (enabled keyword rule, its matcher) in the order they are tried
     opt_out_words: frozenset
 
     def receptionist(self, session):
@@ -136,9 +136,10 @@ def _table(model):
 
 
 def config_version_sql():
-    """One text that changes whenever a receptionist, a keyword rule or the opt-out words change (rows added,
-    changed or deleted: every change stamps updated_at, a deletion changes the count)."""
-    parts = [f"(SELECT count(*) || '/' || coalesce(max(updated_at)::text, '') FROM {_table(model)})"
+    """One text that changes whenever a receptionist, a keyword rule or the opt-out words change: rows added or
+    deleted change the count, and any UPDATE gives the row a new xmin (the transaction that wrote it), so the sum
+    moves whoever changed it and however (an action, the admin, a bulk update that leaves updated_at alone)."""
+    parts = [f"(SELECT count(*) || '/' || coalesce(sum(xmin::text::bigint), 0) FROM {_table(model)})"
              for model in (Receptionist, KeywordRule, BroadcastSettings)]
     return " || ';' || ".join(parts)
 
@@ -149,7 +150,8 @@ def config(schema_name, version):
     if cached is None or cached[0] != version:
         cached = _configs[schema_name] = (version, Config(
             receptionists={r.scope: r for r in Receptionist.objects.all()},
-            rules=list(KeywordRule.objects.filter(enabled=True).order_by("priority", "id")),
+            rules=[(rule, matching.matcher(rule.match, rule.pattern))
+                   for rule in KeywordRule.objects.filter(enabled=True).order_by("priority", "id")],
             opt_out_words=frozenset(campaigns.opt_out_words())))
     return cached[1]
 
@@ -260,9 +262,10 @@ def decide(found, now, *, time_zone):
     group = is_group_jid(message.chat_jid)
     text = message.text or message.caption or ""
     if text:
-        for rule in found.config.rules:
+        folded = matching.fold(text)
+        for rule, matches in found.config.rules:
             if rule.session_id not in (None, message.session_id) or group and not rule.in_groups \
-                    or not matching.matches(rule.match, rule.pattern, text):
+                    or not matches(text, folded):
                 continue
             if _in_cooldown(found, now, rule.cooldown_minutes, rule_id=rule.pk):
                 return Answer(Kind.SKIPPED, rule=rule, source=rule.name,

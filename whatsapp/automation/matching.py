@@ -47,3 +47,20 @@ def matches(match, pattern, text):
     if match == "starts_with":
         return folded.startswith(wanted)
     return wanted in folded
+
+
+def matcher(match, pattern):
+    """matches() for one rule, with what can be done once done once: `(text, folded) -> bool`, where folded is
+    text[:MAX_TEXT].casefold().strip() (the engine folds each message once for all its rules)."""
+    if match == "regex":
+        return lambda text, folded: matches(match, pattern, text)
+    wanted = pattern.casefold().strip()
+    if match == "equals":
+        return lambda text, folded: folded == wanted
+    if match == "starts_with":
+        return lambda text, folded: folded.startswith(wanted)
+    return lambda text, folded: wanted in folded
+
+
+def fold(text):
+    return text[:MAX_TEXT].casefold().strip()

@@ -4,6 +4,7 @@ on every inbound message by whatsapp.automation.engine."""
 from django.db import models
 from django.utils import timezone
 
+from core.crypto import SecretTextField
 from whatsapp.conversations.models import Contact, Conversation
 from whatsapp.messaging.models import Message
 from whatsapp.sessions.models import WhatsAppSession
@@ -36,7 +37,7 @@ class Receptionist(models.Model):
     escalation_emails = models.JSONField(default=list, blank=True)
     escalation_telegram_chat_ids = models.JSONField(default=list, blank=True)
     bot_url = models.URLField(max_length=2000, blank=True)
-    bot_secret = models.TextField(blank=True, help_text="Encrypted like webhook secrets")
+    bot_secret = SecretTextField(blank=True, help_text="Encrypted like webhook secrets")
     bot_enabled = models.BooleanField(default=False)
     bot_last_error = models.CharField(max_length=500, blank=True)
     bot_last_error_at = models.DateTimeField(null=True, blank=True)

@@ -5,6 +5,7 @@ from django.db import models
 from django.utils import timezone
 
 from whatsapp.messaging.models import Message
+from core.crypto import EncryptedTextField
 from whatsapp.sessions.models import WhatsAppSession
 
 
@@ -156,7 +157,7 @@ class CampaignRecipient(models.Model):
     campaign = models.ForeignKey(Campaign, on_delete=models.CASCADE, related_name="recipients")
     phone = models.CharField(max_length=20)
     name = models.CharField(max_length=255, blank=True)
-    text = models.TextField()
+    text = EncryptedTextField(help_text="The rendered message, encrypted like message bodies")
     variation = models.PositiveSmallIntegerField(default=0)
     cold = models.BooleanField(default=True, help_text="They never wrote to the workspace first")
     status = models.CharField(max_length=20, choices=Status.choices, default=Status.PENDING)

@@ -15,6 +15,7 @@ from django.db import connection
 from django.db.models import Exists, OuterRef, Q
 
 from billing import entitlements
+from core import crypto
 from core.errors import DomainError
 from whatsapp.messaging import recipients as messaging_recipients
 from whatsapp.messaging.models import BlockedNumber, Message
@@ -130,7 +131,7 @@ def insert_recipients(campaign, rows):
     with connection.cursor() as cursor:
         with cursor.cursor.copy(f"COPY {CampaignRecipient._meta.db_table} ({', '.join(COLUMNS)}) FROM STDIN") as copy:
             for phone, name, text, variation, cold in rows:
-                copy.write_row((campaign.pk, phone, name, text, variation, cold, pending, ""))
+                copy.write_row((campaign.pk, phone, name, crypto.seal(text), variation, cold, pending, ""))
 
 
 def dry_run(campaign, tenant, now):

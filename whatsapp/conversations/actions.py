@@ -19,7 +19,7 @@ from django.utils import timezone
 from django_tenants.utils import schema_context
 
 from audit import actions as audit
-from core import rows
+from core import crypto, rows
 from core.errors import DomainError
 from whatsapp.host import commands
 from whatsapp.live import conversations_group
@@ -226,7 +226,8 @@ def note_outgoing(messages):
             latest[message.conversation_id] = message
     if not latest:
         return {}
-    rows = [(conversation_id, message.created_at, preview_of(message)) for conversation_id, message in latest.items()]
+    rows = [(conversation_id, message.created_at, crypto.seal(preview_of(message)))  # written out: sealed here
+            for conversation_id, message in latest.items()]
     values = ", ".join(["(%s::bigint, %s::timestamptz, %s::text)"] * len(rows))
     table = connection.ops.quote_name(Conversation._meta.db_table)
     with connection.cursor() as cursor:

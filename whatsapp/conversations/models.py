@@ -2,6 +2,7 @@
 from django.db import models
 from django.utils import timezone
 
+from core.crypto import EncryptedTextField
 from whatsapp.sessions.models import WhatsAppSession
 
 
@@ -66,7 +67,8 @@ class Conversation(models.Model):
                                 related_name="conversations")
     group = models.ForeignKey(Group, null=True, blank=True, on_delete=models.SET_NULL, related_name="conversations")
     last_message_at = models.DateTimeField(null=True, blank=True, db_index=True)
-    last_message_preview = models.CharField(max_length=200, blank=True)
+    # PREVIEW_LENGTH characters of the last message, encrypted like its body (core.crypto).
+    last_message_preview = EncryptedTextField(blank=True)
     unread_count = models.PositiveIntegerField(default=0)
     # A new inbound message opens a pending or closed conversation again (whatsapp.conversations.actions._note).
     status = models.CharField(max_length=10, choices=Status.choices, default=Status.OPEN, db_index=True)

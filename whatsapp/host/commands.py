@@ -10,7 +10,8 @@ from .queues import SHARED_QUEUE, host_queue
 from .tasks import session_command, sync_now
 
 ACTIONS = {"drain", "restart", "logout", "pairing_code", "simulate_scan", "simulate_inbound", "simulate_disconnect",
-           "simulate_logout", "sync_contacts", "chat_presence"}
+           "simulate_logout", "sync_contacts", "chat_presence",
+           "set_available", "simulate_contact_typing"}
 
 
 def wake_hosts():

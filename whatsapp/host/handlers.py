@@ -25,6 +25,7 @@ class Start:
 
     identity: object = None
     pairing_phone: str | None = None
+    available: bool = False  # mark the number online, so the contacts' typing is heard (show_contact_typing)
 
 
 @dataclass(frozen=True)

@@ -215,6 +215,7 @@ class SessionHost:
                                        store_dir=self.store_dir, identity=start.identity)
         self.providers[key] = provider
         try:
+            provider.set_available(start.available)
             provider.start(pairing_phone=None if start.identity else start.pairing_phone)
         except Exception as exc:  # one broken client must never take the host (or its neighbours) down
             log.exception("session %s failed to start", key)
@@ -245,6 +246,14 @@ class SessionHost:
             return
         if action == "chat_presence":
             self.chat_presence(key, kwargs.get("to"), kwargs.get("state"))
+            return
+        if action == "set_available":
+            provider = self.provider(key)
+            try:
+                if provider is not None:
+                    provider.set_available(bool(kwargs.get("available")))
+            except ProviderError as exc:  # not connected: it is sent when the session connects
+                log.info("session %s: availability not sent now (%s)", key, exc.code)
             return
         work = handlers.command(action)
         if work is not None:  # outside the host lock: reading a phone's address book may take a while

@@ -333,6 +333,30 @@ def delete_note(tenant, note, *, acting_user, membership):
 
 # --- typing ---------------------------------------------------------------------------------------------------------
 
+def contact_typing(event):
+    """The session host's CHAT_PRESENCE applier (WhatsappConfig.ready): a contact types or stops; the open pages
+    of that conversation show "typing…" (nothing is stored). Only sessions with show_contact_typing hear it: the
+    provider marks only those online. Never raises into the host."""
+    data = event.data or {}
+    state = data.get("state")
+    if state not in CHAT_PRESENCE_STATES or not data.get("chat"):
+        return None
+    schema_name, session_id = event.session_key.split(":", 1)
+    try:
+        with schema_context(schema_name):
+            conversation_id = (Conversation.objects.filter(session_id=int(session_id), chat_jid=str(data["chat"])[:100],
+                                                           session__show_contact_typing=True)
+                               .values_list("pk", flat=True).first())
+        if conversation_id is None:
+            return None
+        async_to_sync(get_channel_layer().group_send)(
+            conversation_group(schema_name, conversation_id),
+            {"type": "conversation.typing", "data": {"conversation_id": conversation_id, "state": state}})
+    except Exception:  # a page that misses "typing…" is no harm; the host's events must go on
+        log.warning("contact typing in %s not shown", event.session_key, exc_info=True)
+    return None
+
+
 def send_typing(conversation, state):
     """Show the contact "typing…" while a member writes (state "composing"), or stop ("paused"): the session host
     sends the chat presence through the provider. Nothing is stored or audited; WhatsApp stops showing it by itself

@@ -144,3 +144,7 @@ class ConversationConsumer(_InboxConsumer):
     async def conversation_update(self, event):
         if event["data"].get("id") == self.conversation_id:
             await self.send_json({"type": "conversation.update", "data": event["data"]})
+
+    async def conversation_typing(self, event):
+        if event["data"].get("conversation_id") == self.conversation_id:
+            await self.send_json({"type": "conversation.typing", "data": event["data"]})

@@ -11,13 +11,15 @@ import os
 from django.db.models import Q
 from django.http import FileResponse
 from django.urls import path
-from drf_spectacular.utils import OpenApiParameter, extend_schema, extend_schema_field, inline_serializer
+from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema, extend_schema_field, inline_serializer
 from rest_framework import exceptions, permissions, serializers, status
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from billing.permissions import CanWrite
+from core import crypto
 from core.api import (
+    ENCRYPTION_KEY_UNAVAILABLE,
     PAGE_PARAMETERS,
     CopiedFieldsSerializer,
     PageLimitPagination,
@@ -43,6 +45,7 @@ from .models import Message
 from .payloads import message_payload
 
 TAGS = ["messages"]
+SEARCH_MAX = 200
 M = Message
 
 
@@ -195,8 +198,15 @@ class MessageListView(APIView):
         OpenApiParameter("contact", {"type": "string", "pattern": CONTACT_FILTER_PATTERN},
                          description="A contact's id, or a phone number with its + (+14155550123): the messages to "
                                      "and from it."),
+        OpenApiParameter("search", {"type": "string", "maxLength": SEARCH_MAX},
+                         description="Only messages whose text or caption contains this (any case). Not available "
+                                     "when the installation encrypts message bodies: 400 "
+                                     "search_unavailable_encrypted."),
         *PAGE_PARAMETERS,
-    ], responses=type(MessageSerializer)(many=True))
+    ], responses={200: type(MessageSerializer)(many=True), 400: OpenApiResponse(description=(
+        "Bad request: a filter is not valid (invalid_direction, invalid_status, invalid_contact, invalid_search), "
+        "or search was given while message bodies are encrypted at rest (search_unavailable_encrypted).")),
+        503: ENCRYPTION_KEY_UNAVAILABLE})
     def get(self, request):
         """The tenant's messages, newest first."""
         messages = Message.objects.select_related("session")
@@ -210,6 +220,12 @@ class MessageListView(APIView):
                 messages = messages.filter(**{field: wanted})
         if "contact" in params:
             messages = messages.filter(_contact_filter(params["contact"]))
+        search = (params.get("search") or "").strip()
+        if len(search) > SEARCH_MAX:
+            raise DomainError(MessagingError.INVALID_SEARCH, f"search holds at most {SEARCH_MAX} characters.")
+        if search:
+            crypto.refuse_search()
+            messages = messages.filter(Q(text__icontains=search) | Q(caption__icontains=search))
         paginator = PageLimitPagination()
         page = paginator.paginate_queryset(messages, request, view=self)
         return paginator.get_paginated_response([message_payload(m) for m in page])
@@ -300,7 +316,7 @@ class MessageDetailView(APIView):
     permission_classes = [permissions.IsAuthenticated, HasActiveTenant]
 
     @extend_schema(tags=TAGS, parameters=[OpenApiParameter("id", int, OpenApiParameter.PATH)],
-                   responses=MessageSerializer)
+                   responses={200: MessageSerializer, 503: ENCRYPTION_KEY_UNAVAILABLE})
     def get(self, request, pk):
         message = Message.objects.select_related("session").filter(pk=pk).first()
         if message is None:
@@ -322,7 +338,7 @@ class MessageMediaView(APIView):
         if message is None:
             raise exceptions.NotFound("This message has no stored media.")
         try:
-            handle = open(media.absolute_path(message.media_file), "rb")
+            handle = media.open_stored(message.media_file)  # decrypted when stored encrypted
         except (OSError, ValueError):
             raise exceptions.NotFound("This message's media file is missing.") from None
         extension = os.path.splitext(message.media_file)[1]

@@ -22,6 +22,7 @@ class MessagingError(ErrorCode):
     INVALID_RECIPIENT = "invalid_recipient", 400
     INVALID_STATUS = "invalid_status", 400
     INVALID_REPLY_TO = "invalid_reply_to", 400
+    INVALID_SEARCH = "invalid_search", 400
     MEDIA_TOO_LARGE = "media_too_large", 413
     MEDIA_UNREACHABLE = "media_unreachable", 422
     MEDIA_URL_AND_FILE = "media_url_and_file", 400

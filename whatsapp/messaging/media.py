@@ -7,6 +7,7 @@ just before the row that names it is created and removes it again if that fails,
 its file and a rejected request leaves none. (A process killed between the write and the commit can leave an
 unreferenced file, never a message without its media.)
 """
+import io
 import ipaddress
 import logging
 import os
@@ -23,6 +24,7 @@ from django.conf import settings
 from django.db import connection
 from django.utils import timezone
 
+from core import crypto
 from core.errors import DomainError
 from core.net import NetError, TargetError, check_target
 
@@ -141,6 +143,8 @@ def absolute_path(relative):
 
 
 def write(relative, content):
+    """Keep `content` at `relative`, encrypted when WHATSAPP_ENCRYPT_MESSAGES is on (core.crypto)."""
+    content = crypto.seal_bytes(content)
     path = absolute_path(relative)
     os.makedirs(os.path.dirname(path), exist_ok=True)
     tmp = f"{path}.{secrets.token_hex(4)}.tmp"
@@ -150,8 +154,20 @@ def write(relative, content):
 
 
 def read(relative):
+    """The file's bytes, decrypted if it was stored encrypted (whatever WHATSAPP_ENCRYPT_MESSAGES says now)."""
     with open(absolute_path(relative), "rb") as f:
-        return f.read()
+        return crypto.open_bytes(f.read())
+
+
+def open_stored(relative):
+    """A file object with the file's bytes: the file itself when stored plain (streamed), its decrypted bytes in
+    memory when stored encrypted."""
+    handle = open(absolute_path(relative), "rb")
+    if handle.read(len(crypto.FILE_MAGIC)) != crypto.FILE_MAGIC:
+        handle.seek(0)
+        return handle
+    with handle:
+        return io.BytesIO(crypto.open_bytes(crypto.FILE_MAGIC + handle.read()))
 
 
 def delete(relative):

@@ -2,6 +2,8 @@
 from django.db import models
 from django.utils import timezone
 
+from core.crypto import EncryptedTextField
+
 from whatsapp.sessions.models import WhatsAppSession
 
 
@@ -45,8 +47,9 @@ class Message(models.Model):
     sender_unresolved = models.BooleanField(
         default=False, help_text="Inbound: WhatsApp gave no phone number for the sender (an @lid identity).")
     type = models.CharField(max_length=20, choices=Type.choices, default=Type.TEXT)
-    text = models.TextField(blank=True)
-    caption = models.TextField(blank=True)
+    # Encrypted at rest when WHATSAPP_ENCRYPT_MESSAGES is on (core.crypto).
+    text = EncryptedTextField(blank=True)
+    caption = EncryptedTextField(blank=True)
     # Media (image/document/audio/video/sticker): the URL it was fetched from (out) and the stored copy, a path
     # relative to MEDIA_ROOT under the tenant's own directory (whatsapp.messaging.media).
     media_url = models.URLField(max_length=2000, blank=True)

@@ -22,8 +22,12 @@ class EventKind:
     MESSAGE = "message"  # data: id, chat, sender, sender_phone (or None), from_me, timestamp, type, text, ...
     RECEIPT = "receipt"  # data: ids (list), chat, status ("delivered" | "read"), timestamp
     ERROR = "error"  # data: code, message, fatal (bool) — e.g. "unreachable", "store_corrupt", "banned"
+    # A contact is typing (state "composing", media "text" or "audio") or stopped ("paused") in a chat: data: chat,
+    # sender, state, media. Only while the number is marked available (set_available), as WhatsApp sends them.
+    CHAT_PRESENCE = "chat_presence"
 
-    ALL = (QR, QR_EXPIRED, PAIR_CODE, PAIRED, CONNECTED, DISCONNECTED, LOGGED_OUT, MESSAGE, RECEIPT, ERROR)
+    ALL = (QR, QR_EXPIRED, PAIR_CODE, PAIRED, CONNECTED, DISCONNECTED, LOGGED_OUT, MESSAGE, RECEIPT, ERROR,
+           CHAT_PRESENCE)
 
 
 @dataclass(frozen=True)
@@ -126,6 +130,7 @@ class SessionProvider(abc.ABC):
         self.settings = settings
         self.store_dir = store_dir
         self.identity = identity
+        self.available = False
 
     def emit(self, kind, **data):
         self._emit(ProviderEvent(self.session_key, kind, data))
@@ -165,6 +170,12 @@ class SessionProvider(abc.ABC):
         "typing…" on the contact's phone, and stops by itself after a while without news. Raises ProviderError
         ("not_connected", "invalid_presence", "unsupported", …)."""
         raise ProviderError("unsupported", f"{self.name} cannot show typing.")
+
+    def set_available(self, available: bool) -> None:
+        """Mark the number online ("available") or not. WhatsApp sends a device the contacts' chat presence
+        (typing…) only while it is available, and shows the number online to everyone meanwhile: a session's
+        explicit choice (WhatsAppSession.show_contact_typing). Kept across reconnects; safe before start()."""
+        self.available = bool(available)
 
     def fetch_contacts(self) -> list[dict]:
         """The linked phone's address book: [{jid, phone (E.164 or None), name, push_name, lid (or None)}].

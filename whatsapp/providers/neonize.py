@@ -105,7 +105,7 @@ def _nz():
                     from neonize.proto import Neonize_pb2 as nproto
                     from neonize.proto.waCompanionReg.WAWebProtobufsCompanionReg_pb2 import DeviceProps
                     from neonize.proto.waE2E import WAWebProtobufsE2E_pb2 as wa
-                    from neonize.utils.enum import ChatPresence, ChatPresenceMedia, ClientName, LogLevel
+                    from neonize.utils.enum import ChatPresence, ChatPresenceMedia, ClientName, LogLevel, Presence
                     from neonize.utils.jid import Jid2String, JIDToNonAD, build_jid
                 finally:
                     root.setLevel(level)
@@ -120,7 +120,7 @@ def _nz():
                     nclient=nclient, binder=_binder, ev=nevents, ProxySettings=_binder.ProxySettings,
                     gocode=_binder.gocode, NeonizeError=NeonizeError, proto=nproto, wa=wa, DeviceProps=DeviceProps,
                     ClientName=ClientName, LogLevel=LogLevel, Jid2String=Jid2String, ChatPresence=ChatPresence,
-                    ChatPresenceMedia=ChatPresenceMedia,
+                    ChatPresenceMedia=ChatPresenceMedia, Presence=Presence,
                     JIDToNonAD=JIDToNonAD, build_jid=build_jid, EVENT_TO_INT=nevents.EVENT_TO_INT,
                 )
                 ns.Client = _make_client_class(ns)
@@ -657,6 +657,22 @@ class NeonizeProvider(SessionProvider):
         except Exception as exc:
             raise ProviderError("presence_failed", str(exc) or exc.__class__.__name__) from exc
 
+    def set_available(self, available):
+        """whatsmeow's SendPresence: the number shows online (available) to everyone, and WhatsApp starts sending
+        the contacts' chat presence (ChatPresenceEv → CHAT_PRESENCE). Sent again on every connection while on."""
+        super().set_available(available)
+        with self._mu:
+            connected = self._connected
+        if connected:
+            self._send_presence(self._connected_client())
+
+    def _send_presence(self, client):
+        nz = _nz()
+        try:
+            client.send_presence(nz.Presence.AVAILABLE if self.available else nz.Presence.UNAVAILABLE)
+        except Exception:
+            logger.warning("session %s: presence not sent", self.session_key, exc_info=True)
+
     def fetch_contacts(self):
         """whatsmeow's contact store (the phone's address book and the push names seen), translated."""
         client = self._connected_client()
@@ -770,6 +786,8 @@ class NeonizeProvider(SessionProvider):
                 return "terminal", run.terminal, False
             if kind in ("qr", "pair"):
                 self._maybe_request_pair_code(run, client, attempt)
+            if kind == "connected" and self.available:
+                self._send_presence(client)
             now = time.monotonic()
             with self._mu:
                 give_up = run.lost_at is not None and now >= run.lost_at and run.terminal is None
@@ -948,6 +966,7 @@ class NeonizeProvider(SessionProvider):
         on(ev.ClientOutdatedEv, self._on_client_outdated)
         on(ev.MessageEv, self._on_message)
         on(ev.ReceiptEv, self._on_receipt)
+        on(ev.ChatPresenceEv, self._on_chat_presence)
 
     def _guarded(self, fn, *args):
         try:
@@ -1160,6 +1179,21 @@ class NeonizeProvider(SessionProvider):
             self._download_then_emit(client, ev.Message, data)
             return
         self.emit(EventKind.MESSAGE, **data)
+
+    def _on_chat_presence(self, run, client, ev):
+        with self._mu:
+            if run.client is not client:
+                return
+        nz = _nz()
+        source = ev.MessageSource
+        if source.IsFromMe:
+            return
+        state = {1: "composing", 2: "paused"}.get(int(ev.State))
+        if state is None:
+            return
+        self.emit(EventKind.CHAT_PRESENCE, chat=_jid_string(nz.JIDToNonAD(source.Chat)),
+                  sender=_jid_string(nz.JIDToNonAD(source.Sender)) if source.HasField("Sender") else None,
+                  state=state, media="audio" if int(ev.Media) == 2 else "text")
 
     def _on_receipt(self, run, client, ev):
         with self._mu:

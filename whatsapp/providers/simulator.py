@@ -584,6 +584,20 @@ class SimulatorProvider(SessionProvider):
                 self._schedule(name, item)
             return data["id"]
 
+    def simulate_contact_typing(self, from_phone, state="composing", media="text"):
+        """A contact types (composing) or stops (paused) in their chat with the linked number. WhatsApp tells a
+        linked device only while it is marked available (set_available) and connected; otherwise nothing comes.
+        Returns whether it was delivered."""
+        if state not in CHAT_PRESENCE_STATES or media not in ("text", "audio"):
+            raise ProviderError("invalid_presence", f"chat presence is one of {', '.join(CHAT_PRESENCE_STATES)}")
+        digits = phone_digits(from_phone)
+        with self._lock:
+            if self._state != CONNECTED or not self.available:
+                return False
+        jid = f"{digits}@s.whatsapp.net"
+        self.emit(EventKind.CHAT_PRESENCE, chat=jid, sender=jid, state=state, media=media)
+        return True
+
     def simulate_disconnect(self, reason="connection lost"):
         """The connection drops; like whatsmeow the session reconnects by itself after the reconnect delay."""
         with self._lock:

@@ -136,6 +136,23 @@ def restart_session(tenant, session, *, acting_user):
     return session
 
 
+def set_show_contact_typing(tenant, session, *, on, acting_user):
+    """Show when contacts type (marks this number online to everyone): saved, audited, and told to the host
+    running the session at once (otherwise at its next start)."""
+    entitlements.require_write(tenant)
+    on = bool(on)
+    if session.show_contact_typing == on:
+        return session
+    with transaction.atomic():
+        WhatsAppSession.objects.filter(pk=session.pk).update(show_contact_typing=on)
+        audit.record("whatsapp.session_contact_typing_changed", actor=acting_user, target=session, tenant=tenant,
+                     before={"show_contact_typing": session.show_contact_typing}, after={"show_contact_typing": on})
+        session.show_contact_typing = on
+        if _running_on_a_host(session):
+            _command_on_commit(session, "set_available", available=on)
+    return session
+
+
 def link_with_phone(tenant, session, *, acting_user, phone):
     """Pair by an 8-character code typed on the phone instead of scanning a QR code."""
     phone = normalize_phone(phone, code=SessionError.INVALID_PHONE)

@@ -21,22 +21,24 @@ from rest_framework.views import APIView
 from billing.permissions import CanWrite
 from core.api import PAGE_PARAMETERS, PageLimitPagination, choice_param, whole_number_param
 from core.errors import DomainError
-from core.phones import normalize_phone
 from core.permissions import Perm, can
+from core.phones import normalize_phone
 from tenants.permissions import HasActiveTenant
 
 from . import actions, simulator
 from .errors import SessionError
-from .models import SessionActivity, WhatsAppSession
 from .events import without_linking_codes
+from .models import SessionActivity, WhatsAppSession
 from .qr import qr_svg
 from .serializers import (
     PairingCodeSerializer,
     QrCodeSerializer,
     SessionActivitySerializer,
     SessionCreateSerializer,
+    SessionSettingsSerializer,
     SessionStartSerializer,
     SimulatedInboundSerializer,
+    SimulatedTypingSerializer,
     SimulatedScanSerializer,
     WhatsAppSessionSerializer,
 )
@@ -134,12 +136,28 @@ class SessionListView(SessionWriteView):
 
 
 class SessionDetailView(SessionApiView):
-    required_permissions = {"GET": Perm.SESSIONS_READ, "DELETE": Perm.SESSIONS_MANAGE}
+    required_permissions = {"GET": Perm.SESSIONS_READ, "DELETE": Perm.SESSIONS_MANAGE,
+                            "PATCH": Perm.SESSIONS_MANAGE}
+
+    def get_permissions(self):
+        extra = [CanWrite()] if self.request.method == "PATCH" else []
+        return [*super().get_permissions(), *extra]
 
     @extend_schema(tags=TAGS, parameters=[NAME_PARAMETER], responses=WhatsAppSessionSerializer)
     def get(self, request, name):
         """One session. The pairing code (and the QR code's expiry) only for roles that manage sessions."""
         return Response(_linking_for(request, _payload(_session(name))))
+
+    @extend_schema(tags=TAGS, parameters=[NAME_PARAMETER], request=SessionSettingsSerializer,
+                   responses=WhatsAppSessionSerializer)
+    def patch(self, request, name):
+        """Change the session's settings: show_contact_typing (conversation pages show when contacts type; the
+        number is marked online to everyone while connected)."""
+        session = _session(name)
+        data = _validated(SessionSettingsSerializer, request.data)
+        session = actions.set_show_contact_typing(_tenant(request), session, on=data["show_contact_typing"],
+                                                  acting_user=request.user)
+        return Response(_payload(session))
 
     @extend_schema(tags=TAGS, parameters=[NAME_PARAMETER], responses={204: None})
     def delete(self, request, name):
@@ -342,6 +360,18 @@ class SimulateInboundView(SimulatorControlView):
         return self.accepted(session)
 
 
+class SimulateContactTypingView(SimulatorControlView):
+    @extend_schema(tags=SIMULATOR_TAGS, parameters=[NAME_PARAMETER], request=SimulatedTypingSerializer,
+                   responses={202: WhatsAppSessionSerializer})
+    def post(self, request, name):
+        """A contact types (composing) or stops (paused) in their chat with the number; WhatsApp tells the
+        number only while show_contact_typing marks it online."""
+        session = _session(name)
+        data = _validated(SimulatedTypingSerializer, request.data)
+        simulator.contact_typing(session, from_phone=data["from"], state=data["state"])
+        return self.accepted(session)
+
+
 class SimulateDisconnectView(SimulatorControlView):
     @extend_schema(tags=SIMULATOR_TAGS, parameters=[NAME_PARAMETER], request=None,
                    responses={202: WhatsAppSessionSerializer})
@@ -390,6 +420,8 @@ urlpatterns = [
     path("sessions/<str:name>/activity", SessionActivityView.as_view(), name="api_session_activity"),
     path("test-helpers/sessions/<str:name>/scan", SimulateScanView.as_view(), name="api_simulate_scan"),
     path("test-helpers/sessions/<str:name>/inbound", SimulateInboundView.as_view(), name="api_simulate_inbound"),
+    path("test-helpers/sessions/<str:name>/contact-typing", SimulateContactTypingView.as_view(),
+         name="api_simulate_contact_typing"),
     path("test-helpers/sessions/<str:name>/disconnect", SimulateDisconnectView.as_view(),
          name="api_simulate_disconnect"),
     path("test-helpers/sessions/<str:name>/logout", SimulateLogoutView.as_view(), name="api_simulate_logout"),

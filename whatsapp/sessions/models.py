@@ -23,6 +23,9 @@ class WhatsAppSession(models.Model):
     status_detail = models.CharField(max_length=500, blank=True, help_text="Human explanation of the status")
     # Whether the tenant wants it running; hosts restore every session that should run.
     should_run = models.BooleanField(default=False)
+    # Opt-in: mark the number online ("available") so WhatsApp sends the contacts' typing, which the conversation
+    # pages show; everyone then sees this number online while it is connected.
+    show_contact_typing = models.BooleanField(default=False)
     phone = models.CharField(max_length=20, blank=True)
     push_name = models.CharField(max_length=120, blank=True)
     jid_user = models.CharField(max_length=64, blank=True)

@@ -20,15 +20,34 @@ class WhatsAppSessionSerializer(StrictModelSerializer):
         model = WhatsAppSession
         fields = ["id", "name", "label", "status", "status_display", "status_detail", "should_run", "linked",
                   "phone", "push_name", "qr_available", "qr_expires_at", "pair_code", "pairing_phone",
-                  "last_activity_at", "connected_at", "created_at"]
+                  "last_activity_at", "connected_at", "created_at", "show_contact_typing"]
         read_only_fields = fields
         extra_kwargs = {
             "should_run": {"help_text": "The tenant wants it running; a session host runs it."},
+            "show_contact_typing": {"help_text": "Conversation pages show when contacts type; this marks the number "
+                                                 "online to everyone while it is connected."},
             "pair_code": {"help_text": "8-character code to type on the phone (when linking by phone number)."},
         }
 
     def get_qr_available(self, session) -> bool:
         return session.status == WhatsAppSession.Status.QR and bool(session.qr_code)
+
+
+class SessionSettingsSerializer(StrictSerializer):
+    show_contact_typing = serializers.BooleanField(
+        help_text="Show when contacts type (marks this number online to everyone while connected)")
+
+
+class SimulatedTypingSerializer(StrictSerializer):
+    from_ = field_with_schema(serializers.CharField, {"type": "string", "pattern": PHONE_PATTERN}, max_length=32,
+                              validators=[RegexValidator(PHONE_PATTERN)],
+                              help_text="The contact's phone, in international format.")
+    state = serializers.ChoiceField(choices=["composing", "paused"], required=False, default="composing")
+
+    def get_fields(self):
+        fields = super().get_fields()
+        fields["from"] = fields.pop("from_")
+        return fields
 
 
 class SessionActivitySerializer(StrictModelSerializer):

@@ -73,6 +73,14 @@ def logout(session):
     _send(session, "simulate_logout")
 
 
+def contact_typing(session, *, from_phone, state):
+    """A contact types (or stops) in their chat with the number: heard only with show_contact_typing on."""
+    _require_running(session)
+    _refuse_unless(session.status == S.CONNECTED, SessionError.NOT_CONNECTED, "The session is not connected.",
+                   session)
+    _send(session, "simulate_contact_typing", from_phone=from_phone, state=state)
+
+
 def chat_presence(session):
     """What the contacts' phones show of this number's typing: [{chat, state, at, typing}] (the simulator's
     record on WhatsApp's side, in the shared store directory), latest first."""

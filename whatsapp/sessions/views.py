@@ -147,6 +147,11 @@ def _perform(request, session, action):
             phone = form.cleaned_data["phone"]
             session = actions.link_with_phone(tenant, session, acting_user=user, phone=phone)
             message = f"Asking WhatsApp for a pairing code for {phone}; it appears here in a moment."
+        elif action == "contact_typing":
+            on = request.POST.get("show_contact_typing") == "on"
+            session = actions.set_show_contact_typing(tenant, session, on=on, acting_user=user)
+            message = (f"{label} shows when contacts type; it appears online to everyone while connected." if on
+                       else f"{label} no longer shows when contacts type, nor appears online.")
         elif action == "simulate_scan":
             form = SimulateScanForm(request.POST, prefix="scan")
             if not form.is_valid():

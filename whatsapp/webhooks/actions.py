@@ -63,15 +63,15 @@ def emit_events(event_type, items, *, now=None):
 
 def _snapshot(endpoint):
     return {"url": endpoint.url, "events": list(endpoint.events), "description": endpoint.description,
-            "enabled": endpoint.enabled}
+            "enabled": endpoint.enabled, "ordered": endpoint.ordered}
 
 
-def create_endpoint(tenant, *, acting_user, url, events, description="", enabled=True):
+def create_endpoint(tenant, *, acting_user, url, events, description="", enabled=True, ordered=False):
     """Returns (endpoint, secret): the secret is only ever available here."""
     secret = wire.new_secret()
     with transaction.atomic():
         endpoint = WebhookEndpoint.objects.create(url=url, events=list(events), description=description,
-                                                  secret_encrypted=wire.encrypt_secret(secret))
+                                                  ordered=ordered, secret_encrypted=wire.encrypt_secret(secret))
         if not enabled:
             _set_enabled(endpoint, False)
             endpoint.save()
@@ -89,11 +89,11 @@ def _set_enabled(endpoint, enabled):
 
 
 def update_endpoint(tenant, endpoint, *, acting_user, **changes):
-    """Change url, events, description or enabled. Re-enabling clears the reason it was disabled; due deliveries
-    then go out with the next sweep."""
+    """Change url, events, description, ordered or enabled. Re-enabling clears the reason it was disabled; due
+    deliveries then go out with the next sweep."""
     with transaction.atomic():
         before = _snapshot(endpoint)
-        for field in ("url", "events", "description"):
+        for field in ("url", "events", "description", "ordered"):
             if field in changes:
                 setattr(endpoint, field, changes[field])
         if "enabled" in changes and changes["enabled"] != endpoint.enabled:

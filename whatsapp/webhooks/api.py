@@ -36,7 +36,8 @@ TAGS = ["webhooks"]
 class WebhookEndpointSerializer(StrictModelSerializer):
     class Meta:
         model = WebhookEndpoint
-        fields = ["id", "url", "description", "events", "enabled", "disabled_reason", "disabled_at", "created_at"]
+        fields = ["id", "url", "description", "events", "enabled", "ordered", "disabled_reason", "disabled_at",
+                  "created_at"]
         read_only_fields = fields
 
 
@@ -62,6 +63,10 @@ class EndpointWriteSerializer(StrictSerializer):
                                child=serializers.CharField(max_length=40), allow_empty=False, max_length=20)
     description = serializers.CharField(max_length=200, required=False, allow_blank=True, default="")
     enabled = serializers.BooleanField(required=False)
+    ordered = serializers.BooleanField(
+        required=False, help_text="One delivery at a time, in event order (default false: concurrent, faster; "
+                                  "receivers order by the payload's timestamp). A failing delivery holds the "
+                                  "ones after it until it succeeds or is dead-lettered.")
 
 
 def _validated(request, *, partial):
@@ -117,7 +122,8 @@ class EndpointListView(WebhookView):
         data = _validated(request, partial=False)
         endpoint, secret = actions.create_endpoint(request._request.tenant, acting_user=request.user, url=data["url"],
                                                    events=data["events"], description=data.get("description", ""),
-                                                   enabled=data.get("enabled", True))
+                                                   enabled=data.get("enabled", True),
+                                                   ordered=data.get("ordered", False))
         return Response({"endpoint": WebhookEndpointSerializer(endpoint).data, "secret": secret}, status=201)
 
 
@@ -131,7 +137,8 @@ class EndpointDetailView(WebhookView):
 
     @extend_schema(tags=TAGS, request=EndpointWriteSerializer, responses=WebhookEndpointSerializer)
     def patch(self, request, pk):
-        """Change url, events, description or enabled (owner or admin); enabling clears disabled_reason."""
+        """Change url, events, description, ordered or enabled (owner or admin); enabling clears
+        disabled_reason."""
         endpoint = get_object_or_404(WebhookEndpoint, pk=pk)
         endpoint = actions.update_endpoint(request._request.tenant, endpoint, acting_user=request.user,
                                            **_validated(request, partial=True))

@@ -1,7 +1,6 @@
 """Secrets, target checks, signing and one delivery attempt. Time always comes from `current_time(now)`, so tests
 (and the sweeper) can pass a clock of their own."""
 import base64
-import hashlib
 import json
 import random
 import secrets
@@ -12,13 +11,14 @@ from datetime import timedelta
 from urllib.parse import urlsplit
 
 import httpx
-from cryptography.fernet import Fernet, InvalidToken
 from django.conf import settings
 from django.core.serializers.json import DjangoJSONEncoder
 from django.db import transaction
 from django.utils import timezone
 from standardwebhooks import Webhook
 
+from core import crypto
+from core.errors import DomainError
 from core.net import TargetError, check_target, resolve_target  # noqa: F401  (check_target: the forms' and API's)
 
 from .models import WebhookDelivery, WebhookEndpoint
@@ -58,22 +58,18 @@ def new_secret():
     return "whsec_" + base64.b64encode(secrets.token_bytes(24)).decode()
 
 
-def _fernet():
-    material = settings.WEBHOOK_ENCRYPTION_KEY or settings.SECRET_KEY
-    key = hashlib.sha256(b"switchboard.webhooks.secret:" + material.encode()).digest()
-    return Fernet(base64.urlsafe_b64encode(key))
-
-
 def encrypt_secret(secret):
-    return _fernet().encrypt(secret.encode()).decode()
+    """The stored form of a signing secret (core.crypto's keyring; webhook and bot secrets alike)."""
+    return crypto.encrypt_secret(secret)
 
 
 def decrypt_secret(token):
     try:
-        return _fernet().decrypt(token.encode()).decode()
-    except InvalidToken as exc:
-        raise SecretUnreadable("The endpoint's secret cannot be decrypted (was the encryption key "
-                          "changed?); recreate the endpoint.") from exc
+        return crypto.decrypt_secret(token)
+    except DomainError as exc:
+        raise SecretUnreadable("The endpoint's secret cannot be decrypted: it was encrypted with a key that is no "
+                               "longer in WHATSAPP_ENCRYPTION_KEY (or with SECRET_KEY before it changed). Put the "
+                               "key back, or recreate the endpoint.") from exc
 
 
 # --- signing and attempts -------------------------------------------------------------------------------------------

@@ -31,6 +31,11 @@ class EndpointForm(forms.Form):
     events = forms.MultipleChoiceField(choices=[(e, e) for e in EVENTS], widget=forms.CheckboxSelectMultiple,
                                        label="Events", error_messages={
                                            "required": "Choose at least one event to send to this URL."})
+    ordered = forms.BooleanField(
+        required=False, label="In order, one at a time",
+        help_text="Events reach this URL in the order they happened, one at a time (slower; a failing delivery "
+                  "holds the ones after it until it succeeds or gives up). Off: sent concurrently; order by "
+                  "the payload's timestamp.")
 
     def __init__(self, *args, with_enabled=False, **kwargs):
         super().__init__(*args, **kwargs)

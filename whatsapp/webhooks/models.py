@@ -3,16 +3,21 @@ from django.core.serializers.json import DjangoJSONEncoder
 from django.db import models
 from django.utils import timezone
 
+from core.crypto import EncryptedJSONField, SecretTextField
+
 
 class WebhookEndpoint(models.Model):
-    """Where a tenant wants events POSTed (whatsapp.webhooks). The signing secret is kept encrypted (Fernet, key
-    derived from WEBHOOK_ENCRYPTION_KEY or SECRET_KEY) and shown once, when the endpoint is created."""
+    """Where a tenant wants events POSTed (whatsapp.webhooks). The signing secret is kept encrypted on the
+    installation's keyring (core.crypto) and shown once, when the endpoint is created."""
 
     url = models.URLField(max_length=2000)
     description = models.CharField(max_length=200, blank=True)
     events = models.JSONField(default=list, help_text="Event names this endpoint receives.")
-    secret_encrypted = models.TextField(help_text="The whsec_ secret, Fernet-encrypted.")
+    secret_encrypted = SecretTextField(help_text="The whsec_ secret, Fernet-encrypted.")
     enabled = models.BooleanField(default=True)
+    ordered = models.BooleanField(
+        default=False, help_text="Deliver this endpoint's events one at a time, in the order they happened: a "
+                                 "failing delivery holds the ones after it until it succeeds or is dead-lettered.")
     disabled_reason = models.CharField(max_length=500, blank=True)
     disabled_at = models.DateTimeField(null=True, blank=True)
     created_at = models.DateTimeField(default=timezone.now)
@@ -40,7 +45,7 @@ class WebhookDelivery(models.Model):
 
     endpoint = models.ForeignKey(WebhookEndpoint, on_delete=models.CASCADE, related_name="deliveries")
     event_type = models.CharField(max_length=40)
-    payload = models.JSONField(encoder=DjangoJSONEncoder)
+    payload = EncryptedJSONField(encoder=DjangoJSONEncoder)  # holds message bodies: encrypted like them
     webhook_id = models.CharField(max_length=40, unique=True,
                                   help_text="The webhook-id header (msg_…), same on retries.")
     status = models.CharField(max_length=20, choices=Status.choices, default=Status.PENDING)
@@ -60,6 +65,9 @@ class WebhookDelivery(models.Model):
             models.Index(fields=["status", "next_attempt_at"], name="whatsapp_wh_due_idx"),
             # The pump's claim, per endpoint: its due deliveries in due order, without walking its delivered ones.
             models.Index(fields=["endpoint", "next_attempt_at", "id"], name="whatsapp_wh_endpoint_due_idx",
+                         condition=models.Q(status__in=["pending", "failed"])),
+            # The head of an ordered endpoint: its oldest delivery still to go.
+            models.Index(fields=["endpoint", "created_at", "id"], name="whatsapp_wh_endpoint_head_idx",
                          condition=models.Q(status__in=["pending", "failed"])),
         ]
 

@@ -19,8 +19,9 @@ its way or running; the pump clears it when it finds nothing due, then looks onc
 
 A slow or dead endpoint holds at most its own slots for at most the timeout: the others' deliveries are claimed
 and sent meanwhile (isolation). One that does not answer backs off (note_health), then is probed one delivery at
-a time. Deliveries of one endpoint may arrive out of order (as with any retry); receivers order by the payload's
-timestamp. The beat sweeper (tasks.deliver_due_webhooks) wakes the pump of every schema with due deliveries.
+a time. Deliveries of one endpoint may arrive out of order (as with any retry; receivers order by the payload's
+timestamp), unless the endpoint is `ordered`: then one at a time, oldest first, a failing one holding the rest.
+The beat sweeper (tasks.deliver_due_webhooks) wakes the pump of every schema with due deliveries.
 """
 import asyncio
 import atexit
@@ -271,14 +272,24 @@ def claim(busy, *, now=None, limit=CLAIM_MAX):
     with transaction.atomic():
         with connection.cursor() as cursor:  # a lost claim only means the delivery goes again (see record)
             cursor.execute("SET LOCAL synchronous_commit = off")
+        # Unordered endpoints: their due deliveries, skipping rows another pump holds. Ordered ones: only their
+        # head (oldest delivery still to go), and only when it is due: while it is in flight its claim makes it
+        # not due, after a failure its retry time does, so the ones after it wait. The outer condition is checked
+        # again on a row another pump claimed meanwhile (no SKIP LOCKED there: skipping the head would break the
+        # order).
         found = rows.run(WebhookDelivery, (
-            f"UPDATE {table} SET next_attempt_at = %(lease)s WHERE id IN ("
+            f"UPDATE {table} SET next_attempt_at = %(lease)s WHERE next_attempt_at <= %(now)s AND id IN ("
             f"SELECT d.id FROM {endpoints} e LEFT JOIN unnest(%(ids)s::bigint[], %(counts)s::int[]) "
             f"AS b(endpoint_id, n) ON b.endpoint_id = e.id CROSS JOIN LATERAL (SELECT id FROM {table} d "
             f"WHERE d.endpoint_id = e.id AND d.status IN (%(pending)s, %(failed)s) AND d.next_attempt_at <= %(now)s "
             f"ORDER BY d.next_attempt_at, d.id LIMIT GREATEST(CASE WHEN e.failure_streak > 0 THEN 1 "
             f"ELSE %(slots)s END - COALESCE(b.n, 0), 0) FOR UPDATE SKIP LOCKED) d "
-            f"WHERE e.enabled AND (e.backoff_until IS NULL OR e.backoff_until <= %(now)s) LIMIT %(limit)s) "
+            f"WHERE e.enabled AND NOT e.ordered AND (e.backoff_until IS NULL OR e.backoff_until <= %(now)s) "
+            f"UNION ALL "
+            f"SELECT h.id FROM {endpoints} e CROSS JOIN LATERAL (SELECT id, next_attempt_at FROM {table} d "
+            f"WHERE d.endpoint_id = e.id AND d.status IN (%(pending)s, %(failed)s) ORDER BY d.created_at, d.id "
+            f"LIMIT 1) h WHERE e.enabled AND e.ordered AND (e.backoff_until IS NULL OR e.backoff_until <= %(now)s) "
+            f"AND h.next_attempt_at <= %(now)s LIMIT %(limit)s) "
             f"RETURNING {rows.columns(WebhookDelivery, table)}"),
             {"lease": lease, "ids": ids, "counts": counts, "pending": S.PENDING, "failed": S.FAILED, "now": now,
              "slots": slots, "limit": limit})

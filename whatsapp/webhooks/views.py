@@ -68,7 +68,8 @@ def _detail_context(request, endpoint, *, form=None, new_secret=None):
         "endpoint": endpoint,
         "can_manage": _can_manage(request),
         "form": form or EndpointForm(initial={"url": endpoint.url, "description": endpoint.description,
-                                              "events": endpoint.events, "enabled": endpoint.enabled},
+                                              "events": endpoint.events, "enabled": endpoint.enabled,
+                                              "ordered": endpoint.ordered},
                                      with_enabled=True),
         "new_secret": new_secret,
         "page": page,
@@ -96,7 +97,8 @@ def webhook_list(request):
             endpoint, secret = actions.create_endpoint(request.tenant, acting_user=request.user,
                                                        url=form.cleaned_data["url"],
                                                        events=form.cleaned_data["events"],
-                                                       description=form.cleaned_data["description"])
+                                                       description=form.cleaned_data["description"],
+                                                       ordered=form.cleaned_data["ordered"])
             messages.success(request, "Endpoint added. Copy its signing secret now: it is not shown again.")
             once.keep(request, f"webhook_secret:{endpoint.pk}", secret)
             return redirect("webhook", pk=endpoint.pk)

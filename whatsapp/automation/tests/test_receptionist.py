@@ -13,7 +13,7 @@ from django.utils import timezone
 from django_tenants.utils import tenant_context
 
 from whatsapp.automation import actions, engine, schedule
-from whatsapp.automation.models import AutomationLog, Handoff, KeywordRule
+from whatsapp.automation.models import AutomationLog, Handoff, KeywordRule, Receptionist
 from whatsapp.models import Message, WebhookDelivery, WhatsAppSession
 from whatsapp.webhooks import actions as webhook_actions
 from whatsapp.webhooks import delivery as webhook_delivery
@@ -309,3 +309,19 @@ def test_another_tenants_rules_never_answer(named, clients, host, clock):
     rule(named.globex, name="globex", pattern="hello", reply_text="Globex says hi")
     inbound(clients["alice"], host, "hello")
     assert answers(named.acme) == []
+
+
+def test_the_cached_settings_follow_any_change_of_the_rows(named, clients, host, clock):
+    """The engine keeps settings and rules per schema until their version moves: an UPDATE that leaves updated_at
+    alone (the admin, a data migration, a bulk update) is seen at the next message too."""
+    link_session(clients["alice"], host, clock)
+    configure(named.acme, fallback="We'll get back to you.", cooldown_minutes=0)
+    rule(named.acme, pattern="price", reply_text="From $9.", cooldown_minutes=0)
+    inbound(clients["alice"], host, "price?")
+    with tenant_context(named.acme):
+        KeywordRule.objects.update(reply_text="From $12.")
+    inbound(clients["alice"], host, "price?")
+    with tenant_context(named.acme):
+        Receptionist.objects.update(enabled=False)
+    inbound(clients["alice"], host, "price?")
+    assert [text for _, text, _ in answers(named.acme)] == ["From $9.", "From $12."]

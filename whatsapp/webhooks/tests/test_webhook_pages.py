@@ -76,6 +76,19 @@ def test_owner_adds_an_endpoint_and_sees_the_secret_once(as_user, named, receive
     assert receiver.url in listing and "session.connected" in listing and "enabled" in listing
 
 
+def test_the_endpoint_form_sets_ordered_delivery(as_user, named, receiver):
+    client = as_user(named.alice)
+    assert 'data-testid="ordered"' in client.get("/webhooks/").content.decode()
+    created = client.post("/webhooks/", {"url": receiver.url, "events": ["message.sent"], "ordered": "on"})
+    [endpoint] = endpoints(named.acme)
+    assert created.status_code == 302 and endpoint.ordered is True
+    page = client.get(f"/webhooks/{endpoint.pk}/").content.decode()
+    assert 'name="ordered" value="on" checked' in page
+    saved = client.post(f"/webhooks/{endpoint.pk}/", {"action": "update", "url": receiver.url,
+                                                     "events": ["message.sent"], "enabled": "on"})
+    assert saved.status_code == 302 and endpoints(named.acme)[0].ordered is False
+
+
 @pytest.mark.parametrize("body, field, message", [
     ({"url": "http://127.0.0.1:9000/h", "events": ["message.sent"]}, "url", "a private, loopback or link-local"),
     ({"url": "http://169.254.169.254/latest", "events": ["message.sent"]}, "url", "webhooks go to public"),

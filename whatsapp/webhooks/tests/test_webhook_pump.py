@@ -242,3 +242,40 @@ def test_a_replay_ends_the_endpoints_backoff(named, clients, receiver):
         actions.replay_delivery(named.acme, delivery, acting_user=named.alice)
         live.refresh_from_db()
     assert statuses(named.acme, live.pk) == ["succeeded"] and live.failure_streak == 0
+
+
+def test_an_ordered_endpoint_gets_its_events_one_at_a_time_in_event_order(named, receiver, settings, monkeypatch,
+                                                                           request):
+    settings.WEBHOOK_CONCURRENCY_PER_ENDPOINT = 16
+    receiver.statuses = [500, 200]  # the first attempt fails: it holds the ones after it until its retry
+    ordered = endpoint(named.acme, receiver.url, receiver)
+    other = Receiver()
+    request.addfinalizer(other.close)
+    concurrent = endpoint(named.acme, other.url, other)  # unordered, same events: not held by the other's failure
+    with tenant_context(named.acme):
+        type(ordered).objects.filter(pk=ordered.pk).update(ordered=True)
+    emit_many(named.acme, 12)
+    claims = []
+    original = pump.claim
+
+    def claim(busy, **kwargs):
+        found = original(busy, **kwargs)
+        claims.extend(sum(1 for d, _ in found if d.endpoint_id == ordered.pk) for _ in [0] if found)
+        return found
+
+    monkeypatch.setattr(pump, "claim", claim)
+    start = timezone.now()
+    schema = named.acme.schema_name
+    with tenant_context(named.acme):
+        assert pump.pump(schema, now=start) == 1 + 12
+        [head] = WebhookDelivery.objects.filter(endpoint=ordered, status="failed")
+    assert statuses(named.acme, ordered.pk) == ["failed"] + ["pending"] * 11
+    assert statuses(named.acme, concurrent.pk) == ["succeeded"] * 12
+    with tenant_context(named.acme):
+        assert pump.pump(schema, now=head.next_attempt_at) == 12
+    assert statuses(named.acme, ordered.pk) == ["succeeded"] * 12
+    assert max(claims) == 1  # never two of the ordered endpoint's deliveries in flight
+    with tenant_context(named.acme):
+        order = {d.webhook_id: d.payload["data"]["id"] for d in WebhookDelivery.objects.filter(endpoint=ordered)}
+    arrived = [order[h["webhook-id"]] for h, _ in receiver.delivered if h["webhook-id"] in order]
+    assert arrived == [0, *range(12)]  # the head twice (failed, then retried), then the rest in event order

@@ -67,6 +67,24 @@ def test_create_shows_the_secret_once_and_stores_it_encrypted(named, clients, re
     assert wire.decrypt_secret(endpoint.secret_encrypted) == secret
 
 
+def test_ordered_delivery_is_an_endpoint_setting_off_by_default_and_audited(named, clients, receiver):
+    created = ok(clients["alice"].post(f"{V1}/webhooks", {"url": receiver.url, "events": ["message.sent"]},
+                                       format="json"), 201)["endpoint"]
+    assert created["ordered"] is False
+    data = ok(clients["alice"].patch(f"{V1}/webhooks/{created['id']}", {"ordered": True}, format="json"))
+    assert data["ordered"] is True and ok(clients["alice"].get(f"{V1}/webhooks/{created['id']}"))["ordered"] is True
+    error(clients["alice"].patch(f"{V1}/webhooks/{created['id']}", {"ordered": "sometimes"}, format="json"), 400,
+          "validation_error")
+    error(clients["bob"].patch(f"{V1}/webhooks/{created['id']}", {"ordered": False}, format="json"), 403,
+          "permission_denied")
+    other = ok(clients["alice"].post(f"{V1}/webhooks", {"url": receiver.url, "events": ["message.sent"],
+                                                        "ordered": True}, format="json"), 201)["endpoint"]
+    assert other["ordered"] is True
+    with tenant_context(named.acme):
+        change = AuditLog.objects.filter(action="webhook.endpoint_updated").latest("id")
+    assert change.before["ordered"] is False and change.after["ordered"] is True
+
+
 def test_update_and_delete(named, clients, receiver, django_capture_on_commit_callbacks):
     pk = register(clients["alice"], receiver)
     data = ok(clients["alice"].patch(f"{V1}/webhooks/{pk}", {"events": ["message.sent", "message.sent"],
