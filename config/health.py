@@ -36,8 +36,10 @@ def _timed(check):
         detail, problem = check()
     except Exception as exc:  # each dependency reports its own failure instead of failing the endpoint
         detail, problem = None, f"{type(exc).__name__}: {exc}"
+    # A check that found something and a problem with it keeps both (which workers are alive, and which queue none
+    # serves); one that failed outright has only its problem.
     return {"ok": problem is None, "latency_ms": round((time.perf_counter() - started) * 1000, 1),
-            "detail": detail if problem is None else problem}
+            "detail": problem if detail is None else detail, **({"problem": problem} if problem else {})}
 
 
 def _database():
@@ -122,5 +124,5 @@ class DetailedHealthView(APIView):
             body["checks"] = checks
         if body["status"] == "ok":
             return Response(body)
-        failing = [f"{name}: {check['detail']}" for name, check in checks.items() if not check["ok"]]
+        failing = [f"{name}: {check['problem']}" for name, check in checks.items() if not check["ok"]]
         raise DomainError(CommonError.UNAVAILABLE, "Degraded. " + "; ".join(failing), body)

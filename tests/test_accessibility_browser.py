@@ -173,6 +173,7 @@ def test_main_pages_have_no_serious_accessibility_violations(named, plans, live_
     ], found)
     check_pages(browser, live_system, named.admin.email, [
         ("/platform/", 200), ("/platform/tenants/", 200), (f"/platform/tenants/{named.acme.pk}/billing", 200),
+        ("/platform/metrics/", 200), ("/platform/metrics/?sort=failure_rate&order=asc", 200),
     ], found)
     assert not found, "accessibility violations:\n" + "\n".join(found)
 

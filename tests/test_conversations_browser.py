@@ -4,12 +4,16 @@ sessions on the simulator (which sends delivered and read receipts by itself, 1 
 The owner creates an API key on its page and links a number by the simulated scan. A contact writes in (through
 the test-helper API): the conversation appears on the open list with its unread badge. In the conversation, a
 message sent by an HTTP client with the key appears and turns delivered, then read; a test send from the page
-and another inbound message appear too — all without a reload, on a 390 px phone.
+and another inbound message appear too — all without a reload, on a 390 px phone. Then the shared inbox (take it,
+a canned reply while the contact's phone shows "typing…", a note, close it), and the receptionist: outside business
+hours a new contact's message gets the away message live in the inbox, the contact's typing shows on the page (the
+number's show_contact_typing), an agent takes it, answers with a canned reply and closes it.
 """
 import json
 import re
 import time
 import urllib.request
+from datetime import datetime, timezone as dt_timezone
 from pathlib import Path
 
 import pytest
@@ -167,3 +171,54 @@ def test_messages_appear_and_move_to_delivered_and_read_live(named, live_system,
     owner.goto("/conversations/?assigned=mine&status=closed")
     expect(owner.get_by_test_id(f"status-{conversation['id']}")).to_have_text("Closed")
     assert_fits_phone(owner, "the inbox filtered")
+
+    # --- the receptionist: outside business hours a new contact gets the away message, live in the inbox ----------
+    today = datetime.now(dt_timezone.utc).weekday()
+    closed_now = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")[(today + 3) % 7]  # open another day only
+    status, _ = api(live_system, key, "PATCH", "automation", {
+        "enabled": True, "schedule": [{"day": closed_now, "start": "09:00", "end": "17:00"}],
+        "away_message": "We're closed now; we answer from 9 am."})
+    assert status == 200
+    # The number shows its contacts' typing (and so appears online): the conversation page says "typing…".
+    status, _ = api(live_system, key, "PATCH", "sessions/front-desk", {"show_contact_typing": True})
+    assert status == 200
+    owner.goto("/conversations/")
+    expect(owner.locator("[data-live-state]")).to_have_text("Live")
+    owner.evaluate("window.__sameDocument = true")
+    late = "+6281234567899"
+    api(live_system, key, "POST", "test-helpers/sessions/front-desk/inbound", {"from": late, "text": "Hello? Anyone?"})
+    late_row = owner.locator(".conv-row", has_text=late)
+    expect(late_row).to_contain_text("We're closed now; we answer from 9 am.")  # the away message went out
+    assert owner.evaluate("window.__sameDocument === true"), "the list was reloaded"
+    late_row.locator("a").click()
+    expect(owner.locator(".conv-in", has_text="Hello? Anyone?")).to_have_count(1)
+    expect(owner.locator(".conv-out", has_text="We're closed now; we answer from 9 am.")).to_have_count(1)
+    expect(owner.locator("[data-live-state]")).to_have_text("Live")
+    typing = owner.get_by_test_id("contact-typing")
+    expect(typing).to_be_hidden()
+    api(live_system, key, "POST", "test-helpers/sessions/front-desk/contact-typing", {"from": late,
+                                                                                        "state": "composing"})
+    expect(typing).to_be_visible()
+    expect(typing).to_have_text("typing…")
+    api(live_system, key, "POST", "test-helpers/sessions/front-desk/inbound", {"from": late, "text": "Prices?"})
+    expect(owner.locator(".conv-in", has_text="Prices?")).to_have_count(1)
+    expect(typing).to_be_hidden()  # their message came: no longer typing
+
+    # An agent takes it, types (the contact's phone shows "typing…"), answers with a canned reply, closes it.
+    owner.get_by_test_id("assign-me").click()
+    expect(owner.get_by_test_id("conversation-assignee")).to_contain_text("Assigned to")
+    composer = owner.get_by_role("textbox", name=re.compile("^Reply"))
+    composer.press_sequentially("/pri")
+    late_chat = late.lstrip("+") + "@s.whatsapp.net"
+    deadline = time.monotonic() + TIMEOUT_MS / 1000
+    seen = []
+    while not any(e["chat"] == late_chat and e["typing"] for e in seen) and time.monotonic() < deadline:
+        time.sleep(0.1)
+        seen = api(live_system, key, "GET", "test-helpers/sessions/front-desk/chat-presence")[1]["data"]
+    assert any(e["chat"] == late_chat and e["typing"] for e in seen), seen
+    owner.get_by_test_id("canned-option-price").click()
+    owner.get_by_test_id("send").click()
+    expect(owner.locator(".conv-out", has_text="Plans start at $9.")).to_have_count(1)
+    owner.get_by_test_id("status-closed").click()
+    expect(owner.get_by_test_id("conversation-status")).to_have_text("Closed")
+    assert_fits_phone(owner, "the conversation the receptionist answered")
