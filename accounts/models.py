@@ -216,3 +216,20 @@ def two_factor_users(user_ids):
 
     return set(Authenticator.objects.filter(user_id__in=list(user_ids)).exclude(
         type=Authenticator.Type.RECOVERY_CODES).values_list("user_id", flat=True))
+
+
+class KnownDevice(models.Model):
+    """A browser a user signed in from: its family and OS with the network it came from (an IPv4 /24, an IPv6 /48),
+    hashed. A sign-in from one not seen before is told by email (accounts.devices)."""
+
+    user = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="known_devices")
+    fingerprint = models.CharField(max_length=64)
+    browser = models.CharField(max_length=120, help_text='e.g. "Firefox on Ubuntu"')
+    first_seen_at = models.DateTimeField(default=timezone.now)
+    last_seen_at = models.DateTimeField(default=timezone.now)
+
+    class Meta:
+        constraints = [models.UniqueConstraint(fields=["user", "fingerprint"], name="known_device_once_per_user")]
+
+    def __str__(self):
+        return f"{self.browser} of {self.user}"

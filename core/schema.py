@@ -10,8 +10,13 @@ answers every operation may give, so a client (or a schema fuzzer) reads the con
 """
 
 from django.db import DatabaseError
+from drf_spectacular.openapi import AutoSchema
 
+from . import permissions
 from .api import PageLimitPagination
+
+# The security scheme of API keys (accounts.authentication.ApiKeyScheme's name).
+KEY_SCHEME = "ApiKey"
 
 # A string field whose values live in the database (plan codes): its schema names the list with this key, and the
 # hook puts the values that exist when the schema is generated in its enum. Apps fill DYNAMIC_ENUMS in ready().
@@ -222,3 +227,26 @@ def envelope_and_errors(result, generator, request, public):
                 if status == "429":
                     responses[status]["headers"] = {"Retry-After": RETRY_AFTER_HEADER}
     return result
+
+
+class ScopedAutoSchema(AutoSchema):
+    """drf-spectacular's AutoSchema, and for every operation an API key may call: the scope the key needs, read from
+    the table the server enforces (core.permissions: the view's declared permission → SCOPES, the lookup
+    accounts.authentication.ApiKeyAuthentication makes on every keyed request). It is stated as the extensions
+    `x-required-permission` and `x-required-scope` (null: any key) and a sentence at the end of the description.
+    OpenAPI 3.0 lets only OAuth2 requirements carry scopes, and the key is a bearer token, hence the extension."""
+
+    def get_operation(self, path, path_regex, path_prefix, method, registry):
+        operation = super().get_operation(path, path_regex, path_prefix, method, registry)
+        if operation is None or not any(KEY_SCHEME in requirement for requirement in operation.get("security", [])):
+            return operation
+        perm = permissions.declared_permission(self.view, method.upper())
+        if perm is None:
+            return operation
+        scope = permissions.scope_needed(perm)
+        operation["x-required-permission"] = str(perm)
+        operation["x-required-scope"] = str(scope) if scope is not None else None
+        sentence = (f"API keys need the `{scope}` scope (permission `{perm}`)." if scope is not None
+                    else f"Any API key may call this (permission `{perm}`).")
+        operation["description"] = f"{operation.get('description', '').rstrip()}\n\n{sentence}".lstrip()
+        return operation
