@@ -517,6 +517,8 @@ CELERY_BEAT_SCHEDULE = {
     "delete-due-workspaces": {"task": "accounts.tasks.delete_due_workspaces", "schedule": timedelta(minutes=15)},
     "deliver-due-webhooks": {"task": "whatsapp.webhooks.tasks.deliver_due_webhooks", "schedule": timedelta(seconds=10)},
     "sweep-queued-messages": {"task": "whatsapp.tasks.sweep_queued_messages", "schedule": timedelta(seconds=30)},
+    "mark-orphaned-sessions": {"task": "whatsapp.sessions.tasks.mark_orphaned_sessions",
+                               "schedule": timedelta(seconds=5)},
     "feed-campaigns": {"task": "whatsapp.campaigns.tasks.feed_campaigns", "schedule": timedelta(seconds=5)},
     "nightly-backup": {"task": "backups.tasks.nightly_backup", "schedule": _cron(BACKUP_SCHEDULE)},
     "backup-housekeeping": {"task": "backups.tasks.housekeeping", "schedule": timedelta(minutes=1)},

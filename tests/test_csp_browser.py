@@ -121,6 +121,13 @@ def test_the_main_pages_raise_no_csp_violation_and_still_work(named, live_system
     visit(page, "/api/docs/")
     expect(page.locator(".swagger-ui .info .title")).to_contain_text("Switchboard API")
     expect(page.locator(".opblock").first).to_be_visible()
+    # "Try it out" calls the API from the page (connect-src), with the browser's session.
+    dashboard = page.locator(".opblock.opblock-get").first  # GET /api/v1/analytics/dashboard
+    expect(dashboard).to_contain_text("/analytics/dashboard")
+    dashboard.locator(".opblock-summary").click()
+    dashboard.get_by_role("button", name="Try it out").click()
+    dashboard.get_by_role("button", name="Execute").click()
+    expect(dashboard.locator(".live-responses-table tr.response .response-col_status")).to_have_text("200")
 
     # --- a platform admin's pages, Django's admin included ---------------------------------------------
     admin = watched_page(browser, live_system, problems)

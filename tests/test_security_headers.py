@@ -104,3 +104,12 @@ def test_the_template_check_finds_each_kind():
     assert inline_code('<script src="/static/js/site.js" defer></script>') == []
     assert inline_code('<script data-x type="application/json">{}</script>') == []
     assert inline_code('<form data-confirm="Delete it?">') == []
+
+
+def test_csp_report_uri_comes_from_the_environment():
+    from tests.test_settings import settings_value
+
+    assert "report-uri" not in settings_value("CONTENT_SECURITY_POLICY['DIRECTIVES']")
+    with_reports = settings_value("CONTENT_SECURITY_POLICY['DIRECTIVES']['report-uri']",
+                                  CSP_REPORT_URI="https://reports.example.com/csp")
+    assert with_reports == "['https://reports.example.com/csp']"

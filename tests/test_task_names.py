@@ -30,6 +30,7 @@ TASK_NAMES = {
     "whatsapp.tasks.drain_session",
     "whatsapp.campaigns.tasks.feed_campaigns",
     "whatsapp.tasks.sweep_queued_messages",
+    "whatsapp.sessions.tasks.mark_orphaned_sessions",
     "whatsapp.webhooks.tasks.deliver_webhook",
     "whatsapp.webhooks.tasks.deliver_due_webhooks",
     "whatsapp.webhooks.tasks.pump_webhooks",

@@ -116,6 +116,13 @@ def renew(host_id, *, now=None):
         return sorted(f"{schema}:{session_id}" for schema, session_id in cursor.fetchall())
 
 
+def expired(now=None):
+    """[(schema_name, session_id)] of leases a host held and let expire (it died or hangs), not yet taken over."""
+    now = now or timezone.now()
+    return list(SessionLease.objects.exclude(host_id="").filter(lease_expires_at__lt=now)
+                .values_list("schema_name", "session_id"))
+
+
 def release(host_id, keys=None):
     """A host shutting down cleanly frees its leases at once, so others need not wait for them to expire."""
     leases = SessionLease.objects.filter(host_id=host_id)

@@ -21,14 +21,14 @@ from rest_framework.views import APIView
 from billing.permissions import CanWrite
 from core.api import PAGE_PARAMETERS, PageLimitPagination, choice_param, whole_number_param
 from core.errors import DomainError
-from core.phones import normalize_phone
 from core.permissions import Perm, can
+from core.phones import normalize_phone
 from tenants.permissions import HasActiveTenant
 
 from . import actions, simulator
 from .errors import SessionError
-from .models import SessionActivity, WhatsAppSession
 from .events import without_linking_codes
+from .models import SessionActivity, WhatsAppSession
 from .qr import qr_svg
 from .serializers import (
     PairingCodeSerializer,

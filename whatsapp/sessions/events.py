@@ -110,12 +110,44 @@ def starting(schema_name, session_id, host_id):
         restart = session.status not in NOT_RUNNING
         log.info("session %s:%s %s on host %s", schema_name, session_id, "restarting" if restart else "starting",
                  host_id)
-        WhatsAppSession.objects.filter(pk=session.pk).update(
-            status=S.STARTING, status_detail="Resuming the linked device…" if identity else "Starting…")
+        if identity and session.status in (S.CONNECTED, S.RECONNECTING):
+            # Taken over from a host that died, restarted by the watchdog or a person: WhatsApp still holds the
+            # linked device and what was sent to it; the number is reconnecting (sends wait in the queue).
+            status, detail = S.RECONNECTING, session.status_detail if session.status == S.RECONNECTING else \
+                "Reconnecting the linked device…"
+        else:
+            status, detail = S.STARTING, "Resuming the linked device…" if identity else "Starting…"
+        WhatsAppSession.objects.filter(pk=session.pk).update(status=status, status_detail=detail)
         _activity(session, A.RESTARTED if restart else A.STARTED,
                   "Resuming the linked device: no scan needed." if identity else "")
     return Start(identity=identity, pairing_phone=session.pairing_phone or None,
                  available=session.show_contact_typing)
+
+
+ORPHANED_DETAIL = "The server running this number stopped answering; another one is taking it over."
+
+
+def mark_orphaned(now=None):
+    """Sessions whose host's lease expired (the host died or hangs: its writes no longer land, leases.Fence) while
+    their row still says connected: reconnecting, with why, published to open pages. The host that takes one over
+    keeps it reconnecting until WhatsApp answers (starting). Returns how many were marked."""
+    now = now or timezone.now()
+    expired = {}
+    for schema_name, session_id in leases.expired(now):
+        expired.setdefault(schema_name, []).append(session_id)
+    marked = 0
+    for schema_name, ids in expired.items():
+        with schema_context(schema_name):
+            with transaction.atomic():
+                found = list(WhatsAppSession.objects.select_for_update().filter(pk__in=ids, status=S.CONNECTED))
+                for session in found:
+                    session.status, session.status_detail = S.RECONNECTING, ORPHANED_DETAIL
+                    session.save(update_fields=["status", "status_detail"])
+                    _activity(session, A.RECONNECTING, ORPHANED_DETAIL)
+            for session in found:
+                _publish(schema_name, session.pk, session_payload(session))
+        marked += len(found)
+    return marked
 
 
 def apply(event):

@@ -16,6 +16,7 @@ from whatsapp.messaging import drain as sending
 from whatsapp.models import Message, WebhookDelivery, WhatsAppSession
 from whatsapp.providers import simulator_outbox
 from whatsapp.providers.base import EventKind, ProviderEvent
+from whatsapp.sessions.tasks import mark_orphaned_sessions
 from whatsapp.tests.support import error, link_session, ok, settle, simulator_host
 from whatsapp.webhooks import actions as webhook_actions
 from whatsapp.webhooks import delivery as wire
@@ -133,10 +134,10 @@ def test_a_receipt_for_a_message_still_sending_waits_for_its_record(named, clien
 def test_sends_while_the_session_restarts_or_reconnects_are_queued_and_go_out(named, clients, host, clock, hooks):
     provider = link_session(clients["alice"], host, clock)
     key = next(iter(host.providers))
-    # Restarted (as when another host takes it over): "starting" until WhatsApp answers.
+    # Restarted (as when another host takes it over): "reconnecting" until WhatsApp answers.
     host.command(key, "restart")
     with tenant_context(named.acme):
-        assert WhatsAppSession.objects.get(name="front-desk").status == "starting"
+        assert WhatsAppSession.objects.get(name="front-desk").status == "reconnecting"
     during_start = ok(post(clients["alice"], "while starting"), 202)
     assert during_start["status"] == "queued"
     settle(host, clock)
@@ -151,6 +152,35 @@ def test_sends_while_the_session_restarts_or_reconnects_are_queued_and_go_out(na
     assert load(named.acme, during_reconnect["id"]).status == "queued"
     settle(host, clock)  # reconnected: what waited goes now
     assert load(named.acme, during_reconnect["id"]).status == "sent"
+
+
+def test_a_session_whose_host_died_says_reconnecting_until_another_host_has_it_connected(named, clients, host,
+                                                                                          clock, hooks):
+    link_session(clients["alice"], host, clock)
+    key = next(iter(host.providers))
+    # host-test dies: nobody renews its lease. Until the lease expires nothing can tell; then the sweeper does.
+    assert mark_orphaned_sessions() == 0
+    SessionLease.objects.filter(host_id="host-test").update(lease_expires_at=timezone.now() - timedelta(seconds=1))
+    assert mark_orphaned_sessions() == 1 and mark_orphaned_sessions() == 0
+    shown = ok(clients["alice"].get(f"{V1}/sessions/front-desk"))
+    assert shown["status"] == "reconnecting" and "taking it over" in shown["status_detail"]
+    during_takeover = ok(post(clients["alice"], "while taken over"), 202)
+    assert during_takeover["status"] == "queued"
+
+    other = simulator_host(clock, host.store_dir, "host-b")
+    try:
+        assert other.sync() == {key}
+        with tenant_context(named.acme):  # the new host starts the client: still reconnecting, not "starting"
+            assert WhatsAppSession.objects.get(name="front-desk").status == "reconnecting"
+        assert load(named.acme, during_takeover["id"]).status == "queued"
+        settle(other, clock)
+        with tenant_context(named.acme):
+            assert WhatsAppSession.objects.get(name="front-desk").status == "connected"
+        other.drain(key)  # the drain CONNECTED wakes (eager Celery runs it on this process's current host)
+        settle(other, clock)
+        assert load(named.acme, during_takeover["id"]).status in ("sent", "delivered", "read")
+    finally:
+        other.stop(release=True)
 
 
 @pytest.mark.parametrize("status, linked, should_run", [

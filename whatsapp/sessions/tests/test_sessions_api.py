@@ -556,7 +556,7 @@ def test_restart_resumes_a_linked_session_without_a_scan(named, clients, host, c
     data = ok(alice.post(f"{V1}/sessions/front-desk/restart"), 202)
     assert data["name"] == "front-desk"
     drain(host)
-    assert ok(alice.get(f"{V1}/sessions/front-desk"))["status"] == "starting"
+    assert ok(alice.get(f"{V1}/sessions/front-desk"))["status"] == "reconnecting"  # a linked device: WhatsApp keeps it
     settle(host, clock)
     session = ok(alice.get(f"{V1}/sessions/front-desk"))
     assert session["status"] == "connected" and session["phone"] == PHONE
