@@ -16,6 +16,7 @@ Hours are UTC buckets: a window of N hours is the current hour and the N - 1 bef
 """
 import math
 from datetime import timedelta
+from functools import cached_property
 
 from django.db import connection
 
@@ -287,16 +288,33 @@ def histogram_figures(families, name, unit=1.0):
     return {"count": int(count), "p50": shown(p50), "p95": shown(p95), "p99": shown(p99)}
 
 
-def overview(now, hours):
+class Reading:
+    """What the overview, the workspaces' table and the performance figures share, read once per request (the
+    platform page shows all three): the workspaces counted, their messages, sessions, drops and queues."""
+
+    def __init__(self, now, hours):
+        self.now, self.hours = now, hours
+        self.counted = tenants()
+        self.since = window_start(now, hours)
+        self.counts = message_counts(self.counted, self.since)
+        self.states = session_states(self.counted)
+        self.moves = churn(self.counted, self.since)
+
+    @cached_property
+    def waiting(self):
+        return queued(self.counted, self.now)
+
+
+def overview(now, hours, reading=None):
     """GET /api/v1/metrics: the platform's messages, sessions and errors over the window."""
-    counted = tenants()
-    since = window_start(now, hours)
-    messages = message_figures(summed(message_counts(counted, since).values()))
+    reading = reading or Reading(now, hours)
+    counted, since = reading.counted, reading.since
+    messages = message_figures(summed(reading.counts.values()))
     states = {}
-    for by_state in session_states(counted).values():
+    for by_state in reading.states.values():
         for state, n in by_state.items():
             states[state] = states.get(state, 0) + n
-    moves = churn(counted, since)
+    moves = reading.moves
     connections = sum(m["connections"] for m in moves.values())
     disconnections = sum(m["disconnections"] for m in moves.values())
     seen = sum(m["active"] for m in moves.values())
@@ -329,13 +347,12 @@ def _sort_key(sort):
     return lambda row: (row[sort] is not None, row[sort] or 0, -row["id"])
 
 
-def tenant_table(now, hours, sort="volume", descending=True):
+def tenant_table(now, hours, sort="volume", descending=True, reading=None):
     """One row per workspace counted: its messages over the window, failure rate, sessions, disconnections and
     queue, sorted (ties by id)."""
-    counted = tenants()
-    since = window_start(now, hours)
-    counts, states = message_counts(counted, since), session_states(counted)
-    moves, waiting = churn(counted, since), queued(counted, now)
+    reading = reading or Reading(now, hours)
+    counted, counts, states = reading.counted, reading.counts, reading.states
+    moves, waiting = reading.moves, reading.waiting
     rows = [_tenant_row(row, counts.get(row[0], empty_counts()), states.get(row[0], {}),
                         moves.get(row[0], {"disconnections": 0}), waiting.get(row[0], (0, None)))
             for row in counted]
@@ -388,12 +405,12 @@ def _key(bucket):
     return floor_hour(bucket).isoformat() if hasattr(bucket, "hour") else bucket.isoformat()
 
 
-def performance(now):
+def performance(now, reading=None):
     """GET /api/v1/metrics/performance: latencies as the processes recorded them since they started (seconds),
     what waits now, and the last hour's webhook delivery times."""
-    counted = tenants()
+    counted = reading.counted if reading else tenants()
     families = metrics.recorded_families()
-    waiting = list(queued(counted, now).values())
+    waiting = list((reading.waiting if reading else queued(counted, now)).values())
     ages = [age for _, age in waiting if age is not None]
     default_depth, shared_depth = client().pipeline().llen("default").llen(SHARED_QUEUE).execute()
     return {

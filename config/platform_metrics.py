@@ -317,7 +317,8 @@ def metrics_page(request):
     without JavaScript), performance and the alerts firing. GET only."""
     now = timezone.now()
     window, sort, descending, page = _page_choice(request)
-    rows = platform.tenant_table(now, window, sort, descending)
+    reading = platform.Reading(now, window)  # read once for the cards, the table and the queue
+    rows = platform.tenant_table(now, window, sort, descending, reading)
     pages = max(1, -(-len(rows) // PAGE_SIZE))
     page = min(page, pages)
     order = "desc" if descending else "asc"
@@ -332,14 +333,14 @@ def metrics_page(request):
               .annotate(platform_first=Case(When(tenant__isnull=True, then=Value(0)), default=Value(1),
                                             output_field=IntegerField()))
               .order_by("platform_first", "-started_at", "-id"))
-    performance = platform.performance(now)
+    performance = platform.performance(now, reading)
     latencies = [("Send request answered", performance["accept_seconds"]),
                  ("Queued → sent", performance["queued_to_sent_seconds"]),
                  ("Sent → delivered", performance["sent_to_delivered_seconds"])]
     return render(request, "platform/metrics.html", {
-        "overview": platform.overview(now, window), "performance": performance, "latencies": latencies,
+        "overview": platform.overview(now, window, reading), "performance": performance, "latencies": latencies,
         "sort_label": dict(SORT_LABELS).get(sort, sort),
-        "rate": platform.rate(platform.tenants(), now), "alerts": firing,
+        "rate": platform.rate(reading.counted, now), "alerts": firing,
         "rows": rows[(page - 1) * PAGE_SIZE:page * PAGE_SIZE], "tenant_count": len(rows),
         "window": window, "windows": PAGE_WINDOWS, "sort": sort, "order": order, "columns": columns,
         "page": page, "pages": pages,

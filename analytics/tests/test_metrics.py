@@ -97,6 +97,22 @@ def test_detailed_health_answers_from_heartbeats_with_hosts_leases_queue_and_the
     assert (host["name"], host["sessions"], host["leases"], host["rss_mb"]) == ("test-host:1:abc", 2, 2, 123.4)
 
 
+def test_a_degraded_worker_check_keeps_the_live_workers_beside_its_problem(named, api_as):
+    from core import heartbeats
+
+    for beat in heartbeats.alive("worker"):
+        heartbeats.forget("worker", beat["name"])
+    heartbeats.beat("worker", "test-default", queues=["default"], **heartbeats.process_info())
+    try:
+        response = api_as(named.admin).get("/api/v1/health/detailed")
+    finally:
+        heartbeats.forget("worker", "test-default")
+    workers = response.json()["error"]["details"]["checks"]["workers"]
+    assert response.status_code == 503 and workers["ok"] is False
+    assert workers["problem"] == "no live worker consumes whatsapp"
+    assert [w["name"] for w in workers["detail"]["workers"]] == ["test-default"]
+
+
 def test_metrics_count_live_processes_and_their_memory_by_kind(named, settings):
     from core import heartbeats
 

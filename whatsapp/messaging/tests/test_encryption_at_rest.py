@@ -165,6 +165,24 @@ def test_two_factor_secrets_are_on_the_keyring(db):
     assert adapter.decrypt("JBSWY3DPEHPK3PXP") == "JBSWY3DPEHPK3PXP"  # stored in the clear before
 
 
+def test_rotation_encrypts_two_factor_secrets_stored_in_the_clear(named):
+    from allauth.mfa.adapter import get_adapter
+    from allauth.mfa.models import Authenticator
+
+    totp = Authenticator.objects.create(user=named.alice, type=Authenticator.Type.TOTP,
+                                        data={"secret": "JBSWY3DPEHPK3PXP"})
+    codes = Authenticator.objects.create(user=named.alice, type=Authenticator.Type.RECOVERY_CODES,
+                                         data={"seed": "00ff", "used_mask": 0, "migrated_codes": ["a1", "b2"]})
+    call_command("rotate_encryption_key", stdout=io.StringIO())
+    totp.refresh_from_db()
+    codes.refresh_from_db()
+    assert totp.data["secret"].startswith("enc:v1:") and codes.data["seed"].startswith("enc:v1:")
+    assert all(code.startswith("enc:v1:") for code in codes.data["migrated_codes"]) and codes.data["used_mask"] == 0
+    adapter = get_adapter()
+    assert adapter.decrypt(totp.data["secret"]) == "JBSWY3DPEHPK3PXP"
+    assert [adapter.decrypt(code) for code in codes.data["migrated_codes"]] == ["a1", "b2"]
+
+
 # --- message bodies ------------------------------------------------------------------------------------------------
 
 
@@ -199,6 +217,21 @@ def test_bodies_are_encrypted_in_the_database_and_read_back_everywhere(named, cl
     assert ok(clients["alice"].get(f"{V1}/messages/{sent['id']}"))["text"] == "Your order #123 is ready"
     page = as_user(named.alice).get(f"/conversations/{conversation.pk}/")
     assert page.status_code == 200 and "Thanks! When do you open?" in page.content.decode()
+
+
+def test_the_hosts_written_out_preview_statement_encrypts_too(named, clients, encrypted):
+    """The drain records outgoing previews with one hand-written UPDATE (conversations.note_outgoing)."""
+    from whatsapp.conversations import actions as conversations
+
+    make_session(named.acme)
+    sent = send(clients["alice"], "first")
+    with tenant_context(named.acme):
+        message = Message.objects.get(pk=sent["id"])
+        message.text = "the host's latest"
+        conversations.note_outgoing([message])
+        conversation = Conversation.objects.get()
+        assert raw("whatsapp_conversation", "last_message_preview", conversation.pk).startswith("enc:v1:")
+        assert conversation.last_message_preview == "the host's latest"
 
 
 def test_rows_written_before_encryption_still_read_in_a_mixed_database(named, clients, settings):
