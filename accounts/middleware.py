@@ -32,13 +32,17 @@ def two_factor_required(request):
     return bool(tenant is not None and tenant.require_2fa)
 
 
+# The schema and its docs page are public (anyone may read them): no second factor needed to read them either.
+_PUBLIC_API_DOCS = ("/api/schema/", "/api/docs/")
+
+
 class TwoFactorRequiredMiddleware:
     def __init__(self, get_response):
         self.get_response = get_response
 
     def __call__(self, request):
         if request.path.startswith("/api/"):
-            if (raw_key_of(request) is None and two_factor_required(request)
+            if (not request.path.startswith(_PUBLIC_API_DOCS) and raw_key_of(request) is None and two_factor_required(request)
                     and not is_mfa_enabled(request.user, types=["totp", "webauthn"])):
                 return JsonResponse(error_body(
                     AccountError.TWO_FACTOR_REQUIRED.value,

@@ -121,6 +121,8 @@ RULES_BEYOND_THE_SCHEMA = {
     "too_many_canned_replies": "more canned replies than a workspace may have",
     "invalid_auto_assign": "auto-assignment to a fixed member without member_id",
     "invalid_escalation": "an escalation email or Telegram chat id that is none",
+    "wrong_password": "a password that is not the caller's (deleting the workspace)",
+    "wrong_name": "a name that is not the workspace's, typed to confirm its deletion",
 }
 
 

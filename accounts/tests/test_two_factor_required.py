@@ -125,6 +125,9 @@ def test_the_api_with_a_session_cookie_needs_the_second_factor_a_key_does_not(cl
     key = api_as(named.admin).raw_key
     assert client.get("/api/v1/me", HTTP_AUTHORIZATION=f"Bearer {key}").status_code == 200
     assert client.get("/api/v1/me", HTTP_X_API_KEY=key).status_code == 200
+    # The public schema and its docs page stay readable.
+    assert client.get("/api/schema/?format=json").status_code == 200
+    assert client.get("/api/docs/").status_code == 200
     with_totp(named.admin)
     assert client.get("/api/v1/me").status_code == 200
 
