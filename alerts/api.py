@@ -60,10 +60,19 @@ SettingsSerializer = inline_serializer("AlertSettings", {
 })
 
 
+class _Text(serializers.CharField):
+    """A string in the JSON body, not a number made one (the schema says string)."""
+
+    def to_internal_value(self, data):
+        if not isinstance(data, str):
+            self.fail("invalid")
+        return super().to_internal_value(data)
+
+
 def _list_of(enum, help_text, max_items):
     return field_with_schema(serializers.ListField, {
         "type": "array", "maxItems": max_items, "items": {"type": "string", "enum": list(enum)}},
-        child=serializers.CharField(max_length=40), max_length=max_items, required=False, help_text=help_text)
+        child=_Text(max_length=40), max_length=max_items, required=False, help_text=help_text)
 
 
 class AlertSettingsWriteSerializer(StrictSerializer):
@@ -72,7 +81,7 @@ class AlertSettingsWriteSerializer(StrictSerializer):
     kinds = _list_of(Kind.values, "The alerts the workspace is told about (400 unknown_alert_kind).", 10)
     telegram_chat_ids = field_with_schema(serializers.ListField, {
         "type": "array", "maxItems": MAX_TELEGRAM_CHATS, "items": {"type": "string", "pattern": CHAT_ID_PATTERN}},
-        child=serializers.CharField(max_length=40, trim_whitespace=False), required=False,
+        child=_Text(max_length=40, trim_whitespace=False), required=False,
         help_text=f"Telegram chats the platform's bot tells (a number, or a public channel's @name; at most "
                   f"{MAX_TELEGRAM_CHATS}: 400 invalid_chat_id, too_many_chat_ids; the telegram channel needs one: "
                   "400 chat_ids_required).")

@@ -50,7 +50,7 @@ class HourlyRollup(models.Model):
 
 class ChatMonthly(models.Model):
     """Messages exchanged with one chat (a contact or a group) per UTC month (its first day): top contacts read a
-    month's few thousand rows, not a row per chat per day."""
+    month's few thousand rows, not a row per chat per day (ChatEdgeHourly turns it into the workspace's month)."""
 
     month = models.DateField()
     session_id = models.BigIntegerField()
@@ -63,16 +63,36 @@ class ChatMonthly(models.Model):
         indexes = [models.Index(fields=["month"], name="analytics_chat_month_idx")]
 
 
-class FailureDaily(models.Model):
-    """Messages now failed, by the UTC day they were created and their reason (its first 200 characters)."""
+class ChatEdgeHourly(models.Model):
+    """Messages exchanged with one chat in one UTC hour, kept only for the hours within EDGE_HOURS of a UTC month's
+    start or end (analytics.rollups): a workspace's month starts up to 14 hours before or 12 after the UTC month, so
+    its top contacts are ChatMonthly's UTC month corrected by the few hours between the two starts and ends."""
 
-    day = models.DateField()
+    hour = models.DateTimeField()
+    session_id = models.BigIntegerField()
+    chat_jid = models.CharField(max_length=100)
+    sent = models.BigIntegerField(default=0)
+    received = models.BigIntegerField(default=0)
+
+    class Meta:
+        constraints = [models.UniqueConstraint(fields=["hour", "session_id", "chat_jid"],
+                                               name="analytics_chat_edge_key")]
+        indexes = [models.Index(fields=["hour"], name="analytics_chat_edge_hour_idx")]
+
+
+class FailureHourly(models.Model):
+    """Messages now failed, by the UTC hour they were created in and their reason (its first 200 characters):
+    read by the workspace's days."""
+
+    hour = models.DateTimeField()
     session_id = models.BigIntegerField()
     reason = models.CharField(max_length=200)
     count = models.BigIntegerField(default=0)
 
     class Meta:
-        constraints = [models.UniqueConstraint(fields=["day", "session_id", "reason"], name="analytics_failure_key")]
+        constraints = [models.UniqueConstraint(fields=["hour", "session_id", "reason"],
+                                               name="analytics_failure_hour_key")]
+        indexes = [models.Index(fields=["hour"], name="analytics_failure_hour_idx")]
 
 
 class FirstResponse(models.Model):
@@ -117,18 +137,18 @@ class ApiUsageHourly(models.Model):
         constraints = [models.UniqueConstraint(fields=["hour", "api_key_id"], name="analytics_api_usage_key")]
 
 
-class FirstResponseDaily(models.Model):
-    """First responses of one UTC day and session by bucket of their time (analytics.rollups.RESPONSE_BUCKETS):
-    averages exact (seconds_sum / count), medians estimated within a bucket, read without touching every
-    response."""
+class FirstResponseHourly(models.Model):
+    """First responses of one UTC hour and session by bucket of their time (analytics.rollups.RESPONSE_BUCKETS):
+    averages exact (seconds_sum / count), medians estimated within a bucket, read by the workspace's days without
+    touching every response."""
 
-    day = models.DateField()
+    hour = models.DateTimeField()
     session_id = models.BigIntegerField()
     bucket = models.SmallIntegerField()
     count = models.BigIntegerField(default=0)
     seconds_sum = models.FloatField(default=0)
 
     class Meta:
-        constraints = [models.UniqueConstraint(fields=["day", "session_id", "bucket"],
-                                               name="analytics_response_day_key")]
-        indexes = [models.Index(fields=["day"], name="analytics_response_day_idx")]
+        constraints = [models.UniqueConstraint(fields=["hour", "session_id", "bucket"],
+                                               name="analytics_response_hour_key")]
+        indexes = [models.Index(fields=["hour"], name="analytics_response_hour_idx")]

@@ -15,7 +15,8 @@ tables) — never by visiting the schemas one by one, and never by counting mess
 Hours are UTC buckets: a window of N hours is the current hour and the N - 1 before it.
 """
 import math
-from datetime import timedelta
+from datetime import datetime, time, timedelta
+from datetime import timezone as dt_timezone
 from functools import cached_property
 
 from django.db import connection
@@ -119,17 +120,16 @@ def message_figures(figures):
 
 
 def failures_by_reason(counted, since_day, limit=REASONS_SHOWN):
-    """Failed messages by reason, created from `since_day` (a UTC day: the failure rollups are daily) on."""
+    """Failed messages by reason, created from `since_day` (a UTC day; the failure rollups are per UTC hour) on."""
+    since = datetime.combine(since_day, time.min, tzinfo=dt_timezone.utc)
     rows = across(counted, lambda s: f"""
         SELECT %s, reason, sum(n) FROM (
-          SELECT reason, count AS n FROM {s}.analytics_failuredaily WHERE day >= %s
+          SELECT reason, count AS n FROM {s}.analytics_failurehourly WHERE hour >= %s
           UNION ALL
-          SELECT new_reason, 1 FROM {s}.analytics_messagecounter
-          WHERE new_reason IS NOT NULL AND (hour AT TIME ZONE 'UTC')::date >= %s
+          SELECT new_reason, 1 FROM {s}.analytics_messagecounter WHERE new_reason IS NOT NULL AND hour >= %s
           UNION ALL
-          SELECT old_reason, -1 FROM {s}.analytics_messagecounter
-          WHERE old_reason IS NOT NULL AND (hour AT TIME ZONE 'UTC')::date >= %s) f
-        GROUP BY 2""", lambda pk: [pk, since_day, since_day, since_day])
+          SELECT old_reason, -1 FROM {s}.analytics_messagecounter WHERE old_reason IS NOT NULL AND hour >= %s) f
+        GROUP BY 2""", lambda pk: [pk, since, since, since])
     reasons = {}
     for _, reason, n in rows:
         reasons[reason or "(no reason given)"] = reasons.get(reason or "(no reason given)", 0) + int(n or 0)

@@ -72,6 +72,20 @@ DROP INDEX IF EXISTS analytics_whd_created_idx;
 RESPONSE_BUCKETS = (10, 30, 60, 120, 300, 600, 1800, 3600, 7200, 21600, 43200, 86400, 259200, 604800)
 _BUCKETS_SQL = "'{" + ",".join(str(b) for b in RESPONSE_BUCKETS) + "}'::float8[]"
 
+# Chats are rolled up per UTC month (ChatMonthly) and, for the hours within EDGE_HOURS of a UTC month's start or end,
+# per hour as well (ChatEdgeHourly): a workspace's month (UTC-14 to UTC+14, its buckets by the local day of their
+# start) differs from the UTC month only by such hours, so its top contacts are exact from both.
+EDGE_HOURS = 15
+
+
+def edge_sql(hour):
+    """SQL: whether the UTC hour bucket `hour` (a timestamptz expression) is within EDGE_HOURS of its UTC month's
+    start or end (month arithmetic on UTC timestamps: the session's TimeZone never matters)."""
+    utc, month = f"({hour} AT TIME ZONE 'UTC')", f"date_trunc('month', {hour} AT TIME ZONE 'UTC')"
+    return (f"({utc} < {month} + interval '{EDGE_HOURS} hours' "
+            f"OR {utc} >= {month} + interval '1 month' - interval '{EDGE_HOURS} hours')")
+
+
 TRIGGERS = ("analytics_count_message_insert", "analytics_count_message_update", "analytics_count_message_delete")
 
 # The outgoing messages of the touched conversations from their `since` on, each with the time from the first inbound
@@ -111,24 +125,33 @@ hourly AS (
   ON CONFLICT (hour, session_id, direction, type, status)
   DO UPDATE SET count = r.count + EXCLUDED.count, media_bytes = r.media_bytes + EXCLUDED.media_bytes
   RETURNING 1),
+born_or_gone AS (
+  SELECT hour, session_id, chat_jid, CASE WHEN direction = 'out' THEN n ELSE 0 END AS sent,
+         CASE WHEN direction = 'in' THEN n ELSE 0 END AS received
+  FROM (SELECT hour, session_id, chat_jid, direction, CASE WHEN old_status IS NULL THEN 1 ELSE -1 END AS n
+        FROM moved WHERE old_status IS NULL OR new_status IS NULL) m),
 chats AS (
   INSERT INTO analytics_chatmonthly AS r (month, session_id, chat_jid, sent, received)
-  SELECT date_trunc('month', hour AT TIME ZONE 'UTC')::date, session_id, chat_jid,
-         sum(CASE WHEN direction = 'out' THEN n ELSE 0 END), sum(CASE WHEN direction = 'in' THEN n ELSE 0 END)
-  FROM (SELECT hour, session_id, chat_jid, direction, CASE WHEN old_status IS NULL THEN 1 ELSE -1 END AS n
-        FROM moved WHERE old_status IS NULL OR new_status IS NULL) born_or_gone
-  GROUP BY 1, 2, 3 ORDER BY 1, 2, 3
+  SELECT date_trunc('month', hour AT TIME ZONE 'UTC')::date, session_id, chat_jid, sum(sent), sum(received)
+  FROM born_or_gone GROUP BY 1, 2, 3 ORDER BY 1, 2, 3
   ON CONFLICT (month, session_id, chat_jid)
   DO UPDATE SET sent = r.sent + EXCLUDED.sent, received = r.received + EXCLUDED.received
   RETURNING 1),
+chat_edges AS (
+  INSERT INTO analytics_chatedgehourly AS r (hour, session_id, chat_jid, sent, received)
+  SELECT hour, session_id, chat_jid, sum(sent), sum(received)
+  FROM born_or_gone WHERE """ + edge_sql("hour") + """ GROUP BY 1, 2, 3 ORDER BY 1, 2, 3
+  ON CONFLICT (hour, session_id, chat_jid)
+  DO UPDATE SET sent = r.sent + EXCLUDED.sent, received = r.received + EXCLUDED.received
+  RETURNING 1),
 failures AS (
-  INSERT INTO analytics_failuredaily AS r (day, session_id, reason, count)
-  SELECT (hour AT TIME ZONE 'UTC')::date, session_id, reason, sum(n) FROM (
+  INSERT INTO analytics_failurehourly AS r (hour, session_id, reason, count)
+  SELECT hour, session_id, reason, sum(n) FROM (
     SELECT hour, session_id, old_reason AS reason, -1 AS n FROM moved WHERE old_reason IS NOT NULL
     UNION ALL
     SELECT hour, session_id, new_reason, 1 FROM moved WHERE new_reason IS NOT NULL) f
   GROUP BY 1, 2, 3 ORDER BY 1, 2, 3
-  ON CONFLICT (day, session_id, reason) DO UPDATE SET count = r.count + EXCLUDED.count
+  ON CONFLICT (hour, session_id, reason) DO UPDATE SET count = r.count + EXCLUDED.count
   RETURNING 1),
 touched AS (
   INSERT INTO analytics_touched (conversation_id, since)
@@ -136,17 +159,16 @@ touched AS (
   WHERE conversation_id IS NOT NULL AND (old_status IS NULL OR new_status IS NULL) GROUP BY 1
   RETURNING 1)
 SELECT (SELECT count(*) FROM moved), (SELECT count(*) FROM hourly), (SELECT count(*) FROM chats),
-       (SELECT count(*) FROM failures), (SELECT count(*) FROM touched)
+       (SELECT count(*) FROM chat_edges), (SELECT count(*) FROM failures), (SELECT count(*) FROM touched)
 """
 
 # Then the first responses of the touched conversations are taken out and computed again (two statements: a row
 # deleted and inserted again by one statement is not allowed), their histogram following each.
 _HISTOGRAM_UPSERT = """
-  INSERT INTO analytics_firstresponsedaily AS r (day, session_id, bucket, count, seconds_sum)
-  SELECT (hour AT TIME ZONE 'UTC')::date, session_id, width_bucket(seconds, """ + _BUCKETS_SQL + """), sum({sign}),
-         sum({sign} * seconds)
+  INSERT INTO analytics_firstresponsehourly AS r (hour, session_id, bucket, count, seconds_sum)
+  SELECT hour, session_id, width_bucket(seconds, """ + _BUCKETS_SQL + """), sum({sign}), sum({sign} * seconds)
   FROM {source} GROUP BY 1, 2, 3 ORDER BY 1, 2, 3
-  ON CONFLICT (day, session_id, bucket)
+  ON CONFLICT (hour, session_id, bucket)
   DO UPDATE SET count = r.count + EXCLUDED.count, seconds_sum = r.seconds_sum + EXCLUDED.seconds_sum
 """
 UNANSWER_SQL = """
@@ -169,9 +191,10 @@ REBUILD_SQL = """
 DELETE FROM analytics_messagecounter;
 DELETE FROM analytics_hourlyrollup;
 DELETE FROM analytics_chatmonthly;
-DELETE FROM analytics_failuredaily;
+DELETE FROM analytics_chatedgehourly;
+DELETE FROM analytics_failurehourly;
 DELETE FROM analytics_firstresponse;
-DELETE FROM analytics_firstresponsedaily;
+DELETE FROM analytics_firstresponsehourly;
 INSERT INTO analytics_hourlyrollup (hour, session_id, direction, type, status, count, media_bytes)
 SELECT date_trunc('hour', created_at, 'UTC'), session_id, direction, type, status, count(*),
        COALESCE(sum(media_size), 0)
@@ -180,9 +203,13 @@ INSERT INTO analytics_chatmonthly (month, session_id, chat_jid, sent, received)
 SELECT date_trunc('month', created_at AT TIME ZONE 'UTC')::date, session_id, chat_jid,
        count(*) FILTER (WHERE direction = 'out'), count(*) FILTER (WHERE direction = 'in')
 FROM whatsapp_message GROUP BY 1, 2, 3;
-INSERT INTO analytics_failuredaily (day, session_id, reason, count)
-SELECT (date_trunc('hour', created_at, 'UTC') AT TIME ZONE 'UTC')::date, session_id, left(failure_reason, 200),
-       count(*)
+INSERT INTO analytics_chatedgehourly (hour, session_id, chat_jid, sent, received)
+SELECT hour, session_id, chat_jid, count(*) FILTER (WHERE direction = 'out'), count(*) FILTER (WHERE direction = 'in')
+FROM (SELECT date_trunc('hour', created_at, 'UTC') AS hour, session_id, chat_jid, direction
+      FROM whatsapp_message) m
+WHERE """ + edge_sql("hour") + """ GROUP BY 1, 2, 3;
+INSERT INTO analytics_failurehourly (hour, session_id, reason, count)
+SELECT date_trunc('hour', created_at, 'UTC'), session_id, left(failure_reason, 200), count(*)
 FROM whatsapp_message WHERE status = 'failed' GROUP BY 1, 2, 3;
 INSERT INTO analytics_firstresponse (message_id, session_id, conversation_id, created_at, hour, seconds)
 WITH seq AS (
@@ -196,9 +223,8 @@ SELECT s.id, s.session_id, s.conversation_id, s.created_at, date_trunc('hour', s
        EXTRACT(EPOCH FROM s.created_at - f.first_in)::float8
 FROM seq s JOIN firsts f ON f.conversation_id = s.conversation_id AND f.outs = s.outs - 1
 WHERE s.direction = 'out';
-INSERT INTO analytics_firstresponsedaily (day, session_id, bucket, count, seconds_sum)
-SELECT (hour AT TIME ZONE 'UTC')::date, session_id, width_bucket(seconds, """ + _BUCKETS_SQL + """), count(*),
-       sum(seconds)
+INSERT INTO analytics_firstresponsehourly (hour, session_id, bucket, count, seconds_sum)
+SELECT hour, session_id, width_bucket(seconds, """ + _BUCKETS_SQL + """), count(*), sum(seconds)
 FROM analytics_firstresponse GROUP BY 1, 2, 3;
 """
 

@@ -159,7 +159,7 @@ def message_stats(zone, now=None, hours=None):
         "month": _public(_sum(days, month_start, today)),
         "delivery_rate": _rate(recent["delivered"], recent["reached"]),
         "read_rate": _rate(recent["read"], recent["reached"]),
-        "failures_by_reason": failures_by_reason(recent_start),
+        "failures_by_reason": failures_by_reason(zone, recent_start),
         "latency": send_latency(now),
     }
 
@@ -190,17 +190,19 @@ def send_latency(now=None):
             "sent_to_delivered": figures(row[2], row[3])}
 
 
-def failures_by_reason(since_day, limit=10):
+def failures_by_reason(zone, first_day, limit=10):
+    """Failed messages by reason, of the local days from first_day on."""
     rows = _rows("""
         SELECT reason, sum(n) FROM (
-          SELECT reason, count AS n FROM analytics_failuredaily WHERE day >= %(day)s
+          SELECT hour, reason, count AS n FROM analytics_failurehourly WHERE hour >= %(since)s
           UNION ALL
-          SELECT new_reason, 1 FROM analytics_messagecounter
-          WHERE new_reason IS NOT NULL AND (hour AT TIME ZONE 'UTC')::date >= %(day)s
+          SELECT hour, new_reason, 1 FROM analytics_messagecounter WHERE new_reason IS NOT NULL AND hour >= %(since)s
           UNION ALL
-          SELECT old_reason, -1 FROM analytics_messagecounter
-          WHERE old_reason IS NOT NULL AND (hour AT TIME ZONE 'UTC')::date >= %(day)s) f
-        GROUP BY 1 HAVING sum(n) > 0 ORDER BY 2 DESC, 1 LIMIT %(limit)s""", {"day": since_day, "limit": limit})
+          SELECT hour, old_reason, -1 FROM analytics_messagecounter WHERE old_reason IS NOT NULL AND hour >= %(since)s
+        ) f
+        WHERE (hour AT TIME ZONE %(tz)s)::date >= %(day)s
+        GROUP BY 1 HAVING sum(n) > 0 ORDER BY 2 DESC, 1 LIMIT %(limit)s""",
+                 {"since": floor_hour(midnight(first_day, zone)), "tz": str(zone), "day": first_day, "limit": limit})
     return [{"reason": reason or "(no reason given)", "count": int(n)} for reason, n in rows]
 
 
@@ -215,20 +217,45 @@ def hourly_activity(zone, now=None, hours=None):
             for (weekday, hour), (sent, received) in cells.items()]
 
 
+def ceil_hour(moment):
+    floor = floor_hour(moment)
+    return floor if floor == moment else floor + timedelta(hours=1)
+
+
+def month_bounds(month, zone):
+    """The UTC hour buckets of a local month (its first day): [first, end), each bucket belonging to the local day its
+    start falls on."""
+    following = (month + timedelta(days=32)).replace(day=1)
+    return ceil_hour(midnight(month, zone)), ceil_hour(midnight(following, zone))
+
+
 def top_contacts(zone, now=None, limit=TOP_CONTACTS):
-    """The chats with the most messages this month (UTC months)."""
-    month = (now or timezone.now()).astimezone(UTC).date().replace(day=1)
+    """The chats with the most messages this month (the workspace's month): the UTC month's rollup, plus the hours
+    of the local month before or after it, minus the UTC month's hours outside it (ChatEdgeHourly keeps those), plus
+    the counted changes not folded yet."""
+    month = (now or timezone.now()).astimezone(zone).date().replace(day=1)
+    first, end = month_bounds(month, zone)
+    utc_first = datetime.combine(month, time.min, tzinfo=UTC)
+    utc_end = datetime.combine((month + timedelta(days=32)).replace(day=1), time.min, tzinfo=UTC)
     rows = _rows("""
         SELECT chat_jid, sum(sent), sum(received) FROM (
           SELECT chat_jid, sent, received FROM analytics_chatmonthly WHERE month = %(month)s
           UNION ALL
+          SELECT chat_jid, sign * sent, sign * received FROM (
+            SELECT chat_jid, sent, received,
+                   CASE WHEN hour >= %(first)s AND hour < %(end)s THEN 1 ELSE -1 END AS sign
+            FROM analytics_chatedgehourly
+            WHERE (hour >= %(a1)s AND hour < %(b1)s) OR (hour >= %(a2)s AND hour < %(b2)s)) edges
+          UNION ALL
           SELECT chat_jid, CASE WHEN direction = 'out' THEN n ELSE 0 END, CASE WHEN direction = 'in' THEN n ELSE 0 END
           FROM (SELECT chat_jid, direction, CASE WHEN old_status IS NULL THEN 1 ELSE -1 END AS n
                 FROM analytics_messagecounter
-                WHERE (old_status IS NULL OR new_status IS NULL) AND hour >= %(since)s) c
+                WHERE (old_status IS NULL OR new_status IS NULL) AND hour >= %(first)s AND hour < %(end)s) c
         ) chats
         GROUP BY 1 HAVING sum(sent) + sum(received) > 0 ORDER BY sum(sent) + sum(received) DESC, 1
-        LIMIT %(limit)s""", {"month": month, "since": datetime.combine(month, time.min, tzinfo=UTC), "limit": limit})
+        LIMIT %(limit)s""", {"month": month, "first": first, "end": end,
+                             "a1": min(first, utc_first), "b1": max(first, utc_first),
+                             "a2": min(end, utc_end), "b2": max(end, utc_end), "limit": limit})
     jids = [row[0] for row in rows]
     contacts = {c.jid: c for c in Contact.objects.filter(jid__in=jids)}
     groups = {g.jid: g.name for g in Group.objects.filter(jid__in=jids)}
@@ -243,13 +270,14 @@ def top_contacts(zone, now=None, limit=TOP_CONTACTS):
     return out
 
 
-def first_response(now=None):
-    """Count and average (exact) and median (estimated within its bucket, linearly) of the last 30 days' first
-    responses, from their hourly histogram."""
-    since = ((now or timezone.now()) - timedelta(days=RECENT_DAYS)).astimezone(UTC).date()
+def first_response(zone, first_day):
+    """Count and average (exact) and median (estimated within its bucket, linearly) of the first responses of the
+    local days from first_day on, from their hourly histogram."""
     buckets = _rows("""
-        SELECT bucket, sum(count), sum(seconds_sum) FROM analytics_firstresponsedaily WHERE day >= %s
-        GROUP BY 1 HAVING sum(count) > 0 ORDER BY 1""", [since])
+        SELECT bucket, sum(count), sum(seconds_sum) FROM analytics_firstresponsehourly
+        WHERE hour >= %(since)s AND (hour AT TIME ZONE %(tz)s)::date >= %(day)s
+        GROUP BY 1 HAVING sum(count) > 0 ORDER BY 1""",
+                    {"since": floor_hour(midnight(first_day, zone)), "tz": str(zone), "day": first_day})
     count = sum(int(n) for _, n, _ in buckets)
     if not count:
         return {"count": 0, "average_seconds": None, "median_seconds": None}
@@ -278,12 +306,13 @@ def session_stats():
             "by_state": states}
 
 
-def conversation_stats(now=None):
+def conversation_stats(zone, now=None):
     now = now or timezone.now()
     figures = Conversation.objects.aggregate(
         total=Count("id"), unread=Count("id", filter=Q(unread_count__gt=0)),
         active_7d=Count("id", filter=Q(last_message_at__gte=now - timedelta(days=7))))
-    return {**figures, "first_response": first_response(now)}
+    recent_start = now.astimezone(zone).date() - timedelta(days=RECENT_DAYS - 1)
+    return {**figures, "first_response": first_response(zone, recent_start)}
 
 
 def webhook_health(now=None):
@@ -308,7 +337,7 @@ def dashboard(tenant, now=None):
     now = now or timezone.now()
     zone = zone_of(tenant)
     sessions = session_stats()
-    conversations = conversation_stats(now)
+    conversations = conversation_stats(zone, now)
     today = now.astimezone(zone).date()
     hours = _local_hours(zone, min(today.replace(day=1), today - timedelta(days=RECENT_DAYS - 1)))
     return {

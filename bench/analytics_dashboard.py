@@ -205,7 +205,8 @@ def main():
             parts = {"message_stats": lambda: selectors.message_stats(zone),
                      "hourly_activity": lambda: selectors.hourly_activity(zone),
                      "top_contacts": lambda: selectors.top_contacts(zone),
-                     "conversation_stats": selectors.conversation_stats, "session_stats": selectors.session_stats,
+                     "conversation_stats": lambda: selectors.conversation_stats(zone),
+                     "session_stats": selectors.session_stats,
                      "webhook_health": selectors.webhook_health}
             print("dashboard parts (median of 5): " + ", ".join(
                 f"{name} {ms(statistics.median(timed(part, 5)))} ms" for name, part in parts.items()))

@@ -78,7 +78,8 @@ def test_defaults_every_kind_by_email_and_managers_change_them_audited(named, ap
     ({"telegram_chat_ids": [str(n) for n in range(11)]}, 400, "too_many_chat_ids"),
     ({"channels": ["telegram"]}, 400, "chat_ids_required"),
     ({"channels": "email"}, 400, "validation_error"),
-    ({"channels": [1]}, 400, "unknown_channel"),
+    ({"channels": [1]}, 400, "validation_error"),
+    ({"telegram_chat_ids": [12345]}, 400, "validation_error"),  # a string, as the schema says
     ({"colour": "red"}, 400, "validation_error"),
 ])
 def test_bad_settings_are_refused_and_nothing_is_written(named, api_as, telegram, body, status, code):

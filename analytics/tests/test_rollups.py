@@ -6,7 +6,7 @@ alice owns Acme, carol owns Globex. Celery is eager: sends go through the drain 
 """
 import random
 from collections import Counter
-from datetime import UTC, timedelta
+from datetime import UTC, date, datetime, timedelta
 from zoneinfo import ZoneInfo
 
 import pytest
@@ -16,10 +16,11 @@ from django_tenants.utils import tenant_context
 
 from analytics import rollups, selectors
 from analytics.models import (
+    ChatEdgeHourly,
     ChatMonthly,
-    FailureDaily,
+    FailureHourly,
     FirstResponse,
-    FirstResponseDaily,
+    FirstResponseHourly,
     HourlyRollup,
     MessageCounter,
 )
@@ -58,10 +59,12 @@ def side_tables():
     return (
         sorted((c.month, c.session_id, c.chat_jid, c.sent, c.received) for c in ChatMonthly.objects.all()
                if c.sent or c.received),
-        sorted((f.day, f.session_id, f.reason, f.count) for f in FailureDaily.objects.all() if f.count),
+        sorted((f.hour, f.session_id, f.reason, f.count) for f in FailureHourly.objects.all() if f.count),
         sorted((r.message_id, r.session_id, r.hour, round(r.seconds, 3)) for r in FirstResponse.objects.all()),
-        sorted((r.day, r.session_id, r.bucket, r.count, round(r.seconds_sum, 2))
-               for r in FirstResponseDaily.objects.all() if r.count),
+        sorted((r.hour, r.session_id, r.bucket, r.count, round(r.seconds_sum, 2))
+               for r in FirstResponseHourly.objects.all() if r.count),
+        sorted((c.hour, c.session_id, c.chat_jid, c.sent, c.received) for c in ChatEdgeHourly.objects.all()
+               if c.sent or c.received),
     )
 
 
@@ -155,7 +158,7 @@ def test_rollups_equal_a_recomputation_from_messages_across_tenants_and_time_zon
             expected = hourly_from_messages()
             assert expected and hourly_from_rollups() == expected
             folded = side_tables()
-            assert folded[0] and folded[1] and folded[2] and folded[3]
+            assert folded[0] and folded[1] and folded[2] and folded[3]  # (chat edges: only near a month's end)
             call_command("rebuild_analytics", tenant=tenant.slug)
             assert hourly_from_rollups() == expected
             assert side_tables() == folded
@@ -191,3 +194,84 @@ def test_the_median_first_response_is_estimated_within_its_bucket():
     assert _median_of_buckets([(0, 1), (1, 1), (2, 1)], 3) == 20.0  # 5 s, 10-30 s, 30-60 s: halfway into 10-30
     assert _median_of_buckets([(0, 4)], 4) == 5.0
     assert _median_of_buckets([(14, 2)], 2) == 604800 * 1.5  # the open last bucket
+
+
+# Around a UTC month's turn: 2026-11-30 04:00 to 2026-12-01 20:00 UTC, which is already December in Tokyo (UTC+9)
+# from 15:00 UTC and still November in New York (UTC-5) until 05:00 UTC.
+TURN = datetime(2026, 12, 1, tzinfo=UTC)
+TURN_ZONES = {"acme": "Asia/Tokyo", "globex": "America/New_York"}
+
+
+def turn_of_the_month(tenant):
+    """Every hour of the 40 around the turn: an inbound message, then an answer 90 s later (first responses), every
+    third answer failing with a reason that changes each UTC day; chats change every 7 hours."""
+    with tenant_context(tenant):
+        session = WhatsAppSession.objects.create(name="turn", phone="+14155550177")
+        for h in range(-20, 20):
+            at = TURN + timedelta(hours=h, minutes=10)
+            chat = f"1415555{(h + 20) // 7:04d}@s.whatsapp.net"
+            conversation, _ = Conversation.objects.get_or_create(session=session, chat_jid=chat)
+            Message.objects.create(session=session, direction="in", chat_jid=chat, conversation=conversation,
+                                   status="received", created_at=at)
+            failed = h % 3 == 0
+            Message.objects.create(session=session, direction="out", chat_jid=chat, conversation=conversation,
+                                   status="failed" if failed else "delivered", created_at=at + timedelta(seconds=90),
+                                   failure_reason=f"reason of {at:%d}" if failed else "")
+
+
+def expected_top(zone, month):
+    totals = Counter()
+    for m in Message.objects.all():
+        if m.created_at.astimezone(zone).date().replace(day=1) == month:
+            totals[(m.chat_jid, m.direction)] += 1
+    chats = {jid for jid, _ in totals}
+    ranked = sorted(chats, key=lambda jid: (-(totals[(jid, "out")] + totals[(jid, "in")]), jid))
+    return [(jid, totals[(jid, "out")], totals[(jid, "in")]) for jid in ranked]
+
+
+def expected_failures(zone, first_day):
+    counts = Counter(m.failure_reason for m in Message.objects.filter(status="failed")
+                     if m.created_at.astimezone(zone).date() >= first_day)
+    return sorted(counts.items(), key=lambda item: (-item[1], item[0]))
+
+
+def figures(zone):
+    return {
+        "top": {month: [(c["chat_jid"], c["sent"], c["received"]) for c in selectors.top_contacts(
+            zone, now=datetime.combine(month, datetime.min.time(), tzinfo=zone) + timedelta(days=20))]
+            for month in (date(2026, 11, 1), date(2026, 12, 1))},
+        "failures": {day: [(f["reason"], f["count"]) for f in selectors.failures_by_reason(zone, day)]
+                     for day in (date(2026, 11, 30), date(2026, 12, 1))},
+        "responses": {day: selectors.first_response(zone, day) for day in (date(2026, 11, 30), date(2026, 12, 1))},
+    }
+
+
+@pytest.mark.parametrize("folded", [False, True])
+def test_failures_first_responses_and_top_contacts_follow_the_workspace_time_zone(named, folded):
+    for tenant in (named.acme, named.globex):
+        turn_of_the_month(tenant)
+    for tenant in (named.acme, named.globex):
+        zone = ZoneInfo(TURN_ZONES[tenant.slug])
+        with tenant_context(tenant):
+            if folded:
+                rollups.fold()
+                assert not MessageCounter.objects.exists() and ChatEdgeHourly.objects.exists()
+            found = figures(zone)
+            for month, top in found["top"].items():
+                assert top == expected_top(zone, month)[:selectors.TOP_CONTACTS], (tenant.slug, month)
+            for day, failures in found["failures"].items():
+                assert failures == expected_failures(zone, day), (tenant.slug, day)
+            if folded:  # first responses are computed by the fold
+                for day, response in found["responses"].items():
+                    answers = [r.seconds for r in FirstResponse.objects.all()
+                               if r.created_at.astimezone(zone).date() >= day]
+                    assert response["count"] == len(answers) > 0
+                    assert response["average_seconds"] == round(sum(answers) / len(answers), 1) == 90.0
+                folded_tables = side_tables()
+                call_command("rebuild_analytics", tenant=tenant.slug)
+                assert side_tables() == folded_tables and figures(zone) == found
+    # The two zones' months differ: Tokyo's December starts 14 hours before New York's.
+    with tenant_context(named.acme):
+        tokyo = expected_top(ZoneInfo("Asia/Tokyo"), date(2026, 12, 1))
+        new_york = expected_top(ZoneInfo("America/New_York"), date(2026, 12, 1))
+        assert sum(s + r for _, s, r in tokyo) - sum(s + r for _, s, r in new_york) == 28
