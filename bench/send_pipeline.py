@@ -4,7 +4,8 @@ per CPU), a `default` Celery worker (prefork, 2 processes) and a `whatsapp` work
 linked session on the simulator.
 
 Pacing, the installation's rate limit and the API throttles are off (WHATSAPP_PACING_ENABLED=false,
-WHATSAPP_RATE_LIMIT_PER_COMPANY=-1, API_THROTTLE_KEY_RATE/API_THROTTLE_USER_RATE=off) and the tenant is on Enterprise (unlimited messages per minute): the figure is the pipeline's, not a policy's.
+WHATSAPP_RATE_LIMIT_PER_COMPANY=-1, API_THROTTLE_KEY_RATE/API_THROTTLE_USER_RATE=off) and the tenant is on
+Enterprise (unlimited messages per minute): the figure is the pipeline's, not a policy's.
 The simulator acknowledges delivery after WHATSAPP_SIMULATOR_DELIVERED_SECONDS (0.05 s here) and sends no read
 receipts, so the end-to-end figure is throughput, not the simulated recipient's delay.
 
@@ -28,12 +29,21 @@ Figures, from C concurrent HTTP clients (asyncio + httpx, keep-alive), each phas
   rates too high to refuse (unthrottled_vs_throttled_ratio): what core.throttles costs the accept path;
 - encryption at rest: the same accept path with WHATSAPP_ENCRYPT_MESSAGES=true (bodies and the conversation
   preview encrypted on the way in, decrypted on the way out), in the same rounds: its rate over the default's
-  (encrypted_vs_plain_ratio) and its web CPU per message over the default's.
+  (encrypted_vs_plain_ratio) and its web CPU per message over the default's;
+- analytics on vs off: the batch phase (POST /api/v1/messages/batch → delivered) with the analytics counting
+  trigger on the tenant's whatsapp_message (analytics.rollups.TRIGGERS, switched by rollups.set_counting while the
+  pipeline is idle) disabled, then enabled, the order turning each round, over A rounds after a warm-up batch;
+  medians of the end-to-end rates, pipeline_cost_pct = (off rate / on rate - 1) x 100 (issue 13: within 5%). The
+  counter rows an "on" phase appends are folded into the rollups after it, outside the timing (beat's job in
+  production), and each phase's counter rows are reported (none with the trigger off: the switch works). The
+  trigger is left enabled.
 
 SEND_BENCH_MESSAGES (or argv[1]) sets N (default 2000), SEND_BENCH_CLIENTS sets C (default 16),
 SEND_BENCH_BATCH sets B (default 100), SEND_BENCH_BASELINE sets the requests per baseline (default 2000),
 SEND_BENCH_VARIANT_ROUNDS sets R (default 3; 0 skips the switches), SEND_BENCH_WARM_UP the messages a fresh web
-process accepts before it is measured (default 200). Last line: one JSON object.
+process accepts before it is measured (default 200), SEND_BENCH_ANALYTICS_ROUNDS sets A (default 3; 0 skips the
+analytics comparison). SEND_BENCH_ONLY=analytics runs the analytics comparison alone (no baselines, single, apart,
+batch or switches), to keep the run short. Last line: one JSON object.
 """
 import asyncio
 import os
@@ -57,6 +67,10 @@ BATCH = int(os.environ.get("SEND_BENCH_BATCH", "100"))
 BASELINE_REQUESTS = int(os.environ.get("SEND_BENCH_BASELINE", "2000"))
 VARIANT_ROUNDS = int(os.environ.get("SEND_BENCH_VARIANT_ROUNDS", "3"))
 WARM_UP = int(os.environ.get("SEND_BENCH_WARM_UP", "200"))
+ANALYTICS_ROUNDS = int(os.environ.get("SEND_BENCH_ANALYTICS_ROUNDS", "3"))
+ONLY = os.environ.get("SEND_BENCH_ONLY", "").strip().lower()
+if ONLY not in ("", "analytics"):
+    sys.exit(f"SEND_BENCH_ONLY: {ONLY!r} is not one of: analytics")
 # The web process's settings per variant of the accept path: as it runs by default, and with one speed-path switch
 # off each. "default" is the rows side of rows vs ORM and the custom side of custom vs stock handler.
 # "throttled" counts every request in the API throttles (core.throttles, off in every other run here) at rates
@@ -489,6 +503,63 @@ def variant_figures(runs):
             "accept_runs_per_s": {name: [r["accept_per_s"] for r in each] for name, each in runs.items()}}
 
 
+def measure_analytics(servers, headers, tenant):
+    """The batch phase with the analytics counting trigger off and on, alternating over ANALYTICS_ROUNDS rounds
+    (medians): the figures for the last line. The trigger is enabled again at the end, whatever happens."""
+    from django.db import connection
+    from django_tenants.utils import schema_context
+
+    from analytics import rollups
+
+    def counting(enabled):
+        with schema_context(SCHEMA):
+            rollups.set_counting(enabled)
+        connection.set_schema_to_public()
+
+    if not ANALYTICS_ROUNDS:
+        return {}
+    def fold():
+        """The counter rows the trigger appended since the last fold (none with it off: the switch works), folded
+        into the rollups: beat's job in production, outside the timing here."""
+        wait_until_idle(tenant)
+        with schema_context(SCHEMA), connection.cursor() as cursor:
+            cursor.execute("SELECT count(*) FROM analytics_messagecounter")
+            counted = cursor.fetchone()[0]
+            rollups.fold()
+        connection.set_schema_to_public()
+        return counted
+
+    runs, counted = {"off": [], "on": []}, {"off": [], "on": []}
+    try:
+        # A warm-up batch phase (not measured), so the first round's side does not pay for cold processes.
+        counting(True)
+        send_phase(servers, headers, tenant, "analytics warm-up", batch=BATCH)
+        fold()
+        for round_index in range(ANALYTICS_ROUNDS):
+            for state in (("off", "on") if round_index % 2 == 0 else ("on", "off")):
+                label = f"analytics {state}, round {round_index + 1}"
+                counting(state == "on")
+                runs[state].append(send_phase(servers, headers, tenant, label, batch=BATCH))
+                counted[state].append(fold())
+                log(f"[{label}] {counted[state][-1]} counter rows appended by the trigger")
+    finally:
+        wait_until_idle(tenant)
+        counting(True)
+    rate = {state: statistics.median(r["end_to_end_per_s"] for r in each) for state, each in runs.items()}
+    cost = (rate["off"] / rate["on"] - 1) * 100
+    listed = "; ".join(f"{state} " + ", ".join(str(round(r["end_to_end_per_s"])) for r in each)
+                       for state, each in runs.items())
+    log(f"analytics counting trigger, batch phase end to end, medians of {ANALYTICS_ROUNDS} rounds: off "
+        f"{rate['off']:.0f}/s, on {rate['on']:.0f}/s: pipeline cost {cost:+.1f}% (target within 5%); runs (/s): "
+        f"{listed}")
+    return {"analytics_rounds": ANALYTICS_ROUNDS, "pipeline_analytics_off_per_s": round(rate["off"], 1),
+            "pipeline_analytics_on_per_s": round(rate["on"], 1), "pipeline_cost_pct": round(cost, 1),
+            "pipeline_analytics_runs_per_s": {state: [r["end_to_end_per_s"] for r in each]
+                                              for state, each in runs.items()},
+            "pipeline_analytics_counter_rows": counted,
+            "pipeline_analytics_receipts_lost": sum(r["receipts_lost"] for each in runs.values() for r in each)}
+
+
 def run(dbname):
     import httpx
     import redis
@@ -531,31 +602,44 @@ def run(dbname):
             assert warm.status_code == 202, warm.text
             probe_id = warm.json()["data"]["id"]
         log("session linked; one warm-up message sent")
+        figures = {"bench": "send_pipeline", "messages": MESSAGES, "clients": CLIENTS, "batch_size": BATCH,
+                   "cpus": os.cpu_count(), "only": ONLY or None}
+        if not ONLY:
+            # Baselines first, while the pipeline is idle; the same clients, the same server.
+            health = asyncio.run(hammer(servers.url, headers, [("GET", "/health", None)] * BASELINE_REQUESTS,
+                                        CLIENTS))
+            assert set(health[2]) == {200}, health[2]
+            health_rate, _, _ = rate_line("baseline GET /health", BASELINE_REQUESTS, health[0], health[1])
+            read = asyncio.run(hammer(servers.url, headers,
+                                      [("GET", f"/api/v1/messages/{probe_id}", None)] * BASELINE_REQUESTS,
+                                      CLIENTS))
+            assert set(read[2]) == {200}, read[2]
+            read_rate, _, _ = rate_line("baseline GET /api/v1/messages/{id} (API key)", BASELINE_REQUESTS,
+                                        read[0], read[1])
 
-        # Baselines first, while the pipeline is idle; the same clients, the same server.
-        health = asyncio.run(hammer(servers.url, headers, [("GET", "/health", None)] * BASELINE_REQUESTS,
-                                    CLIENTS))
-        assert set(health[2]) == {200}, health[2]
-        health_rate, _, _ = rate_line("baseline GET /health", BASELINE_REQUESTS, health[0], health[1])
-        read = asyncio.run(hammer(servers.url, headers,
-                                  [("GET", f"/api/v1/messages/{probe_id}", None)] * BASELINE_REQUESTS, CLIENTS))
-        assert set(read[2]) == {200}, read[2]
-        read_rate, _, _ = rate_line(f"baseline GET /api/v1/messages/{{id}} (API key)", BASELINE_REQUESTS, read[0],
-                                    read[1])
-
-        # One message per request, accepted and sent at once as in production.
-        single = send_phase(servers, headers, tenant, "single")
-        # Which side limits: the accept path alone, then the pipeline alone.
-        alone = accept_alone(app, servers, headers, tenant, "apart")
-        # Batches of BATCH: what a bulk sender does, and the pipeline's throughput end to end.
-        batched = send_phase(servers, headers, tenant, "batch", batch=BATCH)
-        log(f"accept path alone / GET /health = {alone['accept_per_s'] / health_rate:.0%} (target >= 50%), with the "
-            f"pipeline running {single['accept_per_s'] / health_rate:.0%}; single accept / authenticated read = "
-            f"{single['accept_per_s'] / read_rate:.0%}; end to end: batches {batched['end_to_end_per_s']:.0f}/s "
-            f"(target >= 500/s), single requests {single['end_to_end_per_s']:.0f}/s; pipeline alone "
-            f"{alone['end_to_end_per_s']:.0f}/s")
-        # The speed path's switches, last: each restarts the web process.
-        switches = variant_figures(measure_variants(app, servers, headers, tenant))
+            # One message per request, accepted and sent at once as in production.
+            single = send_phase(servers, headers, tenant, "single")
+            # Which side limits: the accept path alone, then the pipeline alone.
+            alone = accept_alone(app, servers, headers, tenant, "apart")
+            # Batches of BATCH: what a bulk sender does, and the pipeline's throughput end to end.
+            batched = send_phase(servers, headers, tenant, "batch", batch=BATCH)
+            log(f"accept path alone / GET /health = {alone['accept_per_s'] / health_rate:.0%} (target >= 50%), with "
+                f"the pipeline running {single['accept_per_s'] / health_rate:.0%}; single accept / authenticated read "
+                f"= "
+                f"{single['accept_per_s'] / read_rate:.0%}; end to end: batches {batched['end_to_end_per_s']:.0f}/s "
+                f"(target >= 500/s), single requests {single['end_to_end_per_s']:.0f}/s; pipeline alone "
+                f"{alone['end_to_end_per_s']:.0f}/s")
+            # The speed path's switches, last: each restarts the web process.
+            switches = variant_figures(measure_variants(app, servers, headers, tenant))
+            figures.update({
+                "baseline_health_per_s": round(health_rate, 1), "baseline_api_read_per_s": round(read_rate, 1),
+                "accept_alone_vs_health": round(alone["accept_per_s"] / health_rate, 3),
+                "single_accept_vs_health": round(single["accept_per_s"] / health_rate, 3),
+                "end_to_end_per_s": batched["end_to_end_per_s"], "single": single, "apart": alone, "batch": batched,
+                "receipts_lost": single["receipts_lost"] + batched["receipts_lost"] + alone["receipts_lost"],
+                **switches})
+        # The analytics counting trigger off vs on, through the whole pipeline (issue 13).
+        figures.update(measure_analytics(servers, headers, tenant))
     except BaseException:
         for name in servers.procs:
             log(f"----- {name} -----\n{servers.log(name)}")
@@ -565,14 +649,7 @@ def run(dbname):
         connection.set_schema_to_public()
         with connection.cursor() as cursor:
             cursor.execute(f'DROP SCHEMA IF EXISTS "{SCHEMA}" CASCADE')
-    return {"bench": "send_pipeline", "messages": MESSAGES, "clients": CLIENTS, "batch_size": BATCH,
-            "cpus": os.cpu_count(), "baseline_health_per_s": round(health_rate, 1),
-            "baseline_api_read_per_s": round(read_rate, 1),
-            "accept_alone_vs_health": round(alone["accept_per_s"] / health_rate, 3),
-            "single_accept_vs_health": round(single["accept_per_s"] / health_rate, 3),
-            "end_to_end_per_s": batched["end_to_end_per_s"], "single": single, "apart": alone, "batch": batched,
-            "receipts_lost": single["receipts_lost"] + batched["receipts_lost"] + alone["receipts_lost"],
-            **switches}
+    return figures
 
 
 if __name__ == "__main__":
