@@ -477,6 +477,7 @@ SPECTACULAR_SETTINGS = {
                             "RoleEnum": "core.permissions.Role.choices",
                             "InvitableRoleEnum": "accounts.members.INVITABLE_CHOICES",
                             "KeywordRuleActionEnum": "whatsapp.automation.models.KeywordRule.Action",
+                            "AutomationKindEnum": "whatsapp.automation.models.LOG_KINDS",
                             "ConversationStatusEnum": "whatsapp.conversations.models.Conversation.Status",
                             "AlertStateEnum": "alerts.models.Alert.State",
                             "AlertChannelEnum": "alerts.models.Channel",

@@ -122,7 +122,8 @@ def test_the_main_pages_raise_no_csp_violation_and_still_work(named, live_system
     expect(page.locator(".swagger-ui .info .title")).to_contain_text("Switchboard API")
     expect(page.locator(".opblock").first).to_be_visible()
     # "Try it out" calls the API from the page (connect-src), with the browser's session.
-    dashboard = page.locator(".opblock.opblock-get").first  # GET /api/v1/analytics/dashboard
+    # GET /api/v1/analytics/dashboard, found by its path (it was the first GET until /api/v1/alerts came before it).
+    dashboard = page.locator(".opblock.opblock-get", has_text="/api/v1/analytics/dashboard").first
     expect(dashboard).to_contain_text("/analytics/dashboard")
     dashboard.locator(".opblock-summary").click()
     dashboard.get_by_role("button", name="Try it out").click()

@@ -121,6 +121,16 @@
     }
   }
 
+  // An automatic message's mark: which rule or bot sent it (the payload's `automation`).
+  function applyAutomation(li, m) {
+    if (!m.automation || li.querySelector("[data-automation]")) return;
+    var mark = el("p", "conv-automatic muted", m.automation.label);
+    mark.setAttribute("data-automation", "");
+    mark.setAttribute("data-testid", "automatic-" + m.id);
+    var bubble = li.querySelector(".conv-bubble");
+    bubble.insertBefore(mark, bubble.firstChild);
+  }
+
   function upsertMessage(m) {
     if (!threadRoot || m.conversation_id !== conversationId) return;
     var list = document.querySelector("[data-message-list]");
@@ -139,6 +149,7 @@
       if (empty) empty.classList.add("hidden");
       if (!li.nextSibling) li.scrollIntoView({ block: "nearest" });
     }
+    applyAutomation(li, m);
     applyStatus(li, m);
   }
 

@@ -131,6 +131,9 @@ class AutomationLog(models.Model):
         return f"{self.kind} → {self.chat_jid}"
 
 
+LOG_KINDS = AutomationLog.Kind.values  # the API's kind enum (settings ENUM_NAME_OVERRIDES: AutomationKindEnum)
+
+
 class Handoff(models.Model):
     """A person talks in this conversation (or on this whole number, conversation null): automation stays silent
     there until `until`, or until the switch goes off."""

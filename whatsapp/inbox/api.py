@@ -182,7 +182,7 @@ class ConversationMessagesView(DirectoryView):
     def get(self, request, pk):
         """One conversation's messages, newest first."""
         conversation = _conversation(pk)
-        rows = Message.objects.select_related("session").filter(conversation=conversation).order_by(
+        rows = Message.objects.select_related("session", "automation").filter(conversation=conversation).order_by(
             "-created_at", "-id")
         return paginated(request, self, rows, message_payload)
 

@@ -130,7 +130,8 @@ class ConversationConsumer(_InboxConsumer):
                             .filter(pk=self.conversation_id).first())
             if conversation is None:
                 return {"conversation": None, "messages": []}
-            rows = list(Message.objects.filter(conversation=conversation).order_by("-created_at", "-id")
+            rows = list(Message.objects.select_related("automation").filter(conversation=conversation)
+                        .order_by("-created_at", "-id")
                         [:SNAPSHOT_MESSAGES])
             name = conversation.session.name
             return {"conversation": conversation_summary(conversation, name),

@@ -243,7 +243,7 @@ def conversation_detail(request, pk):
             conversations.mark_read(conversation)
             return _respond(request, True, "Read.", back=back)
         return _respond(request, False, "Unknown action.", status=400, code="unknown_action", back=back)
-    rows = list(Message.objects.filter(conversation=conversation).order_by("-created_at", "-id")[:MESSAGES_SHOWN])
+    rows = list(Message.objects.select_related("automation").filter(conversation=conversation).order_by("-created_at", "-id")[:MESSAGES_SHOWN])
     rows.reverse()
     names = inbox_selectors.member_names(request.tenant)
     name = conversation.session.name

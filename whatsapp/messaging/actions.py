@@ -242,6 +242,8 @@ def _insert(prepared, keys, *, savepoint=True):
                 messages[0].save(force_insert=True)
             else:
                 Message.objects.bulk_create(messages)
+            for message in messages:  # new rows: no automation log names them yet (its row, made after, sets this)
+                Message.automation.related.set_cached_value(message, None)
             schema_name = connection.schema_name
             for session_id in dict.fromkeys(m.session_id for m in messages):
                 transaction.on_commit(lambda session_id=session_id: sending.wake(schema_name, session_id))

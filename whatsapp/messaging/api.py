@@ -8,6 +8,7 @@ message's stored media to its own tenant.
 import hashlib
 import os
 
+from django.apps import apps
 from django.db.models import Q
 from django.http import FileResponse
 from django.urls import path
@@ -154,6 +155,15 @@ MessageSerializer = inline_serializer("Message", {
     "provider_message_id": serializers.CharField(allow_null=True), "attempts": serializers.IntegerField(),
     "created_at": serializers.DateTimeField(), "sent_at": serializers.DateTimeField(allow_null=True),
     "delivered_at": serializers.DateTimeField(allow_null=True), "read_at": serializers.DateTimeField(allow_null=True),
+    "automation": inline_serializer("MessageAutomation", {
+        # The kinds of whatsapp.automation's log, read through the app registry: that app builds on this one.
+        "kind": serializers.ChoiceField(apps.get_model("whatsapp", "AutomationLog").Kind.values),
+        "source": serializers.CharField(help_text='The keyword rule\'s name, "bot", or the kind\'s name '
+                                                  '("Away message", "Greeting", "Fallback reply").'),
+        "label": serializers.CharField(help_text='What the conversation page shows: "Automatic · Away message", '
+                                                 '"Automatic · rule ‘prices’", "Automatic · bot".'),
+    }, allow_null=True, read_only=True, help_text="Which automation sent this message (whatsapp automation: an "
+                                                  "away message, a keyword rule, the bot …); null when none did."),
 })
 
 
@@ -209,7 +219,7 @@ class MessageListView(APIView):
         503: ENCRYPTION_KEY_UNAVAILABLE})
     def get(self, request):
         """The tenant's messages, newest first."""
-        messages = Message.objects.select_related("session")
+        messages = Message.objects.select_related("session", "automation")
         params = request.query_params
         session = session_selectors.from_filter(request)
         if session is not None:
@@ -318,7 +328,7 @@ class MessageDetailView(APIView):
     @extend_schema(tags=TAGS, parameters=[OpenApiParameter("id", int, OpenApiParameter.PATH)],
                    responses={200: MessageSerializer, 503: ENCRYPTION_KEY_UNAVAILABLE})
     def get(self, request, pk):
-        message = Message.objects.select_related("session").filter(pk=pk).first()
+        message = Message.objects.select_related("session", "automation").filter(pk=pk).first()
         if message is None:
             raise exceptions.NotFound("No such message.")
         return Response(message_payload(message))

@@ -31,7 +31,7 @@ from datetime import timedelta
 from celery import shared_task
 from django.conf import settings
 from django.db import connection, transaction
-from django.db.models import F, Q
+from django.db.models import F, Q, prefetch_related_objects
 from django.utils import timezone
 from django_tenants.utils import schema_context
 from kombu.exceptions import OperationalError
@@ -396,6 +396,8 @@ def tell(session, event_type, messages, *, conversations=None):
     """The message.* webhook deliveries and live updates of `messages` (all of `session`), on commit."""
     if not messages:
         return
+    messages = list(messages)
+    prefetch_related_objects(messages, "automation")  # which rule or bot sent each: one query for the batch
     payloads = [message_payload(message, session.name) for message in messages]
     emit_events(event_type, payloads)
     messages_changed(messages, conversations=conversations, payloads=payloads)

@@ -1,7 +1,9 @@
 """A message as the API, the webhooks and the live pages show it."""
 import logging
 
+from django.core.exceptions import ObjectDoesNotExist
 from django.db import connection, transaction
+from django.db.models import prefetch_related_objects
 
 from whatsapp import live
 
@@ -45,7 +47,23 @@ def message_payload(message, session_name=None):
         "sent_at": _iso(message.sent_at),
         "delivered_at": _iso(message.delivered_at),
         "read_at": _iso(message.read_at),
+        "automation": automation_payload(message),
     }
+
+
+def automation_payload(message):
+    """Which rule or bot sent this message (whatsapp.automation's log row, through the reverse one-to-one
+    `automation`), or None for a message no automation sent. Load it with select_related("automation") when
+    showing many messages. `label`: the words the conversation page shows."""
+    if message.direction != Message.Direction.OUT or message.pk is None:
+        return None
+    try:
+        row = message.automation
+    except ObjectDoesNotExist:
+        return None
+    source = row.source or row.get_kind_display()
+    label = f"rule \u2018{source}\u2019" if row.kind == "rule" else source
+    return {"kind": row.kind, "source": source, "label": f"Automatic \u00b7 {label}"}
 
 
 def _media_payload(message):
@@ -62,6 +80,8 @@ def messages_changed(messages, *, conversations=None, payloads=None):
     (its summary goes along); for the others the list page only learns which row changed. `payloads`: the
     messages' message_payload, when the caller built them already (for webhooks)."""
     updates = {}
+    if payloads is None:
+        prefetch_related_objects([m for m in messages if m.conversation_id and m.pk], "automation")
     for index, message in enumerate(messages):
         if not message.conversation_id:
             continue
