@@ -73,7 +73,9 @@ def link_session(client, session_host, clock, name="front-desk", phone="+1415555
     ok(client.post(f"/api/v1/test-helpers/sessions/{name}/scan", {"phone": phone}, format="json"), 202)
     settle(session_host, clock)  # PAIRED
     settle(session_host, clock)  # CONNECTED
-    [key] = [key for key in session_host.providers if key.endswith(f":{created['id']}")]
+    # Keys are "<schema>:<session id>"; another tenant's session may have the same id (sequences are per schema and
+    # a flush does not reset them), so take the provider started last, which is this one.
+    key = [key for key in session_host.providers if key.endswith(f":{created['id']}")][-1]
     return session_host.provider(key)
 
 
