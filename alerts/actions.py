@@ -11,7 +11,6 @@ import hashlib
 import hmac
 import json
 import logging
-import re
 import time
 from datetime import timedelta
 
@@ -26,6 +25,7 @@ from django_tenants.utils import schema_context
 
 from accounts.models import Membership
 from audit import actions as audit
+from core import telegram
 from core.errors import DomainError
 from core.permissions import MANAGERS
 from whatsapp.webhooks import actions as webhooks
@@ -126,9 +126,7 @@ def _webhook(alert, event, text):
 
 def _telegram_to(chat_ids, text):
     for chat_id in chat_ids:
-        response = httpx.post(f"{settings.TELEGRAM_API_BASE.rstrip('/')}/bot{settings.TELEGRAM_BOT_TOKEN}/sendMessage",
-                              json={"chat_id": chat_id, "text": text}, timeout=TIMEOUT)
-        response.raise_for_status()
+        telegram.send_message(chat_id, text, timeout=TIMEOUT)
 
 
 def _telegram(alert, event, text):
@@ -211,7 +209,6 @@ def notify(alert, event):
 
 # --- a workspace's choice -----------------------------------------------------------------------------------------
 
-CHAT_ID = re.compile(r"-?\d{1,20}|@[A-Za-z][A-Za-z0-9_]{4,31}")
 
 
 def _snapshot(chosen):
@@ -229,7 +226,7 @@ def check_alert_settings(*, channels, kinds, telegram_chat_ids):
     if unknown:
         raise DomainError(AlertError.UNKNOWN_KIND, f"Unknown alert kind '{unknown[0]}'.",
                           {"allowed": list(Kind.values)})
-    wrong = [chat for chat in telegram_chat_ids if not CHAT_ID.fullmatch(chat)]
+    wrong = [chat for chat in telegram_chat_ids if not telegram.CHAT_ID_RE.fullmatch(chat)]
     if wrong:
         raise DomainError(AlertError.INVALID_CHAT_ID,
                           f"'{wrong[0][:40]}' is not a Telegram chat id: a number such as -1001234567890 (ask "

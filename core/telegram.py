@@ -1,6 +1,6 @@
 """Telegram's Bot API, the one client: sendMessage with the platform's bot (TELEGRAM_BOT_TOKEN) at
 TELEGRAM_API_BASE (a local fake in tests). Used by the receptionist's escalations (whatsapp.automation.escalation);
-the alerts app posts the same request to its chats."""
+the alerts app (alerts.actions) sends through it too."""
 import re
 
 import httpx
